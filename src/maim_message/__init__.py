@@ -76,6 +76,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover - static names for type checkers
+    # ruff: noqa: F401
     from .core.models.legacy import (
         BaseMessageInfo,
         FormatInfo,
@@ -83,8 +84,8 @@ if TYPE_CHECKING:  # pragma: no cover - static names for type checkers
         InfoBase,
         MessageBase,
         ReceiverInfo,
-        SenderInfo,
         Seg,
+        SenderInfo,
         TemplateInfo,
         UserInfo,
     )

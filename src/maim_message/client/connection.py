@@ -1,0 +1,280 @@
+"""One supervised WebSocket connection: connect, read, reconnect with back-off.
+
+Shared by WebSocketClient and the multi-connection client. It speaks the envelope
+protocol (acks, dedupe of redelivered ids, custom type normalisation) and hands decoded
+messages to callbacks; it never blocks the event loop and starts no threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid as uuid_module
+from typing import Any, Callable, Dict, Optional
+
+import websockets
+from websockets.asyncio.client import ClientConnection
+from websockets.asyncio.client import connect as ws_connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from ..core.codec import SYS_ACK, SYS_STD, dumps, loads
+from ..core.dedupe import DedupeWindow
+from ..core.envelope import (
+    MessageIdFactory,
+    custom_envelope,
+    custom_handler_keys,
+    encode_ack,
+    normalize_custom_type,
+    std_envelope,
+)
+from ..core.identity import fingerprint
+from ..core.models.api import APIMessageBase
+from ..errors import EnvelopeError
+from ..runtime.callbacks import HandlerTasks, positional_arity
+from .config import ClientConfig
+from .tls import client_ssl_context
+
+logger = logging.getLogger(__name__)
+
+MessageCallback = Callable[[APIMessageBase, Dict[str, Any]], Any]
+
+
+class SupervisedConnection:
+    """A client connection that keeps itself up until ``stop()``."""
+
+    def __init__(
+        self, config: ClientConfig, handlers: HandlerTasks,
+        custom_handlers: Dict[str, Callable[..., Any]], connection_uuid: str,
+        extra_meta: Optional[Dict[str, Any]] = None,
+    ) -> None:
+        self.config = config
+        self.uuid = connection_uuid
+        self.custom_handlers = custom_handlers
+        self.extra_meta = extra_meta or {}
+        self._handlers = handlers
+        self._ids = MessageIdFactory()
+        self._dedupe = DedupeWindow(10_000, 3600.0)
+        self._ws: Optional[ClientConnection] = None
+        self._task: Optional[asyncio.Task[None]] = None
+        self._first_attempt: Optional[asyncio.Future[bool]] = None
+        self._wanted = False
+        self.connected = False
+        self.last_error: Optional[str] = None
+        self.stats: Dict[str, int] = {
+            "connect_attempts": 0, "successful_connects": 0, "failed_connects": 0,
+            "messages_received": 0, "messages_sent": 0, "custom_messages_processed": 0,
+            "reconnect_attempts": 0, "bytes_received": 0, "bytes_sent": 0,
+        }
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def connect(self) -> bool:
+        """Start (or keep) the connection; True once the server accepted it."""
+        if self.connected:
+            return True
+        loop = asyncio.get_running_loop()
+        self._first_attempt = loop.create_future()
+        self._wanted = True
+        if self._task is None or self._task.done():
+            self._task = asyncio.ensure_future(self._run())
+        try:
+            return await asyncio.wait_for(
+                asyncio.shield(self._first_attempt), self.config.connect_timeout + 1.0
+            )
+        except asyncio.TimeoutError:
+            return False
+
+    async def disconnect(self) -> bool:
+        """Close (code 1000) and stop reconnecting; False if it was not connected."""
+        was = self.connected
+        self._wanted = False
+        ws = self._ws
+        if ws is not None:
+            await ws.close(1000, "client disconnect")
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        self.connected = False
+        return was
+
+    def _resolve_first(self, ok: bool) -> None:
+        fut = self._first_attempt
+        if fut is not None and not fut.done():
+            fut.set_result(ok)
+
+    async def _run(self) -> None:
+        cfg = self.config
+        failures = 0
+        while self._wanted:
+            self.stats["connect_attempts"] += 1
+            try:
+                ws = await self._open()
+            except InvalidStatus as exc:
+                status = exc.response.status_code
+                self._failed(f"server rejected WebSocket connection: HTTP {status}")
+                if status in (401, 403):
+                    logger.warning("connection %s refused by server (HTTP %d); not retrying",
+                                   self.uuid, status)
+                    await self._notify_disconnect(self.last_error)
+                    break
+            except (OSError, asyncio.TimeoutError, websockets.InvalidHandshake,
+                    websockets.InvalidURI) as exc:
+                self._failed(f"{type(exc).__name__}: {exc}")
+            else:
+                failures = 0
+                await self._serve(ws)
+            if not (self._wanted and cfg.auto_reconnect):
+                break
+            failures += 1
+            if cfg.max_reconnect_attempts and failures > cfg.max_reconnect_attempts:
+                logger.warning("connection %s: giving up after %d failed attempts",
+                               self.uuid, failures - 1)
+                await self._notify_disconnect(self.last_error)
+                break
+            self.stats["reconnect_attempts"] += 1
+            delay = min(cfg.reconnect_delay * (2 ** (failures - 1)), cfg.max_reconnect_delay)
+            await asyncio.sleep(delay)
+        self._wanted = False
+        self._resolve_first(False)
+
+    def _failed(self, reason: str) -> None:
+        self.stats["failed_connects"] += 1
+        self.last_error = reason
+        logger.info("connection %s failed: %s", self.uuid, reason)
+        self._resolve_first(False)
+
+    async def _open(self) -> ClientConnection:
+        cfg = self.config
+        headers = dict(cfg.headers)
+        headers.update({"x-apikey": cfg.api_key, "x-platform": cfg.platform, "x-uuid": self.uuid})
+        ssl_ctx = client_ssl_context(cfg) if cfg.url.startswith("wss://") else None
+        return await ws_connect(
+            cfg.url, additional_headers=headers, ssl=ssl_ctx, compression=None,
+            open_timeout=cfg.connect_timeout, ping_interval=cfg.ping_interval,
+            ping_timeout=cfg.ping_timeout, close_timeout=cfg.close_timeout,
+            max_size=cfg.max_size,
+        )
+
+    async def _serve(self, ws: ClientConnection) -> None:
+        self._ws = ws
+        self.connected = True
+        self.last_error = None
+        self.stats["successful_connects"] += 1
+        logger.info("connection %s open to %s (key %s)", self.uuid, _safe_url(self.config.url),
+                    fingerprint(self.config.api_key))
+        self._resolve_first(True)
+        if self.config.on_connect is not None:
+            self._handlers.spawn(self.config.on_connect, self.uuid, self.config)
+        error: Optional[str] = None
+        try:
+            async for raw in ws:
+                await self._frame(ws, raw)
+        except ConnectionClosed:
+            pass
+        finally:
+            self.connected = False
+            self._ws = None
+            code = ws.close_code
+            if code not in (1000, 1001, None):
+                error = f"connection closed: {code} {ws.close_reason or ''}".strip()
+                self.last_error = error
+            logger.info("connection %s closed (code %s)", self.uuid, code)
+        await self._notify_disconnect(error)
+
+    async def _notify_disconnect(self, error: Optional[str]) -> None:
+        if self.config.on_disconnect is not None:
+            self._handlers.spawn(self.config.on_disconnect, self.uuid, error)
+
+    async def stop(self) -> None:
+        await self.disconnect()
+
+    # -- receiving --------------------------------------------------------------------------
+
+    async def _frame(self, ws: ClientConnection, raw: Any) -> None:
+        self.stats["messages_received"] += 1
+        self.stats["bytes_received"] += len(raw)
+        try:
+            env = loads(raw)
+        except EnvelopeError:
+            logger.warning("connection %s: ignoring a frame that is not JSON", self.uuid)
+            return
+        if type(env) is not dict:
+            return
+        kind = env.get("type")
+        if kind == SYS_ACK or kind == "sys_error":
+            if kind == "sys_error":
+                logger.warning("server refused a frame: %s", env.get("payload"))
+            return
+        msg_id = env.get("msg_id")
+        if msg_id:
+            ack = encode_ack(self._ids.new("ack_"), self.uuid, str(msg_id), from_server=False)
+            await ws.send(ack, text=True)
+            if self._dedupe.seen(msg_id):
+                return
+        meta = env.get("meta")
+        meta = dict(meta) if type(meta) is dict else {}
+        meta.update(self.extra_meta)
+        if kind == SYS_STD:
+            payload = env.get("payload")
+            if not payload or type(payload) is not dict:
+                return
+            try:
+                message = APIMessageBase.from_dict(payload)
+            except (ValueError, TypeError, AttributeError) as exc:
+                logger.warning("connection %s: bad message dropped: %s", self.uuid, exc)
+                return
+            on_message = self.config.on_message
+            if on_message is not None:
+                self._handlers.spawn(on_message, message, meta)
+        elif isinstance(kind, str) and not kind.startswith("sys_"):
+            self._custom(kind, env.get("payload"), meta)
+
+    def _custom(self, kind: str, payload: Any, meta: Dict[str, Any]) -> None:
+        for key in custom_handler_keys(kind):
+            handler = self.custom_handlers.get(key)
+            if handler is not None:
+                self.stats["custom_messages_processed"] += 1
+                if positional_arity(handler) == 1:
+                    self._handlers.spawn(handler, payload)
+                else:
+                    self._handlers.spawn(handler, payload, meta)
+                return
+        logger.debug("connection %s: no handler for custom type %r", self.uuid, kind)
+
+    # -- sending ----------------------------------------------------------------------------
+
+    def _meta(self) -> Dict[str, Any]:
+        return {"sender_user": fingerprint(self.config.api_key),
+                "platform": self.config.platform, "timestamp": time.time()}
+
+    async def send_message(self, message: APIMessageBase) -> bool:
+        env = std_envelope(self._ids.new(), message.to_dict(), self._meta())
+        return await self._send(dumps(env))
+
+    async def send_custom_message(self, message_type: str, payload: Any) -> bool:
+        env = custom_envelope(self._ids.new("custom_"), normalize_custom_type(message_type),
+                              payload, self._meta())
+        return await self._send(dumps(env))
+
+    async def _send(self, data: bytes) -> bool:
+        ws = self._ws
+        if ws is None or not self.connected:
+            return False
+        try:
+            await ws.send(data, text=True)
+        except ConnectionClosed:
+            return False
+        self.stats["messages_sent"] += 1
+        self.stats["bytes_sent"] += len(data)
+        return True
+
+
+def new_single_uuid() -> str:
+    return "single_" + uuid_module.uuid4().hex
+
+
+def _safe_url(url: str) -> str:
+    """The URL without its query string (which may carry an api_key)."""
+    return url.split("?", 1)[0]

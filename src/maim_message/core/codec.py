@@ -1,0 +1,88 @@
+"""JSON codec for envelopes: one decode per frame, typed errors naming the bad field.
+
+orjson is used when installed (it is a dependency); the stdlib ``json`` module is the
+fallback for vendored copies that run without it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, Union
+
+from ..errors import EnvelopeError
+
+try:  # pragma: no branch - which one is installed is a deployment fact
+    import orjson as _orjson
+
+    def dumps(obj: Any) -> bytes:
+        """Serialise to compact UTF-8 JSON bytes."""
+        return _orjson.dumps(obj)
+
+    _loads: Callable[[Any], Any] = _orjson.loads
+    _JSONDecodeError: type[Exception] = _orjson.JSONDecodeError
+except ImportError:  # pragma: no cover - exercised only without orjson
+    import json as _json
+
+    def dumps(obj: Any) -> bytes:
+        return _json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+    _loads = _json.loads
+    _JSONDecodeError = ValueError
+
+
+def loads(data: Union[bytes, bytearray, memoryview, str]) -> Any:
+    """Parse JSON; raises :class:`EnvelopeError` (field ``None``) when it is not JSON."""
+    try:
+        return _loads(data)
+    except (_JSONDecodeError, UnicodeDecodeError, TypeError) as exc:
+        raise EnvelopeError(f"frame is not valid JSON: {exc}") from None
+
+
+# Envelope types of the API-Server wire protocol (wire-protocol.md §1.4).
+SYS_STD = "sys_std"
+SYS_ACK = "sys_ack"
+SYS_ERROR = "sys_error"
+CUSTOM_PREFIX = "custom_"
+
+_STD_KEYS = ("message_info", "message_segment")
+
+
+def decode_envelope(data: Union[bytes, bytearray, memoryview, str]) -> Dict[str, Any]:
+    """Decode one text frame into a validated envelope dict.
+
+    Accepted shapes: the envelope ``{ver, msg_id, type, meta, payload}``, and a bare
+    ``{message_info, message_segment, message_dim}`` object (what external clients in the
+    spec send), which becomes an implicit ``sys_std`` envelope without ``msg_id``.
+    Raises :class:`EnvelopeError` with the dotted name of the first bad field.
+    """
+    obj = loads(data)
+    return validate_envelope(obj)
+
+
+def validate_envelope(obj: Any) -> Dict[str, Any]:
+    """Check the envelope fields' types (not the payload's content)."""
+    if type(obj) is not dict:
+        raise EnvelopeError(
+            f"frame must be a JSON object, got {type(obj).__name__}", field="$"
+        )
+    kind = obj.get("type")
+    if kind is None:
+        if "message_info" in obj and "message_segment" in obj:
+            return {"ver": 1, "msg_id": None, "type": SYS_STD, "meta": {}, "payload": obj}
+        raise EnvelopeError("envelope has no 'type'", field="type")
+    if type(kind) is not str:
+        raise EnvelopeError("'type' must be a string", field="type")
+    msg_id = obj.get("msg_id")
+    if msg_id is not None and type(msg_id) is not str:
+        if type(msg_id) is int:
+            obj["msg_id"] = str(msg_id)
+        else:
+            raise EnvelopeError("'msg_id' must be a string", field="msg_id")
+    meta = obj.get("meta")
+    if meta is not None and type(meta) is not dict:
+        raise EnvelopeError("'meta' must be an object", field="meta")
+    return obj
+
+
+def has_standard_payload(payload: Dict[str, Any]) -> bool:
+    """True when a sys_std payload carries a message (else 0.6.8 wraps it as text)."""
+    return _STD_KEYS[0] in payload and _STD_KEYS[1] in payload

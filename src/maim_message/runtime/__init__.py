@@ -1,0 +1,1 @@
+"""asyncio helpers shared by servers and clients (callbacks, handler tasks)."""

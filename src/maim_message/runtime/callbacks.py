@@ -1,0 +1,90 @@
+"""Calling user callbacks that may be plain functions or coroutine functions.
+
+The spec passes lambdas (sync) where 0.6.8 always awaited; here any callable works: it is
+called, and the result is awaited only when it is awaitable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from typing import Any, Awaitable, Callable, Dict, Optional, Set
+
+logger = logging.getLogger(__name__)
+
+
+async def call_maybe_async(func: Callable[..., Any], *args: Any) -> Any:
+    result = func(*args)
+    if inspect.isawaitable(result):
+        result = await result
+    return result
+
+
+def positional_arity(func: Callable[..., Any]) -> Optional[int]:
+    """How many positional arguments ``func`` accepts (None = any number / unknown)."""
+    try:
+        sig = inspect.signature(func)
+    except (TypeError, ValueError):
+        return None
+    count = 0
+    for param in sig.parameters.values():
+        if param.kind is param.VAR_POSITIONAL:
+            return None
+        if param.kind in (param.POSITIONAL_ONLY, param.POSITIONAL_OR_KEYWORD):
+            count += 1
+    return count
+
+
+class HandlerTasks:
+    """Runs each handler call in its own task, counts the live ones, cancels them on stop.
+
+    The spec promises "each handler call in its own task" and reports the count as
+    ``get_stats()["active_handler_tasks"]``. Exceptions are logged, never propagated.
+    """
+
+    def __init__(self, owner: str) -> None:
+        self._owner = owner
+        self._tasks: Set[asyncio.Task[Any]] = set()
+        self.completed = 0
+        self.failed = 0
+
+    def spawn(self, func: Callable[..., Any], *args: Any) -> None:
+        task = asyncio.ensure_future(self._run(func, args))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, func: Callable[..., Any], args: tuple) -> None:
+        try:
+            result = func(*args)
+            if inspect.isawaitable(result):
+                await result
+            self.completed += 1
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            self.failed += 1
+            logger.exception("%s: handler %s raised", self._owner, _name_of(func))
+
+    @property
+    def active(self) -> int:
+        return len(self._tasks)
+
+    async def cancel_all(self, grace: float = 3.0) -> None:
+        """Let running handlers finish for ``grace`` seconds, then cancel the rest."""
+        if not self._tasks:
+            return
+        pending = set(self._tasks)
+        _, still = await asyncio.wait(pending, timeout=grace)
+        for task in still:
+            task.cancel()
+        if still:
+            await asyncio.gather(*still, return_exceptions=True)
+
+
+def _name_of(func: Callable[..., Any]) -> str:
+    return getattr(func, "__qualname__", None) or repr(func)
+
+
+AsyncCallback = Callable[..., Awaitable[Any]]
+CallbackMap = Dict[str, Callable[..., Any]]

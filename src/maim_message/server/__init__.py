@@ -1,0 +1,43 @@
+"""API-Server version, server side: ``WebSocketServer`` and its configuration."""
+
+from ..core.models.api import (
+    APIMessageBase,
+    BaseMessageInfo,
+    FormatInfo,
+    GroupInfo,
+    InfoBase,
+    MessageDim,
+    ReceiverInfo,
+    Seg,
+    SenderInfo,
+    TemplateInfo,
+    UserInfo,
+)
+from .config import (
+    AuthResult,
+    ConfigManager,
+    ServerConfig,
+    create_server_config,
+    create_ssl_server_config,
+)
+from .websocket_server import WebSocketServer
+
+__all__ = [
+    "APIMessageBase",
+    "AuthResult",
+    "BaseMessageInfo",
+    "ConfigManager",
+    "FormatInfo",
+    "GroupInfo",
+    "InfoBase",
+    "MessageDim",
+    "ReceiverInfo",
+    "Seg",
+    "SenderInfo",
+    "ServerConfig",
+    "TemplateInfo",
+    "UserInfo",
+    "WebSocketServer",
+    "create_server_config",
+    "create_ssl_server_config",
+]

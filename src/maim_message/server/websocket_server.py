@@ -1,0 +1,483 @@
+"""WebSocketServer: the API-Server version's hub object (spec section "快速开始").
+
+It owns callbacks, routing and statistics; the transport below it owns sockets. Auth is
+answered during the HTTP handshake (401/403 before any upgrade), every accepted frame is
+acked as 0.6.8 does, and each handler call runs in its own task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any, Callable, Dict, Iterable, List, Optional, Set
+
+from ..core.codec import (
+    CUSTOM_PREFIX,
+    SYS_ACK,
+    SYS_STD,
+    decode_envelope,
+    dumps,
+    has_standard_payload,
+)
+from ..core.dedupe import DedupeWindow
+from ..core.envelope import (
+    MessageIdFactory,
+    custom_envelope,
+    custom_handler_keys,
+    encode_ack,
+    encode_error,
+    normalize_custom_type,
+    std_envelope,
+)
+from ..core.identity import connection_metadata, fingerprint, identify
+from ..core.models.api import APIMessageBase
+from ..core.routing import RoutingTable
+from ..errors import EnvelopeError, ServerStartError
+from ..runtime.callbacks import HandlerTasks, call_maybe_async
+from ..transport.base import Accept, Decision, HandshakeInfo, HttpReply, ServerConnection
+from ..transport.ws_server import ServerOptions, WebSocketServerTransport
+from ..transport.wsproto import OP_TEXT, frame_header
+from .config import ServerConfig, config_field_names
+from .peer import Peer
+from .tls import describe_peer_cert, server_ssl_context
+
+logger = logging.getLogger(__name__)
+
+HttpRoute = Callable[[HandshakeInfo], Any]
+
+
+class WebSocketServer:
+    """Accepts clients, routes messages by ``message_dim``, calls the configured callbacks."""
+
+    def __init__(self, config: Optional[ServerConfig] = None) -> None:
+        self.config = config if config is not None else ServerConfig()
+        self.config.ensure_defaults()
+        self.logger = logger
+        self.running = False
+        self.routes = RoutingTable()
+        self.peers: Dict[str, Peer] = {}
+        self.http_routes: Dict[str, HttpRoute] = {}
+        self._ids = MessageIdFactory()
+        self._dedupe = DedupeWindow(self.config.dedupe_window, self.config.dedupe_ttl)
+        self._handlers = HandlerTasks("WebSocketServer")
+        self._transport: Optional[WebSocketServerTransport] = None
+        self._users_by_key: Dict[str, str] = {}
+        self.stats: Dict[str, Any] = {
+            "total_auth_requests": 0, "successful_auths": 0, "failed_auths": 0,
+            "messages_processed": 0, "custom_messages_processed": 0,
+            "duplicate_messages_ignored": 0, "invalid_frames": 0,
+            "total_connections": 0, "messages_received": 0, "messages_sent": 0,
+            "bytes_received": 0, "bytes_sent": 0,
+        }
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start listening; returns once the port is bound, raises ServerStartError if not."""
+        if self.running:
+            logger.warning("WebSocketServer.start() called while running; ignored")
+            return
+        cfg = self.config
+        ssl_ctx = None
+        if cfg.ssl_enabled:
+            ssl_ctx = server_ssl_context(
+                cfg.ssl_certfile, cfg.ssl_keyfile, cfg.ssl_ca_certs, cfg.ssl_verify
+            )
+        options = ServerOptions(
+            path=cfg.path, max_message_size=cfg.max_message_size,
+            ping_interval=cfg.ping_interval, ping_timeout=cfg.ping_timeout,
+            handshake_timeout=cfg.handshake_timeout, close_timeout=cfg.close_timeout,
+            max_write_buffer=cfg.max_write_buffer,
+        )
+        transport = WebSocketServerTransport(self, options)
+        try:
+            await transport.start(cfg.host, cfg.port, ssl=ssl_ctx, reuse_port=cfg.reuse_port)
+        except OSError as exc:
+            raise ServerStartError(f"cannot listen on {cfg.host}:{cfg.port}: {exc}") from exc
+        self._transport = transport
+        self.running = True
+        logger.info(
+            "WebSocketServer listening on %s://%s:%s%s",
+            "wss" if ssl_ctx else "ws", cfg.host, transport.port, cfg.path,
+        )
+
+    async def stop(self) -> None:
+        """Close every connection (1001), let handlers finish (3 s grace), stop listening."""
+        if not self.running:
+            return
+        self.running = False
+        transport, self._transport = self._transport, None
+        if transport is not None:
+            await transport.stop(1001, "server shutting down")
+        await self._handlers.cancel_all(3.0)
+        self.peers.clear()
+        self.routes = RoutingTable()
+        logger.info("WebSocketServer stopped")
+
+    def is_running(self) -> bool:
+        return self.running
+
+    @property
+    def port(self) -> Optional[int]:
+        """The bound port (useful with ``port=0``)."""
+        return self._transport.port if self._transport else None
+
+    # -- handshake (transport callback) ----------------------------------------------------
+
+    async def handshake(self, info: HandshakeInfo) -> Decision:
+        if not info.is_upgrade:
+            route = self.http_routes.get(info.path)
+            if route is None:
+                return HttpReply(404, b"not found\n")
+            return await call_maybe_async(route, info)
+        ident = identify(info.query, info.headers)
+        metadata = connection_metadata(ident, info.headers, info.client_ip, time.time())
+        metadata["client_cert"] = describe_peer_cert(info.peer_cert)
+        label = fingerprint(ident.api_key)
+        self.stats["total_auth_requests"] += 1
+        cfg = self.config
+        try:
+            allowed = await call_maybe_async(cfg.on_auth, metadata)  # type: ignore[arg-type]
+            user_id = (
+                await call_maybe_async(cfg.on_auth_extract_user, metadata)  # type: ignore[arg-type]
+                if allowed else None
+            )
+        except Exception as exc:
+            logger.warning("auth callback raised for %s (%s): %s", label, info.client_ip,
+                           type(exc).__name__)
+            return self._refuse(403, "authentication error")
+        if not allowed:
+            if not ident.api_key:
+                return self._refuse(401, "missing API key (api_key query or x-apikey header)")
+            logger.info("auth refused for %s from %s", label, info.client_ip)
+            return self._refuse(403, "authentication failed")
+        if not user_id:
+            logger.info("no user id for %s from %s", label, info.client_ip)
+            return self._refuse(403, "cannot extract user id")
+        user_id = str(user_id)
+        metadata["user_id"] = user_id
+        self.stats["successful_auths"] += 1
+        peer = Peer(ident.uuid, ident.api_key, ident.platform, user_id, metadata, label,
+                    metadata["connected_at"])
+        return Accept(peer)
+
+    def _refuse(self, status: int, reason: str) -> HttpReply:
+        self.stats["failed_auths"] += 1
+        return HttpReply(status, f"Authentication failed: {reason}\n".encode())
+
+    # -- connection events (transport callbacks) -------------------------------------------
+
+    def connection_opened(self, conn: ServerConnection) -> None:
+        peer: Peer = conn.context
+        peer.conn = conn
+        old = self.peers.get(peer.uuid)
+        if old is not None and old.conn is not None:
+            # Same x-uuid reconnecting before we noticed the old socket died: the newer
+            # connection wins, and the old one's cleanup must not touch it.
+            old.conn.close(4000, "replaced by a newer connection with the same uuid")
+        self.peers[peer.uuid] = peer
+        self.routes.add(peer.uuid, peer.user_id, peer.platform)
+        self._users_by_key[peer.api_key] = peer.user_id
+        self.stats["total_connections"] += 1
+        if self.config.enable_connection_log:
+            logger.info("connected %s user=%s platform=%s key=%s ip=%s", peer.uuid,
+                        peer.user_id, peer.platform, peer.key_label, conn.client_ip)
+        if self.config.on_connect is not None:
+            self._handlers.spawn(self.config.on_connect, peer.uuid, dict(peer.metadata))
+
+    def connection_closed(self, conn: ServerConnection, code: int, reason: str) -> None:
+        peer: Peer = conn.context
+        if self.peers.get(peer.uuid) is peer:
+            del self.peers[peer.uuid]
+            self.routes.remove(peer.uuid)
+        if self.config.enable_connection_log:
+            logger.info("disconnected %s user=%s code=%s", peer.uuid, peer.user_id, code)
+        if self.config.on_disconnect is not None and self.running:
+            self._handlers.spawn(self.config.on_disconnect, peer.uuid, dict(peer.metadata))
+
+    def binary_received(self, conn: ServerConnection, payload: bytes) -> None:
+        self.stats["invalid_frames"] += 1
+        conn.close(1003, "binary frames are not supported; send JSON text frames")
+
+    def text_received(self, conn: ServerConnection, payload: bytes) -> None:
+        stats = self.stats
+        stats["messages_received"] += 1
+        stats["bytes_received"] += len(payload)
+        peer: Peer = conn.context
+        try:
+            env = decode_envelope(payload)
+        except EnvelopeError as exc:
+            self._bad_frame(conn, peer, exc, payload)
+            return
+        kind = env["type"]
+        stats["messages_processed"] += 1
+        if kind == SYS_ACK:
+            return
+        msg_id = env.get("msg_id")
+        if msg_id:
+            ack = encode_ack(self._ids.new("ack_"), peer.uuid, msg_id, from_server=True)
+            conn.send_text(ack)
+            stats["messages_sent"] += 1
+            stats["bytes_sent"] += len(ack)
+            if self._dedupe.seen((peer.user_id, peer.platform, msg_id)):
+                stats["duplicate_messages_ignored"] += 1
+                return
+        if kind == SYS_STD:
+            self._dispatch_standard(conn, peer, env)
+        elif kind.startswith(CUSTOM_PREFIX):
+            self._dispatch_custom(peer, env, kind)
+        elif not kind.startswith("sys_"):
+            self._warn_once(peer, "unknown message type %r from %s", kind, peer.uuid)
+
+    def _dispatch_standard(self, conn: ServerConnection, peer: Peer, env: Dict[str, Any]) -> None:
+        payload = env.get("payload")
+        if type(payload) is dict and has_standard_payload(payload):
+            try:
+                message = APIMessageBase.from_dict(payload)
+            except (ValueError, TypeError, AttributeError) as exc:
+                self._bad_frame(conn, peer, EnvelopeError(str(exc), "payload"), None,
+                                ref=env.get("msg_id"))
+                return
+        else:
+            message = self._wrap_payload(peer, payload)
+        on_message = self.config.on_message
+        if on_message is not None:
+            self._handlers.spawn(on_message, message, dict(peer.metadata))
+
+    def _wrap_payload(self, peer: Peer, payload: Any) -> APIMessageBase:
+        """0.6.8 turns a sys_std without message_info/segment into a text message [keep]."""
+        now = time.time()
+        return APIMessageBase.from_dict({
+            "message_info": {"platform": peer.platform, "message_id": str(now), "time": now},
+            "message_segment": {"type": "text", "data": str({} if payload is None else payload)},
+            "message_dim": {"api_key": peer.api_key, "platform": peer.platform},
+        })
+
+    def _dispatch_custom(self, peer: Peer, env: Dict[str, Any], kind: str) -> None:
+        handlers = self.config.custom_handlers
+        for key in custom_handler_keys(kind):
+            handler = handlers.get(key)
+            if handler is not None:
+                self.stats["custom_messages_processed"] += 1
+                self._handlers.spawn(handler, env, dict(peer.metadata))
+                return
+        self._warn_once(peer, "no handler for custom type %r (from %s)", kind, peer.uuid)
+
+    def _bad_frame(
+        self, conn: ServerConnection, peer: Peer, exc: EnvelopeError, payload: Optional[bytes],
+        ref: Optional[str] = None,
+    ) -> None:
+        self.stats["invalid_frames"] += 1
+        if payload is not None and exc.field is None:
+            try:
+                payload.decode("utf-8")
+            except UnicodeDecodeError:
+                conn.close(1007, "text frame is not valid UTF-8")
+                return
+        self._warn_once(peer, "bad frame from %s: %s", peer.uuid, exc)
+        conn.send_text(encode_error(str(exc), field=exc.field, ref_msg_id=ref))
+
+    def _warn_once(self, peer: Peer, fmt: str, *args: Any) -> None:
+        if peer.warned:
+            logger.debug(fmt, *args)
+        else:
+            peer.warned = True
+            logger.warning(fmt + " (further ones from this connection at DEBUG)", *args)
+
+    # -- sending --------------------------------------------------------------------------
+
+    async def _target_user(self, api_key: str, platform: str) -> Optional[str]:
+        """The user a message_dim names, via on_auth_extract_user as 0.6.8 does."""
+        request = {"api_key": api_key, "platform": platform, "message_type": "outgoing",
+                   "timestamp": time.time()}
+        try:
+            user = await call_maybe_async(self.config.on_auth_extract_user, request)  # type: ignore[arg-type]
+        except Exception as exc:
+            logger.debug("user extractor raised for outgoing message: %s", type(exc).__name__)
+            user = None
+        if not user:
+            user = self._users_by_key.get(api_key)
+        return str(user) if user else None
+
+    async def send_message(
+        self, message: APIMessageBase, target_platform: Optional[str] = None
+    ) -> Dict[str, bool]:
+        """Send to every connection of the user and platform named by ``message_dim``.
+
+        Returns ``{connection_uuid: written}``; ``{}`` when nobody matches.
+        """
+        dim = message.message_dim
+        platform = target_platform or dim.platform
+        user = await self._target_user(dim.api_key, platform)
+        if user is None:
+            return {}
+        targets = self.routes.lookup(user, platform)
+        if not targets:
+            return {}
+        meta = {"sender_user": "server", "target_user": user, "platform": platform,
+                "timestamp": time.time()}
+        data = dumps(std_envelope(self._ids.new(), message.to_dict(), meta))
+        return self._send_to(targets, data)
+
+    async def broadcast_message(
+        self, message: APIMessageBase, platform: Optional[str] = None
+    ) -> Dict[str, bool]:
+        """Send one message to every connection (or every one on ``platform``)."""
+        targets: Iterable[str] = (
+            self.routes.on_platform(platform) if platform else list(self.routes.all_connections())
+        )
+        meta = {"sender_user": "server", "target_user": None, "platform": platform,
+                "timestamp": time.time()}
+        data = dumps(std_envelope(self._ids.new(), message.to_dict(), meta))
+        return self._send_to(targets, data)
+
+    async def send_custom_message(
+        self, message_type: str, payload: Any, target_user: Optional[str] = None,
+        target_platform: Optional[str] = None, connection_uuid: Optional[str] = None,
+    ) -> Dict[str, bool]:
+        """A custom message (wire type ``custom_<name>``) to a connection, user or platform.
+
+        ``target_user`` alone reaches all that user's connections; with ``target_platform``
+        only those on that platform; ``target_platform`` alone reaches the whole platform.
+        """
+        targets: Iterable[str]
+        if connection_uuid is not None:
+            targets = [connection_uuid]
+        elif target_user is not None:
+            targets = self.routes.lookup(target_user, target_platform)
+        elif target_platform is not None:
+            targets = self.routes.on_platform(target_platform)
+        else:
+            return {}
+        meta = {"sender_user": "server", "target_user": target_user,
+                "platform": target_platform, "timestamp": time.time()}
+        data = dumps(custom_envelope(self._ids.new("custom_"),
+                                     normalize_custom_type(message_type), payload, meta))
+        return self._send_to(targets, data)
+
+    def _send_to(self, targets: Iterable[str], data: bytes) -> Dict[str, bool]:
+        frame = frame_header(OP_TEXT, len(data)) + data
+        results: Dict[str, bool] = {}
+        peers = self.peers
+        sent = 0
+        for uuid in targets:
+            peer = peers.get(uuid)
+            ok = bool(peer is not None and peer.conn is not None and peer.conn.send_raw(frame))
+            results[uuid] = ok
+            sent += ok
+        self.stats["messages_sent"] += sent
+        self.stats["bytes_sent"] += sent * len(data)
+        return results
+
+    # -- handlers and config -----------------------------------------------------------------
+
+    def register_custom_handler(self, message_type: str, handler: Callable[..., Any]) -> None:
+        self.config.register_custom_handler(message_type, handler)
+
+    def unregister_custom_handler(self, message_type: str) -> None:
+        self.config.unregister_custom_handler(message_type)
+
+    def update_config(self, **kwargs: Any) -> None:
+        known = config_field_names(ServerConfig)
+        for key, value in kwargs.items():
+            if key in known:
+                setattr(self.config, key, value)
+            else:
+                logger.warning("unknown config field ignored: %s", key)
+        self.config.ensure_defaults()
+
+    # -- queries --------------------------------------------------------------------------
+
+    def get_user_count(self) -> int:
+        return self.routes.user_count
+
+    def get_connection_count(self) -> int:
+        return self.routes.connection_count
+
+    def get_user_connections(self, user_id: str) -> Dict[str, Set[str]]:
+        """``{platform: {connection uuid}}`` of one user (a copy; empty when unknown)."""
+        return self.routes.user_platforms(user_id)
+
+    def get_platform_connections(self, user_id: str, platform: str) -> Set[str]:
+        return self.routes.lookup(user_id, platform)
+
+    def get_connection_info(self, connection_uuid: str) -> Optional[Dict[str, Any]]:
+        peer = self.peers.get(connection_uuid)
+        return {"user_id": peer.user_id, "platform": peer.platform} if peer else None
+
+    def get_connections(self) -> Dict[str, Dict[str, Any]]:
+        """Every authenticated connection, keyed by uuid (keys shown as fingerprints)."""
+        return {uuid: peer.info() for uuid, peer in self.peers.items()}
+
+    def extract_user(self, api_key: str, platform: str = "") -> Optional[str]:
+        """The user id an api_key maps to (known connections first, then a sync extractor)."""
+        known = self._users_by_key.get(api_key)
+        if known is not None:
+            return known
+        extractor = self.config.on_auth_extract_user
+        result = extractor({"api_key": api_key, "platform": platform}) if extractor else None
+        if asyncio.iscoroutine(result):
+            result.close()
+            raise RuntimeError("on_auth_extract_user is async: use "
+                               "'await server.extract_user_async(api_key)'")
+        return str(result) if result else None
+
+    async def extract_user_async(self, api_key: str, platform: str = "") -> Optional[str]:
+        return await self._target_user(api_key, platform)
+
+    @property
+    def user_connections(self) -> Dict[str, Dict[str, Set[str]]]:
+        return self.routes.users()
+
+    @property
+    def connection_users(self) -> Dict[str, str]:
+        return {uuid: peer.user_id for uuid, peer in self.peers.items()}
+
+    @property
+    def connection_metadata(self) -> Dict[str, Dict[str, Any]]:
+        return {uuid: peer.metadata for uuid, peer in self.peers.items()}
+
+    @property
+    def active_handler_tasks(self) -> int:
+        return self._handlers.active
+
+    def get_stats(self) -> Dict[str, Any]:
+        s = self.stats
+        transport = self._transport
+        return {
+            "total_auth_requests": s["total_auth_requests"],
+            "successful_auths": s["successful_auths"],
+            "failed_auths": s["failed_auths"],
+            "messages_processed": s["messages_processed"],
+            "custom_messages_processed": s["custom_messages_processed"],
+            "current_users": self.routes.user_count,
+            "current_connections": self.routes.connection_count,
+            "active_handler_tasks": self._handlers.active,
+            "duplicate_messages_ignored": s["duplicate_messages_ignored"],
+            "invalid_frames": s["invalid_frames"],
+            "handler_errors": self._handlers.failed,
+            "network": {
+                "total_connections": s["total_connections"],
+                "current_connections": transport.open_count if transport else 0,
+                "messages_received": s["messages_received"],
+                "messages_sent": s["messages_sent"],
+                "bytes_received": s["bytes_received"],
+                "bytes_sent": s["bytes_sent"],
+            },
+        }
+
+    def get_coroutine_status(self) -> Dict[str, Any]:
+        return {
+            "server_running": self.running,
+            "dispatcher_task": None,
+            "network_driver_running": self._transport is not None,
+            "event_queue_size": 0,
+            "active_connections": self.routes.connection_count,
+            "registered_users": self.routes.user_count,
+            "custom_handlers": len(self.config.custom_handlers),
+            "active_handler_tasks": self._handlers.active,
+        }
+
+    def connection_uuids(self) -> List[str]:
+        return list(self.peers)

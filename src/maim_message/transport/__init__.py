@@ -1,0 +1,1 @@
+"""Transports: thin I/O shells that move WebSocket frames between sockets and the core."""

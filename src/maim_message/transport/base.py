@@ -1,0 +1,82 @@
+"""The contract between a transport shell and the application above it (the hub).
+
+A transport turns sockets into calls on :class:`ServerApp` and gives the app a
+:class:`ServerConnection` to write to. The hub never touches sockets, so another
+transport (ASGI, a faster library) can replace this one without touching the hub.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Protocol, Tuple, Union
+
+
+@dataclass
+class HandshakeInfo:
+    """What the app sees of an HTTP request (upgrade or plain GET)."""
+
+    path: str
+    query: Dict[str, str]
+    headers: Dict[str, str]  # lower-case names, first value
+    raw_headers: List[Tuple[str, str]]
+    client_ip: str
+    is_upgrade: bool
+    peer_cert: Optional[Dict[str, Any]] = None
+
+
+@dataclass
+class Accept:
+    """Upgrade the connection; ``context`` is kept on the connection for the app."""
+
+    context: Any = None
+
+
+@dataclass
+class HttpReply:
+    """Answer with a plain HTTP response (a refusal, or a route like /healthz)."""
+
+    status: int
+    body: bytes = b""
+    content_type: str = "text/plain; charset=utf-8"
+    headers: Tuple[Tuple[str, str], ...] = field(default_factory=tuple)
+
+
+Decision = Union[Accept, HttpReply]
+
+
+class ServerConnection(Protocol):
+    """A live WebSocket connection as the app sees it."""
+
+    context: Any
+
+    @property
+    def is_open(self) -> bool: ...
+
+    @property
+    def client_ip(self) -> str: ...
+
+    def send_text(self, payload: bytes) -> bool:
+        """Queue one text frame (UTF-8 JSON bytes); False when the connection is not open."""
+        ...
+
+    def send_raw(self, frame: bytes) -> bool:
+        """Queue an already framed message (built once, e.g. for a broadcast)."""
+        ...
+
+    def close(self, code: int = 1000, reason: str = "") -> None: ...
+
+    def write_buffer_size(self) -> int: ...
+
+
+class ServerApp(Protocol):
+    """Callbacks a server transport drives. All but ``handshake`` are synchronous."""
+
+    async def handshake(self, info: HandshakeInfo) -> Decision: ...
+
+    def connection_opened(self, conn: ServerConnection) -> None: ...
+
+    def text_received(self, conn: ServerConnection, payload: bytes) -> None: ...
+
+    def binary_received(self, conn: ServerConnection, payload: bytes) -> None: ...
+
+    def connection_closed(self, conn: ServerConnection, code: int, reason: str) -> None: ...

@@ -1,0 +1,427 @@
+"""asyncio shell around :mod:`.wsproto`: a WebSocket server driven by ``asyncio.Protocol``.
+
+Per connection there is no task and no queue: bytes arrive in ``data_received``, frames
+go straight to the app, and everything the app writes while handling one read is sent in
+one ``write`` call. Keepalive is one sweep for all connections, not one timer each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl as ssl_module
+import time
+from typing import Any, Callable, List, Optional, Set, cast
+
+from .base import Accept, HandshakeInfo, HttpReply, ServerApp
+from .wsproto import (
+    OP_BINARY,
+    OP_CLOSE,
+    OP_PING,
+    OP_PONG,
+    OP_TEXT,
+    FrameParser,
+    HandshakeError,
+    ProtocolViolation,
+    encode_close,
+    encode_frame,
+    frame_header,
+    http_response,
+    parse_close,
+    parse_http_request,
+    switching_protocols,
+)
+
+_apply_mask: Optional[Callable[[bytes, bytes], bytes]]
+try:  # the C helper of the websockets package, when installed
+    from websockets.speedups import apply_mask as _apply_mask
+except ImportError:  # pragma: no cover
+    _apply_mask = None
+
+logger = logging.getLogger(__name__)
+
+_CONNECTING, _DECIDING, _OPEN, _CLOSING, _CLOSED = range(5)
+
+
+class ServerOptions:
+    """Transport limits; the server config maps onto these."""
+
+    def __init__(
+        self, *, path: Optional[str] = None, max_message_size: int = 104_857_600,
+        ping_interval: Optional[float] = 20.0, ping_timeout: Optional[float] = 20.0,
+        handshake_timeout: float = 10.0, close_timeout: float = 5.0,
+        max_write_buffer: int = 256 * 1024 * 1024, max_request_head: int = 16384,
+    ) -> None:
+        self.path = path
+        self.max_message_size = max_message_size
+        self.ping_interval = ping_interval
+        self.ping_timeout = ping_timeout
+        self.handshake_timeout = handshake_timeout
+        self.close_timeout = close_timeout
+        self.max_write_buffer = max_write_buffer
+        self.max_request_head = max_request_head
+
+
+class WSConnection(asyncio.Protocol):
+    """One TCP connection: HTTP request head, then WebSocket frames."""
+
+    __slots__ = (
+        "_batch", "_buf", "_close_timer", "_deciding", "_parser", "_server", "_state",
+        "_transport", "client_ip", "close_code", "close_reason", "context", "last_rx",
+        "opened", "ping_sent_at",
+    )
+
+    def __init__(self, server: WebSocketServerTransport) -> None:
+        self._server = server
+        self._transport: Optional[asyncio.Transport] = None
+        self._state = _CONNECTING
+        self._buf: Optional[bytearray] = bytearray()
+        self._parser: Optional[FrameParser] = None
+        self._batch: Optional[List[bytes]] = None
+        self._close_timer: Optional[asyncio.TimerHandle] = None
+        self._deciding: Optional[asyncio.Task[Any]] = None
+        self.context: Any = None
+        self.client_ip = "unknown"
+        self.close_code = 1006
+        self.close_reason = ""
+        self.last_rx = 0.0
+        self.ping_sent_at = 0.0
+        self.opened = False
+
+    # -- asyncio.Protocol ---------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)
+        peer = transport.get_extra_info("peername")
+        if peer:
+            self.client_ip = str(peer[0])
+        self.last_rx = time.monotonic()
+        self._server._opening(self)
+        self._close_timer = asyncio.get_running_loop().call_later(
+            self._server.options.handshake_timeout, self._handshake_timed_out
+        )
+
+    def data_received(self, data: bytes) -> None:
+        if self._state == _OPEN or self._state == _CLOSING:
+            self.last_rx = time.monotonic()
+            self._frames_received(data)
+        elif self._state == _CONNECTING:
+            assert self._buf is not None
+            self._buf += data
+            self._try_handshake()
+        elif self._state == _DECIDING:
+            assert self._buf is not None
+            self._buf += data  # frames sent before our answer wait for the decision
+            if len(self._buf) > self._server.options.max_message_size:
+                self._abort()
+
+    def eof_received(self) -> Optional[bool]:
+        return None  # let the transport close
+
+    def connection_lost(self, exc: Optional[Exception]) -> None:
+        was_open = self.opened
+        self._state = _CLOSED
+        if self._close_timer is not None:
+            self._close_timer.cancel()
+            self._close_timer = None
+        if self._deciding is not None and not self._deciding.done():
+            self._deciding.cancel()
+        self._server._closed(self)
+        if was_open:
+            try:
+                self._server.app.connection_closed(self, self.close_code, self.close_reason)
+            except Exception:
+                logger.exception("connection_closed callback failed")
+
+    def pause_writing(self) -> None:  # pragma: no cover - exercised under load only
+        pass
+
+    def resume_writing(self) -> None:  # pragma: no cover
+        pass
+
+    # -- handshake ------------------------------------------------------------------------
+
+    def _try_handshake(self) -> None:
+        assert self._buf is not None
+        try:
+            parsed = parse_http_request(self._buf, self._server.options.max_request_head)
+        except HandshakeError as exc:
+            self._reply(HttpReply(exc.status, (exc.reason + "\n").encode()))
+            return
+        if parsed is None:
+            return
+        request, used = parsed
+        del self._buf[:used]
+        from ..core.identity import split_path
+
+        path, query = split_path(request.target)
+        assert self._transport is not None
+        info = HandshakeInfo(
+            path=path, query=query, headers=request.lower, raw_headers=request.headers,
+            client_ip=self.client_ip, is_upgrade=request.is_websocket_upgrade,
+            peer_cert=self._transport.get_extra_info("peercert"),
+        )
+        accept_key: Optional[str] = None
+        if info.is_upgrade:
+            wanted = self._server.options.path
+            if wanted is not None and path != wanted:
+                self._reply(HttpReply(404, f"no WebSocket endpoint at {path}\n".encode()))
+                return
+            try:
+                accept_key = request.websocket_accept_key()
+            except HandshakeError as exc:
+                self._reply(HttpReply(exc.status, (exc.reason + "\n").encode()))
+                return
+        self._state = _DECIDING
+        self._deciding = asyncio.ensure_future(self._decide(info, accept_key))
+
+    async def _decide(self, info: HandshakeInfo, accept_key: Optional[str]) -> None:
+        try:
+            decision = await self._server.app.handshake(info)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("handshake callback failed")
+            decision = HttpReply(500, b"internal error\n")
+        finally:
+            self._deciding = None
+        if self._state != _DECIDING:
+            return
+        if isinstance(decision, HttpReply) or accept_key is None:
+            if isinstance(decision, Accept):
+                decision = HttpReply(426, b"this endpoint needs a WebSocket upgrade\n",
+                                     headers=(("Upgrade", "websocket"),))
+            self._reply(decision)
+            return
+        self.context = decision.context
+        self._open(accept_key)
+
+    def _reply(self, reply: HttpReply) -> None:
+        assert self._transport is not None
+        self._transport.write(
+            http_response(reply.status, reply.body, reply.content_type, reply.headers)
+        )
+        self._state = _CLOSING
+        self._transport.close()
+
+    def _open(self, accept_key: str) -> None:
+        assert self._transport is not None and self._buf is not None
+        if self._close_timer is not None:
+            self._close_timer.cancel()
+            self._close_timer = None
+        self._transport.write(switching_protocols(accept_key))
+        self._state = _OPEN
+        self.opened = True
+        self._parser = FrameParser(self._server.options.max_message_size, _apply_mask)
+        leftover = bytes(self._buf)
+        self._buf = None
+        self.last_rx = time.monotonic()
+        self._server._opened(self)
+        try:
+            self._server.app.connection_opened(self)
+        except Exception:
+            logger.exception("connection_opened callback failed")
+            self.close(1011, "internal error")
+            return
+        if leftover:
+            self._frames_received(leftover)
+
+    def _handshake_timed_out(self) -> None:
+        self._close_timer = None
+        if self._state in (_CONNECTING, _DECIDING):
+            logger.info("handshake timeout from %s", self.client_ip)
+            self._abort()
+
+    # -- frames ---------------------------------------------------------------------------
+
+    def _frames_received(self, data: bytes) -> None:
+        parser = self._parser
+        assert parser is not None
+        try:
+            events = parser.feed(data)
+        except ProtocolViolation as exc:
+            self._fail(exc.code, exc.reason)
+            return
+        if not events:
+            return
+        app = self._server.app
+        self._batch = batch = []
+        try:
+            for opcode, payload in events:
+                if opcode == OP_TEXT:
+                    if self._state == _OPEN:
+                        app.text_received(self, payload)
+                elif opcode == OP_BINARY:
+                    if self._state == _OPEN:
+                        app.binary_received(self, payload)
+                elif opcode == OP_PING:
+                    batch.append(encode_frame(OP_PONG, payload))
+                elif opcode == OP_PONG:
+                    self.ping_sent_at = 0.0
+                elif opcode == OP_CLOSE:
+                    self._close_received(payload)
+                    break
+        finally:
+            self._batch = None
+            if batch and self._transport is not None and not self._transport.is_closing():
+                self._transport.write(b"".join(batch) if len(batch) > 1 else batch[0])
+
+    def _close_received(self, payload: bytes) -> None:
+        try:
+            code, reason = parse_close(payload)
+        except ProtocolViolation as exc:
+            self._fail(exc.code, exc.reason)
+            return
+        assert self._transport is not None
+        if self._state == _OPEN:
+            self.close_code, self.close_reason = code, reason
+            echo = encode_close(code, reason) if code != 1005 else encode_frame(OP_CLOSE, b"")
+            self._write_now(echo)
+        self._state = _CLOSING
+        self._transport.close()
+
+    def _fail(self, code: int, reason: str) -> None:
+        logger.info("closing connection from %s: %d %s", self.client_ip, code, reason)
+        self.close(code, reason)
+
+    def _write_now(self, data: bytes) -> None:
+        batch = self._batch
+        if batch is not None:
+            batch.append(data)
+            self._transport.write(b"".join(batch))  # type: ignore[union-attr]
+            batch.clear()
+        else:
+            self._transport.write(data)  # type: ignore[union-attr]
+
+    def _abort(self) -> None:
+        self._state = _CLOSING
+        if self._transport is not None:
+            self._transport.abort()
+
+    # -- ServerConnection API -------------------------------------------------------------
+
+    @property
+    def is_open(self) -> bool:
+        return self._state == _OPEN
+
+    def send_text(self, payload: bytes) -> bool:
+        if self._state != _OPEN:
+            return False
+        return self._send(frame_header(OP_TEXT, len(payload)) + payload)
+
+    def send_raw(self, frame: bytes) -> bool:
+        if self._state != _OPEN:
+            return False
+        return self._send(frame)
+
+    def _send(self, frame: bytes) -> bool:
+        batch = self._batch
+        if batch is not None:
+            batch.append(frame)
+            return True
+        transport = self._transport
+        assert transport is not None
+        transport.write(frame)
+        if transport.get_write_buffer_size() > self._server.options.max_write_buffer:
+            logger.warning("closing slow consumer %s: write buffer over limit", self.client_ip)
+            self.close(1008, "slow consumer: write buffer limit exceeded")
+        return True
+
+    def send_ping(self) -> None:
+        if self._state == _OPEN:
+            self.ping_sent_at = time.monotonic()
+            self._send(encode_frame(OP_PING, b"ka"))
+
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        if self._state != _OPEN:
+            if self._state in (_CONNECTING, _DECIDING):
+                self._abort()
+            return
+        self.close_code, self.close_reason = code, reason
+        self._write_now(encode_close(code, reason))
+        self._state = _CLOSING
+        self._close_timer = asyncio.get_running_loop().call_later(
+            self._server.options.close_timeout, self._abort
+        )
+
+    def write_buffer_size(self) -> int:
+        return self._transport.get_write_buffer_size() if self._transport else 0
+
+
+class WebSocketServerTransport:
+    """Listens on a socket and runs :class:`WSConnection` for every client."""
+
+    def __init__(self, app: ServerApp, options: Optional[ServerOptions] = None) -> None:
+        self.app = app
+        self.options = options or ServerOptions()
+        self._server: Optional[asyncio.AbstractServer] = None
+        self._all: Set[WSConnection] = set()
+        self._open: Set[WSConnection] = set()
+        self._keepalive: Optional[asyncio.Task[None]] = None
+
+    async def start(
+        self, host: str, port: int, *, ssl: Optional[ssl_module.SSLContext] = None,
+        reuse_port: bool = False, backlog: int = 2048,
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: WSConnection(self), host=host, port=port, ssl=ssl,
+            reuse_port=reuse_port or None, backlog=backlog,
+        )
+        if self.options.ping_interval:
+            self._keepalive = asyncio.ensure_future(self._keepalive_loop())
+
+    @property
+    def sockets(self) -> List[Any]:
+        server = cast(Any, self._server)
+        return list(server.sockets) if server is not None else []
+
+    @property
+    def port(self) -> Optional[int]:
+        socks = self.sockets
+        return int(socks[0].getsockname()[1]) if socks else None
+
+    @property
+    def open_count(self) -> int:
+        return len(self._open)
+
+    def _opening(self, conn: WSConnection) -> None:
+        self._all.add(conn)
+
+    def _opened(self, conn: WSConnection) -> None:
+        self._open.add(conn)
+
+    def _closed(self, conn: WSConnection) -> None:
+        self._all.discard(conn)
+        self._open.discard(conn)
+
+    async def _keepalive_loop(self) -> None:
+        interval = float(self.options.ping_interval or 20.0)
+        timeout = float(self.options.ping_timeout or interval)
+        while True:
+            await asyncio.sleep(min(interval, timeout) / 2)
+            now = time.monotonic()
+            for conn in list(self._open):
+                if conn.ping_sent_at and now - conn.ping_sent_at > timeout:
+                    conn.close(1011, "keepalive ping timeout")
+                elif not conn.ping_sent_at and now - conn.last_rx > interval:
+                    conn.send_ping()
+
+    async def stop(self, code: int = 1001, reason: str = "server shutting down") -> None:
+        """Stop accepting, close every connection with ``code``, wait for them to go."""
+        if self._keepalive is not None:
+            self._keepalive.cancel()
+            await asyncio.gather(self._keepalive, return_exceptions=True)
+            self._keepalive = None
+        if self._server is not None:
+            self._server.close()
+        for conn in list(self._all):
+            conn.close(code, reason)
+        deadline = time.monotonic() + self.options.close_timeout + 1.0
+        while self._all and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        for conn in list(self._all):
+            conn._abort()
+        if self._server is not None:
+            await self._server.wait_closed()
+            self._server = None
