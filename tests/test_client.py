@@ -1,0 +1,169 @@
+"""WebSocketClient against our server: both directions, custom messages, reconnect, exit."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import textwrap
+from typing import Any, Dict, List
+
+import pytest
+
+from maim_message.client import WebSocketClient, create_client_config
+from maim_message.server import WebSocketServer, create_server_config
+
+from .conftest import ROOT, free_port
+from .helpers_api import Inbox, make_message
+
+
+def server_config(port: int, inbox: Inbox, **kw: Any) -> Any:
+    return create_server_config(
+        host="127.0.0.1", port=port,
+        on_auth=lambda m: m["api_key"].startswith("good"),
+        on_auth_extract_user=lambda m: "u-" + m["api_key"],
+        on_message=inbox, **kw,
+    )
+
+
+async def test_messages_and_custom_messages_both_ways() -> None:
+    inbox, client_inbox = Inbox(), Inbox()
+    customs: asyncio.Queue[Any] = asyncio.Queue()
+    events: List[Any] = []
+    server = WebSocketServer(server_config(0, inbox))
+    server.register_custom_handler("client_heartbeat", lambda env, meta: customs.put_nowait(
+        ("server", env["payload"], meta["user_id"])))
+    await server.start()
+    config = create_client_config(
+        f"ws://127.0.0.1:{server.port}/ws", "good1", platform="qq", on_message=client_inbox,
+        on_connect=lambda uuid, cfg: events.append(("connect", uuid)),
+        on_disconnect=lambda uuid, err: events.append(("disconnect", uuid, err)),
+    )
+
+    async def two_args(data: Dict[str, Any], metadata: Dict[str, Any]) -> None:
+        customs.put_nowait(("client2", data, metadata["sender_user"]))
+
+    config.register_custom_handler("server_notification", two_args)
+    client = WebSocketClient(config)
+    client.register_custom_handler("one_arg", lambda data: customs.put_nowait(("client1", data)))
+    try:
+        await client.start()
+        assert await client.connect() is True
+        assert client.is_connected()
+        assert await client.send_message(make_message("up", "good1", "qq")) is True
+        message, meta = await inbox.next()
+        assert message.message_segment.data == "up" and meta["user_id"] == "u-good1"
+        assert await client.send_custom_message("client_heartbeat", {"status": "active"})
+        assert await asyncio.wait_for(customs.get(), 5) == (
+            "server", {"status": "active"}, "u-good1")
+
+        result = await server.send_message(make_message("down", "good1", "qq"))
+        assert list(result.values()) == [True]
+        message, meta = await client_inbox.next()
+        assert message.message_segment.data == "down"
+        assert meta["sender_user"] == "server" and meta["target_user"] == "u-good1"
+
+        await server.send_custom_message("server_notification", {"type": "update"},
+                                         target_user="u-good1")
+        assert await asyncio.wait_for(customs.get(), 5) == ("client2", {"type": "update"},
+                                                            "server")
+        await server.send_custom_message("custom_one_arg", {"n": 1}, target_platform="qq")
+        assert await asyncio.wait_for(customs.get(), 5) == ("client1", {"n": 1})
+        stats = client.get_stats()
+        assert stats["messages_sent"] == 2 and stats["connected"] is True
+        assert "good1" not in str(stats)
+    finally:
+        await client.stop()
+        await server.stop()
+    assert events[0][0] == "connect" and events[0][1] == client.get_connection_uuid()
+    assert events[-1][0] == "disconnect"
+
+
+async def test_refused_key_returns_false_and_does_not_retry() -> None:
+    server = WebSocketServer(server_config(0, Inbox()))
+    await server.start()
+    client = WebSocketClient(create_client_config(
+        f"ws://127.0.0.1:{server.port}/ws", "bad-key", reconnect_delay=0.05))
+    try:
+        await client.start()
+        assert await client.connect() is False
+        assert not client.is_connected()
+        assert "403" in (client.get_last_error() or "")
+        await asyncio.sleep(0.2)
+        assert client.get_stats()["connect_attempts"] == 1
+    finally:
+        await client.stop()
+        await server.stop()
+
+
+async def test_reconnects_after_server_restart_on_same_port() -> None:
+    port = free_port()
+    inbox = Inbox()
+    server = WebSocketServer(server_config(port, inbox))
+    await server.start()
+    connects: asyncio.Queue[str] = asyncio.Queue()
+    client = WebSocketClient(create_client_config(
+        f"ws://127.0.0.1:{port}/ws", "good2", platform="qq", reconnect_delay=0.05,
+        max_reconnect_delay=0.2, max_reconnect_attempts=0,
+        on_connect=lambda uuid, cfg: connects.put_nowait(uuid)))
+    try:
+        assert await client.connect()
+        first_uuid = await asyncio.wait_for(connects.get(), 5)
+        await server.stop()
+        server = WebSocketServer(server_config(port, inbox))
+        await server.start()
+        assert await asyncio.wait_for(connects.get(), 10) == first_uuid
+        assert await client.send_message(make_message("after restart", "good2", "qq"))
+        message, _ = await inbox.next()
+        assert message.message_segment.data == "after restart"
+        assert client.get_stats()["reconnect_attempts"] >= 1
+    finally:
+        await client.stop()
+        await server.stop()
+
+
+async def test_connect_to_nothing_returns_false_and_gives_up() -> None:
+    port = free_port()
+    client = WebSocketClient(create_client_config(
+        f"ws://127.0.0.1:{port}/ws", "good", reconnect_delay=0.01, max_reconnect_delay=0.02,
+        max_reconnect_attempts=2))
+    disconnected = asyncio.Event()
+    client.config.on_disconnect = lambda uuid, err: disconnected.set()
+    assert await client.connect() is False
+    await asyncio.wait_for(disconnected.wait(), 5)
+    assert client.get_stats()["connect_attempts"] == 3
+    await client.stop()
+
+
+def test_invalid_config_is_rejected() -> None:
+    with pytest.raises(ValueError):
+        WebSocketClient(create_client_config("http://x", "k"))
+    with pytest.raises(ValueError):
+        create_client_config("ws://x/ws", "")
+
+
+def test_script_exits_on_its_own_after_stop(tmp_path: Any) -> None:
+    script = tmp_path / "flow.py"
+    script.write_text(textwrap.dedent(f"""
+        import asyncio, sys
+        sys.path.insert(0, {str(ROOT / 'src')!r})
+        from maim_message.server import WebSocketServer, create_server_config
+        from maim_message.client import WebSocketClient, create_client_config
+
+        async def main():
+            server = WebSocketServer(create_server_config(host="127.0.0.1", port=0))
+            await server.start()
+            client = WebSocketClient(create_client_config(
+                f"ws://127.0.0.1:{{server.port}}/ws", "k"))
+            await client.start()
+            assert await client.connect()
+            await client.disconnect()
+            await client.stop()
+            await server.stop()
+            print("done")
+
+        asyncio.run(main())
+    """))
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                         timeout=30)
+    assert out.returncode == 0 and out.stdout.strip() == "done", out.stderr
