@@ -52,7 +52,7 @@ class ClientConfig:
 
     enable_message_cache: bool = True
     message_cache_ttl: int = 300
-    message_cache_max_size: int = 1000
+    message_cache_max_size: int = 10_000  # unacked messages kept for resend
     message_cache_cleanup_interval: float = 60.0
 
     headers: Dict[str, str] = field(default_factory=dict)

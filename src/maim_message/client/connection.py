@@ -11,7 +11,8 @@ import asyncio
 import logging
 import time
 import uuid as uuid_module
-from typing import Any, Callable, Dict, Optional
+from collections import OrderedDict
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import websockets
 from websockets.asyncio.client import ClientConnection
@@ -30,6 +31,7 @@ from ..core.envelope import (
 )
 from ..core.identity import fingerprint
 from ..core.models.api import APIMessageBase
+from ..core.redact import Redactor, redacting_logger
 from ..errors import EnvelopeError
 from ..runtime.callbacks import HandlerTasks, positional_arity
 from .config import ClientConfig
@@ -60,11 +62,19 @@ class SupervisedConnection:
         self._first_attempt: Optional[asyncio.Future[bool]] = None
         self._wanted = False
         self.connected = False
+        # Outbox: frames not yet acked by the server, resent in order after a reconnect.
+        self._pending: OrderedDict[str, Tuple[int, bytes]] = OrderedDict()
+        self._pending_bytes = 0
+        self._seq = 0
+        self._cursor = 0  # last seq written on the current connection
+        self._flushing = False
+        self.dropped = 0
         self.last_error: Optional[str] = None
         self.stats: Dict[str, int] = {
             "connect_attempts": 0, "successful_connects": 0, "failed_connects": 0,
             "messages_received": 0, "messages_sent": 0, "custom_messages_processed": 0,
             "reconnect_attempts": 0, "bytes_received": 0, "bytes_sent": 0,
+            "resent": 0,
         }
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -140,6 +150,7 @@ class SupervisedConnection:
         self._resolve_first(False)
 
     def _failed(self, reason: str) -> None:
+        reason = Redactor([self.config.api_key])(reason)  # an error may quote the URL
         self.stats["failed_connects"] += 1
         self.last_error = reason
         logger.info("connection %s failed: %s", self.uuid, reason)
@@ -155,6 +166,7 @@ class SupervisedConnection:
             open_timeout=cfg.connect_timeout, ping_interval=cfg.ping_interval,
             ping_timeout=cfg.ping_timeout, close_timeout=cfg.close_timeout,
             max_size=cfg.max_size,
+            logger=redacting_logger("websockets.client", [cfg.api_key]),  # DEBUG logs headers
         )
 
     async def _serve(self, ws: ClientConnection) -> None:
@@ -169,6 +181,11 @@ class SupervisedConnection:
             self._handlers.spawn(self.config.on_connect, self.uuid, self.config)
         error: Optional[str] = None
         try:
+            self._cursor = 0
+            resent = await self._flush(ws)
+            if resent:
+                self.stats["resent"] += resent
+                logger.info("connection %s: resent %d unacked message(s)", self.uuid, resent)
             async for raw in ws:
                 await self._frame(ws, raw)
         except ConnectionClosed:
@@ -203,7 +220,15 @@ class SupervisedConnection:
         if type(env) is not dict:
             return
         kind = env.get("type")
-        if kind == SYS_ACK or kind == "sys_error":
+        if kind == SYS_ACK:
+            meta = env.get("meta")
+            acked = meta.get("acked_msg_id") if type(meta) is dict else None
+            if type(acked) is str:
+                item = self._pending.pop(acked, None)
+                if item is not None:
+                    self._pending_bytes -= len(item[1])
+            return
+        if kind == "sys_error":
             if kind == "sys_error":
                 logger.warning("server refused a frame: %s", env.get("payload"))
             return
@@ -222,7 +247,7 @@ class SupervisedConnection:
                 return
             try:
                 message = APIMessageBase.from_dict(payload)
-            except (ValueError, TypeError, AttributeError) as exc:
+            except (ValueError, TypeError, AttributeError, RecursionError) as exc:  # deep seglist
                 logger.warning("connection %s: bad message dropped: %s", self.uuid, exc)
                 return
             on_message = self.config.on_message
@@ -250,18 +275,66 @@ class SupervisedConnection:
                 "platform": self.config.platform, "timestamp": time.time()}
 
     async def send_message(self, message: APIMessageBase) -> bool:
-        env = std_envelope(self._ids.new(), message.to_dict(), self._meta())
-        return await self._send(dumps(env))
+        msg_id = self._ids.new()
+        env = std_envelope(msg_id, message.to_dict(), self._meta())
+        return await self._send(dumps(env), msg_id)
 
     async def send_custom_message(self, message_type: str, payload: Any) -> bool:
-        env = custom_envelope(self._ids.new("custom_"), normalize_custom_type(message_type),
-                              payload, self._meta())
-        return await self._send(dumps(env))
+        msg_id = self._ids.new("custom_")
+        env = custom_envelope(msg_id, normalize_custom_type(message_type), payload, self._meta())
+        return await self._send(dumps(env), msg_id)
 
-    async def _send(self, data: bytes) -> bool:
+    async def _send(self, data: bytes, msg_id: str) -> bool:
+        """Write, or keep for the next connection; False only when it cannot be delivered."""
+        if not self.config.enable_message_cache:
+            return await self._write_now(data)
+        if not self._wanted:
+            return False  # not connecting: nobody will ever deliver it
+        self._seq += 1
+        seq = self._seq
+        self._pending[msg_id] = (seq, data)
+        self._pending_bytes += len(data)
+        self._enforce_bounds()
         ws = self._ws
-        if ws is None or not self.connected:
-            return False
+        if ws is None or not self.connected or self._flushing:
+            return True
+        if self._cursor >= seq - 1:
+            self._cursor = seq
+            await self._write(ws, data)
+            return True
+        await self._flush(ws)
+        return True
+
+    def _enforce_bounds(self) -> None:
+        limit = max(1, int(self.config.message_cache_max_size))
+        while len(self._pending) > limit or self._pending_bytes > self.config.max_size * 2:
+            _, (_, dropped) = self._pending.popitem(last=False)
+            self._pending_bytes -= len(dropped)
+            self.dropped += 1
+            if self.dropped == 1 or self.dropped % 1000 == 0:
+                logger.warning("connection %s: outbox full, dropped %d oldest message(s)",
+                               self.uuid, self.dropped)
+
+    async def _flush(self, ws: ClientConnection) -> int:
+        """Write pending frames after the cursor, in order (also those added meanwhile)."""
+        if self._flushing:
+            return 0
+        self._flushing = True
+        written = 0
+        try:
+            while True:
+                batch = [(seq, data) for seq, data in self._pending.values() if seq > self._cursor]
+                if not batch:
+                    return written
+                for seq, data in batch:
+                    if not await self._write(ws, data):
+                        return written
+                    self._cursor = seq
+                    written += 1
+        finally:
+            self._flushing = False
+
+    async def _write(self, ws: ClientConnection, data: bytes) -> bool:
         try:
             await ws.send(data, text=True)
         except ConnectionClosed:
@@ -269,6 +342,16 @@ class SupervisedConnection:
         self.stats["messages_sent"] += 1
         self.stats["bytes_sent"] += len(data)
         return True
+
+    async def _write_now(self, data: bytes) -> bool:
+        ws = self._ws
+        if ws is None or not self.connected:
+            return False
+        return await self._write(ws, data)
+
+    @property
+    def pending_count(self) -> int:
+        return len(self._pending)
 
 
 def new_single_uuid() -> str:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field, fields
-from typing import Any, Callable, Dict, Optional, Set
+from typing import Any, Callable, Dict, List, Optional, Set
 
 from ..core.envelope import normalize_custom_type
 
@@ -75,6 +75,24 @@ class ServerConfig:
     dedupe_window: int = 100_000
     dedupe_ttl: float = 3600.0
     reuse_port: bool = False
+
+    # Abuse limits (docs/security.md lists them; None = off). A hit closes the connection
+    # (or refuses the handshake), is logged once and counted in get_stats()["limits"].
+    idle_timeout: Optional[float] = None  # s without a data frame -> close 1001
+    rate_limit_per_second: Optional[float] = 5000.0  # token bucket per connection -> 1008
+    rate_limit_burst: int = 100_000  # messages a connection may send at once
+    max_connections_per_key: Optional[int] = 100  # more -> HTTP 429 at the handshake
+    allowed_origins: Optional[List[str]] = None  # browser Origin allowlist -> HTTP 403
+    max_outbox_per_user: int = 10_000  # pending messages held for one user (outbox)
+
+    # Delivery (at-least-once): the outbox keeps every message until the peer acks it.
+    # ``enable_message_cache=False`` turns it off (fire-and-forget, like a raw socket).
+    outbox_path: Optional[str] = None  # SQLite file for a durable outbox; None = memory
+    outbox_max_per_pair: int = 10_000
+    outbox_max_bytes: int = 512 * 1024 * 1024
+    outbox_ttl: float = 86_400.0
+    send_buffer_high: int = 4 * 1024 * 1024
+    slow_consumer_timeout: float = 60.0
 
     def validate(self) -> bool:
         return not self.get_missing_fields()

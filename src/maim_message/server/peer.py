@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, Optional
 
+from ..core.limits import TokenBucket
 from ..transport.base import ServerConnection
 
 
@@ -11,8 +12,8 @@ class Peer:
     """An authenticated connection: its identity, user and transport handle."""
 
     __slots__ = (
-        "api_key", "conn", "connected_at", "key_label", "metadata", "platform", "user_id",
-        "uuid", "warned",
+        "api_key", "bucket", "conn", "connected_at", "counted", "cursor", "key_label",
+        "metadata", "pair", "platform", "user_id", "uuid", "warned",
     )
 
     def __init__(
@@ -28,6 +29,10 @@ class Peer:
         self.connected_at = connected_at
         self.conn: Optional[ServerConnection] = None
         self.warned = False
+        self.bucket: Optional[TokenBucket] = None  # per-connection rate limit, if any
+        self.counted = False  # counted in the per-key connection limit
+        self.pair = (user_id, platform)
+        self.cursor = 0  # outbox sequence number last written to this connection
 
     def info(self) -> Dict[str, Any]:
         """A snapshot safe to print: no secret, only the key's fingerprint."""

@@ -31,14 +31,26 @@ from ..core.envelope import (
     std_envelope,
 )
 from ..core.identity import connection_metadata, fingerprint, identify
+from ..core.limits import (
+    BINARY_FRAME,
+    CONNECTIONS_PER_KEY,
+    INVALID_UTF8,
+    ORIGIN,
+    RATE,
+    FirstSeen,
+    KeyConnectionCounter,
+    LimitCounters,
+    OriginPolicy,
+    TokenBucket,
+)
 from ..core.models.api import APIMessageBase
 from ..core.routing import RoutingTable
 from ..errors import EnvelopeError, ServerStartError
 from ..runtime.callbacks import HandlerTasks, call_maybe_async
 from ..transport.base import Accept, Decision, HandshakeInfo, HttpReply, ServerConnection
 from ..transport.ws_server import ServerOptions, WebSocketServerTransport
-from ..transport.wsproto import OP_TEXT, frame_header
 from .config import ServerConfig, config_field_names
+from .delivery import Delivery
 from .peer import Peer
 from .tls import describe_peer_cert, server_ssl_context
 
@@ -63,6 +75,12 @@ class WebSocketServer:
         self._handlers = HandlerTasks("WebSocketServer")
         self._transport: Optional[WebSocketServerTransport] = None
         self._users_by_key: Dict[str, str] = {}
+        self.limits = LimitCounters()  # get_stats()["limits"]; the transport adds to it
+        self._key_conns = KeyConnectionCounter(self.config.max_connections_per_key)
+        self._origins = OriginPolicy(self.config.allowed_origins)
+        self._limit_logged = FirstSeen()
+        self.delivery = Delivery(self.config, self.peers)
+        self._expiry: Optional[asyncio.Task[None]] = None
         self.stats: Dict[str, Any] = {
             "total_auth_requests": 0, "successful_auths": 0, "failed_auths": 0,
             "messages_processed": 0, "custom_messages_processed": 0,
@@ -88,8 +106,12 @@ class WebSocketServer:
             path=cfg.path, max_message_size=cfg.max_message_size,
             ping_interval=cfg.ping_interval, ping_timeout=cfg.ping_timeout,
             handshake_timeout=cfg.handshake_timeout, close_timeout=cfg.close_timeout,
-            max_write_buffer=cfg.max_write_buffer,
+            max_write_buffer=cfg.max_write_buffer, send_buffer_high=cfg.send_buffer_high,
+            slow_consumer_timeout=cfg.slow_consumer_timeout,
+            idle_timeout=cfg.idle_timeout, limits=self.limits,
         )
+        self._key_conns.limit = cfg.max_connections_per_key
+        self._origins = OriginPolicy(cfg.allowed_origins)
         transport = WebSocketServerTransport(self, options)
         try:
             await transport.start(cfg.host, cfg.port, ssl=ssl_ctx, reuse_port=cfg.reuse_port)
@@ -97,6 +119,8 @@ class WebSocketServer:
             raise ServerStartError(f"cannot listen on {cfg.host}:{cfg.port}: {exc}") from exc
         self._transport = transport
         self.running = True
+        if self.delivery.enabled:
+            self._expiry = asyncio.ensure_future(self._expire_loop())
         logger.info(
             "WebSocketServer listening on %s://%s:%s%s",
             "wss" if ssl_ctx else "ws", cfg.host, transport.port, cfg.path,
@@ -111,9 +135,29 @@ class WebSocketServer:
         if transport is not None:
             await transport.stop(1001, "server shutting down")
         await self._handlers.cancel_all(3.0)
+        if self._expiry is not None:
+            self._expiry.cancel()
+            await asyncio.gather(self._expiry, return_exceptions=True)
+            self._expiry = None
+        self.delivery.close()
+        self.delivery = Delivery(self.config, self.peers)
         self.peers.clear()
         self.routes = RoutingTable()
         logger.info("WebSocketServer stopped")
+
+    async def _expire_loop(self) -> None:
+        while True:
+            await asyncio.sleep(min(60.0, max(1.0, self.config.outbox_ttl / 10)))
+            dropped = self.delivery.expire()
+            if dropped:
+                logger.warning("outbox: %d message(s) expired undelivered", dropped)
+
+    async def __aenter__(self) -> WebSocketServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        await self.stop()
 
     def is_running(self) -> bool:
         return self.running
@@ -131,6 +175,8 @@ class WebSocketServer:
             if route is None:
                 return HttpReply(404, b"not found\n")
             return await call_maybe_async(route, info)
+        if not self._origins.allows(info.headers.get("origin")):
+            return self._limit_refusal(ORIGIN, 403, "origin not allowed", info.client_ip)
         ident = identify(info.query, info.headers)
         metadata = connection_metadata(ident, info.headers, info.client_ip, time.time())
         metadata["client_cert"] = describe_peer_cert(info.peer_cert)
@@ -155,6 +201,10 @@ class WebSocketServer:
         if not user_id:
             logger.info("no user id for %s from %s", label, info.client_ip)
             return self._refuse(403, "cannot extract user id")
+        if not self._key_conns.can_open(ident.api_key) and not self._replaces(ident.uuid,
+                                                                            ident.api_key):
+            return self._limit_refusal(CONNECTIONS_PER_KEY, 429,
+                                       "too many connections for this API key", label)
         user_id = str(user_id)
         metadata["user_id"] = user_id
         self.stats["successful_auths"] += 1
@@ -170,6 +220,8 @@ class WebSocketServer:
 
     def connection_opened(self, conn: ServerConnection) -> None:
         peer: Peer = conn.context
+        if not self._admit(conn, peer):
+            return
         peer.conn = conn
         old = self.peers.get(peer.uuid)
         if old is not None and old.conn is not None:
@@ -180,6 +232,7 @@ class WebSocketServer:
         self.routes.add(peer.uuid, peer.user_id, peer.platform)
         self._users_by_key[peer.api_key] = peer.user_id
         self.stats["total_connections"] += 1
+        self.delivery.peer_opened(peer)
         if self.config.enable_connection_log:
             logger.info("connected %s user=%s platform=%s key=%s ip=%s", peer.uuid,
                         peer.user_id, peer.platform, peer.key_label, conn.client_ip)
@@ -188,6 +241,11 @@ class WebSocketServer:
 
     def connection_closed(self, conn: ServerConnection, code: int, reason: str) -> None:
         peer: Peer = conn.context
+        if peer.counted:
+            peer.counted = False
+            self._key_conns.release(peer.api_key)
+        if peer.conn is None:
+            return  # refused when opening (a limit): never registered
         if self.peers.get(peer.uuid) is peer:
             del self.peers[peer.uuid]
             self.routes.remove(peer.uuid)
@@ -196,15 +254,24 @@ class WebSocketServer:
         if self.config.on_disconnect is not None and self.running:
             self._handlers.spawn(self.config.on_disconnect, peer.uuid, dict(peer.metadata))
 
+    def connection_writable(self, conn: ServerConnection) -> None:
+        self.delivery.flush(conn.context)
+
     def binary_received(self, conn: ServerConnection, payload: bytes) -> None:
         self.stats["invalid_frames"] += 1
-        conn.close(1003, "binary frames are not supported; send JSON text frames")
+        self._limit_close(conn, conn.context, BINARY_FRAME, 1003,
+                          "binary frames are not supported; send JSON text frames")
 
     def text_received(self, conn: ServerConnection, payload: bytes) -> None:
         stats = self.stats
         stats["messages_received"] += 1
         stats["bytes_received"] += len(payload)
         peer: Peer = conn.context
+        bucket = peer.bucket
+        if bucket is not None and not bucket.allow():
+            self._limit_close(conn, peer, RATE, 1008, "rate limit exceeded: over "
+                              f"{bucket.rate:g} messages/s (burst {bucket.burst:g})")
+            return
         try:
             env = decode_envelope(payload)
         except EnvelopeError as exc:
@@ -213,6 +280,10 @@ class WebSocketServer:
         kind = env["type"]
         stats["messages_processed"] += 1
         if kind == SYS_ACK:
+            meta = env.get("meta")
+            acked = meta.get("acked_msg_id") if type(meta) is dict else None
+            if type(acked) is str:
+                self.delivery.acked(peer, acked)
             return
         msg_id = env.get("msg_id")
         if msg_id:
@@ -228,19 +299,24 @@ class WebSocketServer:
         elif kind.startswith(CUSTOM_PREFIX):
             self._dispatch_custom(peer, env, kind)
         elif not kind.startswith("sys_"):
-            self._warn_once(peer, "unknown message type %r from %s", kind, peer.uuid)
+            self._warn_once(peer, "unknown message type %r from %s", kind[:80], peer.uuid)
 
     def _dispatch_standard(self, conn: ServerConnection, peer: Peer, env: Dict[str, Any]) -> None:
         payload = env.get("payload")
         if type(payload) is dict and has_standard_payload(payload):
             try:
                 message = APIMessageBase.from_dict(payload)
-            except (ValueError, TypeError, AttributeError) as exc:
+            except (ValueError, TypeError, AttributeError, RecursionError) as exc:  # deep seglist
                 self._bad_frame(conn, peer, EnvelopeError(str(exc), "payload"), None,
                                 ref=env.get("msg_id"))
                 return
         else:
-            message = self._wrap_payload(peer, payload)
+            try:
+                message = self._wrap_payload(peer, payload)
+            except RecursionError:  # str() of a payload nested ~1000 deep
+                self._bad_frame(conn, peer, EnvelopeError("payload nested too deeply", "payload"),
+                                None, ref=env.get("msg_id"))
+                return
         on_message = self.config.on_message
         if on_message is not None:
             self._handlers.spawn(on_message, message, dict(peer.metadata))
@@ -262,7 +338,7 @@ class WebSocketServer:
                 self.stats["custom_messages_processed"] += 1
                 self._handlers.spawn(handler, env, dict(peer.metadata))
                 return
-        self._warn_once(peer, "no handler for custom type %r (from %s)", kind, peer.uuid)
+        self._warn_once(peer, "no handler for custom type %r (from %s)", kind[:80], peer.uuid)
 
     def _bad_frame(
         self, conn: ServerConnection, peer: Peer, exc: EnvelopeError, payload: Optional[bytes],
@@ -273,10 +349,50 @@ class WebSocketServer:
             try:
                 payload.decode("utf-8")
             except UnicodeDecodeError:
-                conn.close(1007, "text frame is not valid UTF-8")
+                self._limit_close(conn, peer, INVALID_UTF8, 1007, "text frame is not valid UTF-8")
                 return
         self._warn_once(peer, "bad frame from %s: %s", peer.uuid, exc)
         conn.send_text(encode_error(str(exc), field=exc.field, ref_msg_id=ref))
+
+    # -- limits -----------------------------------------------------------------------------
+
+    def _replaces(self, uuid: str, api_key: str) -> bool:
+        """A reconnect with the uuid of a live connection of the same key takes its slot."""
+        old = self.peers.get(uuid)
+        return old is not None and old.counted and old.api_key == api_key
+
+    def _admit(self, conn: ServerConnection, peer: Peer) -> bool:
+        """Per-key connection count and rate bucket; False: refused and being closed."""
+        if self._replaces(peer.uuid, peer.api_key):
+            self.peers[peer.uuid].counted = False  # the old connection hands over its slot
+        elif not self._key_conns.acquire(peer.api_key):
+            self._limit_close(conn, peer, CONNECTIONS_PER_KEY, 1008,
+                              "too many connections for this API key")
+            return False
+        peer.counted = True
+        rate = self.config.rate_limit_per_second
+        if rate:
+            peer.bucket = TokenBucket(rate, max(1.0, float(self.config.rate_limit_burst)))
+        return True
+
+    def _limit_hit(self, reason: str, who: str, detail: str) -> None:
+        """Count a hit; log it at WARNING the first time for this peer, later at DEBUG."""
+        self.limits.hit(reason)
+        if self._limit_logged.first((reason, who)):
+            logger.warning("limit %s hit by %s: %s (repeats from this peer at DEBUG)",
+                           reason, who, detail)
+        else:
+            logger.debug("limit %s hit by %s: %s", reason, who, detail)
+
+    def _limit_close(
+        self, conn: ServerConnection, peer: Peer, reason: str, code: int, detail: str
+    ) -> None:
+        self._limit_hit(reason, f"{peer.key_label} ({conn.client_ip})", detail)
+        conn.close(code, detail)
+
+    def _limit_refusal(self, reason: str, status: int, detail: str, who: str) -> HttpReply:
+        self._limit_hit(reason, who, detail)
+        return HttpReply(status, f"{detail}\n".encode())
 
     def _warn_once(self, peer: Peer, fmt: str, *args: Any) -> None:
         if peer.warned:
@@ -301,24 +417,32 @@ class WebSocketServer:
         return str(user) if user else None
 
     async def send_message(
-        self, message: APIMessageBase, target_platform: Optional[str] = None
+        self, message: APIMessageBase, target_platform: Optional[str] = None, *,
+        ack_timeout: Optional[float] = None,
     ) -> Dict[str, bool]:
         """Send to every connection of the user and platform named by ``message_dim``.
 
-        Returns ``{connection_uuid: written}``; ``{}`` when nobody matches.
+        Returns ``{connection_uuid: written}`` for the live connections (``{}`` when there
+        is none: the message then waits in the outbox until that user connects on that
+        platform). With ``ack_timeout``, waits for the peer's ack and reports
+        ``{uuid: True}`` for the connection that acked (``{}`` on timeout).
         """
         dim = message.message_dim
         platform = target_platform or dim.platform
         user = await self._target_user(dim.api_key, platform)
         if user is None:
             return {}
-        targets = self.routes.lookup(user, platform)
-        if not targets:
-            return {}
         meta = {"sender_user": "server", "target_user": user, "platform": platform,
                 "timestamp": time.time()}
-        data = dumps(std_envelope(self._ids.new(), message.to_dict(), meta))
-        return self._send_to(targets, data)
+        msg_id = self._ids.new()
+        data = dumps(std_envelope(msg_id, message.to_dict(), meta))
+        pair = (user, platform)
+        results = self.delivery.to_pair(pair, self.routes.lookup(user, platform), msg_id, data)
+        self._count_sent(results, data)
+        if ack_timeout is not None and self.delivery.enabled:
+            acker = await self.delivery.wait_ack(pair, msg_id, ack_timeout)
+            return {acker: True} if acker is not None else {}
+        return results
 
     async def broadcast_message(
         self, message: APIMessageBase, platform: Optional[str] = None
@@ -329,8 +453,11 @@ class WebSocketServer:
         )
         meta = {"sender_user": "server", "target_user": None, "platform": platform,
                 "timestamp": time.time()}
-        data = dumps(std_envelope(self._ids.new(), message.to_dict(), meta))
-        return self._send_to(targets, data)
+        msg_id = self._ids.new()
+        data = dumps(std_envelope(msg_id, message.to_dict(), meta))
+        results = self.delivery.to_connections(targets, msg_id, data)
+        self._count_sent(results, data)
+        return results
 
     async def send_custom_message(
         self, message_type: str, payload: Any, target_user: Optional[str] = None,
@@ -339,36 +466,34 @@ class WebSocketServer:
         """A custom message (wire type ``custom_<name>``) to a connection, user or platform.
 
         ``target_user`` alone reaches all that user's connections; with ``target_platform``
-        only those on that platform; ``target_platform`` alone reaches the whole platform.
+        only those on that platform (queued if none is live); ``target_platform`` alone
+        reaches the whole platform.
         """
-        targets: Iterable[str]
-        if connection_uuid is not None:
-            targets = [connection_uuid]
-        elif target_user is not None:
-            targets = self.routes.lookup(target_user, target_platform)
-        elif target_platform is not None:
-            targets = self.routes.on_platform(target_platform)
-        else:
-            return {}
         meta = {"sender_user": "server", "target_user": target_user,
                 "platform": target_platform, "timestamp": time.time()}
-        data = dumps(custom_envelope(self._ids.new("custom_"),
-                                     normalize_custom_type(message_type), payload, meta))
-        return self._send_to(targets, data)
+        msg_id = self._ids.new("custom_")
+        data = dumps(custom_envelope(msg_id, normalize_custom_type(message_type), payload, meta))
+        if connection_uuid is not None:
+            results = self.delivery.to_connections([connection_uuid], msg_id, data)
+        elif target_user is not None and target_platform is not None:
+            pair = (target_user, target_platform)
+            results = self.delivery.to_pair(
+                pair, self.routes.lookup(target_user, target_platform), msg_id, data)
+        elif target_user is not None:
+            results = self.delivery.to_connections(
+                self.routes.lookup(target_user), msg_id, data)
+        elif target_platform is not None:
+            results = self.delivery.to_connections(
+                self.routes.on_platform(target_platform), msg_id, data)
+        else:
+            return {}
+        self._count_sent(results, data)
+        return results
 
-    def _send_to(self, targets: Iterable[str], data: bytes) -> Dict[str, bool]:
-        frame = frame_header(OP_TEXT, len(data)) + data
-        results: Dict[str, bool] = {}
-        peers = self.peers
-        sent = 0
-        for uuid in targets:
-            peer = peers.get(uuid)
-            ok = bool(peer is not None and peer.conn is not None and peer.conn.send_raw(frame))
-            results[uuid] = ok
-            sent += ok
+    def _count_sent(self, results: Dict[str, bool], data: bytes) -> None:
+        sent = sum(results.values())
         self.stats["messages_sent"] += sent
         self.stats["bytes_sent"] += sent * len(data)
-        return results
 
     # -- handlers and config -----------------------------------------------------------------
 
@@ -457,6 +582,8 @@ class WebSocketServer:
             "duplicate_messages_ignored": s["duplicate_messages_ignored"],
             "invalid_frames": s["invalid_frames"],
             "handler_errors": self._handlers.failed,
+            "limits": self.limits.snapshot(),
+            "delivery": self.delivery.stats(),
             "network": {
                 "total_connections": s["total_connections"],
                 "current_connections": transport.open_count if transport else 0,

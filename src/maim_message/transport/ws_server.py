@@ -13,6 +13,16 @@ import ssl as ssl_module
 import time
 from typing import Any, Callable, List, Optional, Set, cast
 
+from ..core.limits import (
+    BAD_HANDSHAKE,
+    HANDSHAKE_TIMEOUT,
+    IDLE_TIMEOUT,
+    MESSAGE_SIZE,
+    REQUEST_HEAD,
+    WRITE_BUFFER,
+    LimitCounters,
+    reason_for_close_code,
+)
 from .base import Accept, HandshakeInfo, HttpReply, ServerApp
 from .wsproto import (
     OP_BINARY,
@@ -51,7 +61,13 @@ class ServerOptions:
         ping_interval: Optional[float] = 20.0, ping_timeout: Optional[float] = 20.0,
         handshake_timeout: float = 10.0, close_timeout: float = 5.0,
         max_write_buffer: int = 256 * 1024 * 1024, max_request_head: int = 16384,
+        send_buffer_high: int = 4 * 1024 * 1024, slow_consumer_timeout: float = 60.0,
+        idle_timeout: Optional[float] = None, limits: Optional[LimitCounters] = None,
     ) -> None:
+        self.idle_timeout = idle_timeout
+        self.limits = limits if limits is not None else LimitCounters()
+        self.send_buffer_high = send_buffer_high
+        self.slow_consumer_timeout = slow_consumer_timeout
         self.path = path
         self.max_message_size = max_message_size
         self.ping_interval = ping_interval
@@ -67,8 +83,8 @@ class WSConnection(asyncio.Protocol):
 
     __slots__ = (
         "_batch", "_buf", "_close_timer", "_deciding", "_parser", "_server", "_state",
-        "_transport", "client_ip", "close_code", "close_reason", "context", "last_rx",
-        "opened", "ping_sent_at",
+        "_transport", "client_ip", "close_code", "close_reason", "context", "last_data",
+        "last_rx", "opened", "paused_since", "ping_sent_at",
     )
 
     def __init__(self, server: WebSocketServerTransport) -> None:
@@ -87,11 +103,15 @@ class WSConnection(asyncio.Protocol):
         self.last_rx = 0.0
         self.ping_sent_at = 0.0
         self.opened = False
+        self.paused_since = 0.0
+        self.last_data = 0.0  # last text/binary frame (idle timeout ignores pings)
 
     # -- asyncio.Protocol ---------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)
+        high = self._server.options.send_buffer_high
+        self._transport.set_write_buffer_limits(high=high, low=high // 4)
         peer = transport.get_extra_info("peername")
         if peer:
             self.client_ip = str(peer[0])
@@ -113,6 +133,7 @@ class WSConnection(asyncio.Protocol):
             assert self._buf is not None
             self._buf += data  # frames sent before our answer wait for the decision
             if len(self._buf) > self._server.options.max_message_size:
+                self._server.options.limits.hit(MESSAGE_SIZE)
                 self._abort()
 
     def eof_received(self) -> Optional[bool]:
@@ -133,11 +154,16 @@ class WSConnection(asyncio.Protocol):
             except Exception:
                 logger.exception("connection_closed callback failed")
 
-    def pause_writing(self) -> None:  # pragma: no cover - exercised under load only
-        pass
+    def pause_writing(self) -> None:
+        self.paused_since = time.monotonic()
 
-    def resume_writing(self) -> None:  # pragma: no cover
-        pass
+    def resume_writing(self) -> None:
+        self.paused_since = 0.0
+        if self._state == _OPEN:
+            try:
+                self._server.app.connection_writable(self)
+            except Exception:
+                logger.exception("connection_writable callback failed")
 
     # -- handshake ------------------------------------------------------------------------
 
@@ -146,6 +172,7 @@ class WSConnection(asyncio.Protocol):
         try:
             parsed = parse_http_request(self._buf, self._server.options.max_request_head)
         except HandshakeError as exc:
+            self._server.options.limits.hit(REQUEST_HEAD if exc.status == 431 else BAD_HANDSHAKE)
             self._reply(HttpReply(exc.status, (exc.reason + "\n").encode()))
             return
         if parsed is None:
@@ -170,6 +197,7 @@ class WSConnection(asyncio.Protocol):
             try:
                 accept_key = request.websocket_accept_key()
             except HandshakeError as exc:
+                self._server.options.limits.hit(BAD_HANDSHAKE)
                 self._reply(HttpReply(exc.status, (exc.reason + "\n").encode()))
                 return
         self._state = _DECIDING
@@ -215,7 +243,7 @@ class WSConnection(asyncio.Protocol):
         self._parser = FrameParser(self._server.options.max_message_size, _apply_mask)
         leftover = bytes(self._buf)
         self._buf = None
-        self.last_rx = time.monotonic()
+        self.last_rx = self.last_data = time.monotonic()
         self._server._opened(self)
         try:
             self._server.app.connection_opened(self)
@@ -230,6 +258,7 @@ class WSConnection(asyncio.Protocol):
         self._close_timer = None
         if self._state in (_CONNECTING, _DECIDING):
             logger.info("handshake timeout from %s", self.client_ip)
+            self._server.options.limits.hit(HANDSHAKE_TIMEOUT)
             self._abort()
 
     # -- frames ---------------------------------------------------------------------------
@@ -250,6 +279,7 @@ class WSConnection(asyncio.Protocol):
             for opcode, payload in events:
                 if opcode == OP_TEXT:
                     if self._state == _OPEN:
+                        self.last_data = self.last_rx
                         app.text_received(self, payload)
                 elif opcode == OP_BINARY:
                     if self._state == _OPEN:
@@ -282,6 +312,7 @@ class WSConnection(asyncio.Protocol):
 
     def _fail(self, code: int, reason: str) -> None:
         logger.info("closing connection from %s: %d %s", self.client_ip, code, reason)
+        self._server.options.limits.hit(reason_for_close_code(code))
         self.close(code, reason)
 
     def _write_now(self, data: bytes) -> None:
@@ -304,6 +335,11 @@ class WSConnection(asyncio.Protocol):
     def is_open(self) -> bool:
         return self._state == _OPEN
 
+    @property
+    def is_writable(self) -> bool:
+        """Open and below the send-buffer high-water mark (else: hold messages back)."""
+        return self._state == _OPEN and not self.paused_since
+
     def send_text(self, payload: bytes) -> bool:
         if self._state != _OPEN:
             return False
@@ -320,10 +356,12 @@ class WSConnection(asyncio.Protocol):
             batch.append(frame)
             return True
         transport = self._transport
-        assert transport is not None
+        if transport is None or transport.is_closing():
+            return False
         transport.write(frame)
         if transport.get_write_buffer_size() > self._server.options.max_write_buffer:
             logger.warning("closing slow consumer %s: write buffer over limit", self.client_ip)
+            self._server.options.limits.hit(WRITE_BUFFER)
             self.close(1008, "slow consumer: write buffer limit exceeded")
         return True
 
@@ -368,7 +406,7 @@ class WebSocketServerTransport:
             lambda: WSConnection(self), host=host, port=port, ssl=ssl,
             reuse_port=reuse_port or None, backlog=backlog,
         )
-        if self.options.ping_interval:
+        if self.options.ping_interval or self.options.idle_timeout:
             self._keepalive = asyncio.ensure_future(self._keepalive_loop())
 
     @property
@@ -396,15 +434,31 @@ class WebSocketServerTransport:
         self._open.discard(conn)
 
     async def _keepalive_loop(self) -> None:
+        pinging = bool(self.options.ping_interval)
         interval = float(self.options.ping_interval or 20.0)
         timeout = float(self.options.ping_timeout or interval)
+        idle = self.options.idle_timeout
+        period = min(interval, timeout, idle or interval) / 2
         while True:
-            await asyncio.sleep(min(interval, timeout) / 2)
+            await asyncio.sleep(period)
             now = time.monotonic()
+            slow_limit = self.options.slow_consumer_timeout
             for conn in list(self._open):
-                if conn.ping_sent_at and now - conn.ping_sent_at > timeout:
+                if not conn.is_open:
+                    continue
+                if conn.paused_since and now - conn.paused_since > slow_limit:
+                    logger.warning("closing slow consumer %s: not reading for %.0f s",
+                                   conn.client_ip, now - conn.paused_since)
+                    self.options.limits.hit(WRITE_BUFFER)
+                    conn.close(1008, "slow consumer: not reading")
+                elif idle and now - conn.last_data > idle:
+                    logger.info("closing idle connection %s: no message for %.0f s",
+                                conn.client_ip, now - conn.last_data)
+                    self.options.limits.hit(IDLE_TIMEOUT)
+                    conn.close(1001, f"idle timeout: no message for {idle:g} s")
+                elif conn.ping_sent_at and now - conn.ping_sent_at > timeout:
                     conn.close(1011, "keepalive ping timeout")
-                elif not conn.ping_sent_at and now - conn.last_rx > interval:
+                elif pinging and not conn.ping_sent_at and now - conn.last_rx > interval:
                     conn.send_ping()
 
     async def stop(self, code: int = 1001, reason: str = "server shutting down") -> None:

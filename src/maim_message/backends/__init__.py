@@ -1,0 +1,1 @@
+"""Storage backends: the durable SQLite outbox (cluster backends come later)."""

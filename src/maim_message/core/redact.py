@@ -1,0 +1,94 @@
+"""Keeping secrets out of log output that we do not format ourselves.
+
+Our own log calls only ever show :func:`~.identity.fingerprint` labels. Third-party
+loggers are different: at DEBUG, ``websockets`` logs every request header (``x-apikey``)
+and the request path (``?api_key=...``) and the first bytes of every frame. The client
+hands ``websockets`` a :class:`RedactingLogger` that rewrites each record before it is
+emitted, replacing every known secret (raw or URL-encoded) by its fingerprint.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from typing import Any, Iterable, List, MutableMapping, Optional, Tuple
+from urllib.parse import quote, quote_plus
+
+from .identity import fingerprint
+
+MIN_SECRET_LENGTH = 4  # shorter "secrets" are not secret, and replacing them garbles logs
+
+
+def _forms(secret: str) -> List[str]:
+    forms = {secret, quote(secret, safe=""), quote_plus(secret), quote(secret)}
+    return sorted((f for f in forms if f), key=len, reverse=True)
+
+
+class Redactor:
+    """Replaces each secret (and its URL-encoded forms) in a text by the secret's label."""
+
+    __slots__ = ("_pairs",)
+
+    def __init__(self, secrets: Iterable[Optional[str]] = ()) -> None:
+        self._pairs: List[Tuple[str, str]] = []
+        for secret in secrets:
+            self.add(secret)
+
+    def add(self, secret: Optional[str]) -> None:
+        if not secret or len(secret) < MIN_SECRET_LENGTH:
+            return
+        label = fingerprint(secret)
+        for form in _forms(secret):
+            if all(form != known for known, _ in self._pairs):
+                self._pairs.append((form, label))
+        self._pairs.sort(key=lambda pair: len(pair[0]), reverse=True)
+
+    def __call__(self, text: str) -> str:
+        for secret, label in self._pairs:
+            if secret in text:
+                text = text.replace(secret, label)
+        return text
+
+    def __bool__(self) -> bool:
+        return bool(self._pairs)
+
+
+class RedactingLogger(logging.LoggerAdapter):
+    """A logger adapter that formats each record itself and redacts it before emitting.
+
+    Tracebacks are formatted and redacted too (an exception message may quote a URL).
+    Nothing is formatted when the level is disabled.
+    """
+
+    def __init__(self, logger: logging.Logger, redactor: Redactor) -> None:
+        super().__init__(logger, {})
+        self.redactor = redactor
+
+    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> Tuple[Any, Any]:
+        return msg, kwargs
+
+    def log(self, level: int, msg: object, *args: object, **kwargs: Any) -> None:
+        if not self.isEnabledFor(level):
+            return
+        try:
+            text = str(msg) % args if args else str(msg)
+        except (TypeError, ValueError):
+            text = " ".join(str(part) for part in (msg, *args))
+        exc_info = kwargs.pop("exc_info", None)
+        if exc_info:
+            if exc_info is True:
+                import sys
+
+                exc_info = sys.exc_info()
+            elif isinstance(exc_info, BaseException):
+                exc_info = (type(exc_info), exc_info, exc_info.__traceback__)
+            if exc_info[0] is not None:
+                text += "\n" + "".join(traceback.format_exception(*exc_info)).rstrip()
+        kwargs.pop("stack_info", None)
+        kwargs.setdefault("stacklevel", 2)
+        self.logger.log(level, "%s", self.redactor(text), **kwargs)
+
+
+def redacting_logger(name: str, secrets: Iterable[Optional[str]]) -> RedactingLogger:
+    """``logging.getLogger(name)`` wrapped so that ``secrets`` never reach a handler."""
+    return RedactingLogger(logging.getLogger(name), Redactor(secrets))

@@ -1,0 +1,250 @@
+"""ASGI shell: serve one WebSocket scope through a :class:`ServerApp`.
+
+The hub is the same object the asyncio transport drives; this module only translates ASGI
+messages (``websocket.connect`` / ``.receive`` / ``.disconnect`` in, ``websocket.accept`` /
+``.send`` / ``.close`` out) into the :mod:`.base` contract. It imports no framework: any
+ASGI server (uvicorn, hypercorn) or framework route (Starlette / FastAPI) can call it.
+
+Authentication is answered before ``websocket.accept``: with the ASGI
+``websocket.http.response`` extension the refusal is a real HTTP response (401/403 with a
+body); without it the handshake is closed with ``websocket.close`` code 1008, which ASGI
+servers turn into HTTP 403.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from typing import Any, Awaitable, Callable, Deque, Dict, List, Optional, Set, Tuple
+from urllib.parse import parse_qsl
+
+from ..core.identity import lower_headers
+from .base import Accept, HandshakeInfo, HttpReply, ServerApp
+
+logger = logging.getLogger(__name__)
+
+Message = Dict[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+_OPEN, _CLOSING, _CLOSED = range(3)
+
+
+def _strip_frame_header(frame: bytes) -> bytes:
+    """Payload of an unmasked server frame built by ``wsproto.frame_header``."""
+    size = frame[1] & 0x7F
+    if size < 126:
+        return frame[2:]
+    return frame[4:] if size == 126 else frame[10:]
+
+
+class ASGIServerConnection:
+    """The :class:`ServerConnection` contract over an ASGI ``send`` callable.
+
+    ``send_text`` is synchronous (the hub never awaits a write): frames go to a queue that
+    one writer task drains in order. ``is_writable`` turns False above ``high_water``
+    queued bytes, and the app's ``connection_writable`` is called when the queue drains.
+    """
+
+    def __init__(
+        self, app: ServerApp, send: Send, client_ip: str, context: Any, *,
+        high_water: int = 4 * 1024 * 1024, max_queue: int = 256 * 1024 * 1024,
+    ) -> None:
+        self.app = app
+        self.context = context
+        self._client_ip = client_ip
+        self._send = send
+        self._queue: Deque[Message] = deque()
+        self._queued = 0
+        self._high = high_water
+        self._max = max_queue
+        self._paused = False
+        self._wake = asyncio.Event()
+        self._state = _OPEN
+        self.close_code = 1006
+        self.close_reason = ""
+        self.done = asyncio.Event()  # set once our close frame went out or sending failed
+        self._writer = asyncio.ensure_future(self._write_loop())
+
+    # -- ServerConnection -----------------------------------------------------------------
+
+    @property
+    def is_open(self) -> bool:
+        return self._state == _OPEN
+
+    @property
+    def is_writable(self) -> bool:
+        return self._state == _OPEN and not self._paused
+
+    @property
+    def client_ip(self) -> str:
+        return self._client_ip
+
+    def send_text(self, payload: bytes) -> bool:
+        if self._state != _OPEN:
+            return False
+        self._queue.append({"type": "websocket.send", "text": payload.decode("utf-8")})
+        self._queued += len(payload)
+        self._wake.set()
+        if self._queued > self._high:
+            self._paused = True
+            if self._queued > self._max:
+                logger.warning("closing slow consumer %s: send queue over limit",
+                               self._client_ip)
+                self.close(1008, "slow consumer: write buffer limit exceeded")
+        return True
+
+    def send_raw(self, frame: bytes) -> bool:
+        return self.send_text(_strip_frame_header(frame))
+
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        if self._state != _OPEN:
+            return
+        self._state = _CLOSING
+        self.close_code, self.close_reason = code, reason
+        self._queue.append({"type": "websocket.close", "code": code, "reason": reason})
+        self._wake.set()
+
+    def write_buffer_size(self) -> int:
+        return self._queued
+
+    # -- internals ------------------------------------------------------------------------
+
+    async def _write_loop(self) -> None:
+        queue = self._queue
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                while queue:
+                    message = queue.popleft()
+                    await self._send(message)
+                    if message["type"] == "websocket.close":
+                        return
+                    self._queued -= len(message["text"])
+                    if self._paused and self._queued <= self._high // 4:
+                        self._paused = False
+                        writable = getattr(self.app, "connection_writable", None)
+                        if writable is not None and self._state == _OPEN:
+                            writable(self)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the ASGI server lost the client
+            logger.debug("send to %s failed: %s", self._client_ip, type(exc).__name__)
+        finally:
+            self._state = _CLOSED
+            self.done.set()
+
+    def mark_closed(self) -> None:
+        self._state = _CLOSED
+        self._queue.clear()
+        self._wake.set()
+
+    async def finish(self) -> None:
+        if not self._writer.done():
+            self._writer.cancel()
+        await asyncio.gather(self._writer, return_exceptions=True)
+
+
+def handshake_info(scope: Dict[str, Any]) -> HandshakeInfo:
+    """What the app sees of an ASGI websocket scope."""
+    raw = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope.get("headers", ())]
+    query: Dict[str, str] = {}
+    for key, value in parse_qsl(scope.get("query_string", b"").decode("latin-1"),
+                                keep_blank_values=True):
+        query.setdefault(key, value)
+    client = scope.get("client")
+    tls = (scope.get("extensions") or {}).get("tls") or {}
+    return HandshakeInfo(
+        path=scope.get("path", "/"), query=query, headers=lower_headers(raw), raw_headers=raw,
+        client_ip=str(client[0]) if client else "unknown", is_upgrade=True,
+        peer_cert=tls.get("client_cert_dict"),
+    )
+
+
+async def refuse(scope: Dict[str, Any], send: Send, reply: HttpReply) -> None:
+    """Answer the handshake with an HTTP response when the server supports it."""
+    if "websocket.http.response" in (scope.get("extensions") or {}):
+        headers: List[Tuple[bytes, bytes]] = [
+            (b"content-type", reply.content_type.encode("latin-1")),
+            (b"content-length", str(len(reply.body)).encode("latin-1")),
+        ]
+        headers += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in reply.headers]
+        await send({"type": "websocket.http.response.start", "status": reply.status,
+                    "headers": headers})
+        await send({"type": "websocket.http.response.body", "body": reply.body})
+    else:
+        reason = reply.body.decode("utf-8", "replace").strip()[:120]
+        await send({"type": "websocket.close", "code": 1008, "reason": reason})
+
+
+async def serve_websocket(
+    app: ServerApp, scope: Dict[str, Any], receive: Receive, send: Send, *,
+    max_message_size: int = 104_857_600, high_water: int = 4 * 1024 * 1024,
+    max_queue: int = 256 * 1024 * 1024,
+    live: Optional[Set[ASGIServerConnection]] = None,
+) -> None:
+    """Run one ASGI websocket connection through ``app`` until it closes."""
+    first = await receive()
+    if first["type"] != "websocket.connect":
+        return
+    info = handshake_info(scope)
+    try:
+        decision = await app.handshake(info)
+    except Exception:
+        logger.exception("handshake callback failed")
+        decision = HttpReply(500, b"internal error\n")
+    if not isinstance(decision, Accept):
+        await refuse(scope, send, decision)
+        return
+    await send({"type": "websocket.accept"})
+    conn = ASGIServerConnection(app, send, info.client_ip, decision.context,
+                                high_water=high_water, max_queue=max_queue)
+    if live is not None:
+        live.add(conn)
+    code, reason = 1006, ""
+    try:
+        app.connection_opened(conn)
+        code, reason = await _read_loop(app, conn, receive, max_message_size)
+    finally:
+        conn.mark_closed()
+        await conn.finish()
+        if live is not None:
+            live.discard(conn)
+        try:
+            app.connection_closed(conn, code, reason)
+        except Exception:
+            logger.exception("connection_closed callback failed")
+
+
+async def _read_loop(
+    app: ServerApp, conn: ASGIServerConnection, receive: Receive, max_size: int
+) -> Tuple[int, str]:
+    """Feed frames to the app; returns the close code and reason."""
+    closed_by_us = asyncio.ensure_future(conn.done.wait())
+    try:
+        while True:
+            incoming = asyncio.ensure_future(receive())
+            await asyncio.wait({incoming, closed_by_us}, return_when=asyncio.FIRST_COMPLETED)
+            if not incoming.done():
+                incoming.cancel()
+                await asyncio.gather(incoming, return_exceptions=True)
+                return conn.close_code, conn.close_reason
+            message = incoming.result()
+            kind = message["type"]
+            if kind == "websocket.receive":
+                text = message.get("text")
+                if text is not None:
+                    data = text.encode("utf-8")
+                    if len(data) > max_size:
+                        conn.close(1009, f"frame with {len(data)} bytes exceeds limit "
+                                         f"of {max_size} bytes")
+                    elif conn.is_open:
+                        app.text_received(conn, data)
+                elif conn.is_open:
+                    app.binary_received(conn, message.get("bytes") or b"")
+            elif kind == "websocket.disconnect":
+                return int(message.get("code", 1005)), str(message.get("reason") or "")
+    finally:
+        closed_by_us.cancel()
