@@ -50,21 +50,37 @@ class HandlerTasks:
         self.failed = 0
 
     def spawn(self, func: Callable[..., Any], *args: Any) -> None:
-        task = asyncio.ensure_future(self._run(func, args))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        """Call ``func``; if it returns a coroutine, run that in its own task.
 
-    async def _run(self, func: Callable[..., Any], args: tuple) -> None:
+        A plain function runs inline (a task would add nothing but cost); its exception
+        is logged like a task's.
+        """
         try:
             result = func(*args)
-            if inspect.isawaitable(result):
-                await result
-            self.completed += 1
-        except asyncio.CancelledError:
-            raise
         except Exception:
             self.failed += 1
             logger.exception("%s: handler %s raised", self._owner, _name_of(func))
+            return
+        if inspect.isawaitable(result):
+            task = asyncio.ensure_future(result)
+            self._tasks.add(task)
+            task.add_done_callback(self._done)
+        else:
+            self.completed += 1
+
+    def _done(self, task: asyncio.Future[Any]) -> None:
+        self._tasks.discard(task)
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is None:
+            self.completed += 1
+        else:
+            self.failed += 1
+            coro = getattr(task, "get_coro", lambda: None)()
+            name = getattr(coro, "__qualname__", None) or repr(coro)
+            logger.error("%s: handler %s raised", self._owner, name,
+                         exc_info=(type(exc), exc, exc.__traceback__))
 
     @property
     def active(self) -> int:
