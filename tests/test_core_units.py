@@ -205,3 +205,17 @@ def test_http_request_parsing() -> None:
     with pytest.raises(HandshakeError) as info:
         parse_http_request(bytearray(b"GET / HTTP/1.1\r\n" + b"X: y\r\n" * 5000), 1000)
     assert info.value.status == 431
+
+
+def test_frame_parser_big_frames_in_chunks_then_more_frames() -> None:
+    big = os.urandom(3 * 1024 * 1024 + 5)
+    data = (_client_frame(OP_TEXT, b"a") + _client_frame(OP_BINARY, big)
+            + _client_frame(OP_TEXT, b"b") + _client_frame(OP_BINARY, big[:100], fin=False)
+            + _client_frame(0, big))
+    parser = FrameParser(10 * 1024 * 1024)
+    events = []
+    for i in range(0, len(data), 65536 + 3):
+        events += parser.feed(data[i:i + 65536 + 3])
+    assert events == [(OP_TEXT, b"a"), (OP_BINARY, big), (OP_TEXT, b"b"),
+                      (OP_BINARY, big[:100] + big)]
+    assert parser.buffered == 0

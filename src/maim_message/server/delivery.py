@@ -21,8 +21,15 @@ from .peer import Peer
 logger = logging.getLogger(__name__)
 
 
-def _frame(payload: bytes) -> bytes:
-    return frame_header(OP_TEXT, len(payload)) + payload
+_SPLIT = 64 * 1024  # above this, header and payload are written separately (no copy)
+
+
+def _frame(payload: bytes) -> Tuple[bytes, bytes]:
+    """(header, body) of a text frame; small frames come joined, as (frame, b"")."""
+    head = frame_header(OP_TEXT, len(payload))
+    if len(payload) >= _SPLIT:
+        return head, payload
+    return head + payload, b""
 
 
 class Delivery:
@@ -80,21 +87,21 @@ class Delivery:
                 results[uuid] = self._push(self._peers[uuid], entry, frame)
         return results
 
-    def _direct(self, conn_ids: Iterable[str], frame: bytes) -> Dict[str, bool]:
+    def _direct(self, conn_ids: Iterable[str], frame: Tuple[bytes, bytes]) -> Dict[str, bool]:
         peers = self._peers
         results: Dict[str, bool] = {}
         for uuid in conn_ids:
             peer = peers.get(uuid)
             results[uuid] = bool(peer is not None and peer.conn is not None
-                                 and peer.conn.send_raw(frame))
+                                 and peer.conn.send_raw(*frame))
         return results
 
-    def _push(self, peer: Peer, entry: OutboxEntry, frame: bytes) -> bool:
+    def _push(self, peer: Peer, entry: OutboxEntry, frame: Tuple[bytes, bytes]) -> bool:
         conn = peer.conn
         if conn is None or not conn.is_open:
             return False
         if peer.cursor >= entry.prev_seq and conn.is_writable:
-            conn.send_raw(frame)
+            conn.send_raw(*frame)
             peer.cursor = entry.seq
             return True
         self.flush(peer)
@@ -109,7 +116,7 @@ class Delivery:
         for entry in outbox.pending_after(peer.pair, peer.cursor):
             if not conn.is_writable:
                 break
-            conn.send_raw(_frame(entry.payload))
+            conn.send_raw(*_frame(entry.payload))
             peer.cursor = entry.seq
             written += 1
         return written

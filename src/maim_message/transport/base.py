@@ -64,8 +64,11 @@ class ServerConnection(Protocol):
         """Queue one text frame (UTF-8 JSON bytes); False when the connection is not open."""
         ...
 
-    def send_raw(self, frame: bytes) -> bool:
-        """Queue an already framed message (built once, e.g. for a broadcast)."""
+    def send_raw(self, frame: bytes, body: bytes = b"") -> bool:
+        """Queue an already framed message (built once, e.g. for a broadcast).
+
+        A big message may be passed as its header (``frame``) and payload (``body``).
+        """
         ...
 
     def close(self, code: int = 1000, reason: str = "") -> None: ...

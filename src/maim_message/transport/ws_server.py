@@ -345,20 +345,26 @@ class WSConnection(asyncio.Protocol):
             return False
         return self._send(frame_header(OP_TEXT, len(payload)) + payload)
 
-    def send_raw(self, frame: bytes) -> bool:
+    def send_raw(self, frame: bytes, body: bytes = b"") -> bool:
+        """Queue a framed message; a big payload may come as header ``frame`` + ``body``
+        so that it is never copied into one more buffer."""
         if self._state != _OPEN:
             return False
-        return self._send(frame)
+        return self._send(frame, body)
 
-    def _send(self, frame: bytes) -> bool:
+    def _send(self, frame: bytes, body: bytes = b"") -> bool:
         batch = self._batch
         if batch is not None:
             batch.append(frame)
+            if body:
+                batch.append(body)
             return True
         transport = self._transport
         if transport is None or transport.is_closing():
             return False
         transport.write(frame)
+        if body:
+            transport.write(body)
         if transport.get_write_buffer_size() > self._server.options.max_write_buffer:
             logger.warning("closing slow consumer %s: write buffer over limit", self.client_ip)
             self._server.options.limits.hit(WRITE_BUFFER)
