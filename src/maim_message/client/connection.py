@@ -41,6 +41,9 @@ logger = logging.getLogger(__name__)
 
 MessageCallback = Callable[[APIMessageBase, Dict[str, Any]], Any]
 
+# last_error prefix when a server refused the key after the upgrade (0.6.8 does that).
+AUTH_REFUSED = "server refused authentication after the upgrade"
+
 
 class SupervisedConnection:
     """A client connection that keeps itself up until ``stop()``."""
@@ -135,6 +138,9 @@ class SupervisedConnection:
             else:
                 failures = 0
                 await self._serve(ws)
+                if (self.last_error or "").startswith(AUTH_REFUSED):
+                    logger.warning("connection %s: %s; not retrying", self.uuid, self.last_error)
+                    break
             if not (self._wanted and cfg.auto_reconnect):
                 break
             failures += 1
@@ -194,7 +200,11 @@ class SupervisedConnection:
             self.connected = False
             self._ws = None
             code = ws.close_code
-            if code not in (1000, 1001, None):
+            if (ws.close_reason or "").startswith("Authentication failed"):
+                # 0.6.8 servers accept the upgrade, then refuse the key (close 1000 + reason).
+                error = f"{AUTH_REFUSED}: {code} {ws.close_reason}"
+                self.last_error = error
+            elif code not in (1000, 1001, None):
                 error = f"connection closed: {code} {ws.close_reason or ''}".strip()
                 self.last_error = error
             logger.info("connection %s closed (code %s)", self.uuid, code)

@@ -8,6 +8,7 @@ from typing import Any, Callable, Dict, Optional
 from ..core.envelope import normalize_custom_type
 from ..core.identity import fingerprint
 from ..core.models.api import APIMessageBase
+from ..core.redact import Redactor
 from ..runtime.callbacks import HandlerTasks
 from .config import ClientConfig
 from .connection import SupervisedConnection, new_single_uuid
@@ -127,6 +128,7 @@ class WebSocketClient:
         cached = self.get_cached_connection_info() if self._conn is not None else {}
         if cached:
             cached["api_key"] = fingerprint(self.config.api_key)
+            cached["url"] = Redactor([self.config.api_key])(cached["url"])  # ?api_key=...
         return {
             "connect_attempts": s["connect_attempts"],
             "successful_connects": s["successful_connects"],

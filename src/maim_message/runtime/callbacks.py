@@ -22,7 +22,10 @@ async def call_maybe_async(func: Callable[..., Any], *args: Any) -> Any:
 
 
 def positional_arity(func: Callable[..., Any]) -> Optional[int]:
-    """How many positional arguments ``func`` accepts (None = any number / unknown)."""
+    """How many positional arguments ``func`` requires (None = takes ``*args`` / unknown).
+
+    Parameters with defaults are not counted, so ``lambda data, x=x: ...`` is a
+    one-argument handler."""
     try:
         sig = inspect.signature(func)
     except (TypeError, ValueError):
@@ -31,7 +34,9 @@ def positional_arity(func: Callable[..., Any]) -> Optional[int]:
     for param in sig.parameters.values():
         if param.kind is param.VAR_POSITIONAL:
             return None
-        if param.kind in (param.POSITIONAL_ONLY, param.POSITIONAL_OR_KEYWORD):
+        if param.kind in (param.POSITIONAL_ONLY, param.POSITIONAL_OR_KEYWORD) and (
+            param.default is param.empty
+        ):
             count += 1
     return count
 

@@ -13,6 +13,7 @@ from ..core.models.api import (
     TemplateInfo,
     UserInfo,
 )
+from .asgi import WebSocketASGI, mount_websocket_server
 from .config import (
     AuthResult,
     ConfigManager,
@@ -37,7 +38,9 @@ __all__ = [
     "ServerConfig",
     "TemplateInfo",
     "UserInfo",
+    "WebSocketASGI",
     "WebSocketServer",
     "create_server_config",
     "create_ssl_server_config",
+    "mount_websocket_server",
 ]

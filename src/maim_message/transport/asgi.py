@@ -95,8 +95,9 @@ class ASGIServerConnection:
                 self.close(1008, "slow consumer: write buffer limit exceeded")
         return True
 
-    def send_raw(self, frame: bytes) -> bool:
-        return self.send_text(_strip_frame_header(frame))
+    def send_raw(self, frame: bytes, body: bytes = b"") -> bool:
+        # ``frame`` is a whole frame, or only its header when ``body`` is given
+        return self.send_text(body if body else _strip_frame_header(frame))
 
     def close(self, code: int = 1000, reason: str = "") -> None:
         if self._state != _OPEN:
@@ -155,11 +156,10 @@ def handshake_info(scope: Dict[str, Any]) -> HandshakeInfo:
                                 keep_blank_values=True):
         query.setdefault(key, value)
     client = scope.get("client")
-    tls = (scope.get("extensions") or {}).get("tls") or {}
     return HandshakeInfo(
         path=scope.get("path", "/"), query=query, headers=lower_headers(raw), raw_headers=raw,
         client_ip=str(client[0]) if client else "unknown", is_upgrade=True,
-        peer_cert=tls.get("client_cert_dict"),
+        peer_cert=None,  # TLS terminates in the ASGI server; it does not pass the cert dict
     )
 
 
