@@ -150,6 +150,7 @@ class WebSocketClient:
                 "reconnect_attempts": s["reconnect_attempts"],
             },
             "connected": self.connected,
+            "pending_messages": self._conn.pending_count if self._conn is not None else 0,
             "last_error": self.last_error,
             "connected_count": int(self.connected),
         }
