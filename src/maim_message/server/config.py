@@ -81,9 +81,8 @@ class ServerConfig:
     idle_timeout: Optional[float] = None  # s without a data frame -> close 1001
     rate_limit_per_second: Optional[float] = 5000.0  # token bucket per connection -> 1008
     rate_limit_burst: int = 100_000  # messages a connection may send at once
-    max_connections_per_key: Optional[int] = 100  # more -> HTTP 429 at the handshake
+    max_connections_per_key: Optional[int] = 1000  # more -> HTTP 429 at the handshake
     allowed_origins: Optional[List[str]] = None  # browser Origin allowlist -> HTTP 403
-    max_outbox_per_user: int = 10_000  # pending messages held for one user (outbox)
 
     # Delivery (at-least-once): the outbox keeps every message until the peer acks it.
     # ``enable_message_cache=False`` turns it off (fire-and-forget, like a raw socket).
@@ -93,6 +92,15 @@ class ServerConfig:
     outbox_ttl: float = 86_400.0
     send_buffer_high: int = 4 * 1024 * 1024
     slow_consumer_timeout: float = 60.0
+
+    # Cluster (docs/cluster.md): "local" = one process; "redis" = many hub processes share
+    # routing, presence and the outbox through Redis (needs ``maim_message[cluster]``).
+    cluster_backend: Any = "local"  # "local" | "redis" | a ClusterBackend object
+    cluster_redis_url: Optional[str] = None  # redis://[:password@]host:6379/0
+    cluster_node_id: Optional[str] = None  # None: <hostname>-<pid>-<random>
+    cluster_prefix: str = "maim_hub"  # Redis key and channel prefix (one hub per prefix)
+    cluster_heartbeat_interval: float = 1.0  # s between presence heartbeats
+    cluster_node_ttl: float = 5.0  # s without a heartbeat before a node counts as dead
 
     def validate(self) -> bool:
         return not self.get_missing_fields()

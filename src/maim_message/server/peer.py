@@ -34,11 +34,17 @@ class Peer:
         self.pair = (user_id, platform)
         self.cursor = 0  # outbox sequence number last written to this connection
 
+    @property
+    def user_label(self) -> str:
+        """The user id for logs and snapshots; a fingerprint when the id is the API key
+        (the spec's own example uses ``on_auth_extract_user=lambda m: m["api_key"]``)."""
+        return self.key_label if self.user_id == self.api_key else self.user_id
+
     def info(self) -> Dict[str, Any]:
         """A snapshot safe to print: no secret, only the key's fingerprint."""
         return {
             "uuid": self.uuid,
-            "user_id": self.user_id,
+            "user_id": self.user_label,
             "platform": self.platform,
             "api_key": self.key_label,
             "client_ip": self.metadata.get("client_ip", "unknown"),

@@ -12,6 +12,7 @@ import logging
 import time
 from typing import Any, Callable, Dict, Iterable, List, Optional, Set
 
+from ..backends.cluster_base import ClusterBackend, create_cluster
 from ..core.codec import (
     CUSTOM_PREFIX,
     SYS_ACK,
@@ -81,6 +82,10 @@ class WebSocketServer:
         self._limit_logged = FirstSeen()
         self.delivery = Delivery(self.config, self.peers)
         self._expiry: Optional[asyncio.Task[None]] = None
+        # Cluster seam (docs/cluster.md): None unless a distributed backend is configured,
+        # so the single-node paths below stay as they are.
+        self.cluster: Optional[ClusterBackend] = None
+        self._cluster: Optional[ClusterBackend] = None
         self.stats: Dict[str, Any] = {
             "total_auth_requests": 0, "successful_auths": 0, "failed_auths": 0,
             "messages_processed": 0, "custom_messages_processed": 0,
@@ -113,9 +118,16 @@ class WebSocketServer:
         self._key_conns.limit = cfg.max_connections_per_key
         self._origins = OriginPolicy(cfg.allowed_origins)
         transport = WebSocketServerTransport(self, options)
+        cluster = create_cluster(cfg)
+        if cluster.distributed:  # join before listening: the first client may need Redis
+            await cluster.start(self)
+        self.cluster, self._cluster = cluster, (cluster if cluster.distributed else None)
         try:
             await transport.start(cfg.host, cfg.port, ssl=ssl_ctx, reuse_port=cfg.reuse_port)
         except OSError as exc:
+            if self._cluster is not None:
+                await self._cluster.stop()
+                self._cluster = None
             raise ServerStartError(f"cannot listen on {cfg.host}:{cfg.port}: {exc}") from exc
         self._transport = transport
         self.running = True
@@ -139,6 +151,9 @@ class WebSocketServer:
             self._expiry.cancel()
             await asyncio.gather(self._expiry, return_exceptions=True)
             self._expiry = None
+        if self._cluster is not None:
+            await self._cluster.stop()  # after the closes: presence is removed, queue flushed
+            self._cluster = None
         self.delivery.close()
         self.delivery = Delivery(self.config, self.peers)
         self.peers.clear()
@@ -232,10 +247,13 @@ class WebSocketServer:
         self.routes.add(peer.uuid, peer.user_id, peer.platform)
         self._users_by_key[peer.api_key] = peer.user_id
         self.stats["total_connections"] += 1
-        self.delivery.peer_opened(peer)
+        if self._cluster is None:
+            self.delivery.peer_opened(peer)
+        else:  # presence; the backlog may first have to be read from the cluster store
+            self._cluster.connection_opened(peer)
         if self.config.enable_connection_log:
             logger.info("connected %s user=%s platform=%s key=%s ip=%s", peer.uuid,
-                        peer.user_id, peer.platform, peer.key_label, conn.client_ip)
+                        peer.user_label, peer.platform, peer.key_label, conn.client_ip)
         if self.config.on_connect is not None:
             self._handlers.spawn(self.config.on_connect, peer.uuid, dict(peer.metadata))
 
@@ -249,8 +267,10 @@ class WebSocketServer:
         if self.peers.get(peer.uuid) is peer:
             del self.peers[peer.uuid]
             self.routes.remove(peer.uuid)
+            if self._cluster is not None:
+                self._cluster.connection_closed(peer)
         if self.config.enable_connection_log:
-            logger.info("disconnected %s user=%s code=%s", peer.uuid, peer.user_id, code)
+            logger.info("disconnected %s user=%s code=%s", peer.uuid, peer.user_label, code)
         if self.config.on_disconnect is not None and self.running:
             self._handlers.spawn(self.config.on_disconnect, peer.uuid, dict(peer.metadata))
 
@@ -418,7 +438,7 @@ class WebSocketServer:
 
     async def send_message(
         self, message: APIMessageBase, target_platform: Optional[str] = None, *,
-        ack_timeout: Optional[float] = None,
+        ack_timeout: Optional[float] = None, target_user: Optional[str] = None,
     ) -> Dict[str, bool]:
         """Send to every connection of the user and platform named by ``message_dim``.
 
@@ -429,7 +449,9 @@ class WebSocketServer:
         """
         dim = message.message_dim
         platform = target_platform or dim.platform
-        user = await self._target_user(dim.api_key, platform)
+        # target_user: deliver to that user instead of the one message_dim names (the hub's
+        # forward_to), leaving the payload's message_dim as it is.
+        user = target_user or await self._target_user(dim.api_key, platform)
         if user is None:
             return {}
         meta = {"sender_user": "server", "target_user": user, "platform": platform,
@@ -437,6 +459,8 @@ class WebSocketServer:
         msg_id = self._ids.new()
         data = dumps(std_envelope(msg_id, message.to_dict(), meta))
         pair = (user, platform)
+        if self._cluster is not None:  # wherever the pair is connected; stored cluster-wide
+            return await self._cluster.send_to_pair(pair, msg_id, data, ack_timeout)
         results = self.delivery.to_pair(pair, self.routes.lookup(user, platform), msg_id, data)
         self._count_sent(results, data)
         if ack_timeout is not None and self.delivery.enabled:
@@ -448,6 +472,13 @@ class WebSocketServer:
         self, message: APIMessageBase, platform: Optional[str] = None
     ) -> Dict[str, bool]:
         """Send one message to every connection (or every one on ``platform``)."""
+        if self._cluster is not None:
+            meta = {"sender_user": "server", "target_user": None, "platform": platform,
+                    "timestamp": time.time()}
+            msg_id = self._ids.new()
+            return await self._cluster.fanout(
+                ("platform", platform) if platform else ("all", None), msg_id,
+                dumps(std_envelope(msg_id, message.to_dict(), meta)))
         targets: Iterable[str] = (
             self.routes.on_platform(platform) if platform else list(self.routes.all_connections())
         )
@@ -473,6 +504,14 @@ class WebSocketServer:
                 "platform": target_platform, "timestamp": time.time()}
         msg_id = self._ids.new("custom_")
         data = dumps(custom_envelope(msg_id, normalize_custom_type(message_type), payload, meta))
+        cluster = self._cluster
+        if cluster is not None:
+            if connection_uuid is None and target_user is not None and target_platform is not None:
+                return await cluster.send_to_pair((target_user, target_platform), msg_id, data)
+            selector = (("conn", connection_uuid) if connection_uuid is not None else
+                        ("user", target_user) if target_user is not None else
+                        ("platform", target_platform) if target_platform is not None else None)
+            return await cluster.fanout(selector, msg_id, data) if selector else {}
         if connection_uuid is not None:
             results = self.delivery.to_connections([connection_uuid], msg_id, data)
         elif target_user is not None and target_platform is not None:
@@ -515,6 +554,9 @@ class WebSocketServer:
     # -- queries --------------------------------------------------------------------------
 
     def get_user_count(self) -> int:
+        """Distinct users connected (cluster: on every node, as of the last presence read)."""
+        if self._cluster is not None:
+            return self._cluster.user_count()
         return self.routes.user_count
 
     def get_connection_count(self) -> int:
@@ -532,7 +574,11 @@ class WebSocketServer:
         return {"user_id": peer.user_id, "platform": peer.platform} if peer else None
 
     def get_connections(self) -> Dict[str, Dict[str, Any]]:
-        """Every authenticated connection, keyed by uuid (keys shown as fingerprints)."""
+        """Every authenticated connection, keyed by uuid (keys shown as fingerprints).
+
+        Cluster: every node's connections (with ``node``), as of the last presence read."""
+        if self._cluster is not None:
+            return self._cluster.connections()
         return {uuid: peer.info() for uuid, peer in self.peers.items()}
 
     def extract_user(self, api_key: str, platform: str = "") -> Optional[str]:
