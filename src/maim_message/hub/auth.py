@@ -1,0 +1,106 @@
+"""The hub's key table: API key -> user id and allowed platforms, checked in constant time.
+
+Lookups hash the candidate (SHA-256) to find the entry, then confirm it with
+``hmac.compare_digest``; the time taken does not depend on how much of a key matched.
+Keys are never logged: only :func:`~maim_message.core.identity.fingerprint` labels.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import secrets
+from typing import Any, Callable, Dict, Iterable, List, Optional
+
+from ..core.identity import fingerprint
+from .config import KeyEntry
+
+logger = logging.getLogger(__name__)
+
+# Reasons a handshake is refused (label values of maim_hub_handshakes_rejected_total).
+MISSING_KEY = "missing_key"
+UNKNOWN_KEY = "unknown_key"
+PLATFORM_NOT_ALLOWED = "platform_not_allowed"
+SHUTTING_DOWN = "shutting_down"
+REJECT_REASONS = (MISSING_KEY, UNKNOWN_KEY, PLATFORM_NOT_ALLOWED, SHUTTING_DOWN)
+
+GENERATED_USER = "default"
+
+
+def generate_key() -> str:
+    """A fresh random API key (256 bits, URL-safe)."""
+    return secrets.token_urlsafe(32)
+
+
+def _digest(key: str) -> bytes:
+    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()
+
+
+class KeyTable:
+    """The configured keys; ``lookup`` is constant-time in the key's content."""
+
+    def __init__(self, entries: Iterable[KeyEntry]) -> None:
+        self._entries: List[KeyEntry] = list(entries)
+        self._by_digest: Dict[bytes, KeyEntry] = {_digest(e.key): e for e in self._entries}
+        self._decoy = _digest(generate_key())
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @property
+    def entries(self) -> List[KeyEntry]:
+        return list(self._entries)
+
+    def lookup(self, candidate: Optional[str]) -> Optional[KeyEntry]:
+        if not candidate:
+            return None
+        digest = _digest(candidate)
+        entry = self._by_digest.get(digest)
+        expected = _digest(entry.key) if entry is not None else self._decoy
+        if hmac.compare_digest(expected, digest) and entry is not None:
+            return entry
+        return None
+
+    def users(self) -> List[str]:
+        return sorted({e.user for e in self._entries})
+
+
+class HubAuth:
+    """``on_auth`` / ``on_auth_extract_user`` for a :class:`WebSocketServer` from a key table.
+
+    ``on_reject(reason)`` is called once per refused handshake (for metrics).
+    """
+
+    def __init__(
+        self, table: KeyTable, on_reject: Optional[Callable[[str], None]] = None
+    ) -> None:
+        self.table = table
+        self.accepting = True
+        self._on_reject = on_reject
+
+    def _reject(self, reason: str, metadata: Dict[str, Any]) -> bool:
+        if self._on_reject is not None:
+            self._on_reject(reason)
+        logger.info("handshake refused (%s): key=%s platform=%s ip=%s", reason,
+                    fingerprint(metadata.get("api_key")), metadata.get("platform"),
+                    metadata.get("client_ip"))
+        return False
+
+    def on_auth(self, metadata: Dict[str, Any]) -> bool:
+        if not self.accepting:
+            return self._reject(SHUTTING_DOWN, metadata)
+        api_key = metadata.get("api_key") or ""
+        if not api_key:
+            return self._reject(MISSING_KEY, metadata)
+        entry = self.table.lookup(api_key)
+        if entry is None:
+            return self._reject(UNKNOWN_KEY, metadata)
+        if not entry.allows(str(metadata.get("platform", ""))):
+            return self._reject(PLATFORM_NOT_ALLOWED, metadata)
+        return True
+
+    def on_auth_extract_user(self, metadata: Dict[str, Any]) -> Optional[str]:
+        """The user id of ``metadata["api_key"]`` (at connect time and for outgoing dims)."""
+        entry = self.table.lookup(metadata.get("api_key"))
+        return entry.user if entry is not None else None

@@ -1,0 +1,441 @@
+"""Hub configuration: embedded defaults, a TOML file, environment variables, command line.
+
+Precedence (later wins): defaults < file < environment (``MAIM_HUB_*``) < command line.
+Every problem is collected and reported together, each naming where the value came from
+(``hub.toml:7``, ``env MAIM_HUB_PORT``, ``--port``) and the dotted key (``hub.port``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+
+from .settings import (
+    DEFAULT_HOST,
+    DEFAULT_PATH,
+    DEFAULT_PORT,
+    ENV_PREFIX,
+    LOG_LEVELS,
+    ClusterSettings,
+    HttpSettings,
+    HubConfig,
+    HubConfigError,
+    KeyEntry,
+    LimitSettings,
+    OutboxSettings,
+    TLSSettings,
+)
+from .toml_source import Origins, line_index, read_file
+
+__all__ = [
+    "DEFAULT_HOST", "DEFAULT_PATH", "DEFAULT_PORT", "ENV_KEYS", "ENV_PREFIX", "LOG_LEVELS",
+    "ClusterSettings", "HttpSettings", "HubConfig", "HubConfigError", "KeyEntry",
+    "LimitSettings", "OutboxSettings", "TLSSettings", "env_name", "line_index",
+    "load_config", "parse_keys_spec",
+]
+
+
+# -- value kinds ---------------------------------------------------------------------------
+
+Parser = Callable[[Any, bool], Any]  # (value, came_from_a_string) -> value; ValueError
+
+
+def _str(value: Any, from_text: bool) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"must be a string (got {_show(value)})")
+    return value
+
+
+def _nonempty(value: Any, from_text: bool) -> str:
+    text = _str(value, from_text)
+    if not text.strip():
+        raise ValueError("must not be empty")
+    return text
+
+
+def _opt_path(value: Any, from_text: bool) -> Optional[str]:
+    text = _str(value, from_text)
+    return text or None
+
+
+def _bool(value: Any, from_text: bool) -> bool:
+    if from_text and isinstance(value, str):
+        low = value.strip().lower()
+        if low in ("1", "true", "yes", "on"):
+            return True
+        if low in ("0", "false", "no", "off", ""):
+            return False
+        raise ValueError(f"must be true or false (got {_show(value)})")
+    if not isinstance(value, bool):
+        raise ValueError(f"must be true or false (got {_show(value)})")
+    return value
+
+
+def _int(lo: int, hi: Optional[int] = None) -> Parser:
+    def parse(value: Any, from_text: bool) -> int:
+        if from_text and isinstance(value, str):
+            try:
+                value = int(value.strip().replace("_", ""))
+            except ValueError:
+                raise ValueError(f"must be an integer (got {_show(value)})") from None
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"must be an integer (got {_show(value)})")
+        if value < lo or (hi is not None and value > hi):
+            bound = f"between {lo} and {hi}" if hi is not None else f">= {lo}"
+            raise ValueError(f"must be {bound} (got {value})")
+        return value
+
+    return parse
+
+
+def _float(lo: float, *, strict: bool = False) -> Parser:
+    def parse(value: Any, from_text: bool) -> float:
+        if from_text and isinstance(value, str):
+            try:
+                value = float(value.strip())
+            except ValueError:
+                raise ValueError(f"must be a number (got {_show(value)})") from None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"must be a number (got {_show(value)})")
+        if value < lo or (strict and value == lo):
+            raise ValueError(f"must be {'>' if strict else '>='} {lo:g} (got {value})")
+        return float(value)
+
+    return parse
+
+
+def _choice(*options: str) -> Parser:
+    def parse(value: Any, from_text: bool) -> str:
+        text = _str(value, from_text).strip().lower()
+        if text not in options:
+            raise ValueError(f"must be one of {', '.join(options)} (got {_show(value)})")
+        return text
+
+    return parse
+
+
+def _str_list(value: Any, from_text: bool) -> Tuple[str, ...]:
+    if from_text and isinstance(value, str):
+        value = [v.strip() for v in value.split(",") if v.strip()]
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise ValueError(f"must be a list of strings (got {_show(value)})")
+    return tuple(value)
+
+
+def _level(value: Any, from_text: bool) -> str:
+    text = _str(value, from_text).strip().upper()
+    if text not in LOG_LEVELS:
+        raise ValueError(f"must be one of {', '.join(LOG_LEVELS)} (got {_show(value)})")
+    return text
+
+
+def _ws_path(value: Any, from_text: bool) -> str:
+    text = _str(value, from_text)
+    if not text.startswith("/") or any(c in text for c in "?# "):
+        raise ValueError(f"must start with '/' and have no query or spaces (got {_show(value)})")
+    if text in RESERVED_PATHS:
+        raise ValueError(f"{text} is used by the hub's HTTP endpoints; pick another path")
+    return text
+
+
+def _show(value: Any) -> str:
+    return repr(value) if not isinstance(value, str) else f'"{value}"'
+
+
+RESERVED_PATHS = ("/", "/healthz", "/readyz", "/metrics", "/api/stats")
+
+# section -> field -> parser. "hub" fields live on HubConfig itself.
+SCHEMA: Dict[str, Dict[str, Parser]] = {
+    "hub": {
+        "host": _nonempty, "port": _int(0, 65535), "path": _ws_path, "log_level": _level,
+        "status_interval": _float(0.0),
+    },
+    "tls": {
+        "certfile": _opt_path, "keyfile": _opt_path, "ca_certs": _opt_path,
+        "verify_client": _bool,
+    },
+    "limits": {
+        "max_message_size": _int(1024), "ping_interval": _float(0.0),
+        "ping_timeout": _float(0.0), "handshake_timeout": _float(0.0, strict=True),
+        "close_timeout": _float(0.0, strict=True), "max_write_buffer": _int(65536),
+        "send_buffer_high": _int(1024), "slow_consumer_timeout": _float(0.0, strict=True),
+        "idle_timeout": _float(0.0), "rate_limit_per_second": _float(0.0),
+        "rate_limit_burst": _int(1), "max_connections_per_key": _int(0),
+        "allowed_origins": _str_list, "shutdown_grace": _float(0.0),
+    },
+    "outbox": {
+        "backend": _choice("memory", "sqlite", "none"), "path": _opt_path,
+        "max_per_pair": _int(1), "max_bytes": _int(1024), "ttl": _float(0.0, strict=True),
+    },
+    "cluster": {
+        "backend": _choice("local", "redis"), "redis_url": _opt_path,
+        "channel_prefix": _nonempty,
+    },
+    "http": {"dashboard": _bool, "metrics": _bool},
+}
+KEY_FIELDS = ("key", "key_env", "user", "platforms", "forward_to")
+
+
+def env_name(section: str, name: str) -> str:
+    """The environment variable that overrides ``section.name``."""
+    if section == "hub":
+        return ENV_PREFIX + name.upper()
+    return f"{ENV_PREFIX}{section.upper()}_{name.upper()}"
+
+
+ENV_KEYS = ENV_PREFIX + "KEYS"
+
+
+# -- loading --------------------------------------------------------------------------------
+
+
+KeySpec = Tuple[str, str, Tuple[str, ...], Optional[str]]
+
+
+def parse_keys_spec(spec: str) -> List[KeySpec]:
+    """``"k1=maibot,k2=napcat>maibot:qq|telegram"`` -> [(key, user, platforms, forward_to)].
+
+    The last ``=`` of an item separates key and user; ``>`` after the user names the user
+    this key's messages are forwarded to; ``:`` starts a ``|``-separated platform list
+    (empty = any platform).
+    """
+    out: List[KeySpec] = []
+    for item in spec.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        key, sep, rest = item.rpartition("=")
+        if not sep or not key.strip() or not rest.strip():
+            raise ValueError(
+                "each item must look like key=user, key=user>forward_to or "
+                f"key=user:platform1|platform2 (item {len(out) + 1} does not)"
+            )
+        user, _, plats = rest.partition(":")
+        user, _, forward = user.partition(">")
+        platforms = tuple(p.strip() for p in plats.split("|") if p.strip())
+        out.append((key.strip(), user.strip(), platforms, forward.strip() or None))
+    return out
+
+
+def load_config(
+    path: Optional[str] = None,
+    *,
+    env: Optional[Mapping[str, str]] = None,
+    overrides: Optional[Mapping[str, Any]] = None,
+    check_files: bool = True,
+) -> HubConfig:
+    """Build the hub configuration; raises :class:`HubConfigError` listing every problem.
+
+    ``overrides``: command-line values as ``{"hub.port": 18041, "keys": "k=u"}`` (each named
+    ``--<field>`` in messages). ``env`` defaults to ``os.environ``.
+    """
+    env = os.environ if env is None else env
+    problems: List[str] = []
+    data: Dict[str, Any] = {}
+    origins = Origins(None, {})
+    if path is not None:
+        data, origins = read_file(path, problems)
+        if problems:
+            raise HubConfigError(problems)
+
+    values: Dict[str, Dict[str, Any]] = {section: {} for section in SCHEMA}
+    from_text: Dict[str, bool] = {}
+    # File values, with unknown keys reported.
+    for name, value in data.items():
+        if name == "keys":
+            continue
+        if name not in SCHEMA:
+            problems.append(f"{origins.where(name)}: unknown section or key '{name}' "
+                            f"(known: {', '.join([*SCHEMA, 'keys'])})")
+            continue
+        if not isinstance(value, dict):
+            problems.append(f"{origins.where(name)}: '{name}' must be a table ([{name}])")
+            continue
+        for key, item in value.items():
+            dotted = f"{name}.{key}"
+            if key not in SCHEMA[name]:
+                problems.append(f"{origins.where(dotted)}: unknown key '{dotted}' "
+                                f"(known in [{name}]: {', '.join(SCHEMA[name])})")
+                continue
+            values[name][key] = item
+    # Environment, then command line.
+    for section, fields_ in SCHEMA.items():
+        for key in fields_:
+            var = env_name(section, key)
+            if var in env:
+                values[section][key] = env[var]
+                from_text[f"{section}.{key}"] = True
+                origins.override[f"{section}.{key}"] = f"env {var}"
+    keys_source: Tuple[str, Any] = ("file", data.get("keys"))
+    if ENV_KEYS in env:
+        keys_source = (f"env {ENV_KEYS}", env[ENV_KEYS])
+    for dotted, value in (overrides or {}).items():
+        if value is None:
+            continue
+        if dotted == "keys":
+            keys_source = ("--keys", value)
+            continue
+        section, _, key = dotted.partition(".")
+        values[section][key] = value
+        from_text[dotted] = isinstance(value, str)
+        origins.override[dotted] = f"--{key.replace('_', '-')}"
+
+    parsed: Dict[str, Dict[str, Any]] = {section: {} for section in SCHEMA}
+    for section, items in values.items():
+        for key, value in items.items():
+            dotted = f"{section}.{key}"
+            try:
+                parsed[section][key] = SCHEMA[section][key](value, from_text.get(dotted, False))
+            except ValueError as exc:
+                problems.append(f"{origins.where(dotted)}: {dotted}: {exc}")
+
+    config = HubConfig(
+        tls=TLSSettings(**parsed["tls"]),
+        limits=LimitSettings(**parsed["limits"]),
+        outbox=OutboxSettings(**parsed["outbox"]),
+        cluster=ClusterSettings(**parsed["cluster"]),
+        http=HttpSettings(**parsed["http"]),
+        source=path,
+    )
+    for key, value in parsed["hub"].items():
+        setattr(config, key, value)
+    config.keys = _load_keys(keys_source, origins, env, problems)
+    _check(config, origins, problems, check_files)
+    if problems:
+        raise HubConfigError(problems)
+    return config
+
+
+def _load_keys(
+    source: Tuple[str, Any], origins: Origins, env: Mapping[str, str], problems: List[str]
+) -> List[KeyEntry]:
+    where, raw = source
+    if raw is None:
+        return []
+    entries: List[KeyEntry] = []
+    if isinstance(raw, str):  # env or command line: "key=user,..."
+        try:
+            items = parse_keys_spec(raw)
+        except ValueError as exc:
+            problems.append(f"{where}: keys: {exc}")
+            return []
+        entries = [KeyEntry(k, u, p, where, f) for k, u, p, f in items]
+    elif isinstance(raw, list):
+        for index, item in enumerate(raw):
+            entry = _key_from_table(index, item, origins, env, problems)
+            if entry is not None:
+                entries.append(entry)
+    else:
+        problems.append(f"{origins.where('keys')}: keys: must be an array of tables "
+                        "([[keys]] with key = \"...\", user = \"...\")")
+        return []
+    users = {e.user for e in entries}
+    for entry in entries:
+        if entry.forward_to and entry.forward_to not in users:
+            problems.append(f"{entry.source}: forward_to: no key maps to user "
+                            f"'{entry.forward_to}' (known users: {', '.join(sorted(users))})")
+    seen: Dict[str, str] = {}
+    for entry in entries:
+        if entry.key in seen:
+            problems.append(f"{entry.source}: keys: {entry.label} is listed twice "
+                            f"(also at {seen[entry.key]})")
+        seen.setdefault(entry.key, entry.source)
+    return entries
+
+
+def _key_from_table(
+    index: int, item: Any, origins: Origins, env: Mapping[str, str], problems: List[str]
+) -> Optional[KeyEntry]:
+    base = f"keys[{index}]"
+    where = origins.where(base)
+    if not isinstance(item, dict):
+        problems.append(f"{where}: {base}: must be a table with key and user")
+        return None
+    ok = True
+    for name in item:
+        if name not in KEY_FIELDS:
+            problems.append(f"{origins.where(f'{base}.{name}')}: unknown key '{base}.{name}' "
+                            f"(known: {', '.join(KEY_FIELDS)})")
+            ok = False
+    key = item.get("key")
+    key_env = item.get("key_env")
+    if key is not None and key_env is not None:
+        problems.append(f"{where}: {base}: give either key or key_env, not both")
+        return None
+    if key_env is not None:
+        if not isinstance(key_env, str) or not key_env:
+            problems.append(f"{origins.where(base + '.key_env')}: {base}.key_env: must be "
+                            "the name of an environment variable")
+            return None
+        key = env.get(key_env)
+        if not key:
+            problems.append(f"{origins.where(base + '.key_env')}: {base}.key_env: "
+                            f"environment variable {key_env} is not set or empty")
+            return None
+    if not isinstance(key, str) or not key.strip():
+        problems.append(f"{origins.where(base + '.key')}: {base}.key: must be a non-empty "
+                        "string (or use key_env = \"VAR\")")
+        ok = False
+    user = item.get("user")
+    if not isinstance(user, str) or not user.strip():
+        problems.append(f"{origins.where(base + '.user')}: {base}.user: must be a non-empty "
+                        "string (the user id this key maps to)")
+        ok = False
+    platforms = item.get("platforms", [])
+    if isinstance(platforms, str):
+        platforms = [platforms]
+    if not isinstance(platforms, list) or not all(
+        isinstance(p, str) and p.strip() for p in platforms
+    ):
+        problems.append(f"{origins.where(base + '.platforms')}: {base}.platforms: must be a "
+                        "list of platform names (empty or missing: any platform)")
+        ok = False
+    forward_to = item.get("forward_to")
+    if forward_to is not None and (not isinstance(forward_to, str) or not forward_to.strip()):
+        problems.append(f"{origins.where(base + '.forward_to')}: {base}.forward_to: must be "
+                        "a user id (where this key's messages go)")
+        ok = False
+    if not ok:
+        return None
+    assert isinstance(key, str) and isinstance(user, str)
+    return KeyEntry(key.strip(), user.strip(), tuple(p.strip() for p in platforms), where,
+                    forward_to.strip() if forward_to else None)
+
+
+def _check(config: HubConfig, origins: Origins, problems: List[str], check_files: bool) -> None:
+    tls = config.tls
+    if bool(tls.certfile) != bool(tls.keyfile):
+        missing = "tls.keyfile" if tls.certfile else "tls.certfile"
+        problems.append(f"{origins.where(missing)}: {missing}: "
+                        "TLS needs both tls.certfile and tls.keyfile")
+    if tls.verify_client and not tls.ca_certs:
+        problems.append(f"{origins.where('tls.verify_client')}: tls.verify_client: needs "
+                        "tls.ca_certs (the CA that signs client certificates)")
+    if check_files:
+        for name in ("certfile", "keyfile", "ca_certs"):
+            value = getattr(tls, name)
+            if value and not Path(value).is_file():
+                problems.append(f"{origins.where('tls.' + name)}: tls.{name}: file not found: "
+                                f"{value}")
+    if config.outbox.backend == "sqlite":
+        if not config.outbox.path:
+            problems.append(f"{origins.where('outbox.backend')}: outbox.path: the sqlite "
+                            "outbox needs a file path (outbox.path = \"hub-outbox.sqlite3\")")
+        elif check_files:
+            parent = Path(config.outbox.path).expanduser().resolve().parent
+            if not parent.is_dir():
+                problems.append(f"{origins.where('outbox.path')}: outbox.path: directory "
+                                f"does not exist: {parent}")
+    if config.cluster.backend == "redis":
+        url = config.cluster.redis_url
+        if not url:
+            problems.append(f"{origins.where('cluster.backend')}: cluster.redis_url: the "
+                            "redis cluster backend needs redis_url (redis://host:6379/0)")
+        elif not url.startswith(("redis://", "rediss://", "unix://")):
+            problems.append(f"{origins.where('cluster.redis_url')}: cluster.redis_url: must "
+                            f"start with redis://, rediss:// or unix:// (got \"{url}\")")
+    limits = config.limits
+    if limits.ping_interval and limits.ping_timeout == 0:
+        problems.append(f"{origins.where('limits.ping_timeout')}: limits.ping_timeout: must "
+                        "be > 0 while limits.ping_interval is set")

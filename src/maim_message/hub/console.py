@@ -1,0 +1,139 @@
+"""What a person watching the terminal sees: the start-up summary and config checks.
+
+Uses ``rich`` when it is installed (tables, colour on a terminal), plain text otherwise.
+Secrets never appear here except the generated key, printed once so it can be used.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, List, Optional, Sequence, TextIO, Tuple
+
+from .. import __version__
+from .config import HubConfig
+
+try:  # optional: the hub works without rich
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    HAVE_RICH = True
+except ImportError:  # pragma: no cover - depends on the installation
+    HAVE_RICH = False
+
+
+def _settings_rows(config: HubConfig, port: Optional[int]) -> List[Tuple[str, str]]:
+    shown = HubConfig(host=config.host, port=port or config.port, path=config.path,
+                      tls=config.tls)
+    http_base = shown.url.replace("wss://", "https://").replace("ws://", "http://")
+    http_base = http_base[: -len(config.path)] if config.path else http_base
+    tls = "off"
+    if config.tls.enabled:
+        tls = f"on (cert {config.tls.certfile}" + (
+            ", client certificates required)" if config.tls.verify_client else ")")
+    outbox = {
+        "memory": "memory (at-least-once while the hub runs)",
+        "sqlite": f"sqlite {config.outbox.path} (durable across restarts)",
+        "none": "none (fire-and-forget)",
+    }[config.outbox.backend]
+    cluster = config.cluster.backend
+    if config.cluster.backend == "redis":
+        cluster += " (not available yet in this build: single hub)"
+    rows = [
+        ("WebSocket", shown.url),
+        ("TLS", tls),
+        ("config", config.source or "embedded defaults"),
+        ("outbox", outbox),
+        ("cluster", cluster),
+        ("max message", f"{config.limits.max_message_size} bytes"),
+        ("health", f"{http_base}/healthz  {http_base}/readyz"),
+    ]
+    if config.http.metrics:
+        rows.append(("metrics", f"{http_base}/metrics"))
+    if config.http.dashboard:
+        rows.append(("live page", f"{http_base}/"))
+    return rows
+
+
+def _key_rows(hub: Any) -> List[Tuple[str, str, str, str]]:
+    return [
+        (e.label, e.user, ", ".join(e.platforms) or "any", e.source)
+        for e in hub.keys.entries
+    ]
+
+
+def _usage_lines(url: str, key: str) -> List[str]:
+    return [
+        f"API key: {key}",
+        "  (generated for this run only and shown once: put keys in a config file,",
+        "   MAIM_HUB_KEYS=key=user or --keys key=user to keep them)",
+        f"  connect: {url}?api_key={key}&platform=<platform>",
+        f"           or headers x-apikey: {key} and x-platform: <platform>",
+        f"  python:  WebSocketClient(ClientConfig(url=\"{url}\", api_key=\"{key}\", "
+        "platform=\"qq\"))",
+    ]
+
+
+def print_summary(hub: Any, out: Optional[TextIO] = None) -> None:
+    """The start-up summary: where the hub listens, its keys (fingerprints), endpoints."""
+    out = out or sys.stdout
+    rows = _settings_rows(hub.config, hub.port)
+    keys = _key_rows(hub)
+    url = rows[0][1]
+    if HAVE_RICH:
+        console = Console(file=out, soft_wrap=True, highlight=False)
+        table = Table(title=f"maim_message hub {__version__}", show_header=False,
+                      title_justify="left")
+        table.add_column(style="bold cyan")
+        table.add_column()
+        for name, value in rows:
+            table.add_row(name, escape(value))
+        console.print(table)
+        key_table = Table(title="API keys (fingerprints; keys are never logged)",
+                          title_justify="left")
+        for column in ("key", "user", "platforms", "from"):
+            key_table.add_column(column)
+        for row in keys:
+            key_table.add_row(*(escape(v) for v in row))
+        console.print(key_table)
+        if hub.generated_key:
+            for line in _usage_lines(url, hub.generated_key):
+                console.print(escape(line), style="bold yellow" if line.startswith("API")
+                              else None)
+        console.print("Press Ctrl+C (or send SIGTERM) to stop gracefully.")
+    else:
+        print(f"maim_message hub {__version__}", file=out)
+        for name, value in rows:
+            print(f"  {name:<12} {value}", file=out)
+        print("API keys (fingerprints; keys are never logged):", file=out)
+        for label, user, plats, source in keys:
+            print(f"  {label}  user={user}  platforms={plats}  from={source}", file=out)
+        if hub.generated_key:
+            for line in _usage_lines(url, hub.generated_key):
+                print(line, file=out)
+        print("Press Ctrl+C (or send SIGTERM) to stop gracefully.", file=out)
+    out.flush()
+
+
+def print_check(config: HubConfig, out: Optional[TextIO] = None) -> None:
+    """What ``--check-config`` prints for a valid configuration."""
+    out = out or sys.stdout
+    print(f"config OK: {config.source or 'embedded defaults'}", file=out)
+    for name, value in _settings_rows(config, None):
+        print(f"  {name:<12} {value}", file=out)
+    if config.keys:
+        for entry in config.keys:
+            print(f"  key          {entry.label} -> user {entry.user} "
+                  f"(platforms: {', '.join(entry.platforms) or 'any'}; {entry.source})",
+                  file=out)
+    else:
+        print("  keys         none configured: a key is generated at start-up", file=out)
+    out.flush()
+
+
+def print_problems(problems: Sequence[str], out: Optional[TextIO] = None) -> None:
+    out = out or sys.stderr
+    print(f"config has {len(problems)} problem{'s' if len(problems) != 1 else ''}:", file=out)
+    for line in problems:
+        print(f"  {line}", file=out)
+    out.flush()

@@ -1,0 +1,324 @@
+"""The hub: a :class:`WebSocketServer` configured from a key table, plus routing of
+received messages, metrics, health endpoints, the live page and graceful shutdown.
+
+Routing of a standard message a client sends (``message_dim`` names a platform):
+
+1. the sender's key has ``forward_to = "<user>"``: to that user on ``message_dim.platform``
+   (an adapter's messages reach the bot core, whatever key the adapter puts in its dim);
+2. else to the (user, platform) ``message_dim`` names, the user found through the key
+   table (``message_dim.api_key``), exactly as ``WebSocketServer.send_message`` does
+   (a bot core's reply naming the adapter's key reaches the adapter);
+3. a message whose dim names the sender's own (user, platform) goes to the *other* live
+   connections of that pair (e.g. two clients sharing the generated key).
+
+Cases 1 and 2 go through the server's outbox (at-least-once: kept until the receiver acks,
+delivered when it connects); case 3 is direct (a pair's outbox cannot hold a message for
+"everyone in the pair but the sender").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from collections import deque
+from typing import Any, Deque, Dict, List, Optional, Tuple
+
+from .. import __version__
+from ..core.codec import dumps
+from ..core.envelope import MessageIdFactory, std_envelope
+from ..core.identity import fingerprint
+from ..core.models.api import APIMessageBase
+from ..server.config import ServerConfig
+from ..server.websocket_server import WebSocketServer
+from .auth import GENERATED_USER, HubAuth, KeyTable, generate_key
+from .config import HubConfig, KeyEntry
+from .http import make_routes
+from .metrics import HubMetrics
+
+logger = logging.getLogger("maim_message.hub")
+
+RATE_WINDOW = 5  # seconds of history behind the rates shown on the page
+
+
+class RateWindow:
+    """Per-second samples of monotonically growing counters -> rates over the last N s."""
+
+    def __init__(self, seconds: int = RATE_WINDOW) -> None:
+        self._samples: Deque[Tuple[float, Tuple[int, ...]]] = deque(maxlen=seconds + 1)
+
+    def add(self, now: float, values: Tuple[int, ...]) -> None:
+        self._samples.append((now, values))
+
+    def rates(self, width: int) -> Tuple[float, ...]:
+        if len(self._samples) < 2:
+            return (0.0,) * width
+        (t0, first), (t1, last) = self._samples[0], self._samples[-1]
+        span = t1 - t0
+        if span <= 0:
+            return (0.0,) * width
+        return tuple((b - a) / span for a, b in zip(first, last))
+
+
+class Hub:
+    """One hub instance. ``await hub.start()``, then ``await hub.shutdown()``."""
+
+    def __init__(self, config: HubConfig) -> None:
+        self.config = config
+        self.generated_key: Optional[str] = None
+        entries = list(config.keys)
+        if not entries:
+            self.generated_key = generate_key()
+            entries = [KeyEntry(self.generated_key, GENERATED_USER, (), "generated")]
+        self.keys = KeyTable(entries)
+        self.state = "starting"
+        self.started_at = time.time()
+        self.messages_in = 0
+        self.messages_out = 0
+        self.queued = 0  # accepted for a receiver with no live connection (in the outbox)
+        self.unroutable = 0
+        self.metrics = HubMetrics(self)
+        self.auth = HubAuth(self.keys, on_reject=self.metrics.rejected)
+        self.server = WebSocketServer(self._server_config())
+        self.server.http_routes.update(make_routes(self))
+        self._ids = MessageIdFactory()
+        self._rates = RateWindow()
+        self._tasks: List[asyncio.Task[None]] = []
+
+    def _server_config(self) -> ServerConfig:
+        cfg, limits, tls, outbox = (
+            self.config, self.config.limits, self.config.tls, self.config.outbox)
+        return ServerConfig(
+            host=cfg.host, port=cfg.port, path=cfg.path,
+            ssl_enabled=tls.enabled, ssl_certfile=tls.certfile, ssl_keyfile=tls.keyfile,
+            ssl_ca_certs=tls.ca_certs, ssl_verify=tls.verify_client,
+            max_message_size=limits.max_message_size,
+            ping_interval=limits.ping_interval or None,
+            ping_timeout=limits.ping_timeout or None,
+            handshake_timeout=limits.handshake_timeout, close_timeout=limits.close_timeout,
+            max_write_buffer=limits.max_write_buffer,
+            send_buffer_high=limits.send_buffer_high,
+            slow_consumer_timeout=limits.slow_consumer_timeout,
+            idle_timeout=limits.idle_timeout or None,
+            rate_limit_per_second=limits.rate_limit_per_second or None,
+            rate_limit_burst=limits.rate_limit_burst,
+            max_connections_per_key=limits.max_connections_per_key or None,
+            allowed_origins=list(limits.allowed_origins) or None,
+            enable_message_cache=outbox.backend != "none",
+            outbox_path=outbox.path if outbox.backend == "sqlite" else None,
+            outbox_max_per_pair=outbox.max_per_pair, outbox_max_bytes=outbox.max_bytes,
+            outbox_ttl=outbox.ttl,
+            on_auth=self.auth.on_auth, on_auth_extract_user=self.auth.on_auth_extract_user,
+            on_message=self._on_message, enable_message_log=False,
+        )
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    @property
+    def port(self) -> Optional[int]:
+        return self.server.port
+
+    async def start(self) -> None:
+        """Bind and start serving; raises ServerStartError when the port is unavailable."""
+        self.started_at = time.time()
+        if self.config.cluster.backend != "local":
+            logger.warning("cluster backend %r is configured but not available in this "
+                           "build: running as a single hub", self.config.cluster.backend)
+        await self.server.start()
+        self.state = "ready"
+        self._tasks.append(asyncio.ensure_future(self._sample_loop()))
+        if self.config.status_interval > 0:
+            self._tasks.append(asyncio.ensure_future(self._status_loop()))
+
+    async def shutdown(self) -> None:
+        """Stop accepting, let in-flight messages finish, flush the outbox, close clients."""
+        if self.state in ("draining", "stopped"):
+            return
+        self.state = "draining"
+        self.auth.accepting = False
+        logger.info("shutting down: refusing new connections, draining")
+        deadline = time.monotonic() + self.config.limits.shutdown_grace
+        while self.server.active_handler_tasks and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        await self.server.stop()  # closes clients (1001) and the outbox (sqlite: committed)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        self.state = "stopped"
+        logger.info("hub stopped (%d messages in, %d out)", self.messages_in, self.messages_out)
+
+    async def _sample_loop(self) -> None:
+        while True:
+            self._sample()
+            await asyncio.sleep(1.0)
+
+    def _sample(self) -> None:
+        net = self.server.stats
+        self._rates.add(time.monotonic(), (
+            self.messages_in, self.messages_out, net["messages_received"], net["messages_sent"],
+        ))
+
+    async def _status_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.status_interval)
+            snap = self.snapshot()
+            logger.info("status: %d connections, %d users, in %.1f/s, out %.1f/s, "
+                        "unroutable %d", snap["connections"], snap["users"], snap["rate_in"],
+                        snap["rate_out"], snap["unroutable"])
+
+    # -- routing ---------------------------------------------------------------------------
+
+    async def _on_message(self, message: APIMessageBase, metadata: Dict[str, Any]) -> None:
+        started = time.perf_counter()
+        self.messages_in += 1
+        try:
+            await self._route(message, metadata)
+        finally:
+            self.metrics.latency.observe(time.perf_counter() - started)
+
+    async def _route(self, message: APIMessageBase, metadata: Dict[str, Any]) -> None:
+        dim = message.message_dim
+        platform = dim.platform
+        sender = self.keys.lookup(metadata.get("api_key"))
+        if sender is not None and sender.forward_to:
+            await self._deliver(message, sender.forward_to)
+            return
+        target = self.keys.lookup(dim.api_key)
+        if target is None:
+            self.unroutable += 1
+            logger.debug("unroutable: message_dim names an unknown key (%s) from %s",
+                         fingerprint(dim.api_key), metadata.get("uuid"))
+            return
+        if (target.user, platform) != (metadata.get("user_id"), metadata.get("platform")):
+            await self._deliver(message, target.user)
+            return
+        self._to_pair_peers(message, target.user, platform, metadata.get("uuid"))
+
+    async def _deliver(self, message: APIMessageBase, user: str) -> None:
+        """Through the server's outbox: written now, or kept until ``user`` connects."""
+        results = await self.server.send_message(message, target_user=user)
+        sent = sum(results.values())
+        self.messages_out += sent
+        if not sent:
+            if self.server.delivery.enabled:
+                self.queued += 1
+            else:
+                self.unroutable += 1
+
+    def _to_pair_peers(
+        self, message: APIMessageBase, user: str, platform: str, origin: Optional[str]
+    ) -> None:
+        server = self.server
+        targets = [u for u in server.routes.lookup(user, platform) if u != origin]
+        meta = {"sender_user": "server", "target_user": user, "platform": platform,
+                "timestamp": time.time()}
+        data = dumps(std_envelope(self._ids.new(), message.to_dict(), meta))
+        sent = 0
+        for uuid in targets:
+            peer = server.peers.get(uuid)
+            if peer is not None and peer.conn is not None and peer.conn.send_text(data):
+                sent += 1
+        if not sent:
+            self.unroutable += 1
+            logger.debug("unroutable: nobody else on user=%s platform=%s", user, platform)
+        self.messages_out += sent
+        server.stats["messages_sent"] += sent
+        server.stats["bytes_sent"] += sent * len(data)
+
+    # -- state for the page and /metrics ------------------------------------------------------
+
+    def snapshot(self) -> Dict[str, Any]:
+        """Everything the live page and the metrics show; no secrets (user ids only)."""
+        server = self.server
+        stats = server.get_stats()
+        net = stats["network"]
+        delivery = stats.get("delivery") or {}
+        outbox = server.delivery.outbox
+        acks_pending = 0
+        if outbox is not None:  # unacked messages of receivers that are connected now
+            for user, plats in server.routes.users().items():
+                for platform in plats:
+                    acks_pending += outbox.depth((user, platform))
+        rate_in, rate_out, frames_in_rate, frames_out_rate = self._rates.rates(4)
+        users = server.routes.users()
+        return {
+            "version": __version__,
+            "state": self.state,
+            "now": time.time(),
+            "started_at": self.started_at,
+            "uptime": max(0.0, time.time() - self.started_at),
+            "connections": server.routes.connection_count,
+            "users": len(users),
+            "platforms": server.routes.platforms(),
+            "by_user": [
+                {"user": user, "platforms": {p: len(c) for p, c in sorted(plats.items())}}
+                for user, plats in sorted(users.items())
+            ],
+            "connections_accepted": net["total_connections"],
+            "messages_in": self.messages_in,
+            "messages_out": self.messages_out,
+            "unroutable": self.unroutable,
+            "rate_in": round(rate_in, 2),
+            "rate_out": round(rate_out, 2),
+            "frames_in": net["messages_received"],
+            "frames_out": net["messages_sent"],
+            "frame_rate_in": round(frames_in_rate, 2),
+            "frame_rate_out": round(frames_out_rate, 2),
+            "bytes_in": net["bytes_received"],
+            "bytes_out": net["bytes_sent"],
+            "duplicates": stats["duplicate_messages_ignored"],
+            "invalid_frames": stats["invalid_frames"],
+            "handler_errors": stats["handler_errors"],
+            "queued": self.queued,
+            "acks_pending": acks_pending,
+            "outbox": {
+                "backend": self.config.outbox.backend,
+                "depth": int(delivery.get("outbox_depth", 0)),
+                "bytes": int(delivery.get("outbox_bytes", 0)),
+                "resent": int(delivery.get("resent", 0)),
+                "evicted": int(delivery.get("evicted", 0)),
+                "expired": int(delivery.get("expired", 0)),
+            },
+            "rejected": self.metrics.rejected_by_reason(stats.get("limits") or {}),
+            "limits": dict(stats.get("limits") or {}),
+        }
+
+
+async def serve(config: HubConfig, *, announce: Optional[Any] = None) -> int:
+    """Run a hub until SIGTERM/SIGINT, then shut down gracefully; returns the exit code.
+
+    ``announce(hub)`` is called once the port is bound (the CLI prints its summary there).
+    A second signal during shutdown exits at once.
+    """
+    hub = Hub(config)
+    await hub.start()
+    if announce is not None:
+        announce(hub)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    signals = [signal.SIGINT, signal.SIGTERM]
+    installed: List[signal.Signals] = []
+
+    def on_signal(sig: signal.Signals) -> None:
+        if stop.is_set():
+            logger.warning("second %s: exiting without draining", sig.name)
+            raise SystemExit(1)
+        logger.info("received %s", sig.name)
+        stop.set()
+
+    for sig in signals:
+        try:
+            loop.add_signal_handler(sig, on_signal, sig)
+            installed.append(sig)
+        except (NotImplementedError, RuntimeError):  # pragma: no cover - Windows
+            signal.signal(sig, lambda s, f: loop.call_soon_threadsafe(
+                on_signal, signal.Signals(s)))
+    try:
+        await stop.wait()
+    finally:
+        await hub.shutdown()
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+    return 0

@@ -1,0 +1,118 @@
+"""The hub's settings as plain data classes (what :mod:`.config` builds and validates)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import List, Optional, Sequence, Tuple
+
+from ..core.identity import fingerprint
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 18040
+DEFAULT_PATH = "/ws"
+ENV_PREFIX = "MAIM_HUB_"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+class HubConfigError(ValueError):
+    """One or more configuration problems; ``problems`` holds one line per problem."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        self.problems = list(problems)
+        super().__init__("invalid hub configuration:\n  " + "\n  ".join(self.problems))
+
+
+# -- settings ---------------------------------------------------------------------------
+
+
+@dataclass
+class KeyEntry:
+    """One API key: the secret, the user id it maps to, the platforms it may declare."""
+
+    key: str = field(repr=False)
+    user: str
+    platforms: Tuple[str, ...] = ()  # empty: any platform
+    source: str = ""
+    forward_to: Optional[str] = None  # messages from this key go to this user
+
+    @property
+    def label(self) -> str:
+        """Safe to log or show: a fingerprint, never the key."""
+        return fingerprint(self.key)
+
+    def allows(self, platform: str) -> bool:
+        return not self.platforms or platform in self.platforms
+
+
+@dataclass
+class TLSSettings:
+    certfile: Optional[str] = None
+    keyfile: Optional[str] = None
+    ca_certs: Optional[str] = None
+    verify_client: bool = False
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.certfile)
+
+
+@dataclass
+class LimitSettings:
+    max_message_size: int = 104_857_600
+    ping_interval: float = 20.0  # 0 disables keepalive pings
+    ping_timeout: float = 20.0
+    handshake_timeout: float = 10.0
+    close_timeout: float = 5.0
+    max_write_buffer: int = 256 * 1024 * 1024
+    send_buffer_high: int = 4 * 1024 * 1024
+    slow_consumer_timeout: float = 60.0
+    idle_timeout: float = 0.0  # 0 = off
+    rate_limit_per_second: float = 5000.0  # per connection; 0 = off
+    rate_limit_burst: int = 100_000
+    max_connections_per_key: int = 100  # 0 = off
+    allowed_origins: Tuple[str, ...] = ()  # browser Origin allowlist; empty = no check
+    shutdown_grace: float = 5.0
+
+
+@dataclass
+class OutboxSettings:
+    backend: str = "memory"  # memory | sqlite | none (fire-and-forget)
+    path: Optional[str] = None  # sqlite file
+    max_per_pair: int = 10_000  # unacked messages kept per (user, platform)
+    max_bytes: int = 512 * 1024 * 1024  # all outboxes together
+    ttl: float = 86_400.0  # seconds an undelivered message is kept
+
+
+@dataclass
+class ClusterSettings:
+    backend: str = "local"  # local | redis
+    redis_url: Optional[str] = None
+    channel_prefix: str = "maim_hub"
+
+
+@dataclass
+class HttpSettings:
+    dashboard: bool = True  # "/" and "/api/stats"
+    metrics: bool = True  # "/metrics"
+
+
+@dataclass
+class HubConfig:
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    path: str = DEFAULT_PATH
+    log_level: str = "INFO"
+    status_interval: float = 60.0  # seconds between status log lines; 0 = off
+    keys: List[KeyEntry] = field(default_factory=list)
+    tls: TLSSettings = field(default_factory=TLSSettings)
+    limits: LimitSettings = field(default_factory=LimitSettings)
+    outbox: OutboxSettings = field(default_factory=OutboxSettings)
+    cluster: ClusterSettings = field(default_factory=ClusterSettings)
+    http: HttpSettings = field(default_factory=HttpSettings)
+    source: Optional[str] = None  # the config file, if any
+
+    @property
+    def url(self) -> str:
+        scheme = "wss" if self.tls.enabled else "ws"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{scheme}://{host}:{self.port}{self.path}"

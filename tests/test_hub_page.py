@@ -1,0 +1,170 @@
+"""The hub's live page in a real headless Chromium, while clients send.
+
+Chromium is driven with ``--dump-dom`` after a virtual-time budget (the page polls
+``/api/stats`` once a second and writes raw numbers into ``data-value`` attributes).
+``scripts/test`` installs Debian's ``chromium``; without it these tests skip, except in CI.
+Set ``MAIM_HUB_SCREENSHOT=docs/hub.png`` to refresh the screenshot in the docs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import orjson
+import pytest
+import websockets
+
+from .conftest import ROOT
+from .helpers_api import make_message
+from .test_hub_process import HubProcess, dumps, hub_factory, until  # noqa: F401
+
+CHROME_TIMEOUT = 90.0
+
+
+def chromium_path() -> Optional[str]:
+    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
+
+
+CHROMIUM = chromium_path()
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None and not os.environ.get("CI"),
+    reason="chromium is not installed (scripts/test installs it)",
+)
+
+
+def chromium(args: List[str]) -> str:
+    """Run headless Chromium once with its own profile; returns stdout."""
+    assert CHROMIUM is not None, "chromium is required in CI (apt-get install -y chromium)"
+    with tempfile.TemporaryDirectory(prefix="hub-chromium-") as profile:
+        proc = subprocess.run(
+            [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+             "--no-first-run", "--disable-background-networking",
+             "--disable-component-update", "--disable-sync", "--hide-scrollbars",
+             f"--user-data-dir={profile}", *args],
+            capture_output=True, text=True, timeout=CHROME_TIMEOUT,
+        )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
+def shown(dom: str, element_id: str) -> str:
+    match = re.search(rf'id="{element_id}"[^>]*data-value="([^"]*)"', dom)
+    assert match, f"#{element_id} not found in the page:\n{dom[:3000]}"
+    return match.group(1)
+
+
+RATE = 20.0  # messages per second the sender keeps up
+
+CONFIG = """
+    [hub]
+    status_interval = 0
+
+    [[keys]]
+    key = "adapter-key-for-page-test"
+    user = "napcat"
+    forward_to = "maibot"
+
+    [[keys]]
+    key = "core-key-for-page-test"
+    user = "maibot"
+
+    [[keys]]
+    key = "tg-key-for-page-test"
+    user = "astrbot"
+"""
+
+
+async def sender(url: str, key: str, stop: asyncio.Event) -> None:
+    """Sends RATE messages/s on a fixed schedule (no drift) until ``stop``."""
+    async with websockets.connect(url, additional_headers={"x-apikey": key,
+                                                           "x-platform": "qq"}) as ws:
+        reader = asyncio.ensure_future(_drain(ws))
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        n = 0
+        try:
+            while not stop.is_set():
+                n += 1
+                message = make_message(f"m{n}", key, "qq", message_id=str(n)).to_dict()
+                await ws.send(dumps({"ver": 1, "msg_id": f"page-{n}", "type": "sys_std",
+                                     "meta": {}, "payload": message}))
+                await asyncio.sleep(max(0.0, start + n / RATE - loop.time()))
+        finally:
+            reader.cancel()
+
+
+async def _drain(ws: Any) -> None:
+    """Read everything, acking standard messages as a well-behaved client does."""
+    async for raw in ws:
+        frame = orjson.loads(raw)
+        if frame.get("type") == "sys_std":
+            await ws.send(dumps({"ver": 1, "msg_id": "a" + frame["msg_id"], "type": "sys_ack",
+                                 "meta": {"acked_msg_id": frame["msg_id"]}, "payload": {}}))
+
+
+async def test_live_page_shows_the_hubs_connections_and_rate(
+    hub_factory: Any, tmp_path: Path,  # noqa: F811
+) -> None:
+    hub: HubProcess = await hub_factory().start(CONFIG)
+    base = f"http://127.0.0.1:{hub.port}"
+    stop = asyncio.Event()
+    receivers = [
+        await websockets.connect(hub.ws_url, additional_headers={
+            "x-apikey": "core-key-for-page-test", "x-platform": "qq"}),
+        await websockets.connect(hub.ws_url, additional_headers={
+            "x-apikey": "tg-key-for-page-test", "x-platform": "telegram"}),
+    ]
+    drains = [asyncio.ensure_future(_drain(ws)) for ws in receivers]
+    task = asyncio.ensure_future(sender(hub.ws_url, "adapter-key-for-page-test", stop))
+    try:
+        async def steady() -> bool:
+            stats = await hub.stats()
+            return bool(stats["connections"] == 3 and abs(stats["rate_in"] - RATE) < RATE * 0.2)
+
+        await until(steady, timeout=20, what=f"hub rate_in near {RATE}/s")
+
+        dom = await asyncio.to_thread(
+            chromium, ["--virtual-time-budget=3000", "--dump-dom", base + "/"])
+        stats: Dict[str, Any] = await hub.stats()
+        assert 'data-state="ready"' in dom, dom[:2000]
+        assert int(shown(dom, "connections")) == stats["connections"] == 3
+        assert int(shown(dom, "users")) == stats["users"]
+        rate_in, rate_out = float(shown(dom, "rate-in")), float(shown(dom, "rate-out"))
+        # The page's numbers come from an /api/stats poll a moment before ours.
+        assert abs(rate_in - stats["rate_in"]) <= max(2.0, 0.15 * RATE)
+        assert abs(rate_in - RATE) <= 0.25 * RATE
+        assert abs(rate_out - RATE) <= 0.25 * RATE  # each message reaches the one core
+        # receivers ack as they read: only messages in flight are unacked
+        assert int(shown(dom, "outbox-depth")) <= 5 and stats["outbox"]["depth"] <= 5
+        assert "maibot" in dom and "napcat" in dom and "astrbot" in dom and "telegram" in dom
+        assert int(shown(dom, "users")) == 3
+
+        png = tmp_path / "hub.png"
+        await asyncio.to_thread(chromium, [
+            "--window-size=1280,900", "--virtual-time-budget=6000",
+            f"--screenshot={png}", base + "/"])
+        data = png.read_bytes()
+        assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 10_000
+        target = os.environ.get("MAIM_HUB_SCREENSHOT")
+        if target:
+            shutil.copyfile(png, ROOT / target)
+    finally:
+        stop.set()
+        await asyncio.wait_for(asyncio.gather(task, return_exceptions=True), 10)
+        for drain in drains:
+            drain.cancel()
+        for ws in receivers:
+            await ws.close()
+    assert await hub.terminate() == 0
+
