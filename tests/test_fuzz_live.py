@@ -267,8 +267,8 @@ async def hostile_worker(
             ending = rng.random()
             data = b"flood"
             if ending < 0.02:  # flood: far more than burst + rate x time -> 1008
-                writer.write(flood * 1500)
-                tally.frames += 1500
+                writer.write(flood * 6000)
+                tally.frames += 6000
             elif ending < 0.07:  # just drop the TCP connection
                 continue
             else:

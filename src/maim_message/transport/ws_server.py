@@ -11,7 +11,8 @@ import asyncio
 import logging
 import ssl as ssl_module
 import time
-from typing import Any, Callable, List, Optional, Set, cast
+from collections import deque
+from typing import Any, Callable, Deque, List, Optional, Set, Tuple, cast
 
 from ..core.limits import (
     BAD_HANDSHAKE,
@@ -52,6 +53,12 @@ logger = logging.getLogger(__name__)
 
 _CONNECTING, _DECIDING, _OPEN, _CLOSING, _CLOSED = range(5)
 
+# Frames handled per turn of the event loop. The handler tasks of one slice run before the
+# next slice is handled, so per-message objects die young (cheap garbage collection) and
+# one flooding connection cannot hold the loop for a whole 256 KiB read.
+_SLICE = 16
+_BACKLOG_PAUSE = 4096  # parsed frames waiting -> stop reading that socket until drained
+
 
 class ServerOptions:
     """Transport limits; the server config maps onto these."""
@@ -82,7 +89,8 @@ class WSConnection(asyncio.Protocol):
     """One TCP connection: HTTP request head, then WebSocket frames."""
 
     __slots__ = (
-        "_batch", "_buf", "_close_timer", "_deciding", "_parser", "_server", "_state",
+        "_backlog", "_batch", "_buf", "_close_timer", "_cork", "_deciding", "_parser",
+        "_reading_paused", "_server", "_state",
         "_transport", "client_ip", "close_code", "close_reason", "context", "last_data",
         "last_rx", "opened", "paused_since", "ping_sent_at",
     )
@@ -104,6 +112,9 @@ class WSConnection(asyncio.Protocol):
         self.ping_sent_at = 0.0
         self.opened = False
         self.paused_since = 0.0
+        self._backlog: Deque[Tuple[int, bytes]] = deque()
+        self._reading_paused = False
+        self._cork: Optional[List[bytes]] = None  # frames written this turn, sent as one
         self.last_data = 0.0  # last text/binary frame (idle timeout ignores pings)
 
     # -- asyncio.Protocol ---------------------------------------------------------------
@@ -273,6 +284,36 @@ class WSConnection(asyncio.Protocol):
             return
         if not events:
             return
+        backlog = self._backlog
+        if backlog:  # still working through an earlier read: keep the order
+            backlog.extend(events)
+            if len(backlog) > _BACKLOG_PAUSE and not self._reading_paused:
+                self._reading_paused = True
+                self._transport.pause_reading()  # type: ignore[union-attr]
+            return
+        if len(events) <= _SLICE:
+            self._handle(events)
+            return
+        self._handle(events[:_SLICE])
+        self._backlog = deque(events[_SLICE:])
+        asyncio.get_running_loop().call_soon(self._drain)
+
+    def _drain(self) -> None:
+        """Handle the next slice of a big read after the previous slice's handlers ran."""
+        backlog = self._backlog
+        if self._state == _CLOSED or self._transport is None:
+            backlog.clear()
+            return
+        take = min(_SLICE, len(backlog))
+        self._handle([backlog.popleft() for _ in range(take)])
+        if backlog:
+            asyncio.get_running_loop().call_soon(self._drain)
+        elif self._reading_paused:
+            self._reading_paused = False
+            if not self._transport.is_closing():
+                self._transport.resume_reading()
+
+    def _handle(self, events: List[Tuple[int, bytes]]) -> None:
         app = self._server.app
         self._batch = batch = []
         try:
@@ -290,10 +331,13 @@ class WSConnection(asyncio.Protocol):
                     self.ping_sent_at = 0.0
                 elif opcode == OP_CLOSE:
                     self._close_received(payload)
+                    self._backlog.clear()
                     break
         finally:
             self._batch = None
             if batch and self._transport is not None and not self._transport.is_closing():
+                if self._cork:
+                    self._uncork()
                 self._transport.write(b"".join(batch) if len(batch) > 1 else batch[0])
 
     def _close_received(self, payload: bytes) -> None:
@@ -316,6 +360,8 @@ class WSConnection(asyncio.Protocol):
         self.close(code, reason)
 
     def _write_now(self, data: bytes) -> None:
+        if self._cork:
+            self._uncork()
         batch = self._batch
         if batch is not None:
             batch.append(data)
@@ -362,14 +408,39 @@ class WSConnection(asyncio.Protocol):
         transport = self._transport
         if transport is None or transport.is_closing():
             return False
-        transport.write(frame)
-        if body:
+        if body:  # a big payload: no joining copy, write it as it is (after what is corked)
+            if self._cork:
+                self._uncork()
+            transport.write(frame)
             transport.write(body)
+            self._check_buffer(transport)
+            return True
+        # Outside a read (handler tasks, broadcasts): the first frame of an event-loop turn
+        # goes out at once (no added latency for a reply); later ones in the same turn are
+        # corked and sent together when the turn ends (one system call per connection).
+        cork = self._cork
+        if cork is None:
+            self._cork = []
+            asyncio.get_running_loop().call_soon(self._uncork)
+            transport.write(frame)
+            self._check_buffer(transport)
+        else:
+            cork.append(frame)
+        return True
+
+    def _uncork(self) -> None:
+        cork, self._cork = self._cork, None
+        transport = self._transport
+        if not cork or transport is None or transport.is_closing():
+            return
+        transport.write(b"".join(cork) if len(cork) > 1 else cork[0])
+        self._check_buffer(transport)
+
+    def _check_buffer(self, transport: asyncio.Transport) -> None:
         if transport.get_write_buffer_size() > self._server.options.max_write_buffer:
             logger.warning("closing slow consumer %s: write buffer over limit", self.client_ip)
             self._server.options.limits.hit(WRITE_BUFFER)
             self.close(1008, "slow consumer: write buffer limit exceeded")
-        return True
 
     def send_ping(self) -> None:
         if self._state == _OPEN:
@@ -389,7 +460,8 @@ class WSConnection(asyncio.Protocol):
         )
 
     def write_buffer_size(self) -> int:
-        return self._transport.get_write_buffer_size() if self._transport else 0
+        corked = sum(map(len, self._cork)) if self._cork else 0
+        return corked + (self._transport.get_write_buffer_size() if self._transport else 0)
 
 
 class WebSocketServerTransport:
