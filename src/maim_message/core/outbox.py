@@ -121,6 +121,16 @@ class Outbox:
             del self.pairs[pair]
         return True
 
+    def discard_pair(self, pair: Pair) -> int:
+        """Forget a pair's queue without telling the store (cluster mode: the store keeps
+        it for whichever node the pair connects to next). Returns how many entries."""
+        queue = self.pairs.pop(pair, None)
+        if queue is None:
+            return 0
+        self.total_bytes -= queue.bytes
+        self.total_count -= len(queue.entries)
+        return len(queue.entries)
+
     def _account_removed(self, queue: PairQueue, entry: OutboxEntry) -> None:
         size = len(entry.payload)
         queue.bytes -= size

@@ -138,6 +138,12 @@ class Delivery:
         if waiter is not None and not waiter.done():
             waiter.set_result(peer.uuid)
 
+    def remote_acked(self, pair: Pair, msg_id: str, uuid: str) -> None:
+        """Cluster mode: a connection on another hub node acked ``msg_id``."""
+        waiter = self._waiters.pop((pair, msg_id), None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(uuid)
+
     async def wait_ack(self, pair: Pair, msg_id: str, timeout: float) -> Optional[str]:
         """The uuid of the connection that acked ``msg_id`` within ``timeout``, else None."""
         fut: asyncio.Future[str] = asyncio.get_running_loop().create_future()

@@ -1,0 +1,194 @@
+"""Redis key layout and Lua scripts of the cluster backend (no I/O here).
+
+Keys (``p`` = ``cluster_prefix``; ``<pair>`` = a hash of (user, platform), so no user id,
+which may be an API key, shows up in key names):
+
+- ``p:alive:<node>``  string with a TTL, refreshed by the node's heartbeat
+- ``p:nodes``         set of node ids that joined (a dead one is reaped by a survivor)
+- ``p:conns:<node>``  hash uuid -> JSON info of the node's connections (presence; ``pk`` is
+                      the pair hash, ``uk`` a hash of the user id)
+- ``p:w:<pair>``      hash uuid -> node: where the pair's connections are
+- ``p:s:<pair>``      stream: the pair's unacked messages (fields ``m`` msg_id, ``p`` payload)
+- ``p:i:<pair>``      hash msg_id -> stream id (``id|origin`` when the origin awaits the ack)
+
+Channels: ``p:n:<node>`` (messages for one node) and ``p:all`` (fan-outs).
+Scripts touch keys they do not declare (alive keys, channels): a single Redis (or a
+primary with replicas / Sentinel), not Redis Cluster.
+"""
+
+from __future__ import annotations
+
+from hashlib import blake2b
+from typing import Any, Dict, List, Tuple
+
+import orjson
+
+Pair = Tuple[str, str]
+
+
+class Keys:
+    __slots__ = ("_pairs", "alive_prefix", "all_channel", "chan_prefix", "nodes", "prefix")
+
+    def __init__(self, prefix: str) -> None:
+        self._pairs: Dict[Pair, Tuple[str, str, str]] = {}
+        self.prefix = prefix
+        self.alive_prefix = f"{prefix}:alive:"
+        self.chan_prefix = f"{prefix}:n:"
+        self.nodes = f"{prefix}:nodes"
+        self.all_channel = f"{prefix}:all"
+
+    @staticmethod
+    def pair_id(pair: Pair) -> str:
+        user, platform = pair
+        return blake2b(f"{user}\x00{platform}".encode(), digest_size=12).hexdigest()
+
+    @staticmethod
+    def user_key(user: str) -> str:
+        return blake2b(user.encode(), digest_size=12).hexdigest()
+
+    def alive(self, node: str) -> str:
+        return self.alive_prefix + node
+
+    def channel(self, node: str) -> str:
+        return self.chan_prefix + node
+
+    def conns(self, node: str) -> str:
+        return f"{self.prefix}:conns:{node}"
+
+    def pair_keys(self, pair: Pair) -> Tuple[str, str, str]:
+        """(stream, index, where) of a pair, cached (bounded)."""
+        keys = self._pairs.get(pair)
+        if keys is None:
+            if len(self._pairs) >= 100_000:
+                self._pairs.clear()
+            pid = self.pair_id(pair)
+            p = self.prefix
+            keys = self._pairs[pair] = (f"{p}:s:{pid}", f"{p}:i:{pid}", f"{p}:w:{pid}")
+        return keys
+
+    def where(self, pair: Pair) -> str:
+        return self.pair_keys(pair)[2]
+
+    def stream(self, pair: Pair) -> str:
+        return self.pair_keys(pair)[0]
+
+    def index(self, pair: Pair) -> str:
+        return self.pair_keys(pair)[1]
+
+
+def stream_id_key(stream_id: str) -> Tuple[int, int]:
+    """``"<ms>-<seq>"`` as a comparable tuple (``""`` sorts first)."""
+    if not stream_id:
+        return (0, 0)
+    ms, _, seq = stream_id.partition("-")
+    return (int(ms), int(seq or 0))
+
+
+def encode_message(head: List[Any], payload: bytes = b"") -> bytes:
+    """A channel message: a JSON array header, then ``\\n`` and the payload if any."""
+    data = orjson.dumps(head)
+    return data + b"\n" + payload if payload else data
+
+
+# KEYS: stream, index, where. ARGV: 1 msg_id, 2 payload, 3 origin node, 4 notify origin
+# on ack (0/1), 5 max entries, 6 ttl ms, 7 alive prefix, 8 channel prefix, 9 user,
+# 10 platform, 11 persist (0/1). Appends to the pair's stream (unless persist is 0), then
+# publishes to every other live node holding the pair, dropping dead nodes' entries.
+# Returns the uuids of the pair's connections on other live nodes.
+ADD_PUBLISH = """
+local id = ''
+if ARGV[11] == '1' then
+  id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[5], '*', 'm', ARGV[1], 'p', ARGV[2])
+  if ARGV[4] == '1' then
+    redis.call('HSET', KEYS[2], ARGV[1], id .. '|' .. ARGV[3])
+  else
+    redis.call('HSET', KEYS[2], ARGV[1], id)
+  end
+  redis.call('PEXPIRE', KEYS[1], ARGV[6])
+  redis.call('PEXPIRE', KEYS[2], ARGV[6])
+end
+local w = redis.call('HGETALL', KEYS[3])
+local out = {}
+local alive = {}
+local msg = nil
+for i = 1, #w, 2 do
+  local node = w[i + 1]
+  if node ~= ARGV[3] then
+    local ok = alive[node]
+    if ok == nil then
+      ok = redis.call('EXISTS', ARGV[7] .. node) == 1
+      alive[node] = ok
+      if ok then
+        if msg == nil then
+          msg = cjson.encode({'P', ARGV[3], ARGV[9], ARGV[10], ARGV[1], id}) .. '\\n' .. ARGV[2]
+        end
+        redis.call('PUBLISH', ARGV[8] .. node, msg)
+      end
+    end
+    if ok then
+      out[#out + 1] = w[i]
+    else
+      redis.call('HDEL', KEYS[3], w[i])
+    end
+  end
+end
+return out
+"""
+
+# KEYS: stream, index. ARGV: msg_id, payload, max entries, ttl ms. Idempotent append (a
+# fan-out reaching a pair held on two nodes is stored once). Returns the id or false.
+ADD_ONCE = """
+if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then return false end
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*', 'm', ARGV[1], 'p', ARGV[2])
+redis.call('HSET', KEYS[2], ARGV[1], id)
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+redis.call('PEXPIRE', KEYS[2], ARGV[4])
+return id
+"""
+
+# KEYS: stream, index. ARGV: 1 channel prefix, 2 acking node, 3 user, 4 platform, 5 uuid,
+# 6.. msg_ids. Deletes acked entries; tells an origin that waits for the ack; deletes the
+# keys once the stream is empty. Returns how many entries were deleted.
+ACK = """
+local n = 0
+for i = 6, #ARGV do
+  local v = redis.call('HGET', KEYS[2], ARGV[i])
+  if v then
+    redis.call('HDEL', KEYS[2], ARGV[i])
+    local bar = string.find(v, '|', 1, true)
+    local id = v
+    if bar then
+      id = string.sub(v, 1, bar - 1)
+      redis.call('PUBLISH', ARGV[1] .. string.sub(v, bar + 1),
+        cjson.encode({'A', ARGV[2], ARGV[3], ARGV[4], ARGV[i], ARGV[5]}))
+    end
+    n = n + redis.call('XDEL', KEYS[1], id)
+  end
+end
+if redis.call('XLEN', KEYS[1]) == 0 then redis.call('DEL', KEYS[1], KEYS[2]) end
+return n
+"""
+
+# KEYS: where. ARGV: uuid, node. Forget a connection only if this node still owns it (the
+# client may already have reconnected to another node with the same uuid).
+UNREGISTER = """
+if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+end
+return 0
+"""
+
+# KEYS: conns of the dead node, nodes set. ARGV: node, key prefix, alive key. Removes a
+# dead node's presence (its where entries, its connection hash, its membership). A node
+# that comes back to life re-registers everything on its next heartbeat.
+REAP = """
+if redis.call('EXISTS', ARGV[3]) == 1 then return -1 end
+local c = redis.call('HGETALL', KEYS[1])
+for i = 1, #c, 2 do
+  local wk = ARGV[2] .. ':w:' .. cjson.decode(c[i + 1])['pk']
+  if redis.call('HGET', wk, c[i]) == ARGV[1] then redis.call('HDEL', wk, c[i]) end
+end
+redis.call('DEL', KEYS[1])
+redis.call('SREM', KEYS[2], ARGV[1])
+return #c / 2
+"""
