@@ -1,6 +1,6 @@
 """Cluster benchmark: 1 hub node vs 1 node + Redis vs 2 nodes + Redis, side by side.
 
-    python bench/cluster_bench.py            # writes docs/_cluster_bench.md (~1-2 min)
+    python bench/cluster_bench.py            # writes docs/cluster-benchmark.md (~1-2 min)
     python bench/cluster_bench.py --quick    # small counts, prints only
 
 Workload ("relay"): P sender clients each send messages addressed to a receiver user; the

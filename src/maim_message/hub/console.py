@@ -38,7 +38,7 @@ def _settings_rows(config: HubConfig, port: Optional[int]) -> List[Tuple[str, st
     }[config.outbox.backend]
     cluster = config.cluster.backend
     if config.cluster.backend == "redis":
-        cluster += " (not available yet in this build: single hub)"
+        cluster += f" ({config.cluster.channel_prefix}, shared port via SO_REUSEPORT)"
     rows = [
         ("WebSocket", shown.url),
         ("TLS", tls),

@@ -111,6 +111,9 @@ class Hub:
             outbox_ttl=outbox.ttl,
             on_auth=self.auth.on_auth, on_auth_extract_user=self.auth.on_auth_extract_user,
             on_message=self._on_message, enable_message_log=False,
+            cluster_backend=cfg.cluster.backend, cluster_redis_url=cfg.cluster.redis_url,
+            cluster_prefix=cfg.cluster.channel_prefix,
+            reuse_port=cfg.cluster.backend != "local",
         )
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -122,9 +125,6 @@ class Hub:
     async def start(self) -> None:
         """Bind and start serving; raises ServerStartError when the port is unavailable."""
         self.started_at = time.time()
-        if self.config.cluster.backend != "local":
-            logger.warning("cluster backend %r is configured but not available in this "
-                           "build: running as a single hub", self.config.cluster.backend)
         await self.server.start()
         self.state = "ready"
         self._tasks.append(asyncio.ensure_future(self._sample_loop()))

@@ -1,0 +1,66 @@
+"""Two `python -m maim_message serve` processes on one Redis act as one hub."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from maim_message.client import WebSocketClient, create_client_config
+
+from .helpers_api import Inbox, make_message
+from .test_cluster import redis_url  # noqa: F401  (the fixture)
+from .test_hub_process import HubProcess
+
+ADAPTER_KEY = "adapter-secret-0123456789"
+CORE_KEY = "core-secret-9876543210"
+
+
+def cluster_config(url: str) -> str:
+    return f"""
+    [hub]
+    status_interval = 0
+
+    [cluster]
+    backend = "redis"
+    redis_url = "{url}"
+    channel_prefix = "hubtest"
+
+    [[keys]]
+    key = "{ADAPTER_KEY}"
+    user = "napcat"
+    forward_to = "maibot"
+
+    [[keys]]
+    key = "{CORE_KEY}"
+    user = "maibot"
+    """
+
+
+async def test_two_hub_processes_route_through_redis(tmp_path: Path, redis_url: str) -> None:  # noqa: F811
+    hubs = []
+    clients = []
+    try:
+        for name in ("one", "two"):
+            workdir = tmp_path / name
+            workdir.mkdir()
+            hubs.append(await HubProcess(workdir).start(cluster_config(redis_url)))
+        adapter_inbox, core_inbox = Inbox(), Inbox()
+        adapter = WebSocketClient(create_client_config(
+            hubs[0].ws_url, ADAPTER_KEY, platform="qq", on_message=adapter_inbox))
+        core = WebSocketClient(create_client_config(
+            hubs[1].ws_url, CORE_KEY, platform="qq", on_message=core_inbox))
+        clients = [adapter, core]
+        assert await adapter.connect() and await core.connect()
+        # adapter on hub one -> bot core on hub two (forward_to), and the reply back
+        assert await adapter.send_message(make_message("ping", ADAPTER_KEY, "qq"))
+        message, meta = await core_inbox.next(15)
+        assert message.message_segment.data == "ping" and meta["target_user"] == "maibot"
+        assert await core.send_message(make_message("pong", ADAPTER_KEY, "qq"))
+        message, _ = await adapter_inbox.next(15)
+        assert message.message_segment.data == "pong"
+        for hub in hubs:
+            logs = hub.logs()
+            assert ADAPTER_KEY not in logs and CORE_KEY not in logs
+    finally:
+        for client in clients:
+            await client.stop()
+        for hub in hubs:
+            assert await hub.terminate() == 0
