@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+
 from maim_message.client import WebSocketClient, create_client_config
 
 from .helpers_api import Inbox, make_message
