@@ -29,7 +29,7 @@ async def test_slow_consumer_spills_to_outbox_then_is_closed_1008() -> None:
         ping_interval=0.2, ping_timeout=30, close_timeout=0.5))
     await server.start()
     try:
-        reader, writer = await raw_handshake(server.port or 0, "slow")
+        _reader, writer = await raw_handshake(server.port or 0, "slow")
         writer.transport.pause_reading()  # a peer that stops reading
         big = "x" * 20_000
         peak_buffer = 0

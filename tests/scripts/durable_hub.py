@@ -24,7 +24,7 @@ async def main() -> None:
         line = await loop.run_in_executor(None, sys.stdin.readline)
         if not line:
             break
-        cmd, key, first, last = line.split()
+        _cmd, key, first, last = line.split()
         for n in range(int(first), int(last) + 1):
             msg = APIMessageBase(BaseMessageInfo("qq", str(n), 1.0), Seg("text", str(n)),
                                  MessageDim(key, "qq"))
