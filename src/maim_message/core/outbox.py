@@ -121,6 +121,25 @@ class Outbox:
             del self.pairs[pair]
         return True
 
+    def drop_through(self, pair: Pair, seq: int) -> int:
+        """Forget the pair's entries up to ``seq`` (sent to a peer that does not ack)."""
+        queue = self.pairs.get(pair)
+        if queue is None:
+            return 0
+        ids: List[str] = []
+        while queue.entries:
+            first = next(iter(queue.entries.values()))
+            if first.seq > seq:
+                break
+            popped = self._pop_oldest(pair, queue)
+            if popped is not None:
+                ids.append(popped)
+        if ids and self.store is not None:
+            self.store.remove(pair, ids)
+        if not queue.entries:
+            del self.pairs[pair]
+        return len(ids)
+
     def discard_pair(self, pair: Pair) -> int:
         """Forget a pair's queue without telling the store (cluster mode: the store keeps
         it for whichever node the pair connects to next). Returns how many entries."""

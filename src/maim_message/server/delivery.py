@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Dict, Iterable, List, Optional, Tuple
+from typing import Dict, Iterable, List, Optional, Set, Tuple
 
 from ..core.outbox import Outbox, OutboxEntry, Pair
 from ..transport.wsproto import OP_TEXT, frame_header
@@ -39,6 +39,13 @@ class Delivery:
         self.outbox: Optional[Outbox] = None
         self._waiters: Dict[Tuple[Pair, str], asyncio.Future[str]] = {}
         self.resent = 0
+        # Peers that never ack (raw clients written against the bare-payload format) must
+        # not get every old message again on each reconnect: until a pair has acked once
+        # (or connected with its own x-uuid, as maim_message clients do), only what was
+        # never written is re-sent, and what was written is dropped when the connection
+        # closes.
+        self._acking: Set[Pair] = set()
+        self._written: Dict[Pair, int] = {}  # highest seq written to a connection of a pair
         if self.enabled:
             store = None
             if config.outbox_path:
@@ -103,6 +110,8 @@ class Delivery:
         if peer.cursor >= entry.prev_seq and conn.is_writable:
             conn.send_raw(*frame)
             peer.cursor = entry.seq
+            if entry.seq > self._written.get(peer.pair, 0):
+                self._written[peer.pair] = entry.seq
             return True
         self.flush(peer)
         return True
@@ -119,19 +128,33 @@ class Delivery:
             conn.send_raw(*_frame(entry.payload))
             peer.cursor = entry.seq
             written += 1
+        if written and peer.cursor > self._written.get(peer.pair, 0):
+            self._written[peer.pair] = peer.cursor
         return written
 
     # -- connection events ------------------------------------------------------------------
 
     def peer_opened(self, peer: Peer) -> None:
-        """A (re)connected peer gets every unacked message of its pair, oldest first."""
-        peer.cursor = 0
+        """A (re)connected peer gets every unacked message of its pair, oldest first.
+
+        (For a pair that never acked: only the messages no connection was sent yet.)
+        """
+        if peer.resumable:
+            self._acking.add(peer.pair)
+        peer.cursor = 0 if peer.pair in self._acking else self._written.get(peer.pair, 0)
         resent = self.flush(peer)
         if resent:
             self.resent += resent
             logger.info("resent %d unacked message(s) to %s", resent, peer.uuid)
 
+    def peer_closed(self, peer: Peer) -> None:
+        """A connection of a pair that never acked is gone: forget what it was sent."""
+        pair = peer.pair
+        if self.outbox is not None and pair not in self._acking and peer.cursor:
+            self.outbox.drop_through(pair, min(peer.cursor, self._written.get(pair, 0)))
+
     def acked(self, peer: Peer, msg_id: str) -> None:
+        self._acking.add(peer.pair)
         if self.outbox is not None:
             self.outbox.ack(peer.pair, msg_id)
         waiter = self._waiters.pop((peer.pair, msg_id), None)

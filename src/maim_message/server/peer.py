@@ -13,7 +13,7 @@ class Peer:
 
     __slots__ = (
         "api_key", "bucket", "conn", "connected_at", "counted", "cursor", "key_label",
-        "metadata", "pair", "platform", "user_id", "uuid", "warned",
+        "metadata", "pair", "platform", "resumable", "user_id", "uuid", "warned",
     )
 
     def __init__(
@@ -32,7 +32,10 @@ class Peer:
         self.bucket: Optional[TokenBucket] = None  # per-connection rate limit, if any
         self.counted = False  # counted in the per-key connection limit
         self.pair = (user_id, platform)
-        self.cursor = 0  # outbox sequence number last written to this connection
+        self.cursor = 0
+        # Sent its own x-uuid, as maim_message clients (ours and 0.6.8) do: it speaks the
+        # envelope protocol and acks, so unacked messages are re-sent to it on reconnect.
+        self.resumable = False  # outbox sequence number last written to this connection
 
     @property
     def user_label(self) -> str:

@@ -225,6 +225,7 @@ class WebSocketServer:
         self.stats["successful_auths"] += 1
         peer = Peer(ident.uuid, ident.api_key, ident.platform, user_id, metadata, label,
                     metadata["connected_at"])
+        peer.resumable = ident.uuid_given
         return Accept(peer)
 
     def _refuse(self, status: int, reason: str) -> HttpReply:
@@ -269,6 +270,8 @@ class WebSocketServer:
             self.routes.remove(peer.uuid)
             if self._cluster is not None:
                 self._cluster.connection_closed(peer)
+            else:
+                self.delivery.peer_closed(peer)
         if self.config.enable_connection_log:
             logger.info("disconnected %s user=%s code=%s", peer.uuid, peer.user_label, code)
         if self.config.on_disconnect is not None and self.running:
