@@ -58,6 +58,7 @@ from .tls import describe_peer_cert, server_ssl_context
 logger = logging.getLogger(__name__)
 
 HttpRoute = Callable[[HandshakeInfo], Any]
+_MAX_KNOWN_KEYS = 100_000  # api_key -> user id learnt at auth (outgoing routing fallback)
 
 
 class WebSocketServer:
@@ -246,7 +247,11 @@ class WebSocketServer:
             old.conn.close(4000, "replaced by a newer connection with the same uuid")
         self.peers[peer.uuid] = peer
         self.routes.add(peer.uuid, peer.user_id, peer.platform)
-        self._users_by_key[peer.api_key] = peer.user_id
+        known = self._users_by_key
+        known.pop(peer.api_key, None)  # re-insert: the map is ordered oldest first
+        known[peer.api_key] = peer.user_id
+        if len(known) > _MAX_KNOWN_KEYS:  # bounded even when every client uses a new key
+            del known[next(iter(known))]
         self.stats["total_connections"] += 1
         if self._cluster is None:
             self.delivery.peer_opened(peer)
