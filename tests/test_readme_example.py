@@ -13,8 +13,8 @@ from .conftest import ROOT, free_port
 def test_readme_example_runs(tmp_path: Path) -> None:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     lines = readme.splitlines()
-    assert lines[2].startswith("pip install -e") and "maim_message serve" in lines[2]
-    assert lines[3].startswith("bash scripts/test")
+    assert lines[3].startswith("pip install -e") and "maim_message serve" in lines[3]
+    assert lines[4].startswith("bash scripts/test")
     code = re.findall(r"```python\n(.*?)```", readme, re.S)[0]
     assert len(code.strip().splitlines()) <= 25
     script = tmp_path / "example.py"
