@@ -167,3 +167,30 @@ def test_script_exits_on_its_own_after_stop(tmp_path: Any) -> None:
     out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
                          timeout=30)
     assert out.returncode == 0 and out.stdout.strip() == "done", out.stderr
+
+
+async def test_bad_frames_from_the_server_do_not_kill_the_client() -> None:
+    from websockets.asyncio.server import serve
+
+    good = make_message("still fine", "k", "qq").to_dict()
+
+    async def handler(ws: Any) -> None:
+        await ws.send('{"type": "sys_std", "msg_id": ["not", "hashable"], "payload": {}}')
+        await ws.send('{"type": "sys_std", "msg_id": {"x": 1}}')
+        await ws.send("[1, 2, 3]")
+        await ws.send('{"ver": 1, "msg_id": "m-ok", "type": "sys_std", "meta": {}, '
+                      '"payload": ' + __import__("json").dumps(good) + "}")
+        await ws.wait_closed()
+
+    inbox = Inbox()
+    async with serve(handler, "127.0.0.1", 0) as srv:
+        port = srv.sockets[0].getsockname()[1]
+        client = WebSocketClient(create_client_config(
+            f"ws://127.0.0.1:{port}/ws", "k", on_message=inbox))
+        try:
+            assert await client.connect()
+            message, _ = await inbox.next()
+            assert message.message_segment.data == "still fine"
+            assert client.is_connected()
+        finally:
+            await client.stop()

@@ -115,6 +115,11 @@ def test_model_from_dict_raises_only_value_type_attribute_errors(data: Any) -> N
     out = message.to_dict()
     assert type(out) is dict
     again = APIMessageBase.from_dict(orjson.loads(orjson.dumps(out))).to_dict()
+    template = message.message_info.template_info
+    if template is not None and template.template_default is None:
+        # 0.6.8 quirk kept on purpose (wire-protocol.md 3.3): a null template_default is
+        # omitted by to_dict, so it reads back as the default True on the next round
+        again["message_info"]["template_info"].pop("template_default", None)
     assert again == orjson.loads(orjson.dumps(out))
 
 

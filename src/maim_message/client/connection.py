@@ -135,9 +135,15 @@ class SupervisedConnection:
             except (OSError, asyncio.TimeoutError, websockets.InvalidHandshake,
                     websockets.InvalidURI) as exc:
                 self._failed(f"{type(exc).__name__}: {exc}")
+            except Exception as exc:  # anything else: count it and retry, never die silently
+                logger.exception("connection %s: unexpected error while connecting", self.uuid)
+                self._failed(f"{type(exc).__name__}: {exc}")
             else:
                 failures = 0
-                await self._serve(ws)
+                try:
+                    await self._serve(ws)
+                except Exception:
+                    logger.exception("connection %s: unexpected error", self.uuid)
                 if (self.last_error or "").startswith(AUTH_REFUSED):
                     logger.warning("connection %s: %s; not retrying", self.uuid, self.last_error)
                     break
@@ -186,17 +192,22 @@ class SupervisedConnection:
         if self.config.on_connect is not None:
             self._handlers.spawn(self.config.on_connect, self.uuid, self.config)
         error: Optional[str] = None
+        self._cursor = 0
+        # Re-send unacked frames while already reading: a big backlog must not stop us from
+        # reading the server's acks and pings (both sides would wait on each other).
+        resend = asyncio.ensure_future(self._resend(ws))
         try:
-            self._cursor = 0
-            resent = await self._flush(ws)
-            if resent:
-                self.stats["resent"] += resent
-                logger.info("connection %s: resent %d unacked message(s)", self.uuid, resent)
             async for raw in ws:
-                await self._frame(ws, raw)
+                try:
+                    await self._frame(ws, raw)
+                except ConnectionClosed:
+                    raise
+                except Exception:  # one bad frame must not end the connection's supervisor
+                    logger.exception("connection %s: failed to handle a frame", self.uuid)
         except ConnectionClosed:
             pass
         finally:
+            resend.cancel()  # not awaited: nothing here may be interrupted by a cancel
             self.connected = False
             self._ws = None
             code = ws.close_code
@@ -208,9 +219,18 @@ class SupervisedConnection:
                 error = f"connection closed: {code} {ws.close_reason or ''}".strip()
                 self.last_error = error
             logger.info("connection %s closed (code %s)", self.uuid, code)
-        await self._notify_disconnect(error)
+            self._spawn_disconnect(error)  # in finally: also when the task is cancelled
+
+    async def _resend(self, ws: ClientConnection) -> None:
+        resent = await self._flush(ws)
+        if resent:
+            self.stats["resent"] += resent
+            logger.info("connection %s: resent %d unacked message(s)", self.uuid, resent)
 
     async def _notify_disconnect(self, error: Optional[str]) -> None:
+        self._spawn_disconnect(error)
+
+    def _spawn_disconnect(self, error: Optional[str]) -> None:
         if self.config.on_disconnect is not None:
             self._handlers.spawn(self.config.on_disconnect, self.uuid, error)
 
@@ -243,8 +263,10 @@ class SupervisedConnection:
                 logger.warning("server refused a frame: %s", env.get("payload"))
             return
         msg_id = env.get("msg_id")
+        if msg_id is not None and type(msg_id) is not str:
+            msg_id = str(msg_id) if type(msg_id) is int else None  # not a usable id
         if msg_id:
-            ack = encode_ack(self._ids.new("ack_"), self.uuid, str(msg_id), from_server=False)
+            ack = encode_ack(self._ids.new("ack_"), self.uuid, msg_id, from_server=False)
             await ws.send(ack, text=True)
             if self._dedupe.seen(msg_id):
                 return

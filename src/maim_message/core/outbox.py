@@ -19,11 +19,13 @@ Pair = Tuple[str, str]  # (user_id, platform)
 class OutboxEntry:
     """One message awaiting an ack; ``payload`` is the encoded envelope (JSON bytes)."""
 
-    __slots__ = ("created", "msg_id", "payload", "prev_seq", "seq")
+    __slots__ = ("created", "msg_id", "only", "payload", "prev_seq", "seq")
 
     def __init__(self, seq: int, msg_id: str, payload: bytes, created: float,
-                 prev_seq: int = 0) -> None:
+                 prev_seq: int = 0, only: Optional[str] = None) -> None:
         self.seq = seq
+        # for one connection (uuid) of the pair only; kept in memory, not in a store
+        self.only = only
         self.prev_seq = prev_seq  # seq of the pair's previous entry when this one was added
         self.msg_id = msg_id
         self.payload = payload
@@ -87,13 +89,14 @@ class Outbox:
 
     # -- writing ----------------------------------------------------------------------------
 
-    def append(self, pair: Pair, msg_id: str, payload: bytes) -> OutboxEntry:
+    def append(self, pair: Pair, msg_id: str, payload: bytes,
+               only: Optional[str] = None) -> OutboxEntry:
         """Queue a message; may evict the pair's oldest entries to respect the bounds."""
         queue = self.pairs.get(pair)
         if queue is None:
             queue = self.pairs[pair] = PairQueue()
         self._seq += 1
-        entry = OutboxEntry(self._seq, msg_id, payload, self._clock(), queue.last_seq)
+        entry = OutboxEntry(self._seq, msg_id, payload, self._clock(), queue.last_seq, only)
         queue.last_seq = self._seq
         queue.entries[msg_id] = entry
         queue.bytes += len(payload)

@@ -74,9 +74,13 @@ class Delivery:
             results[uuid] = peer is not None and self._push(peer, entry, frame)
         return results
 
-    def to_connections(self, conn_ids: Iterable[str], msg_id: str,
-                       payload: bytes) -> Dict[str, bool]:
-        """One frame to many connections (broadcast): one outbox entry per pair."""
+    def to_connections(self, conn_ids: Iterable[str], msg_id: str, payload: bytes,
+                       only: bool = False) -> Dict[str, bool]:
+        """One frame to many connections (broadcast): one outbox entry per pair.
+
+        ``only``: the entry is for exactly these connections, not for their pair's others
+        (a message addressed to one connection uuid).
+        """
         if self.outbox is None:
             return self._direct(conn_ids, _frame(payload))
         by_pair: Dict[Pair, List[str]] = {}
@@ -89,7 +93,8 @@ class Delivery:
                 by_pair.setdefault(peer.pair, []).append(uuid)
         frame = _frame(payload)
         for pair, uuids in by_pair.items():
-            entry = self.outbox.append(pair, msg_id, payload)
+            target = uuids[0] if only and len(uuids) == 1 else None
+            entry = self.outbox.append(pair, msg_id, payload, target)
             for uuid in uuids:
                 results[uuid] = self._push(self._peers[uuid], entry, frame)
         return results
@@ -123,6 +128,9 @@ class Delivery:
             return 0
         written = 0
         for entry in outbox.pending_after(peer.pair, peer.cursor):
+            if entry.only is not None and entry.only != peer.uuid:
+                peer.cursor = entry.seq  # addressed to another connection of the pair
+                continue
             if not conn.is_writable:
                 break
             conn.send_raw(*_frame(entry.payload))
@@ -147,11 +155,15 @@ class Delivery:
             self.resent += resent
             logger.info("resent %d unacked message(s) to %s", resent, peer.uuid)
 
-    def peer_closed(self, peer: Peer) -> None:
-        """A connection of a pair that never acked is gone: forget what it was sent."""
+    def peer_closed(self, peer: Peer, siblings: Iterable[Peer] = ()) -> None:
+        """A connection of a pair that never acked is gone: forget what it was sent
+        (but not what another live connection of the pair has still to get)."""
         pair = peer.pair
-        if self.outbox is not None and pair not in self._acking and peer.cursor:
-            self.outbox.drop_through(pair, min(peer.cursor, self._written.get(pair, 0)))
+        if self.outbox is None or pair in self._acking or not peer.cursor:
+            return
+        through = min([peer.cursor, self._written.get(pair, 0), *(p.cursor for p in siblings)])
+        if through:
+            self.outbox.drop_through(pair, through)
 
     def acked(self, peer: Peer, msg_id: str) -> None:
         self._acking.add(peer.pair)

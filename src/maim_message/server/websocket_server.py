@@ -82,6 +82,7 @@ class WebSocketServer:
         self._origins = OriginPolicy(self.config.allowed_origins)
         self._limit_logged = FirstSeen()
         self.delivery = Delivery(self.config, self.peers)
+        self._delivery_closed = False
         self._expiry: Optional[asyncio.Task[None]] = None
         # Cluster seam (docs/cluster.md): None unless a distributed backend is configured,
         # so the single-node paths below stay as they are.
@@ -103,6 +104,9 @@ class WebSocketServer:
             logger.warning("WebSocketServer.start() called while running; ignored")
             return
         cfg = self.config
+        if self._delivery_closed:  # restarted after stop(): reopen the outbox (and its store)
+            self.delivery = Delivery(cfg, self.peers)
+            self._delivery_closed = False
         ssl_ctx = None
         if cfg.ssl_enabled:
             ssl_ctx = server_ssl_context(
@@ -156,7 +160,7 @@ class WebSocketServer:
             await self._cluster.stop()  # after the closes: presence is removed, queue flushed
             self._cluster = None
         self.delivery.close()
-        self.delivery = Delivery(self.config, self.peers)
+        self._delivery_closed = True
         self.peers.clear()
         self.routes = RoutingTable()
         logger.info("WebSocketServer stopped")
@@ -222,6 +226,10 @@ class WebSocketServer:
             return self._limit_refusal(CONNECTIONS_PER_KEY, 429,
                                        "too many connections for this API key", label)
         user_id = str(user_id)
+        taken = self.peers.get(ident.uuid)
+        if taken is not None and taken.user_id != user_id:
+            # x-uuid is a resume token of one user: another user may not take it over
+            return self._refuse(409, "connection uuid in use by another user")
         metadata["user_id"] = user_id
         self.stats["successful_auths"] += 1
         peer = Peer(ident.uuid, ident.api_key, ident.platform, user_id, metadata, label,
@@ -237,10 +245,13 @@ class WebSocketServer:
 
     def connection_opened(self, conn: ServerConnection) -> None:
         peer: Peer = conn.context
+        old = self.peers.get(peer.uuid)
+        if old is not None and old.user_id != peer.user_id:  # raced past the handshake check
+            conn.close(1008, "connection uuid in use by another user")
+            return
         if not self._admit(conn, peer):
             return
         peer.conn = conn
-        old = self.peers.get(peer.uuid)
         if old is not None and old.conn is not None:
             # Same x-uuid reconnecting before we noticed the old socket died: the newer
             # connection wins, and the old one's cleanup must not touch it.
@@ -270,13 +281,15 @@ class WebSocketServer:
             self._key_conns.release(peer.api_key)
         if peer.conn is None:
             return  # refused when opening (a limit): never registered
-        if self.peers.get(peer.uuid) is peer:
-            del self.peers[peer.uuid]
-            self.routes.remove(peer.uuid)
-            if self._cluster is not None:
-                self._cluster.connection_closed(peer)
-            else:
-                self.delivery.peer_closed(peer)
+        if self.peers.get(peer.uuid) is not peer:
+            return  # replaced by a newer connection with the same uuid: that one lives on
+        del self.peers[peer.uuid]
+        self.routes.remove(peer.uuid)
+        if self._cluster is not None:
+            self._cluster.connection_closed(peer)
+        else:
+            siblings = [self.peers[u] for u in self.routes.lookup(*peer.pair) if u in self.peers]
+            self.delivery.peer_closed(peer, siblings)
         if self.config.enable_connection_log:
             logger.info("disconnected %s user=%s code=%s", peer.uuid, peer.user_label, code)
         if self.config.on_disconnect is not None and self.running:
@@ -521,7 +534,7 @@ class WebSocketServer:
                         ("platform", target_platform) if target_platform is not None else None)
             return await cluster.fanout(selector, msg_id, data) if selector else {}
         if connection_uuid is not None:
-            results = self.delivery.to_connections([connection_uuid], msg_id, data)
+            results = self.delivery.to_connections([connection_uuid], msg_id, data, only=True)
         elif target_user is not None and target_platform is not None:
             pair = (target_user, target_platform)
             results = self.delivery.to_pair(

@@ -89,7 +89,8 @@ class WSConnection(asyncio.Protocol):
     """One TCP connection: HTTP request head, then WebSocket frames."""
 
     __slots__ = (
-        "_backlog", "_batch", "_buf", "_close_timer", "_cork", "_deciding", "_parser",
+        "_backlog", "_batch", "_buf", "_close_timer", "_cork", "_cork_bytes", "_deciding",
+        "_parser",
         "_reading_paused", "_server", "_state",
         "_transport", "client_ip", "close_code", "close_reason", "context", "last_data",
         "last_rx", "opened", "paused_since", "ping_sent_at",
@@ -115,6 +116,7 @@ class WSConnection(asyncio.Protocol):
         self._backlog: Deque[Tuple[int, bytes]] = deque()
         self._reading_paused = False
         self._cork: Optional[List[bytes]] = None  # frames written this turn, sent as one
+        self._cork_bytes = 0
         self.last_data = 0.0  # last text/binary frame (idle timeout ignores pings)
 
     # -- asyncio.Protocol ---------------------------------------------------------------
@@ -276,10 +278,12 @@ class WSConnection(asyncio.Protocol):
 
     def _frames_received(self, data: bytes) -> None:
         parser = self._parser
-        assert parser is not None
+        if parser is None:  # after a protocol violation: ignore the rest until closed
+            return
         try:
             events = parser.feed(data)
         except ProtocolViolation as exc:
+            self._parser = None
             self._fail(exc.code, exc.reason)
             return
         if not events:
@@ -339,6 +343,7 @@ class WSConnection(asyncio.Protocol):
                 if self._cork:
                     self._uncork()
                 self._transport.write(b"".join(batch) if len(batch) > 1 else batch[0])
+                self._check_buffer(self._transport)
 
     def _close_received(self, payload: bytes) -> None:
         try:
@@ -421,11 +426,20 @@ class WSConnection(asyncio.Protocol):
         cork = self._cork
         if cork is None:
             self._cork = []
+            self._cork_bytes = 0
             asyncio.get_running_loop().call_soon(self._uncork)
             transport.write(frame)
             self._check_buffer(transport)
         else:
             cork.append(frame)
+            self._cork_bytes += len(frame)
+            if self._cork_bytes >= self._server.options.send_buffer_high:
+                # write now, so that the transport's high-water mark (pause_writing, hence
+                # is_writable) sees it and the outbox holds the rest back
+                transport.write(b"".join(cork))
+                cork.clear()
+                self._cork_bytes = 0
+                self._check_buffer(transport)
         return True
 
     def _uncork(self) -> None:
@@ -460,7 +474,7 @@ class WSConnection(asyncio.Protocol):
         )
 
     def write_buffer_size(self) -> int:
-        corked = sum(map(len, self._cork)) if self._cork else 0
+        corked = self._cork_bytes if self._cork else 0
         return corked + (self._transport.get_write_buffer_size() if self._transport else 0)
 
 
