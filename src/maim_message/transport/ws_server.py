@@ -417,7 +417,9 @@ class WSConnection(asyncio.Protocol):
             if self._cork:
                 self._uncork()
             transport.write(frame)
-            transport.write(body)
+            # a memoryview: what the socket does not take at once is copied into the
+            # transport's buffer once, instead of sliced (copy) and then appended (copy)
+            transport.write(memoryview(body))
             self._check_buffer(transport)
             return True
         # Outside a read (handler tasks, broadcasts): the first frame of an event-loop turn
