@@ -102,38 +102,37 @@ def print_summary(hub: Any, out: Optional[TextIO] = None) -> None:
                               else None)
         console.print("Press Ctrl+C (or send SIGTERM) to stop gracefully.")
     else:
-        print(f"maim_message hub {__version__}", file=out)
+        out.write(f"maim_message hub {__version__}" + "\n")
         for name, value in rows:
-            print(f"  {name:<12} {value}", file=out)
-        print("API keys (fingerprints; keys are never logged):", file=out)
+            out.write(f"  {name:<12} {value}" + "\n")
+        out.write("API keys (fingerprints; keys are never logged):" + "\n")
         for label, user, plats, source in keys:
-            print(f"  {label}  user={user}  platforms={plats}  from={source}", file=out)
+            out.write(f"  {label}  user={user}  platforms={plats}  from={source}" + "\n")
         if hub.generated_key:
             for line in _usage_lines(url, hub.generated_key):
-                print(line, file=out)
-        print("Press Ctrl+C (or send SIGTERM) to stop gracefully.", file=out)
+                out.write(line + "\n")
+        out.write("Press Ctrl+C (or send SIGTERM) to stop gracefully." + "\n")
     out.flush()
 
 
 def print_check(config: HubConfig, out: Optional[TextIO] = None) -> None:
     """What ``--check-config`` prints for a valid configuration."""
     out = out or sys.stdout
-    print(f"config OK: {config.source or 'embedded defaults'}", file=out)
+    out.write(f"config OK: {config.source or 'embedded defaults'}" + "\n")
     for name, value in _settings_rows(config, None):
-        print(f"  {name:<12} {value}", file=out)
+        out.write(f"  {name:<12} {value}" + "\n")
     if config.keys:
         for entry in config.keys:
-            print(f"  key          {entry.label} -> user {entry.user} "
-                  f"(platforms: {', '.join(entry.platforms) or 'any'}; {entry.source})",
-                  file=out)
+            out.write(f"  key          {entry.label} -> user {entry.user} "
+                      f"(platforms: {', '.join(entry.platforms) or 'any'}; {entry.source})\n")
     else:
-        print("  keys         none configured: a key is generated at start-up", file=out)
+        out.write("  keys         none configured: a key is generated at start-up" + "\n")
     out.flush()
 
 
 def print_problems(problems: Sequence[str], out: Optional[TextIO] = None) -> None:
     out = out or sys.stderr
-    print(f"config has {len(problems)} problem{'s' if len(problems) != 1 else ''}:", file=out)
+    out.write(f"config has {len(problems)} problem{'s' if len(problems) != 1 else ''}:" + "\n")
     for line in problems:
-        print(f"  {line}", file=out)
+        out.write(f"  {line}" + "\n")
     out.flush()

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from typing import Any, Callable, Dict, Type, TypeVar
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Optional, Type, TypeVar
 
 _ATOMIC = frozenset({str, int, float, bool, type(None), bytes, complex})
 
@@ -70,3 +71,59 @@ def seg_from_dict(cls: Type[_S], root: Type[Any], data: Dict[str, Any]) -> _S:
     if t == "seglist":
         d = [seg_from_dict(root, root, s) for s in d]
     return cls(t, d)  # type: ignore[call-arg]
+
+
+# FormatInfo and TemplateInfo follow the same rules in both families; each family
+# subclasses these so that its classes stay distinct types (as in 0.6.8).
+
+
+@dataclass
+class FormatInfoRules:
+    """Segment types a message contains / its sender accepts."""
+
+    content_format: Optional[List[str]] = None
+    accept_format: Optional[List[str]] = None
+
+    def to_dict(self) -> Dict[str, Any]:
+        r: Dict[str, Any] = {}
+        v = self.content_format
+        if v is not None:
+            r["content_format"] = plain(v)
+        v = self.accept_format
+        if v is not None:
+            r["accept_format"] = plain(v)
+        return r
+
+    @classmethod
+    def from_dict(cls, data: Dict[str, Any]) -> Any:
+        return cls(data.get("content_format"), data.get("accept_format"))
+
+
+@dataclass
+class TemplateInfoRules:
+    """Prompt template selection (MaiBot); ``template_default`` defaults to True."""
+
+    template_items: Optional[Dict[str, str]] = None
+    template_name: Optional[Dict[str, str]] = None
+    template_default: bool = True
+
+    def to_dict(self) -> Dict[str, Any]:
+        r: Dict[str, Any] = {}
+        v: Any = self.template_items
+        if v is not None:
+            r["template_items"] = plain(v)
+        v = self.template_name
+        if v is not None:
+            r["template_name"] = plain(v)
+        v = self.template_default
+        if v is not None:
+            r["template_default"] = plain(v)
+        return r
+
+    @classmethod
+    def from_dict(cls, data: Dict[str, Any]) -> Any:
+        return cls(
+            data.get("template_items"),
+            data.get("template_name"),
+            data.get("template_default", True),
+        )

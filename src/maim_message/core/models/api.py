@@ -8,9 +8,9 @@ Strict where 0.6.8 is strict: required fields are required constructor arguments
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Type, TypeVar
+from typing import Any, Dict, Optional, Type, TypeVar
 
-from ._shared import plain, seg_from_dict, seg_to_dict
+from ._shared import FormatInfoRules, TemplateInfoRules, seg_from_dict, seg_to_dict
 
 __all__ = [
     "APIMessageBase",
@@ -129,55 +129,13 @@ class ReceiverInfo(InfoBase):
 
 
 @dataclass
-class FormatInfo:
+class FormatInfo(FormatInfoRules):
     """Segment types a message contains / its sender accepts."""
-
-    content_format: Optional[List[str]] = None
-    accept_format: Optional[List[str]] = None
-
-    def to_dict(self) -> Dict[str, Any]:
-        r: Dict[str, Any] = {}
-        v = self.content_format
-        if v is not None:
-            r["content_format"] = plain(v)
-        v = self.accept_format
-        if v is not None:
-            r["accept_format"] = plain(v)
-        return r
-
-    @classmethod
-    def from_dict(cls, data: Dict[str, Any]) -> FormatInfo:
-        return cls(data.get("content_format"), data.get("accept_format"))
 
 
 @dataclass
-class TemplateInfo:
+class TemplateInfo(TemplateInfoRules):
     """Prompt template selection (MaiBot); ``template_default`` defaults to True."""
-
-    template_items: Optional[Dict[str, str]] = None
-    template_name: Optional[Dict[str, str]] = None
-    template_default: bool = True
-
-    def to_dict(self) -> Dict[str, Any]:
-        r: Dict[str, Any] = {}
-        v: Any = self.template_items
-        if v is not None:
-            r["template_items"] = plain(v)
-        v = self.template_name
-        if v is not None:
-            r["template_name"] = plain(v)
-        v = self.template_default
-        if v is not None:
-            r["template_default"] = plain(v)
-        return r
-
-    @classmethod
-    def from_dict(cls, data: Dict[str, Any]) -> TemplateInfo:
-        return cls(
-            data.get("template_items"),
-            data.get("template_name"),
-            data.get("template_default", True),
-        )
 
 
 @dataclass
