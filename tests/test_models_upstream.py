@@ -63,7 +63,7 @@ import json, sys
 import maim_message
 import maim_message.message as A
 assert maim_message.__version__ == "0.6.8", maim_message.__version__
-assert "/work/main/src" not in maim_message.__file__
+assert "site-packages" in maim_message.__file__, maim_message.__file__
 sys.stdout.write(json.dumps(run(json.load(sys.stdin), {"A": A, "L": maim_message})))
 """
 )
