@@ -1,10 +1,10 @@
 """Every complete program and self-contained snippet of the spec, run verbatim.
 
-The guide (``../shared/seed/api_server_usage_guide.md`` beside the repository; the module
-skips with a clear reason when it is absent) is parsed; each ```python block is copied unchanged next to a
-vendored copy of the package (``astrbot/core/maibot/maim_message``, as AstrBot ships it)
-and run as a subprocess. Port 18040 is fixed by the examples, so the tests of this module
-run one at a time, each waiting for the port with a bounded poll.
+The guide is read from ``../shared/seed/api_server_usage_guide.md`` beside the repository
+(the module skips with a clear reason when it is absent). Each ```python block is copied
+unchanged next to a vendored copy of the package (``astrbot/core/maibot/maim_message``,
+as AstrBot ships it) and run as a subprocess. Port 18040 is fixed by the examples, so the
+tests of this module run one at a time, each waiting for the port with a bounded poll.
 """
 
 from __future__ import annotations
