@@ -12,7 +12,7 @@ import logging
 import time
 import uuid as uuid_module
 from collections import OrderedDict
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import websockets
 from websockets.asyncio.client import ClientConnection
@@ -34,6 +34,7 @@ from ..core.models.api import APIMessageBase
 from ..core.redact import Redactor, redacting_logger
 from ..errors import EnvelopeError
 from ..runtime.callbacks import HandlerTasks, positional_arity
+from ..sio.client import SocketIOClientSocket, SocketIORefused, socketio_url
 from .config import ClientConfig
 from .tls import client_ssl_context
 
@@ -43,6 +44,12 @@ MessageCallback = Callable[[APIMessageBase, Dict[str, Any]], Any]
 
 # last_error prefix when a server refused the key after the upgrade (0.6.8 does that).
 AUTH_REFUSED = "server refused authentication after the upgrade"
+
+# Wire generations a connection can speak (ClientConfig.protocol): 0.6 raw WebSocket and
+# 0.7 Socket.IO. "auto" tries the remembered one first, the other on HTTP 404/400.
+WEBSOCKET, SOCKETIO = "websocket", "socketio"
+_SWITCH_ON = (400, 404)  # what a server of the other generation answers (wire-0.7.md §6)
+Socket = Union[ClientConnection, SocketIOClientSocket]
 
 
 class SupervisedConnection:
@@ -60,7 +67,11 @@ class SupervisedConnection:
         self._handlers = handlers
         self._ids = MessageIdFactory()
         self._dedupe = DedupeWindow(10_000, 3600.0)
-        self._ws: Optional[ClientConnection] = None
+        self._ws: Optional[Socket] = None
+        wanted = (config.protocol or "auto").lower()
+        # the generation that worked last (per connection); None: not known yet
+        self.generation: Optional[str] = wanted if wanted in (WEBSOCKET, SOCKETIO) else None
+        self._fixed = self.generation is not None
         self._task: Optional[asyncio.Task[None]] = None
         self._first_attempt: Optional[asyncio.Future[bool]] = None
         self._wanted = False
@@ -124,6 +135,12 @@ class SupervisedConnection:
             self.stats["connect_attempts"] += 1
             try:
                 ws = await self._open()
+            except SocketIORefused as exc:
+                self._failed(f"{AUTH_REFUSED}: {exc}")
+                logger.warning("connection %s refused by server (%s); not retrying",
+                               self.uuid, exc)
+                await self._notify_disconnect(self.last_error)
+                break
             except InvalidStatus as exc:
                 status = exc.response.status_code
                 self._failed(f"server rejected WebSocket connection: HTTP {status}")
@@ -133,7 +150,7 @@ class SupervisedConnection:
                     await self._notify_disconnect(self.last_error)
                     break
             except (OSError, asyncio.TimeoutError, websockets.InvalidHandshake,
-                    websockets.InvalidURI) as exc:
+                    websockets.InvalidURI, EnvelopeError, ValueError) as exc:
                 self._failed(f"{type(exc).__name__}: {exc}")
             except Exception as exc:  # anything else: count it and retry, never die silently
                 logger.exception("connection %s: unexpected error while connecting", self.uuid)
@@ -168,20 +185,45 @@ class SupervisedConnection:
         logger.info("connection %s failed: %s", self.uuid, reason)
         self._resolve_first(False)
 
-    async def _open(self) -> ClientConnection:
+    async def _open(self) -> Socket:
+        """Connect in the generation known to work, else detect it (plain upgrade first)."""
+        order: List[str] = [self.generation or WEBSOCKET]
+        if not self._fixed:
+            order.append(SOCKETIO if order[0] == WEBSOCKET else WEBSOCKET)
+        for i, generation in enumerate(order):
+            try:
+                if generation == SOCKETIO:
+                    ws = await self._connect(socketio_url(self.config.url))
+                    sock: Socket = await SocketIOClientSocket.open(
+                        ws, self.config.connect_timeout)
+                else:
+                    sock = await self._connect(self.config.url)
+            except InvalidStatus as exc:
+                if i + 1 < len(order) and exc.response.status_code in _SWITCH_ON:
+                    logger.debug("connection %s: HTTP %d for %s, trying %s", self.uuid,
+                                 exc.response.status_code, generation, order[i + 1])
+                    continue
+                raise
+            if generation != self.generation:
+                logger.info("connection %s: server speaks %s", self.uuid, generation)
+            self.generation = generation
+            return sock
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _connect(self, url: str) -> ClientConnection:
         cfg = self.config
         headers = dict(cfg.headers)
         headers.update({"x-apikey": cfg.api_key, "x-platform": cfg.platform, "x-uuid": self.uuid})
         ssl_ctx = client_ssl_context(cfg) if cfg.url.startswith("wss://") else None
         return await ws_connect(
-            cfg.url, additional_headers=headers, ssl=ssl_ctx, compression=None,
+            url, additional_headers=headers, ssl=ssl_ctx, compression=None,
             open_timeout=cfg.connect_timeout, ping_interval=cfg.ping_interval,
             ping_timeout=cfg.ping_timeout, close_timeout=cfg.close_timeout,
             max_size=cfg.max_size,
             logger=redacting_logger("websockets.client", [cfg.api_key]),  # DEBUG logs headers
         )
 
-    async def _serve(self, ws: ClientConnection) -> None:
+    async def _serve(self, ws: Socket) -> None:
         self._ws = ws
         self.connected = True
         self.last_error = None
@@ -206,22 +248,25 @@ class SupervisedConnection:
                     logger.exception("connection %s: failed to handle a frame", self.uuid)
         except ConnectionClosed:
             pass
+        except SocketIORefused as exc:  # a 0.7.x server refusing the key after CONNECT
+            error = f"{AUTH_REFUSED}: {exc}"
+            self.last_error = error
         finally:
             resend.cancel()  # not awaited: nothing here may be interrupted by a cancel
             self.connected = False
             self._ws = None
             code = ws.close_code
-            if (ws.close_reason or "").startswith("Authentication failed"):
+            if error is None and (ws.close_reason or "").startswith("Authentication failed"):
                 # 0.6.8 servers accept the upgrade, then refuse the key (close 1000 + reason).
                 error = f"{AUTH_REFUSED}: {code} {ws.close_reason}"
                 self.last_error = error
-            elif code not in (1000, 1001, None):
+            elif error is None and code not in (1000, 1001, None):
                 error = f"connection closed: {code} {ws.close_reason or ''}".strip()
                 self.last_error = error
             logger.info("connection %s closed (code %s)", self.uuid, code)
             self._spawn_disconnect(error)  # in finally: also when the task is cancelled
 
-    async def _resend(self, ws: ClientConnection) -> None:
+    async def _resend(self, ws: Socket) -> None:
         resent = await self._flush(ws)
         if resent:
             self.stats["resent"] += resent
@@ -239,7 +284,7 @@ class SupervisedConnection:
 
     # -- receiving --------------------------------------------------------------------------
 
-    async def _frame(self, ws: ClientConnection, raw: Any) -> None:
+    async def _frame(self, ws: Socket, raw: Any) -> None:
         self.stats["messages_received"] += 1
         self.stats["bytes_received"] += len(raw)
         try:
@@ -347,7 +392,7 @@ class SupervisedConnection:
                 logger.warning("connection %s: outbox full, dropped %d oldest message(s)",
                                self.uuid, self.dropped)
 
-    async def _flush(self, ws: ClientConnection) -> int:
+    async def _flush(self, ws: Socket) -> int:
         """Write pending frames after the cursor, in order (also those added meanwhile)."""
         if self._flushing:
             return 0
@@ -366,7 +411,7 @@ class SupervisedConnection:
         finally:
             self._flushing = False
 
-    async def _write(self, ws: ClientConnection, data: bytes) -> bool:
+    async def _write(self, ws: Socket, data: bytes) -> bool:
         try:
             await ws.send(data, text=True)
         except ConnectionClosed:
