@@ -67,7 +67,7 @@ class WebSocketASGI:
             cfg = self.server.config
             await serve_websocket(
                 self.server, scope, receive, send, max_message_size=cfg.max_message_size,
-                high_water=getattr(cfg, "send_buffer_high", 4 * 1024 * 1024),
+                high_water=cfg.send_buffer_high,
                 max_queue=cfg.max_write_buffer, live=self.connections,
             )
         elif kind == "http":

@@ -19,6 +19,7 @@ from collections import deque
 from typing import Any, Awaitable, Callable, Deque, Dict, List, Optional, Set, Tuple
 from urllib.parse import parse_qsl
 
+from ..core.defaults import DEFAULT_LIMITS
 from ..core.identity import lower_headers
 from .base import Accept, HandshakeInfo, HttpReply, ServerApp
 from .wsproto import MAX_REQUEST_BODY, response_headers
@@ -254,8 +255,9 @@ async def refuse(scope: Dict[str, Any], send: Send, reply: HttpReply) -> None:
 
 async def serve_websocket(
     app: ServerApp, scope: Dict[str, Any], receive: Receive, send: Send, *,
-    max_message_size: int = 104_857_600, high_water: int = 4 * 1024 * 1024,
-    max_queue: int = 256 * 1024 * 1024,
+    max_message_size: int = DEFAULT_LIMITS.max_message_size,
+    high_water: int = DEFAULT_LIMITS.send_buffer_high,
+    max_queue: int = DEFAULT_LIMITS.max_write_buffer,
     live: Optional[Set[ASGIServerConnection]] = None,
 ) -> None:
     """Run one ASGI websocket connection through ``app`` until it closes."""

@@ -14,6 +14,7 @@ import time
 from collections import deque
 from typing import Any, Callable, Deque, List, Optional, Set, Tuple, cast
 
+from ..core.defaults import DEFAULT_LIMITS
 from ..core.limits import (
     BAD_HANDSHAKE,
     HANDSHAKE_TIMEOUT,
@@ -66,13 +67,17 @@ class ServerOptions:
     """Transport limits; the server config maps onto these."""
 
     def __init__(
-        self, *, path: Optional[str] = None, max_message_size: int = 104_857_600,
-        ping_interval: Optional[float] = 20.0, ping_timeout: Optional[float] = 20.0,
-        handshake_timeout: float = 10.0, close_timeout: float = 5.0,
-        max_write_buffer: int = 256 * 1024 * 1024, max_request_head: int = 16384,
-        send_buffer_high: int = 4 * 1024 * 1024, slow_consumer_timeout: float = 60.0,
-        idle_timeout: Optional[float] = None, limits: Optional[LimitCounters] = None,
-        max_request_body: int = MAX_REQUEST_BODY,
+        self, *, path: Optional[str] = None,
+        max_message_size: int = DEFAULT_LIMITS.max_message_size,
+        ping_interval: Optional[float] = DEFAULT_LIMITS.ping_interval,
+        ping_timeout: Optional[float] = DEFAULT_LIMITS.ping_timeout,
+        handshake_timeout: float = DEFAULT_LIMITS.handshake_timeout,
+        close_timeout: float = DEFAULT_LIMITS.close_timeout,
+        max_write_buffer: int = DEFAULT_LIMITS.max_write_buffer, max_request_head: int = 16384,
+        send_buffer_high: int = DEFAULT_LIMITS.send_buffer_high,
+        slow_consumer_timeout: float = DEFAULT_LIMITS.slow_consumer_timeout,
+        idle_timeout: Optional[float] = DEFAULT_LIMITS.idle_timeout,
+        limits: Optional[LimitCounters] = None, max_request_body: int = MAX_REQUEST_BODY,
     ) -> None:
         self.max_request_body = max_request_body
         self.idle_timeout = idle_timeout
