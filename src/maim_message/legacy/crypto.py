@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from ..core.codec import dumps_compat, loads_compat
+from ..errors import MaimMessageError
 from .tcp_framing import (
     NONCE_SIZE,
     FrameError,
@@ -34,7 +35,7 @@ PUBLIC_KEY_SIZE = 32
 _SEQ = struct.Struct("!Q")
 
 
-class ReplayError(ValueError):
+class ReplayError(MaimMessageError, ValueError):
     """A data frame's sequence number is not above the last one accepted."""
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Dict, Optional, Set
 
 from .. import errors
+from ..core.defaults import MAX_MESSAGE_SIZE
 from ..server.tls import server_ssl_context
 from ..transport.asgi import ASGIServerConnection, Receive, Send, serve_websocket
 from ..transport.ws_server import ServerOptions, WebSocketServerTransport
@@ -25,7 +26,6 @@ from .ws_app import LegacyWsApp
 __all__ = ["MAX_MESSAGE_SIZE", "LegacyWebSocketServer", "MountedLegacyServer",
            "legacy_server_ssl_context", "mount_route"]
 
-MAX_MESSAGE_SIZE = 104_857_600
 _CLOSE_WAIT = 5.0  # seconds stop() waits for connections to close
 
 

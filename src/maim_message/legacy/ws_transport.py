@@ -19,6 +19,7 @@ from websockets.protocol import State
 
 from ..client.tls import build_client_context
 from ..core.codec import dumps_compat, loads_compat
+from ..core.defaults import MAX_MESSAGE_SIZE
 from ..errors import AuthRejectedError
 from ..runtime.reconnect import refusal_for_status
 from .logsupport import Log
@@ -26,7 +27,6 @@ from .reconnect import Deliver, ReconnectingTransport
 
 __all__ = ["SSLVerify", "WebSocketClientTransport", "client_ssl_context", "normalize_ws_url"]
 
-MAX_MESSAGE_SIZE = 104_857_600
 SSLVerify = Union[None, str, bool, ssl.SSLContext]
 # websockets >= 15 reads proxy settings from the environment unless told not to; aiohttp
 # (0.6.8) did not, so neither do we.
