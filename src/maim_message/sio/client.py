@@ -25,7 +25,7 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, ConnectionClosedOK
 
 from ..core.codec import loads
-from ..errors import EnvelopeError
+from ..errors import AuthRejectedError, EnvelopeError
 from .packets import (
     EioType,
     PacketError,
@@ -50,8 +50,15 @@ REFUSED_AFTER_CONNECT = 2.0
 _SETTLE = 0.25  # how long open() waits for such a 41 before reporting success
 
 
-class SocketIORefused(Exception):
+class SocketIORefused(AuthRejectedError):
     """The server refused the Socket.IO CONNECT (``44``, or ``41`` at once)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(None, reason)
+        self.args = (f"server refused the Socket.IO connection: {reason}",)
+
+    def __str__(self) -> str:
+        return str(self.args[0])
 
 
 def socketio_url(url: str) -> str:
@@ -106,7 +113,7 @@ class SocketIOClientSocket:
             if packet.type is SioType.CONNECT_ERROR:
                 data = packet.data
                 message = data.get("message") if isinstance(data, dict) else data
-                raise SocketIORefused(f"server refused the connection: {message}")
+                raise SocketIORefused(str(message))
         self._connected_at = time.monotonic()
         try:  # a 0.7.5 API server refuses a key with 41 right after the CONNECT answer
             self._early = await asyncio.wait_for(self._next_body(), _SETTLE)
@@ -132,8 +139,8 @@ class SocketIOClientSocket:
         refused = not self._received and (
             time.monotonic() - self._connected_at < REFUSED_AFTER_CONNECT)
         if refused and self._connected_at:
-            raise SocketIORefused("server disconnected right after connecting "
-                                  "(a 0.7.x server refusing the key)")
+            raise SocketIORefused("disconnected right after connecting "
+                                  "(how a 0.7.x server refuses a key)")
         self._reason = reason
         raise ConnectionClosedOK(None, None)
 
