@@ -55,7 +55,7 @@ class SioSocket:
                  client_ip: str) -> None:
         self.endpoint = endpoint
         self.session = session
-        self.decision: Optional[Decision] = decision  # the hub's answer to the first request (Accept | HttpReply)
+        self.decision: Optional[Decision] = decision  # the hub's answer to the first request
         self.client_ip = client_ip
         self.context: Any = None
         self.ws: Optional[ServerConnection] = None  # the WebSocket carrying the session
