@@ -72,6 +72,10 @@ class ServerConfig:
     handshake_timeout: float = 10.0
     close_timeout: float = 5.0
     max_write_buffer: int = 256 * 1024 * 1024
+    # When a received frame is acked (docs/delivery.md): "receipt" = once it is decoded
+    # and valid, before the handler runs (0.6.8, the spec); "handled" = once its handler
+    # returned and what it queued is committed (the hub; nothing acked is lost).
+    ack: str = "receipt"
     dedupe_window: int = 100_000
     dedupe_ttl: float = 3600.0
     reuse_port: bool = False
@@ -89,6 +93,11 @@ class ServerConfig:
     outbox_path: Optional[str] = None  # SQLite file for a durable outbox; None = memory
     outbox_max_per_pair: int = 10_000
     outbox_max_bytes: int = 512 * 1024 * 1024
+    # One receiving user's share of outbox_max_bytes (a flood to one user evicts only
+    # that user's messages) and how many platforms may hold queued messages for one user
+    # (beyond it, a message for a platform with no live connection is refused).
+    outbox_max_bytes_per_user: int = 128 * 1024 * 1024
+    outbox_max_pairs_per_user: int = 64
     outbox_ttl: float = 86_400.0
     send_buffer_high: int = 4 * 1024 * 1024
     slow_consumer_timeout: float = 60.0
@@ -107,6 +116,8 @@ class ServerConfig:
 
     def get_missing_fields(self) -> Set[str]:
         missing: Set[str] = set()
+        if self.ack not in ("receipt", "handled"):
+            missing.add("ack")
         if self.ssl_enabled:
             if not self.ssl_certfile:
                 missing.add("ssl_certfile")
