@@ -25,15 +25,6 @@ class EnvelopeError(MaimMessageError, ValueError):
         self.field = field
 
 
-class MessageTooLargeError(MaimMessageError, ValueError):
-    """A frame or message is bigger than the configured limit."""
-
-    def __init__(self, size: int, limit: int) -> None:
-        super().__init__(f"message of {size} bytes exceeds limit of {limit} bytes")
-        self.size = size
-        self.limit = limit
-
-
 class ConfigError(MaimMessageError, ValueError):
     """A configuration value is missing or invalid; the message names the key."""
 
@@ -42,18 +33,31 @@ class ServerStartError(MaimMessageError, RuntimeError):
     """The server could not start listening (port in use, bad TLS files, ...)."""
 
 
-class NotConnectedError(MaimMessageError, ConnectionError):
-    """An operation needs a live connection and there is none."""
+class ClusterError(MaimMessageError, RuntimeError):
+    """The cluster store (Redis) did not confirm an operation in time, or the cluster
+    backend is not running. Defined here so it can be caught without redis installed."""
 
 
 class AuthRejectedError(MaimMessageError, ConnectionError):
-    """The server refused the connection (HTTP 401/403 before the upgrade)."""
+    """The server refused this client's credentials: the one refusal signal of every client.
 
-    def __init__(self, status: int, reason: str = "") -> None:
-        super().__init__(f"server rejected WebSocket connection: HTTP {status}" +
-                         (f" ({reason})" if reason else ""))
+    ``status`` is the HTTP status of a refusal before the upgrade (401/403); a server that
+    accepts the upgrade and then refuses (0.6.8 does) leaves it ``None`` and sets
+    ``close_code`` and ``reason`` from its close frame.
+    """
+
+    def __init__(
+        self, status: Optional[int] = None, reason: str = "", close_code: Optional[int] = None
+    ) -> None:
+        if status is not None:
+            text = f"server rejected WebSocket connection: HTTP {status}"
+            text += f" ({reason})" if reason else ""
+        else:
+            text = f"server refused authentication after the upgrade: {close_code} {reason}"
+        super().__init__(text.strip())
         self.status = status
         self.reason = reason
+        self.close_code = close_code
 
 
 class DeliveryRefused(MaimMessageError):
