@@ -104,8 +104,10 @@ class Delivery:
         results: Dict[str, bool] = {}
         for uuid in conn_ids:
             peer = peers.get(uuid)
-            results[uuid] = bool(peer is not None and peer.conn is not None
-                                 and peer.conn.send_raw(*frame))
+            sent = bool(peer is not None and peer.conn is not None and peer.conn.send_raw(*frame))
+            results[uuid] = sent
+            if sent:
+                peer.messages_out += 1  # type: ignore[union-attr]
         return results
 
     def _push(self, peer: Peer, entry: OutboxEntry, frame: Tuple[bytes, bytes]) -> bool:
@@ -115,6 +117,7 @@ class Delivery:
         if peer.cursor >= entry.prev_seq and conn.is_writable:
             conn.send_raw(*frame)
             peer.cursor = entry.seq
+            peer.messages_out += 1
             if entry.seq > self._written.get(peer.pair, 0):
                 self._written[peer.pair] = entry.seq
             return True
@@ -136,6 +139,7 @@ class Delivery:
             conn.send_raw(*_frame(entry.payload))
             peer.cursor = entry.seq
             written += 1
+        peer.messages_out += written
         if written and peer.cursor > self._written.get(peer.pair, 0):
             self._written[peer.pair] = peer.cursor
         return written

@@ -13,7 +13,8 @@ class Peer:
 
     __slots__ = (
         "api_key", "bucket", "conn", "connected_at", "counted", "cursor", "key_label",
-        "metadata", "pair", "platform", "resumable", "user_id", "uuid", "warned",
+        "messages_in", "messages_out", "metadata", "pair", "platform", "resumable",
+        "user_id", "uuid", "warned",
     )
 
     def __init__(
@@ -36,12 +37,19 @@ class Peer:
         # Sent its own x-uuid, as maim_message clients (ours and 0.6.8) do: it speaks the
         # envelope protocol and acks, so unacked messages are re-sent to it on reconnect.
         self.resumable = False  # outbox sequence number last written to this connection
+        self.messages_in = 0  # frames other than acks received (duplicates not counted)
+        self.messages_out = 0  # messages written to this connection (admin listing)
 
     @property
     def user_label(self) -> str:
         """The user id for logs and snapshots; a fingerprint when the id is the API key
         (the spec's own example uses ``on_auth_extract_user=lambda m: m["api_key"]``)."""
         return self.key_label if self.user_id == self.api_key else self.user_id
+
+    def log_fields(self) -> Dict[str, Any]:
+        """``extra=`` for log records (structured logs): no secret, only the fingerprint."""
+        return {"uuid": self.uuid, "user": self.user_label, "platform": self.platform,
+                "key_fingerprint": self.key_label}
 
     def info(self) -> Dict[str, Any]:
         """A snapshot safe to print: no secret, only the key's fingerprint."""

@@ -270,7 +270,8 @@ class WebSocketServer:
             self._cluster.connection_opened(peer)
         if self.config.enable_connection_log:
             logger.info("connected %s user=%s platform=%s key=%s ip=%s", peer.uuid,
-                        peer.user_label, peer.platform, peer.key_label, conn.client_ip)
+                        peer.user_label, peer.platform, peer.key_label, conn.client_ip,
+                        extra=peer.log_fields())
         if self.config.on_connect is not None:
             self._handlers.spawn(self.config.on_connect, peer.uuid, dict(peer.metadata))
 
@@ -291,7 +292,8 @@ class WebSocketServer:
             siblings = [self.peers[u] for u in self.routes.lookup(*peer.pair) if u in self.peers]
             self.delivery.peer_closed(peer, siblings)
         if self.config.enable_connection_log:
-            logger.info("disconnected %s user=%s code=%s", peer.uuid, peer.user_label, code)
+            logger.info("disconnected %s user=%s code=%s", peer.uuid, peer.user_label, code,
+                        extra={**peer.log_fields(), "close_code": code})
         if self.config.on_disconnect is not None and self.running:
             self._handlers.spawn(self.config.on_disconnect, peer.uuid, dict(peer.metadata))
 
@@ -335,6 +337,7 @@ class WebSocketServer:
             if self._dedupe.seen((peer.user_id, peer.platform, msg_id)):
                 stats["duplicate_messages_ignored"] += 1
                 return
+        peer.messages_in += 1
         if kind == SYS_STD:
             self._dispatch_standard(conn, peer, env)
         elif kind.startswith(CUSTOM_PREFIX):
@@ -601,6 +604,15 @@ class WebSocketServer:
         if self._cluster is not None:
             return self._cluster.connections()
         return {uuid: peer.info() for uuid, peer in self.peers.items()}
+
+    def close_connection(self, connection_uuid: str, code: int = 1000, reason: str = "") -> bool:
+        """Close one live connection of this node with ``code`` (admin disconnect, revoked
+        key); False when there is no such connection."""
+        peer = self.peers.get(connection_uuid)
+        if peer is None or peer.conn is None:
+            return False
+        peer.conn.close(code, reason)
+        return True
 
     def extract_user(self, api_key: str, platform: str = "") -> Optional[str]:
         """The user id an api_key maps to (known connections first, then a sync extractor)."""
