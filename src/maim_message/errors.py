@@ -25,15 +25,6 @@ class EnvelopeError(MaimMessageError, ValueError):
         self.field = field
 
 
-class MessageTooLargeError(MaimMessageError, ValueError):
-    """A frame or message is bigger than the configured limit."""
-
-    def __init__(self, size: int, limit: int) -> None:
-        super().__init__(f"message of {size} bytes exceeds limit of {limit} bytes")
-        self.size = size
-        self.limit = limit
-
-
 class ConfigError(MaimMessageError, ValueError):
     """A configuration value is missing or invalid; the message names the key."""
 
@@ -42,8 +33,9 @@ class ServerStartError(MaimMessageError, RuntimeError):
     """The server could not start listening (port in use, bad TLS files, ...)."""
 
 
-class NotConnectedError(MaimMessageError, ConnectionError):
-    """An operation needs a live connection and there is none."""
+class ClusterError(MaimMessageError, RuntimeError):
+    """The cluster store (Redis) did not confirm an operation in time, or the cluster
+    backend is not running. Defined here so it can be caught without redis installed."""
 
 
 class AuthRejectedError(MaimMessageError, ConnectionError):

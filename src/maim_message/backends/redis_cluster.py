@@ -33,7 +33,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from ..errors import MaimMessageError, ServerStartError
+from ..errors import ClusterError, ServerStartError
 from .cluster_base import ClusterHost, Pair, Selector, select_local
 from .redis_keys import (
     ACK,
@@ -55,10 +55,6 @@ logger = logging.getLogger(__name__)
 
 _RETRYABLE = (RedisConnectionError, RedisTimeoutError, OSError)
 SNAPSHOT_DEMAND_WINDOW = 30.0  # s: keep refreshing the presence snapshot this long after use
-
-
-class ClusterError(MaimMessageError, RuntimeError):
-    """The cluster store (Redis) did not confirm an operation in time."""
 
 
 class _PairState:

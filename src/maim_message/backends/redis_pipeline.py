@@ -23,13 +23,15 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from ..errors import ClusterError
+
 logger = logging.getLogger(__name__)
 
 MAX_BATCH = 2000
 _RETRYABLE = (RedisConnectionError, RedisTimeoutError, OSError)
 
 
-class QueueStalled(RuntimeError):
+class QueueStalled(ClusterError):
     """Redis has been unreachable for longer than the queue's stall timeout."""
 
 

@@ -6,6 +6,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Optional, Set
 
+from ..core.defaults import MAX_MESSAGE_SIZE
 from ..core.envelope import normalize_custom_type
 
 _logger = logging.getLogger("maim_message.client")
@@ -36,7 +37,7 @@ class ClientConfig:
     ping_interval: Optional[float] = 20
     ping_timeout: Optional[float] = 10
     close_timeout: float = 10
-    max_size: int = 104_857_600
+    max_size: int = MAX_MESSAGE_SIZE
 
     on_message: Optional[Callback] = None
     on_connect: Optional[Callback] = None

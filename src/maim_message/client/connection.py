@@ -259,8 +259,7 @@ class SupervisedConnection:
                     self._pending_bytes -= len(item[1])
             return
         if kind == "sys_error":
-            if kind == "sys_error":
-                logger.warning("server refused a frame: %s", env.get("payload"))
+            logger.warning("server refused a frame: %s", env.get("payload"))
             return
         msg_id = env.get("msg_id")
         if msg_id is not None and type(msg_id) is not str:

@@ -22,6 +22,7 @@ from ..core.envelope import normalize_custom_type
 from ..core.identity import fingerprint
 from ..core.models.api import APIMessageBase
 from ..runtime.callbacks import HandlerTasks
+from ..runtime.unused_fields import MULTI_CLIENT_UNUSED, warn_unused_fields
 from .config import ClientConfig
 from .connection import SupervisedConnection
 from .multi_config import ConnectionEntry, MultiClientConfig
@@ -119,6 +120,7 @@ class WebSocketMultiClient:
             if not self.multi_config.has_user_message_handler() and default_config.on_message:
                 self.multi_config.on_message = default_config.on_message
         self.multi_config.ensure_defaults()
+        warn_unused_fields(self.multi_config, MULTI_CLIENT_UNUSED)
         self.config = self.multi_config
         self.logger = self.multi_config.get_logger()
         self.custom_handlers: Dict[str, Callable[..., Any]] = {}

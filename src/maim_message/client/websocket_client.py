@@ -10,6 +10,7 @@ from ..core.identity import fingerprint
 from ..core.models.api import APIMessageBase
 from ..core.redact import Redactor
 from ..runtime.callbacks import HandlerTasks
+from ..runtime.unused_fields import CLIENT_UNUSED, warn_unused_fields
 from .config import ClientConfig
 from .connection import SupervisedConnection, new_single_uuid
 
@@ -23,6 +24,7 @@ class WebSocketClient:
         if not config.validate():
             raise ValueError("invalid ClientConfig: url (ws:// or wss://) and api_key are required")
         config.ensure_defaults()
+        warn_unused_fields(config, CLIENT_UNUSED)
         self.config = config
         self.custom_handlers: Dict[str, Callable[..., Any]] = dict(config.custom_handlers)
         self.running = False

@@ -27,6 +27,7 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Set, Tuple
 
 from .. import __version__
 from ..core.codec import dumps
+from ..core.defaults import limit_values
 from ..core.envelope import MessageIdFactory, std_envelope
 from ..core.identity import fingerprint
 from ..core.models.api import APIMessageBase
@@ -121,14 +122,10 @@ class Hub:
             host=cfg.host, port=cfg.port, path=cfg.path,
             ssl_enabled=tls.enabled, ssl_certfile=tls.certfile, ssl_keyfile=tls.keyfile,
             ssl_ca_certs=tls.ca_certs, ssl_verify=tls.verify_client,
-            max_message_size=limits.max_message_size,
-            ping_interval=limits.ping_interval or None,
-            ping_timeout=limits.ping_timeout or None,
-            handshake_timeout=limits.handshake_timeout, close_timeout=limits.close_timeout,
-            max_write_buffer=limits.max_write_buffer,
-            send_buffer_high=limits.send_buffer_high,
-            slow_consumer_timeout=limits.slow_consumer_timeout,
-            idle_timeout=limits.idle_timeout or None,
+            # the hub writes 0 for "off" where ServerConfig takes None
+            **{**limit_values(limits), "ping_interval": limits.ping_interval or None,
+               "ping_timeout": limits.ping_timeout or None,
+               "idle_timeout": limits.idle_timeout or None},
             rate_limit_per_second=limits.rate_limit_per_second or None,
             rate_limit_burst=limits.rate_limit_burst,
             max_connections_per_key=limits.max_connections_per_key or None,

@@ -6,7 +6,9 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import List, Optional, Sequence, Tuple
 
+from ..core.defaults import DEFAULT_LIMITS, DEFAULT_OUTBOX
 from ..core.identity import fingerprint
+from ..errors import ConfigError
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 18040
@@ -15,7 +17,7 @@ ENV_PREFIX = "MAIM_HUB_"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
-class HubConfigError(ValueError):
+class HubConfigError(ConfigError):
     """One or more configuration problems; ``problems`` holds one line per problem."""
 
     def __init__(self, problems: Sequence[str]) -> None:
@@ -72,15 +74,15 @@ class TLSSettings:
 
 @dataclass
 class LimitSettings:
-    max_message_size: int = 104_857_600
-    ping_interval: float = 20.0  # 0 disables keepalive pings
-    ping_timeout: float = 20.0
-    handshake_timeout: float = 10.0
-    close_timeout: float = 5.0
-    max_write_buffer: int = 256 * 1024 * 1024
-    send_buffer_high: int = 4 * 1024 * 1024
-    slow_consumer_timeout: float = 60.0
-    idle_timeout: float = 0.0  # 0 = off
+    max_message_size: int = DEFAULT_LIMITS.max_message_size
+    ping_interval: float = DEFAULT_LIMITS.ping_interval or 0.0  # 0 disables keepalive pings
+    ping_timeout: float = DEFAULT_LIMITS.ping_timeout or 0.0
+    handshake_timeout: float = DEFAULT_LIMITS.handshake_timeout
+    close_timeout: float = DEFAULT_LIMITS.close_timeout
+    max_write_buffer: int = DEFAULT_LIMITS.max_write_buffer
+    send_buffer_high: int = DEFAULT_LIMITS.send_buffer_high
+    slow_consumer_timeout: float = DEFAULT_LIMITS.slow_consumer_timeout
+    idle_timeout: float = DEFAULT_LIMITS.idle_timeout or 0.0  # 0 = off
     rate_limit_per_second: float = 5000.0  # per connection; 0 = off
     rate_limit_burst: int = 100_000
     max_connections_per_key: int = 100  # 0 = off
@@ -92,9 +94,9 @@ class LimitSettings:
 class OutboxSettings:
     backend: str = "memory"  # memory | sqlite | none (fire-and-forget)
     path: Optional[str] = None  # sqlite file
-    max_per_pair: int = 10_000  # unacked messages kept per (user, platform)
-    max_bytes: int = 512 * 1024 * 1024  # all outboxes together
-    ttl: float = 86_400.0  # seconds an undelivered message is kept
+    max_per_pair: int = DEFAULT_OUTBOX.max_per_pair  # unacked messages per (user, platform)
+    max_bytes: int = DEFAULT_OUTBOX.max_bytes  # all outboxes together
+    ttl: float = DEFAULT_OUTBOX.ttl  # seconds an undelivered message is kept
 
 
 @dataclass

@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from ..errors import MaimMessageError
 from . import jsoncodec
 from .tcp_framing import (
     NONCE_SIZE,
@@ -34,7 +35,7 @@ PUBLIC_KEY_SIZE = 32
 _SEQ = struct.Struct("!Q")
 
 
-class ReplayError(ValueError):
+class ReplayError(MaimMessageError, ValueError):
     """A data frame's sequence number is not above the last one accepted."""
 
 

@@ -11,6 +11,9 @@ import enum
 import struct
 from typing import List, NamedTuple, Tuple
 
+from ..core.defaults import MAX_MESSAGE_SIZE
+from ..errors import MaimMessageError
+
 __all__ = [
     "DEFAULT_MAX_FRAME",
     "HEADER",
@@ -30,7 +33,7 @@ HEADER = _HEADER.size  # 5
 NONCE_SIZE = 12
 _DATA_PREFIX = NONCE_SIZE + _SEQ.size  # 20
 #: 100 MiB of JSON plus encryption overhead; 0.6.8 had no limit at all.
-DEFAULT_MAX_FRAME = 104_857_600 + 1024
+DEFAULT_MAX_FRAME = MAX_MESSAGE_SIZE + 1024
 
 
 class FrameType(enum.IntEnum):
@@ -42,7 +45,7 @@ class FrameType(enum.IntEnum):
     HEARTBEAT = 4
 
 
-class FrameError(ValueError):
+class FrameError(MaimMessageError, ValueError):
     """The byte stream is not valid legacy TCP framing; the connection must be closed."""
 
 

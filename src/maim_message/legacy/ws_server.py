@@ -20,6 +20,7 @@ from websockets.http11 import Request, Response
 from websockets.protocol import State
 
 from .. import errors
+from ..core.defaults import MAX_MESSAGE_SIZE
 from . import jsoncodec
 from .logsupport import Log
 from .registry import UNKNOWN_PLATFORM, TokenAuth
@@ -27,7 +28,6 @@ from .server_base import CLOSE_REPLACED, CLOSE_SHUTDOWN, Deliver, ServerTranspor
 
 __all__ = ["MAX_MESSAGE_SIZE", "WebSocketServerTransport", "WsPeer"]
 
-MAX_MESSAGE_SIZE = 104_857_600
 
 
 def header_value(headers: Any, name: str) -> Optional[str]:

@@ -15,13 +15,13 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.protocol import State
 
+from ..core.defaults import MAX_MESSAGE_SIZE
 from . import jsoncodec
 from .logsupport import Log
 from .reconnect import Deliver, ReconnectingTransport
 
 __all__ = ["SSLVerify", "WebSocketClientTransport", "client_ssl_context", "normalize_ws_url"]
 
-MAX_MESSAGE_SIZE = 104_857_600
 SSLVerify = Union[None, str, bool, ssl.SSLContext]
 # websockets >= 15 reads proxy settings from the environment unless told not to; aiohttp
 # (0.6.8) did not, so neither do we.

@@ -9,6 +9,7 @@ import logging
 from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Dict, List, Optional, Set
 
+from ..core.defaults import DEFAULT_LIMITS, DEFAULT_OUTBOX
 from ..core.envelope import normalize_custom_type
 
 _logger = logging.getLogger("maim_message.server")
@@ -45,7 +46,7 @@ class ServerConfig:
     ssl_ca_certs: Optional[str] = None
     ssl_verify: bool = False
 
-    max_message_size: int = 104_857_600
+    max_message_size: int = DEFAULT_LIMITS.max_message_size
 
     on_auth: Optional[Callback] = None
     on_auth_extract_user: Optional[Callback] = None
@@ -67,18 +68,18 @@ class ServerConfig:
     message_cache_cleanup_interval: float = 60.0
 
     # Transport limits (not in 0.6.8; defaults keep 0.6.8 peers working).
-    ping_interval: Optional[float] = 20.0
-    ping_timeout: Optional[float] = 20.0
-    handshake_timeout: float = 10.0
-    close_timeout: float = 5.0
-    max_write_buffer: int = 256 * 1024 * 1024
+    ping_interval: Optional[float] = DEFAULT_LIMITS.ping_interval
+    ping_timeout: Optional[float] = DEFAULT_LIMITS.ping_timeout
+    handshake_timeout: float = DEFAULT_LIMITS.handshake_timeout
+    close_timeout: float = DEFAULT_LIMITS.close_timeout
+    max_write_buffer: int = DEFAULT_LIMITS.max_write_buffer
     dedupe_window: int = 100_000
     dedupe_ttl: float = 3600.0
     reuse_port: bool = False
 
     # Abuse limits (docs/security.md lists them; None = off). A hit closes the connection
     # (or refuses the handshake), is logged once and counted in get_stats()["limits"].
-    idle_timeout: Optional[float] = None  # s without a data frame -> close 1001
+    idle_timeout: Optional[float] = DEFAULT_LIMITS.idle_timeout  # no data frame -> close 1001
     rate_limit_per_second: Optional[float] = 5000.0  # token bucket per connection -> 1008
     rate_limit_burst: int = 100_000  # messages a connection may send at once
     max_connections_per_key: Optional[int] = 1000  # more -> HTTP 429 at the handshake
@@ -87,11 +88,11 @@ class ServerConfig:
     # Delivery (at-least-once): the outbox keeps every message until the peer acks it.
     # ``enable_message_cache=False`` turns it off (fire-and-forget, like a raw socket).
     outbox_path: Optional[str] = None  # SQLite file for a durable outbox; None = memory
-    outbox_max_per_pair: int = 10_000
-    outbox_max_bytes: int = 512 * 1024 * 1024
-    outbox_ttl: float = 86_400.0
-    send_buffer_high: int = 4 * 1024 * 1024
-    slow_consumer_timeout: float = 60.0
+    outbox_max_per_pair: int = DEFAULT_OUTBOX.max_per_pair
+    outbox_max_bytes: int = DEFAULT_OUTBOX.max_bytes
+    outbox_ttl: float = DEFAULT_OUTBOX.ttl
+    send_buffer_high: int = DEFAULT_LIMITS.send_buffer_high
+    slow_consumer_timeout: float = DEFAULT_LIMITS.slow_consumer_timeout
 
     # Cluster (docs/cluster.md): "local" = one process; "redis" = many hub processes share
     # routing, presence and the outbox through Redis (needs ``maim_message[cluster]``).

@@ -22,6 +22,7 @@ from ..core.codec import (
     has_standard_payload,
 )
 from ..core.dedupe import DedupeWindow
+from ..core.defaults import limit_values
 from ..core.envelope import (
     MessageIdFactory,
     custom_envelope,
@@ -48,6 +49,7 @@ from ..core.models.api import APIMessageBase
 from ..core.routing import RoutingTable
 from ..errors import EnvelopeError, ServerStartError
 from ..runtime.callbacks import HandlerTasks, call_maybe_async
+from ..runtime.unused_fields import SERVER_UNUSED, warn_unused_fields
 from ..transport.base import Accept, Decision, HandshakeInfo, HttpReply, ServerConnection
 from ..transport.ws_server import ServerOptions, WebSocketServerTransport
 from .config import ServerConfig, config_field_names
@@ -67,6 +69,7 @@ class WebSocketServer:
     def __init__(self, config: Optional[ServerConfig] = None) -> None:
         self.config = config if config is not None else ServerConfig()
         self.config.ensure_defaults()
+        warn_unused_fields(self.config, SERVER_UNUSED)
         self.logger = logger
         self.running = False
         self.routes = RoutingTable()
@@ -112,14 +115,7 @@ class WebSocketServer:
             ssl_ctx = server_ssl_context(
                 cfg.ssl_certfile, cfg.ssl_keyfile, cfg.ssl_ca_certs, cfg.ssl_verify
             )
-        options = ServerOptions(
-            path=cfg.path, max_message_size=cfg.max_message_size,
-            ping_interval=cfg.ping_interval, ping_timeout=cfg.ping_timeout,
-            handshake_timeout=cfg.handshake_timeout, close_timeout=cfg.close_timeout,
-            max_write_buffer=cfg.max_write_buffer, send_buffer_high=cfg.send_buffer_high,
-            slow_consumer_timeout=cfg.slow_consumer_timeout,
-            idle_timeout=cfg.idle_timeout, limits=self.limits,
-        )
+        options = ServerOptions(path=cfg.path, limits=self.limits, **limit_values(cfg))
         self._key_conns.limit = cfg.max_connections_per_key
         self._origins = OriginPolicy(cfg.allowed_origins)
         transport = WebSocketServerTransport(self, options)
