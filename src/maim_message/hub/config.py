@@ -168,6 +168,7 @@ SCHEMA: Dict[str, Dict[str, Parser]] = {
     "hub": {
         "host": _nonempty, "port": _int(0, 65535), "path": _ws_path, "log_level": _level,
         "status_interval": _float(0.0), "keys_file": _opt_path,
+        "log_format": _choice("text", "json"),
     },
     "tls": {
         "certfile": _opt_path, "keyfile": _opt_path, "ca_certs": _opt_path,

@@ -9,12 +9,10 @@ when ``admin.protect_metrics`` is set. A refusal is a bare 401 that says nothing
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Dict
+from typing import TYPE_CHECKING, Callable, Dict
 
-from ..core.codec import dumps
 from ..transport.base import HandshakeInfo, HttpReply
-from .admin import AdminError
-from .admin_auth import REALM
+from .admin_http import NO_STORE, UNAUTHORIZED, admin_routes
 
 if TYPE_CHECKING:
     from .runner import Hub
@@ -27,7 +25,7 @@ _CONTENT_TYPES = {
     ".svg": "image/svg+xml",
     ".png": "image/png",
 }
-_NO_STORE = (("Cache-Control", "no-store"), ("X-Content-Type-Options", "nosniff"))
+_NO_STORE = NO_STORE
 _PAGE_HEADERS = (
     *_NO_STORE,
     ("Content-Security-Policy",
@@ -37,26 +35,6 @@ _PAGE_HEADERS = (
 )
 
 Route = Callable[[HandshakeInfo], HttpReply]
-UNAUTHORIZED = HttpReply(401, b"admin token required\n",
-                         headers=(*_NO_STORE, ("WWW-Authenticate", REALM)))
-
-
-def json_reply(status: int, obj: Any) -> HttpReply:
-    return HttpReply(status, dumps(obj), content_type="application/json", headers=_NO_STORE)
-
-
-def _admin(hub: Hub, handler: Callable[[HandshakeInfo], Any]) -> Route:
-    """Token first; then ``handler(info)`` -> JSON 200, or AdminError -> its status."""
-
-    def route(info: HandshakeInfo) -> HttpReply:
-        if not hub.admin_check.allows(info.headers):
-            return UNAUTHORIZED
-        try:
-            return json_reply(200, handler(info))
-        except AdminError as exc:
-            return json_reply(exc.status, {"error": str(exc)})
-
-    return route
 
 
 def make_routes(hub: Hub) -> Dict[str, Route]:
@@ -82,17 +60,8 @@ def make_routes(hub: Hub) -> Dict[str, Route]:
 
         routes["/metrics"] = metrics
 
-    admin = hub.admin
-    routes.update({
-        "/api/admin/connections": _admin(hub, lambda info: admin.connections()),
-        "/api/admin/keys": _admin(hub, lambda info: admin.keys()),
-        "/api/admin/outboxes": _admin(hub, lambda info: admin.outboxes()),
-        "/api/admin/outbox": _admin(hub, lambda info: admin.outbox(
-            info.query.get("user", ""), info.query.get("platform", ""))),
-    })
-
+    routes.update(admin_routes(hub))
     if hub.config.http.dashboard:
-        routes["/api/stats"] = _admin(hub, lambda info: hub.snapshot())
         for file in sorted(STATIC_DIR.iterdir()) if STATIC_DIR.is_dir() else []:
             kind = _CONTENT_TYPES.get(file.suffix)
             if kind is None or not file.is_file():

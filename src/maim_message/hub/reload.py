@@ -32,7 +32,7 @@ def compare(old: HubConfig, new: HubConfig) -> Tuple[List[str], List[str]]:
     """(changes a reload applies, changes that need a restart), as readable names."""
     applied: List[str] = []
     restart: List[str] = []
-    for name in ("host", "port", "path", *HUB_RELOADABLE):
+    for name in ("host", "port", "path", "log_format", *HUB_RELOADABLE):
         before, after = getattr(old, name), getattr(new, name)
         if before != after:
             target = applied if name in HUB_RELOADABLE else restart

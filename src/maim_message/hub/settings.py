@@ -137,6 +137,7 @@ class HubConfig:
     port: int = DEFAULT_PORT
     path: str = DEFAULT_PATH
     log_level: str = "INFO"
+    log_format: str = "text"  # text | json (one object per line)
     status_interval: float = 60.0  # seconds between status log lines; 0 = off
     keys_file: Optional[str] = None  # more [[keys]] in their own file (reloaded on SIGHUP)
     keys: List[KeyEntry] = field(default_factory=list)
