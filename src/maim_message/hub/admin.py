@@ -12,6 +12,8 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
+import orjson
+
 from ..core.outbox import Outbox, Pair
 from ..server.peer import Peer
 
@@ -32,6 +34,29 @@ class AdminError(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
+
+
+def _segment_text(seg: Any) -> str:
+    if not isinstance(seg, dict):
+        return ""
+    data = seg.get("data")
+    if seg.get("type") == "seglist" and isinstance(data, list):
+        return " ".join(_segment_text(s) for s in data)
+    return str(data) if seg.get("type") == "text" else f"[{seg.get('type')}]"
+
+
+def preview(payload: bytes) -> str:
+    """What a queued envelope carries, in a few words (its text, or its type)."""
+    try:
+        env = orjson.loads(payload)
+        body = env.get("payload")
+        if env.get("type") == "sys_std" and isinstance(body, dict):
+            text = _segment_text(body.get("message_segment"))
+        else:
+            text = f"{env.get('type')}: {orjson.dumps(body).decode('utf-8')}"
+    except (orjson.JSONDecodeError, AttributeError, TypeError):
+        text = bytes(payload[:PREVIEW]).decode("utf-8", "replace")
+    return text[:PREVIEW]
 
 
 def _generation(peer: Peer) -> str:
@@ -144,7 +169,7 @@ class AdminPlane:
         messages = [
             {"msg_id": e.msg_id, "seq": e.seq, "age": round(now - e.created, 3),
              "bytes": len(e.payload),
-             "preview": bytes(e.payload[:PREVIEW]).decode("utf-8", "replace")}
+             "preview": preview(e.payload)}
             for e in outbox.pairs[pair].entries.values()
         ]
         return {"user": user, "platform": platform, "depth": len(messages),
