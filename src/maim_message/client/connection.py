@@ -32,8 +32,9 @@ from ..core.envelope import (
 from ..core.identity import fingerprint
 from ..core.models.api import APIMessageBase
 from ..core.redact import Redactor, redacting_logger
-from ..errors import EnvelopeError
+from ..errors import AuthRejectedError, EnvelopeError
 from ..runtime.callbacks import HandlerTasks, positional_arity
+from ..runtime.reconnect import ReconnectPolicy, refusal_for_status
 from .config import ClientConfig
 from .tls import client_ssl_context
 
@@ -41,8 +42,8 @@ logger = logging.getLogger(__name__)
 
 MessageCallback = Callable[[APIMessageBase, Dict[str, Any]], Any]
 
-# last_error prefix when a server refused the key after the upgrade (0.6.8 does that).
-AUTH_REFUSED = "server refused authentication after the upgrade"
+# close reason of a 0.6.8 server that refused the key after the upgrade
+_AUTH_FAILED_REASON = "Authentication failed"
 
 
 class SupervisedConnection:
@@ -117,17 +118,27 @@ class SupervisedConnection:
         if fut is not None and not fut.done():
             fut.set_result(ok)
 
-    async def _run(self) -> None:
+    def _policy(self) -> ReconnectPolicy:
         cfg = self.config
-        failures = 0
+        return ReconnectPolicy(
+            cfg.reconnect_delay, cfg.max_reconnect_delay,
+            max_attempts=cfg.max_reconnect_attempts or 0, give_up_on_refusal=True,
+            retry=cfg.auto_reconnect,
+        )
+
+    async def _run(self) -> None:
+        policy = self._policy()
         while self._wanted:
             self.stats["connect_attempts"] += 1
+            delay: Optional[float]
             try:
                 ws = await self._open()
             except InvalidStatus as exc:
                 status = exc.response.status_code
+                refusal = refusal_for_status(status)
                 self._failed(f"server rejected WebSocket connection: HTTP {status}")
-                if status in (401, 403):
+                delay = policy.attempt_failed(refusal)
+                if refusal is not None:
                     logger.warning("connection %s refused by server (HTTP %d); not retrying",
                                    self.uuid, status)
                     await self._notify_disconnect(self.last_error)
@@ -135,28 +146,28 @@ class SupervisedConnection:
             except (OSError, asyncio.TimeoutError, websockets.InvalidHandshake,
                     websockets.InvalidURI) as exc:
                 self._failed(f"{type(exc).__name__}: {exc}")
+                delay = policy.attempt_failed(exc)
             except Exception as exc:  # anything else: count it and retry, never die silently
                 logger.exception("connection %s: unexpected error while connecting", self.uuid)
                 self._failed(f"{type(exc).__name__}: {exc}")
+                delay = policy.attempt_failed(exc)
             else:
-                failures = 0
+                refused: Optional[AuthRejectedError] = None
                 try:
-                    await self._serve(ws)
+                    refused = await self._serve(ws)
                 except Exception:
                     logger.exception("connection %s: unexpected error", self.uuid)
-                if (self.last_error or "").startswith(AUTH_REFUSED):
-                    logger.warning("connection %s: %s; not retrying", self.uuid, self.last_error)
+                delay = policy.connection_lost(refused)
+                if refused is not None:
+                    logger.warning("connection %s: %s; not retrying", self.uuid, refused)
                     break
-            if not (self._wanted and cfg.auto_reconnect):
-                break
-            failures += 1
-            if cfg.max_reconnect_attempts and failures > cfg.max_reconnect_attempts:
-                logger.warning("connection %s: giving up after %d failed attempts",
-                               self.uuid, failures - 1)
-                await self._notify_disconnect(self.last_error)
+            if not self._wanted or delay is None:
+                if policy.gave_up():
+                    logger.warning("connection %s: giving up after %d failed attempts",
+                                   self.uuid, policy.failures - 1)
+                    await self._notify_disconnect(self.last_error)
                 break
             self.stats["reconnect_attempts"] += 1
-            delay = min(cfg.reconnect_delay * (2 ** (failures - 1)), cfg.max_reconnect_delay)
             await asyncio.sleep(delay)
         self._wanted = False
         self._resolve_first(False)
@@ -181,7 +192,9 @@ class SupervisedConnection:
             logger=redacting_logger("websockets.client", [cfg.api_key]),  # DEBUG logs headers
         )
 
-    async def _serve(self, ws: ClientConnection) -> None:
+    async def _serve(self, ws: ClientConnection) -> Optional[AuthRejectedError]:
+        """Read until the connection ends; returns the refusal when the server refused the
+        key after the upgrade (0.6.8 does: close 1000 with reason "Authentication failed")."""
         self._ws = ws
         self.connected = True
         self.last_error = None
@@ -192,6 +205,7 @@ class SupervisedConnection:
         if self.config.on_connect is not None:
             self._handlers.spawn(self.config.on_connect, self.uuid, self.config)
         error: Optional[str] = None
+        refused: Optional[AuthRejectedError] = None
         self._cursor = 0
         # Re-send unacked frames while already reading: a big backlog must not stop us from
         # reading the server's acks and pings (both sides would wait on each other).
@@ -211,15 +225,16 @@ class SupervisedConnection:
             self.connected = False
             self._ws = None
             code = ws.close_code
-            if (ws.close_reason or "").startswith("Authentication failed"):
-                # 0.6.8 servers accept the upgrade, then refuse the key (close 1000 + reason).
-                error = f"{AUTH_REFUSED}: {code} {ws.close_reason}"
+            if (ws.close_reason or "").startswith(_AUTH_FAILED_REASON):
+                refused = AuthRejectedError(None, ws.close_reason or "", close_code=code)
+                error = str(refused)
                 self.last_error = error
             elif code not in (1000, 1001, None):
                 error = f"connection closed: {code} {ws.close_reason or ''}".strip()
                 self.last_error = error
             logger.info("connection %s closed (code %s)", self.uuid, code)
             self._spawn_disconnect(error)  # in finally: also when the task is cancelled
+        return refused
 
     async def _resend(self, ws: ClientConnection) -> None:
         resent = await self._flush(ws)
