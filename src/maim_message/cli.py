@@ -167,7 +167,7 @@ def _serve(args: argparse.Namespace) -> int:
 def _client_tool(args: argparse.Namespace) -> int:
     from .hub import client_tools
 
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
     tls = {"ca_certs": args.ca_certs, "insecure": args.insecure}
     key: str = args.key or ""
     streams = {"out": sys.stdout, "err": sys.stderr}

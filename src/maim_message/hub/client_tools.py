@@ -16,7 +16,6 @@ from typing import Any, Callable, Dict, Optional, TextIO
 from urllib.parse import urlsplit
 
 from ..client import WebSocketClient, create_client_config
-from ..client.connection import AUTH_REFUSED
 from ..core.codec import dumps
 from ..core.models.api import (
     APIMessageBase,
@@ -30,6 +29,8 @@ from ..core.models.api import (
 EXIT_OK = 0
 EXIT_REFUSED = 1
 EXIT_NOT_ACKED = 3
+# last_error of a client the server refused after the upgrade (AuthRejectedError's text)
+AUTH_REFUSED = "server refused authentication after the upgrade"
 PING_TYPE = "maim_cli_ping"  # custom type of ping's round-trip probe (acked, not routed)
 
 
