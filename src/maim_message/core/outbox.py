@@ -90,8 +90,11 @@ class Outbox:
     # -- writing ----------------------------------------------------------------------------
 
     def append(self, pair: Pair, msg_id: str, payload: bytes,
-               only: Optional[str] = None) -> OutboxEntry:
-        """Queue a message; may evict the pair's oldest entries to respect the bounds."""
+               only: Optional[str] = None, persist: bool = True) -> OutboxEntry:
+        """Queue a message; may evict the pair's oldest entries to respect the bounds.
+
+        ``persist=False``: the store has it already (cluster mode: another node wrote it,
+        or it was read back from the store), so it is only queued here."""
         queue = self.pairs.get(pair)
         if queue is None:
             queue = self.pairs[pair] = PairQueue()
@@ -102,7 +105,7 @@ class Outbox:
         queue.bytes += len(payload)
         self.total_bytes += len(payload)
         self.total_count += 1
-        if self.store is not None:
+        if persist and self.store is not None:
             self.store.add(pair, entry)
         if len(queue.entries) > self.max_per_pair or self.total_bytes > self.max_bytes:
             self._enforce_bounds(pair, queue, keep=msg_id)
@@ -215,7 +218,17 @@ class Outbox:
         self.expired += dropped
         return dropped
 
+    def replace_store(self, store: Optional[OutboxStore]) -> Optional[OutboxStore]:
+        """Mirror appends and acks into ``store`` from now on; returns the previous one."""
+        previous, self.store = self.store, store
+        return previous
+
     # -- reading ----------------------------------------------------------------------------
+
+    def contains(self, pair: Pair, msg_id: str) -> bool:
+        """Whether ``msg_id`` is queued (unacked) for ``pair``."""
+        queue = self.pairs.get(pair)
+        return queue is not None and msg_id in queue.entries
 
     def last_seq(self, pair: Pair) -> int:
         queue = self.pairs.get(pair)
