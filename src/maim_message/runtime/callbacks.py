@@ -45,17 +45,21 @@ class HandlerTasks:
     """Runs each handler call in its own task, counts the live ones, cancels them on stop.
 
     The spec promises "each handler call in its own task" and reports the count as
-    ``get_stats()["active_handler_tasks"]``. Exceptions are logged, never propagated.
+    ``get_stats()["active_handler_tasks"]``. Exceptions are logged, never propagated:
+    to this module's logger, or to ``log`` (a ``logging.Logger`` or the legacy API's
+    per-object adapter, anything with ``exception(msg, *args)`` and
+    ``error(msg, *args, exc_info=...)``).
     """
 
-    def __init__(self, owner: str) -> None:
+    def __init__(self, owner: str, log: Optional[Any] = None) -> None:
         self._owner = owner
-        self._tasks: Set[asyncio.Task[Any]] = set()
+        self._log: Any = log if log is not None else logger
+        self.tasks: Set[asyncio.Future[Any]] = set()
         self.completed = 0
         self.failed = 0
 
-    def spawn(self, func: Callable[..., Any], *args: Any) -> None:
-        """Call ``func``; if it returns a coroutine, run that in its own task.
+    def spawn(self, func: Callable[..., Any], *args: Any) -> Optional[asyncio.Future[Any]]:
+        """Call ``func``; if it returns an awaitable, run that in its own task (returned).
 
         A plain function runs inline (a task would add nothing but cost); its exception
         is logged like a task's.
@@ -64,17 +68,21 @@ class HandlerTasks:
             result = func(*args)
         except Exception:
             self.failed += 1
-            logger.exception("%s: handler %s raised", self._owner, _name_of(func))
-            return
+            self._log.exception("%s: handler %s raised", self._owner, _name_of(func))
+            return None
         if inspect.isawaitable(result):
-            task = asyncio.ensure_future(result)
-            self._tasks.add(task)
-            task.add_done_callback(self._done)
-        else:
-            self.completed += 1
+            return self.track(asyncio.ensure_future(result))
+        self.completed += 1
+        return None
+
+    def track(self, task: asyncio.Future[Any]) -> asyncio.Future[Any]:
+        """Count, log and cancel-on-stop a task started elsewhere."""
+        self.tasks.add(task)
+        task.add_done_callback(self._done)
+        return task
 
     def _done(self, task: asyncio.Future[Any]) -> None:
-        self._tasks.discard(task)
+        self.tasks.discard(task)
         if task.cancelled():
             return
         exc = task.exception()
@@ -84,19 +92,21 @@ class HandlerTasks:
             self.failed += 1
             coro = getattr(task, "get_coro", lambda: None)()
             name = getattr(coro, "__qualname__", None) or repr(coro)
-            logger.error("%s: handler %s raised", self._owner, name,
-                         exc_info=(type(exc), exc, exc.__traceback__))
+            self._log.error("%s: handler %s raised", self._owner, name,
+                            exc_info=(type(exc), exc, exc.__traceback__))
 
     @property
     def active(self) -> int:
-        return len(self._tasks)
+        return len(self.tasks)
 
     async def cancel_all(self, grace: float = 3.0) -> None:
         """Let running handlers finish for ``grace`` seconds, then cancel the rest."""
-        if not self._tasks:
+        if not self.tasks:
             return
-        pending = set(self._tasks)
-        _, still = await asyncio.wait(pending, timeout=grace)
+        pending = set(self.tasks)
+        still = pending
+        if grace > 0:
+            _, still = await asyncio.wait(pending, timeout=grace)
         for task in still:
             task.cancel()
         if still:

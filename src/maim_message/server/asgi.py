@@ -27,8 +27,8 @@ from ..transport.asgi import (
     ASGIServerConnection,
     Receive,
     Send,
-    handshake_info,
     refuse,
+    serve_http,
     serve_websocket,
 )
 from ..transport.base import HttpReply
@@ -71,7 +71,7 @@ class WebSocketASGI:
                 max_queue=cfg.max_write_buffer, live=self.connections,
             )
         elif kind == "http":
-            await self._http(scope, send)
+            await serve_http(self.server, scope, receive, send)
         elif kind == "lifespan":
             await self._lifespan(receive, send)
 
@@ -79,22 +79,6 @@ class WebSocketASGI:
         """Serve a framework WebSocket object (e.g. FastAPI's ``WebSocket``) that has not
         been accepted yet: ``@app.websocket("/ws") async def ws(w): await hub.handle(w)``."""
         await self(websocket.scope, websocket.receive, websocket.send)
-
-    async def _http(self, scope: Dict[str, Any], send: Send) -> None:
-        info = handshake_info(scope)
-        info.is_upgrade = False
-        try:
-            reply = await self.server.handshake(info)
-        except Exception:
-            logger.exception("HTTP route failed")
-            reply = HttpReply(500, b"internal error\n")
-        if not isinstance(reply, HttpReply):
-            reply = HttpReply(426, b"this endpoint needs a WebSocket upgrade\n")
-        headers = [(b"content-type", reply.content_type.encode("latin-1")),
-                   (b"content-length", str(len(reply.body)).encode("latin-1"))]
-        headers += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in reply.headers]
-        await send({"type": "http.response.start", "status": reply.status, "headers": headers})
-        await send({"type": "http.response.body", "body": reply.body})
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:

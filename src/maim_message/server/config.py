@@ -76,6 +76,9 @@ class ServerConfig:
     dedupe_window: int = 100_000
     dedupe_ttl: float = 3600.0
     reuse_port: bool = False
+    # 0.7.x (Socket.IO) clients on the same host, port and path (Engine.IO at "<path>/");
+    # False serves 0.6.x clients only (docs/migration.md "0.6 and 0.7 peers").
+    enable_socketio: bool = True
 
     # Abuse limits (docs/security.md lists them; None = off). A hit closes the connection
     # (or refuses the handshake), is logged once and counted in get_stats()["limits"].

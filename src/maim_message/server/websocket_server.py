@@ -50,6 +50,7 @@ from ..core.routing import RoutingTable
 from ..errors import EnvelopeError, ServerStartError
 from ..runtime.callbacks import HandlerTasks, call_maybe_async
 from ..runtime.unused_fields import SERVER_UNUSED, warn_unused_fields
+from ..sio.server import GenerationMux, SocketIOEndpoint
 from ..transport.base import Accept, Decision, HandshakeInfo, HttpReply, ServerConnection
 from ..transport.ws_server import ServerOptions, WebSocketServerTransport
 from .config import ServerConfig, config_field_names
@@ -86,6 +87,7 @@ class WebSocketServer:
         self._dedupe = DedupeWindow(self.config.dedupe_window, self.config.dedupe_ttl)
         self._handlers = HandlerTasks("WebSocketServer")
         self._transport: Optional[WebSocketServerTransport] = None
+        self._sio: Optional[SocketIOEndpoint] = None  # 0.7.x (Socket.IO) clients, same port
         self._users_by_key: Dict[str, str] = {}
         self.limits = LimitCounters()  # get_stats()["limits"]; the transport adds to it
         self._key_conns = KeyConnectionCounter(self.config.max_connections_per_key)
@@ -115,10 +117,14 @@ class WebSocketServer:
             ssl_ctx = server_ssl_context(
                 cfg.ssl_certfile, cfg.ssl_keyfile, cfg.ssl_ca_certs, cfg.ssl_verify
             )
-        options = ServerOptions(path=cfg.path, limits=self.limits, **limit_values(cfg))
+        # the path is checked per generation (GenerationMux), not by the transport
+        options = ServerOptions(path=None, limits=self.limits, **limit_values(cfg))
+        if cfg.enable_socketio:  # a polling POST carries messages as big as a frame
+            options.max_request_body = max(options.max_request_body, cfg.max_message_size)
         self._key_conns.limit = cfg.max_connections_per_key
         self._origins = OriginPolicy(cfg.allowed_origins)
-        transport = WebSocketServerTransport(self, options)
+        self._sio = self._socketio_endpoint() if cfg.enable_socketio else None
+        transport = WebSocketServerTransport(GenerationMux(self, self._sio, cfg.path), options)
         cluster = create_cluster(cfg)
         await cluster.start(self)  # before listening: the first client may need Redis
         self.cluster = cluster
@@ -145,6 +151,9 @@ class WebSocketServer:
         transport, self._transport = self._transport, None
         if transport is not None:
             await transport.stop(1001, "server shutting down")
+        if self._sio is not None:
+            self._sio.stop()  # polling-only sessions (WebSocket ones closed just above)
+            self._sio = None
         await self._handlers.cancel_all(3.0)
         if self._expiry is not None:
             self._expiry.cancel()
@@ -186,14 +195,29 @@ class WebSocketServer:
         """The bound port (useful with ``port=0``)."""
         return self._transport.port if self._transport else None
 
+    def _socketio_endpoint(self) -> SocketIOEndpoint:
+        """0.7.x clients: Engine.IO at ``<path>/`` with this server's auth and limits."""
+        cfg = self.config
+        return SocketIOEndpoint(
+            self, cfg.path, ping_interval=cfg.ping_interval or 25.0,
+            ping_timeout=cfg.ping_timeout or 20.0, max_payload=cfg.max_message_size,
+            poll_buffer_high=cfg.send_buffer_high, connect_timeout=cfg.handshake_timeout,
+        )
+
     # -- handshake (transport callback) ----------------------------------------------------
 
     async def handshake(self, info: HandshakeInfo) -> Decision:
+        """A 0.6 upgrade or a plain HTTP route (0.7 requests went to ``_sio`` before)."""
         if not info.is_upgrade:
             route = self.http_routes.get(info.path)
             if route is None:
                 return HttpReply(404, b"not found\n")
             return await call_maybe_async(route, info)
+        return await self.authorize(info)
+
+    async def authorize(self, info: HandshakeInfo) -> Decision:
+        """Auth and limits for a new client of either generation: ``Accept(Peer)`` or the
+        refusal (a 0.7 client gets it as its CONNECT_ERROR message)."""
         if not self._origins.allows(info.headers.get("origin")):
             return self._limit_refusal(ORIGIN, 403, "origin not allowed", info.client_ip)
         ident = identify(info.query, info.headers)

@@ -22,6 +22,7 @@ from urllib.parse import parse_qsl
 from ..core.defaults import DEFAULT_LIMITS
 from ..core.identity import lower_headers
 from .base import Accept, HandshakeInfo, HttpReply, ServerApp
+from .wsproto import MAX_REQUEST_BODY, response_headers
 
 logger = logging.getLogger(__name__)
 
@@ -164,16 +165,88 @@ def handshake_info(scope: Dict[str, Any]) -> HandshakeInfo:
     )
 
 
+def _encoded_headers(reply: HttpReply) -> List[Tuple[bytes, bytes]]:
+    return [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in
+            response_headers(reply.status, len(reply.body), reply.content_type, reply.headers)]
+
+
+async def _read_body(receive: Receive, limit: int) -> Optional[bytes]:
+    """The request body, None when the client left; OverflowError above ``limit``."""
+    parts: List[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunk = message.get("body", b"") or b""
+        size += len(chunk)
+        if size > limit:
+            raise OverflowError(size)
+        parts.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(parts)
+
+
+async def _until_disconnect(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+async def serve_http(
+    app: ServerApp, scope: Dict[str, Any], receive: Receive, send: Send, *,
+    max_body: int = MAX_REQUEST_BODY,
+) -> None:
+    """Answer one plain HTTP request through ``app.handshake`` (``is_upgrade`` False).
+
+    The body is read first (bounded: 413); the app may then take its time (long polling),
+    and is cancelled when the client disconnects. HEAD gets the headers only.
+    """
+    info = handshake_info(scope)
+    info.is_upgrade = False
+    info.method = str(scope.get("method", "GET")).upper()
+    try:
+        body = await _read_body(receive, max_body)
+    except OverflowError:
+        reply = HttpReply(413, f"request body over {max_body} bytes\n".encode())
+        await _send_reply(send, reply, head_only=info.method == "HEAD")
+        return
+    if body is None:
+        return
+    info.body = body
+    deciding = asyncio.ensure_future(app.handshake(info))
+    gone = asyncio.ensure_future(_until_disconnect(receive))
+    try:
+        await asyncio.wait({deciding, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+        if not deciding.done():
+            deciding.cancel()
+        await asyncio.gather(gone, deciding, return_exceptions=True)
+    if deciding.cancelled():
+        return  # the client left before the answer
+    decision: Any
+    try:
+        decision = deciding.result()
+    except Exception:
+        logger.exception("HTTP route failed")
+        decision = HttpReply(500, b"internal error\n")
+    if not isinstance(decision, HttpReply):
+        decision = HttpReply(426, b"this endpoint needs a WebSocket upgrade\n",
+                             headers=(("Upgrade", "websocket"),))
+    await _send_reply(send, decision, head_only=info.method == "HEAD")
+
+
+async def _send_reply(send: Send, reply: HttpReply, head_only: bool = False) -> None:
+    await send({"type": "http.response.start", "status": reply.status,
+                "headers": _encoded_headers(reply)})
+    await send({"type": "http.response.body", "body": b"" if head_only else reply.body})
+
+
 async def refuse(scope: Dict[str, Any], send: Send, reply: HttpReply) -> None:
     """Answer the handshake with an HTTP response when the server supports it."""
     if "websocket.http.response" in (scope.get("extensions") or {}):
-        headers: List[Tuple[bytes, bytes]] = [
-            (b"content-type", reply.content_type.encode("latin-1")),
-            (b"content-length", str(len(reply.body)).encode("latin-1")),
-        ]
-        headers += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in reply.headers]
         await send({"type": "websocket.http.response.start", "status": reply.status,
-                    "headers": headers})
+                    "headers": _encoded_headers(reply)})
         await send({"type": "websocket.http.response.body", "body": reply.body})
     else:
         reason = reply.body.decode("utf-8", "replace").strip()[:120]

@@ -13,7 +13,12 @@ from typing import Any, Dict, List, Optional, Protocol, Tuple, Union
 
 @dataclass
 class HandshakeInfo:
-    """What the app sees of an HTTP request (upgrade or plain GET)."""
+    """What the app sees of an HTTP request (a WebSocket upgrade or a plain request).
+
+    ``method`` and ``body`` matter for plain requests: the body is the whole
+    Content-Length body, bounded by the transport (413 above it; chunked: 411). For a HEAD
+    request the transport sends the reply's headers without its body.
+    """
 
     path: str
     query: Dict[str, str]
@@ -22,6 +27,8 @@ class HandshakeInfo:
     client_ip: str
     is_upgrade: bool
     peer_cert: Optional[Dict[str, Any]] = None
+    method: str = "GET"
+    body: bytes = b""
 
 
 @dataclass
@@ -79,7 +86,14 @@ class ServerConnection(Protocol):
 class ServerApp(Protocol):
     """Callbacks a server transport drives. All but ``handshake`` are synchronous."""
 
-    async def handshake(self, info: HandshakeInfo) -> Decision: ...
+    async def handshake(self, info: HandshakeInfo) -> Decision:
+        """Accept an upgrade or answer with an :class:`HttpReply`.
+
+        For a plain request the answer may take long (a long-polling GET): the transport's
+        handshake timeout covers receiving the request only. If the client goes away
+        first, the call is cancelled.
+        """
+        ...
 
     def connection_opened(self, conn: ServerConnection) -> None: ...
 

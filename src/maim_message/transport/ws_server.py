@@ -27,6 +27,7 @@ from ..core.limits import (
 )
 from .base import Accept, HandshakeInfo, HttpReply, ServerApp
 from .wsproto import (
+    MAX_REQUEST_BODY,
     OP_BINARY,
     OP_CLOSE,
     OP_PING,
@@ -34,6 +35,7 @@ from .wsproto import (
     OP_TEXT,
     FrameParser,
     HandshakeError,
+    HttpRequest,
     ProtocolViolation,
     encode_close,
     encode_frame,
@@ -75,8 +77,9 @@ class ServerOptions:
         send_buffer_high: int = DEFAULT_LIMITS.send_buffer_high,
         slow_consumer_timeout: float = DEFAULT_LIMITS.slow_consumer_timeout,
         idle_timeout: Optional[float] = DEFAULT_LIMITS.idle_timeout,
-        limits: Optional[LimitCounters] = None,
+        limits: Optional[LimitCounters] = None, max_request_body: int = MAX_REQUEST_BODY,
     ) -> None:
+        self.max_request_body = max_request_body
         self.idle_timeout = idle_timeout
         self.limits = limits if limits is not None else LimitCounters()
         self.send_buffer_high = send_buffer_high
@@ -96,8 +99,7 @@ class WSConnection(asyncio.Protocol):
 
     __slots__ = (
         "_backlog", "_batch", "_buf", "_close_timer", "_cork", "_cork_bytes", "_deciding",
-        "_parser",
-        "_reading_paused", "_server", "_state",
+        "_head_only", "_parser", "_reading_paused", "_request", "_server", "_state",
         "_transport", "client_ip", "close_code", "close_reason", "context", "last_data",
         "last_rx", "opened", "paused_since", "ping_sent_at",
     )
@@ -111,6 +113,8 @@ class WSConnection(asyncio.Protocol):
         self._batch: Optional[List[bytes]] = None
         self._close_timer: Optional[asyncio.TimerHandle] = None
         self._deciding: Optional[asyncio.Task[Any]] = None
+        self._request: Optional[Tuple[HttpRequest, int]] = None  # plain request, body pending
+        self._head_only = False
         self.context: Any = None
         self.client_ip = "unknown"
         self.close_code = 1006
@@ -149,7 +153,8 @@ class WSConnection(asyncio.Protocol):
             self._buf += data
             self._try_handshake()
         elif self._state == _DECIDING:
-            assert self._buf is not None
+            if self._buf is None:  # a plain request: nothing more is read from it
+                return
             self._buf += data  # frames sent before our answer wait for the decision
             if len(self._buf) > self._server.options.max_message_size:
                 self._server.options.limits.hit(MESSAGE_SIZE)
@@ -188,16 +193,28 @@ class WSConnection(asyncio.Protocol):
 
     def _try_handshake(self) -> None:
         assert self._buf is not None
+        options = self._server.options
         try:
-            parsed = parse_http_request(self._buf, self._server.options.max_request_head)
+            if self._request is None:
+                parsed = parse_http_request(self._buf, options.max_request_head)
+                if parsed is None:
+                    return
+                request, used = parsed
+                del self._buf[:used]
+                body_length = 0
+                if not request.is_websocket_upgrade:
+                    body_length = request.body_length(options.max_request_body)
+                self._request = (request, body_length)
+            request, body_length = self._request
+            if len(self._buf) < body_length:
+                return  # the rest of the body is still on its way
+            body = bytes(self._buf[:body_length])
+            del self._buf[:body_length]
         except HandshakeError as exc:
-            self._server.options.limits.hit(REQUEST_HEAD if exc.status == 431 else BAD_HANDSHAKE)
+            options.limits.hit(REQUEST_HEAD if exc.status in (413, 431) else BAD_HANDSHAKE)
             self._reply(HttpReply(exc.status, (exc.reason + "\n").encode()))
             return
-        if parsed is None:
-            return
-        request, used = parsed
-        del self._buf[:used]
+        self._request = None
         from ..core.identity import split_path
 
         path, query = split_path(request.target)
@@ -206,19 +223,28 @@ class WSConnection(asyncio.Protocol):
             path=path, query=query, headers=request.lower, raw_headers=request.headers,
             client_ip=self.client_ip, is_upgrade=request.is_websocket_upgrade,
             peer_cert=self._transport.get_extra_info("peercert"),
+            method=request.method, body=body,
         )
         accept_key: Optional[str] = None
         if info.is_upgrade:
-            wanted = self._server.options.path
+            wanted = options.path
             if wanted is not None and path != wanted:
                 self._reply(HttpReply(404, f"no WebSocket endpoint at {path}\n".encode()))
                 return
             try:
                 accept_key = request.websocket_accept_key()
             except HandshakeError as exc:
-                self._server.options.limits.hit(BAD_HANDSHAKE)
+                options.limits.hit(BAD_HANDSHAKE)
                 self._reply(HttpReply(exc.status, (exc.reason + "\n").encode()))
                 return
+        else:
+            # The request is in: the handshake timeout covered receiving it, and the app
+            # may take its time to answer (long polling). Nothing more is read.
+            self._head_only = request.method == "HEAD"
+            self._buf = None
+            if self._close_timer is not None:
+                self._close_timer.cancel()
+                self._close_timer = None
         self._state = _DECIDING
         self._deciding = asyncio.ensure_future(self._decide(info, accept_key))
 
@@ -245,9 +271,10 @@ class WSConnection(asyncio.Protocol):
 
     def _reply(self, reply: HttpReply) -> None:
         assert self._transport is not None
-        self._transport.write(
-            http_response(reply.status, reply.body, reply.content_type, reply.headers)
-        )
+        self._transport.write(http_response(
+            reply.status, reply.body, reply.content_type, reply.headers,
+            head_only=self._head_only,
+        ))
         self._state = _CLOSING
         self._transport.close()
 
