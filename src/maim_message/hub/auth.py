@@ -14,6 +14,7 @@ import secrets
 from typing import Any, Callable, Dict, Iterable, List, Optional
 
 from ..core.identity import fingerprint
+from ..core.redact import log_safe
 from .config import KeyEntry
 
 logger = logging.getLogger(__name__)
@@ -83,7 +84,7 @@ class HubAuth:
         if self._on_reject is not None:
             self._on_reject(reason)
         logger.info("handshake refused (%s): key=%s platform=%s ip=%s", reason,
-                    fingerprint(metadata.get("api_key")), metadata.get("platform"),
+                    fingerprint(metadata.get("api_key")), log_safe(metadata.get("platform")),
                     metadata.get("client_ip"))
         return False
 

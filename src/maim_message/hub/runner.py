@@ -11,9 +11,10 @@ Routing of a standard message a client sends (``message_dim`` names a platform):
 3. a message whose dim names the sender's own (user, platform) goes to the *other* live
    connections of that pair (e.g. two clients sharing the generated key).
 
-Cases 1 and 2 go through the server's outbox (at-least-once: kept until the receiver acks,
-delivered when it connects); case 3 is direct (a pair's outbox cannot hold a message for
-"everyone in the pair but the sender").
+All cases go through the server's outbox (at-least-once: kept until the receiver acks,
+delivered when it connects, held back while a receiver does not read); case 3 queues one
+entry per other connection. The hub acks a frame only once its forward is committed
+(``ack="handled"``); a frame it cannot route is answered with ``sys_error``, not acked.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ from ..core.defaults import limit_values
 from ..core.envelope import MessageIdFactory, std_envelope
 from ..core.identity import fingerprint
 from ..core.models.api import APIMessageBase
+from ..core.redact import log_safe
+from ..errors import DeliveryRefused
 from ..server.config import ServerConfig
 from ..server.websocket_server import WebSocketServer
 from .auth import GENERATED_USER, HubAuth, KeyTable, generate_key
@@ -108,6 +111,7 @@ class Hub:
             outbox_ttl=outbox.ttl,
             on_auth=self.auth.on_auth, on_auth_extract_user=self.auth.on_auth_extract_user,
             on_message=self._on_message, enable_message_log=False,
+            ack="handled",  # ack once the forward is committed: nothing acked is lost
             cluster_backend=cfg.cluster.backend, cluster_redis_url=cfg.cluster.redis_url,
             cluster_prefix=cfg.cluster.channel_prefix,
             reuse_port=cfg.cluster.backend != "local",
@@ -186,8 +190,9 @@ class Hub:
         if target is None:
             self.unroutable += 1
             logger.debug("unroutable: message_dim names an unknown key (%s) from %s",
-                         fingerprint(dim.api_key), metadata.get("uuid"))
-            return
+                         fingerprint(dim.api_key), log_safe(metadata.get("uuid")))
+            raise DeliveryRefused("message_dim.api_key names no known key",
+                                  field="message_dim.api_key")
         if (target.user, platform) != (metadata.get("user_id"), metadata.get("platform")):
             await self._deliver(message, target.user)
             return
@@ -195,7 +200,11 @@ class Hub:
 
     async def _deliver(self, message: APIMessageBase, user: str) -> None:
         """Through the server's outbox: written now, or kept until ``user`` connects."""
-        results = await self.server.send_message(message, target_user=user)
+        try:
+            results = await self.server.send_message(message, target_user=user)
+        except DeliveryRefused:
+            self.unroutable += 1
+            raise
         sent = sum(results.values())
         self.messages_out += sent
         if not sent:
@@ -207,22 +216,28 @@ class Hub:
     def _to_pair_peers(
         self, message: APIMessageBase, user: str, platform: str, origin: Optional[str]
     ) -> None:
+        """To the other connections of the sender's own pair: one outbox entry each (so
+        a connection that does not read holds them back, like any other delivery)."""
         server = self.server
         targets = [u for u in server.routes.lookup(user, platform) if u != origin]
+        if not targets:
+            self.unroutable += 1
+            logger.debug("unroutable: nobody else on user=%s platform=%s", log_safe(user),
+                         log_safe(platform))
+            return
+        body = message.to_dict()
         meta = {"sender_user": "server", "target_user": user, "platform": platform,
                 "timestamp": time.time()}
-        data = dumps(std_envelope(self._ids.new(), message.to_dict(), meta))
         sent = 0
         for uuid in targets:
-            peer = server.peers.get(uuid)
-            if peer is not None and peer.conn is not None and peer.conn.send_text(data):
+            msg_id = self._ids.new()
+            data = dumps(std_envelope(msg_id, body, meta))
+            results = server.delivery.to_connections([uuid], msg_id, data, only=True)
+            if results.get(uuid):
                 sent += 1
-        if not sent:
-            self.unroutable += 1
-            logger.debug("unroutable: nobody else on user=%s platform=%s", user, platform)
+                server.stats["bytes_sent"] += len(data)
         self.messages_out += sent
         server.stats["messages_sent"] += sent
-        server.stats["bytes_sent"] += sent * len(data)
 
     # -- state for the page and /metrics ------------------------------------------------------
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, Callable, Dict, List, Optional, Set
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 from ..backends.cluster_base import ClusterBackend, LocalCluster, Selector, create_cluster
 from ..core.codec import (
@@ -46,13 +46,16 @@ from ..core.limits import (
     TokenBucket,
 )
 from ..core.models.api import APIMessageBase
+from ..core.payload_checks import check_standard_payload
+from ..core.redact import log_safe
 from ..core.routing import RoutingTable
-from ..errors import EnvelopeError, ServerStartError
+from ..errors import ConfigError, DeliveryRefused, EnvelopeError, ServerStartError
 from ..runtime.callbacks import HandlerTasks, call_maybe_async
 from ..runtime.unused_fields import SERVER_UNUSED, warn_unused_fields
 from ..sio.server import GenerationMux, SocketIOEndpoint
 from ..transport.base import Accept, Decision, HandshakeInfo, HttpReply, ServerConnection
 from ..transport.ws_server import ServerOptions, WebSocketServerTransport
+from .acks import ACK_POLICIES, CURRENT_RECEIPT, HANDLED, FrameKey, InFlight, Receipt
 from .config import ServerConfig, config_field_names
 from .delivery import Delivery
 from .peer import Peer
@@ -93,8 +96,11 @@ class WebSocketServer:
         self._key_conns = KeyConnectionCounter(self.config.max_connections_per_key)
         self._origins = OriginPolicy(self.config.allowed_origins)
         self._limit_logged = FirstSeen()
+        self._inflight = InFlight()  # frames being handled under ack="handled"
+        self._ack_handled = self._ack_policy() == HANDLED
         self.delivery = Delivery(self.config, self.peers, self.stats)
         self._delivery_closed = False
+        self._preload_dedupe()
         self._expiry: Optional[asyncio.Task[None]] = None
         # Every send, presence change and hub-wide query goes through this backend
         # (docs/cluster.md); the local one is the single-node fast path. Replaced by the
@@ -109,9 +115,11 @@ class WebSocketServer:
             logger.warning("WebSocketServer.start() called while running; ignored")
             return
         cfg = self.config
+        self._ack_handled = self._ack_policy() == HANDLED
         if self._delivery_closed:  # restarted after stop(): reopen the outbox (and its store)
             self.delivery = Delivery(cfg, self.peers, self.stats)
             self._delivery_closed = False
+            self._preload_dedupe()
         ssl_ctx = None
         if cfg.ssl_enabled:
             ssl_ctx = server_ssl_context(
@@ -172,6 +180,17 @@ class WebSocketServer:
         local = LocalCluster(self.config.cluster_node_id)
         local.attach(self)
         return local
+
+    def _ack_policy(self) -> str:
+        policy = self.config.ack
+        if policy not in ACK_POLICIES:
+            raise ConfigError(f"ServerConfig.ack must be one of {ACK_POLICIES}, got {policy!r}")
+        return policy
+
+    def _preload_dedupe(self) -> None:
+        """Durable outbox: frames a previous process handled are duplicates here too."""
+        for key in self.delivery.handled_frames(self.config.dedupe_ttl):
+            self._dedupe.seen(key)
 
     async def _expire_loop(self) -> None:
         while True:
@@ -290,13 +309,21 @@ class WebSocketServer:
         # presence, and the backlog (which may first have to be read from the cluster store)
         self.cluster.connection_opened(peer)
         if self.config.enable_connection_log:
-            logger.info("connected %s user=%s platform=%s key=%s ip=%s", peer.uuid,
-                        peer.user_label, peer.platform, peer.key_label, conn.client_ip)
+            logger.info("connected %s user=%s platform=%s key=%s ip=%s", peer.uuid_label,
+                        peer.user_label, peer.platform_label, peer.key_label, conn.client_ip)
         if self.config.on_connect is not None:
             self._handlers.spawn(self.config.on_connect, peer.uuid, dict(peer.metadata))
 
     def connection_closed(self, conn: ServerConnection, code: int, reason: str) -> None:
         peer: Peer = conn.context
+        try:
+            self._forget_peer(conn, peer, code)
+        finally:
+            # Break the peer <-> connection cycle: the connection (and a half-received
+            # message in its parser) is freed by reference counting, not by a full GC.
+            peer.conn = None
+
+    def _forget_peer(self, conn: ServerConnection, peer: Peer, code: int) -> None:
         if peer.counted:
             peer.counted = False
             self._key_conns.release(peer.api_key)
@@ -308,7 +335,8 @@ class WebSocketServer:
         self.routes.remove(peer.uuid)
         self.cluster.connection_closed(peer)
         if self.config.enable_connection_log:
-            logger.info("disconnected %s user=%s code=%s", peer.uuid, peer.user_label, code)
+            logger.info("disconnected %s user=%s code=%s", peer.uuid_label, peer.user_label,
+                        code)
         if self.config.on_disconnect is not None and self.running:
             self._handlers.spawn(self.config.on_disconnect, peer.uuid, dict(peer.metadata))
 
@@ -343,41 +371,107 @@ class WebSocketServer:
             if type(acked) is str:
                 self.delivery.acked(peer, acked)
             return
-        msg_id = env.get("msg_id")
-        if msg_id:
-            ack = encode_ack(self._ids.new("ack_"), peer.uuid, msg_id, from_server=True)
-            conn.send_text(ack)
-            stats["messages_sent"] += 1
-            stats["bytes_sent"] += len(ack)
-            if self._dedupe.seen((peer.user_id, peer.platform, msg_id)):
-                stats["duplicate_messages_ignored"] += 1
-                return
+        # Parsed and checked before the ack: what is dropped is never acked.
+        handler: Optional[Callable[..., Any]] = None
+        args: Tuple[Any, ...] = ()
         if kind == SYS_STD:
-            self._dispatch_standard(conn, peer, env)
+            message = self._parse_standard(conn, peer, env)
+            if message is None:
+                return  # answered with sys_error
+            handler, args = self.config.on_message, (message, dict(peer.metadata))
         elif kind.startswith(CUSTOM_PREFIX):
-            self._dispatch_custom(peer, env, kind)
+            handler = self._custom_handler(peer, kind)
+            args = (env, dict(peer.metadata))
+            if handler is not None:  # counted when received, duplicates included
+                stats["custom_messages_processed"] += 1
         elif not kind.startswith("sys_"):
-            self._warn_once(peer, "unknown message type %r from %s", kind[:80], peer.uuid)
+            self._warn_once(peer, "unknown_type", "unknown message type %r from %s",
+                            kind[:80], peer.uuid_label)
+        msg_id = env.get("msg_id")
+        if not msg_id:  # nothing to ack, nothing to dedupe
+            if handler is not None:
+                self._handlers.spawn(handler, *args)
+            return
+        key = (peer.user_id, peer.platform, msg_id)
+        if self._ack_handled and handler is not None:
+            self._receive_handled(conn, peer, key, handler, args)
+            return
+        self._send_ack(conn, peer, msg_id)
+        if self._dedupe.seen(key):
+            stats["duplicate_messages_ignored"] += 1
+            return
+        if handler is not None:
+            self._handlers.spawn(handler, *args)
 
-    def _dispatch_standard(self, conn: ServerConnection, peer: Peer, env: Dict[str, Any]) -> None:
+    def _send_ack(self, conn: ServerConnection, peer: Peer, msg_id: str) -> None:
+        ack = encode_ack(self._ids.new("ack_"), peer.uuid, msg_id, from_server=True)
+        if conn.send_text(ack):
+            self.stats["messages_sent"] += 1
+            self.stats["bytes_sent"] += len(ack)
+
+    def _receive_handled(self, conn: ServerConnection, peer: Peer, key: FrameKey,
+                         handler: Callable[..., Any], args: Tuple[Any, ...]) -> None:
+        """``ack="handled"``: ack once the handler returned and its sends are committed."""
+        if self._inflight.join(key, conn):  # a re-send while the first is being handled
+            self.stats["duplicate_messages_ignored"] += 1
+            return
+        if self._dedupe.seen(key):  # handled before (by this process or a previous one)
+            self.stats["duplicate_messages_ignored"] += 1
+            self.delivery.after_commit(lambda: self._send_ack(conn, peer, key[2]))
+            return
+        self._inflight.start(key, conn)
+        receipt = Receipt(key)
+        token = CURRENT_RECEIPT.set(receipt)
+        try:
+            self._handlers.spawn(handler, *args,
+                                 on_done=lambda exc: self._handled(receipt, peer, exc))
+        finally:
+            CURRENT_RECEIPT.reset(token)
+
+    def _handled(self, receipt: Receipt, peer: Peer, exc: Optional[BaseException]) -> bool:
+        """The handler of a frame ended: ack it (after the commit), or refuse it."""
+        key = receipt.key
+        waiting = self._inflight.finish(key)
+        if isinstance(exc, (DeliveryRefused, asyncio.CancelledError)):
+            self._dedupe.forget(key)  # not handled: a re-send is tried again
+            if isinstance(exc, DeliveryRefused):
+                self._warn_once(peer, "refused", "message from %s refused: %s",
+                                peer.uuid_label, exc)
+                frame = encode_error(str(exc), field=exc.field, ref_msg_id=key[2])
+                for conn in waiting:
+                    conn.send_text(frame)
+            return True
+        self.delivery.consumed(receipt)
+
+        def send_acks() -> None:
+            for conn in waiting:
+                if conn.is_open:
+                    self._send_ack(conn, conn.context or peer, key[2])
+        self.delivery.after_commit(send_acks)
+        return False  # any other exception is logged as a handler failure (and acked)
+
+    def _parse_standard(
+        self, conn: ServerConnection, peer: Peer, env: Dict[str, Any]
+    ) -> Optional[APIMessageBase]:
+        """The message of a sys_std frame, or None after answering it with sys_error."""
         payload = env.get("payload")
+        ref = env.get("msg_id")
         if type(payload) is dict and has_standard_payload(payload):
             try:
-                message = APIMessageBase.from_dict(payload)
+                check_standard_payload(payload)
+                return APIMessageBase.from_dict(payload)
+            except EnvelopeError as exc:
+                self._bad_frame(conn, peer, exc, None, ref=ref)
             except (ValueError, TypeError, AttributeError, RecursionError) as exc:  # deep seglist
-                self._bad_frame(conn, peer, EnvelopeError(str(exc), "payload"), None,
-                                ref=env.get("msg_id"))
-                return
-        else:
-            try:
-                message = self._wrap_payload(peer, payload)
-            except RecursionError:  # str() of a payload nested ~1000 deep
-                self._bad_frame(conn, peer, EnvelopeError("payload nested too deeply", "payload"),
-                                None, ref=env.get("msg_id"))
-                return
-        on_message = self.config.on_message
-        if on_message is not None:
-            self._handlers.spawn(on_message, message, dict(peer.metadata))
+                self._bad_frame(conn, peer, EnvelopeError(str(exc)[:200], "payload"), None,
+                                ref=ref)
+            return None
+        try:
+            return self._wrap_payload(peer, payload)
+        except RecursionError:  # str() of a payload nested ~1000 deep
+            self._bad_frame(conn, peer, EnvelopeError("payload nested too deeply", "payload"),
+                            None, ref=ref)
+            return None
 
     def _wrap_payload(self, peer: Peer, payload: Any) -> APIMessageBase:
         """0.6.8 turns a sys_std without message_info/segment into a text message [keep]."""
@@ -388,15 +482,15 @@ class WebSocketServer:
             "message_dim": {"api_key": peer.api_key, "platform": peer.platform},
         })
 
-    def _dispatch_custom(self, peer: Peer, env: Dict[str, Any], kind: str) -> None:
+    def _custom_handler(self, peer: Peer, kind: str) -> Optional[Callable[..., Any]]:
         handlers = self.config.custom_handlers
         for key in custom_handler_keys(kind):
             handler = handlers.get(key)
             if handler is not None:
-                self.stats["custom_messages_processed"] += 1
-                self._handlers.spawn(handler, env, dict(peer.metadata))
-                return
-        self._warn_once(peer, "no handler for custom type %r (from %s)", kind[:80], peer.uuid)
+                return handler
+        self._warn_once(peer, "no_handler", "no handler for custom type %r (from %s)",
+                        kind[:80], peer.uuid_label)
+        return None
 
     def _bad_frame(
         self, conn: ServerConnection, peer: Peer, exc: EnvelopeError, payload: Optional[bytes],
@@ -409,7 +503,8 @@ class WebSocketServer:
             except UnicodeDecodeError:
                 self._limit_close(conn, peer, INVALID_UTF8, 1007, "text frame is not valid UTF-8")
                 return
-        self._warn_once(peer, "bad frame from %s: %s", peer.uuid, exc)
+        self._warn_once(peer, f"bad_frame:{exc.field}", "bad frame from %s: %s",
+                        peer.uuid_label, log_safe(exc))
         conn.send_text(encode_error(str(exc), field=exc.field, ref_msg_id=ref))
 
     # -- limits -----------------------------------------------------------------------------
@@ -452,12 +547,15 @@ class WebSocketServer:
         self._limit_hit(reason, who, detail)
         return HttpReply(status, f"{detail}\n".encode())
 
-    def _warn_once(self, peer: Peer, fmt: str, *args: Any) -> None:
-        if peer.warned:
+    def _warn_once(self, peer: Peer, reason: str, fmt: str, *args: Any) -> None:
+        """WARNING the first time a connection hits ``reason``, DEBUG after that."""
+        if reason in peer.warned:
             logger.debug(fmt, *args)
-        else:
-            peer.warned = True
+        elif len(peer.warned) < 32:
+            peer.warned.add(reason)
             logger.warning(fmt + " (further ones from this connection at DEBUG)", *args)
+        else:
+            logger.debug(fmt, *args)
 
     # -- sending --------------------------------------------------------------------------
 
