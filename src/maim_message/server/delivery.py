@@ -252,7 +252,10 @@ class Delivery:
         for uuid in conn_ids:
             peer = peers.get(uuid)
             conn = peer.conn if peer is not None else None
-            results[uuid] = bool(conn is not None and conn.is_writable and conn.send_raw(*frame))
+            sent = bool(conn is not None and conn.is_writable and conn.send_raw(*frame))
+            results[uuid] = sent
+            if sent:
+                peer.messages_out += 1  # type: ignore[union-attr]
         return results
 
     def _push(self, peer: Peer, entry: OutboxEntry, frame: Tuple[bytes, bytes]) -> bool:
@@ -264,6 +267,7 @@ class Delivery:
         if peer.cursor >= entry.prev_seq and conn.is_writable:
             conn.send_raw(*frame)
             peer.cursor = entry.seq
+            peer.messages_out += 1
             if entry.seq > self._written.get(peer.pair, 0):
                 self._written[peer.pair] = entry.seq
             return True
@@ -289,6 +293,7 @@ class Delivery:
             conn.send_raw(*_frame(entry.payload))
             peer.cursor = entry.seq
             written += 1
+        peer.messages_out += written
         if written and peer.cursor > self._written.get(peer.pair, 0):
             self._written[peer.pair] = peer.cursor
         return written

@@ -310,7 +310,8 @@ class WebSocketServer:
         self.cluster.connection_opened(peer)
         if self.config.enable_connection_log:
             logger.info("connected %s user=%s platform=%s key=%s ip=%s", peer.uuid_label,
-                        peer.user_label, peer.platform_label, peer.key_label, conn.client_ip)
+                        peer.user_label, peer.platform_label, peer.key_label, conn.client_ip,
+                        extra=peer.log_fields())
         if self.config.on_connect is not None:
             self._handlers.spawn(self.config.on_connect, peer.uuid, dict(peer.metadata))
 
@@ -336,7 +337,7 @@ class WebSocketServer:
         self.cluster.connection_closed(peer)
         if self.config.enable_connection_log:
             logger.info("disconnected %s user=%s code=%s", peer.uuid_label, peer.user_label,
-                        code)
+                        code, extra={**peer.log_fields(), "close_code": code})
         if self.config.on_disconnect is not None and self.running:
             self._handlers.spawn(self.config.on_disconnect, peer.uuid, dict(peer.metadata))
 
@@ -371,6 +372,7 @@ class WebSocketServer:
             if type(acked) is str:
                 self.delivery.acked(peer, acked)
             return
+        peer.messages_in += 1
         # Parsed and checked before the ack: what is dropped is never acked.
         handler: Optional[Callable[..., Any]] = None
         args: Tuple[Any, ...] = ()
@@ -669,6 +671,15 @@ class WebSocketServer:
 
         Cluster: every node's connections (with ``node``), as of the last presence read."""
         return self.cluster.connections()
+
+    def close_connection(self, connection_uuid: str, code: int = 1000, reason: str = "") -> bool:
+        """Close one live connection of this node with ``code`` (admin disconnect, revoked
+        key); False when there is no such connection."""
+        peer = self.peers.get(connection_uuid)
+        if peer is None or peer.conn is None:
+            return False
+        peer.conn.close(code, reason)
+        return True
 
     def extract_user(self, api_key: str, platform: str = "") -> Optional[str]:
         """The user id an api_key maps to (known connections first, then a sync extractor)."""
