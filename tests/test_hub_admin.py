@@ -215,3 +215,24 @@ async def test_embedded_defaults_generate_an_admin_token_printed_once(
     status, _, body = await hub.get("/api/stats", token=token)
     assert status == 200 and orjson.loads(body)["state"] == "ready"
     assert await hub.terminate() == 0
+
+
+async def test_a_socketio_connection_is_listed_as_0_7_and_can_be_disconnected(
+    hub_factory: Any,  # noqa: F811
+) -> None:
+    from maim_message.client import WebSocketClient, create_client_config
+
+    hub = await hub_factory().start(CONFIG)
+    client = WebSocketClient(create_client_config(
+        hub.ws_url, CORE_KEY, platform="qq", protocol="socketio", auto_reconnect=False))
+    try:
+        assert await client.connect()
+        await until(lambda: _count(hub, 1), what="the Socket.IO connection")
+        (row,) = await rows(hub)
+        assert row["generation"] == "0.7" and row["user"] == "maibot"
+        await hub.admin("/api/admin/disconnect", {"uuid": row["uuid"]})
+        await until(lambda: _count(hub, 0), what="the disconnect")
+        await until(lambda: not client.is_connected(), what="the client to see it")
+    finally:
+        await client.stop()
+    assert await hub.terminate() == 0

@@ -6,15 +6,16 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+from pathlib import Path
 from typing import Any, List, Tuple
 
 import orjson
 import pytest
 import websockets
 
-from .conftest import ROOT, free_port
+from .conftest import ROOT, free_port, upstream07_python_path, upstream_python_path
 from .test_hub_process import ADMIN_TOKEN, HubProcess, hub_factory, until  # noqa: F401
-from .test_interop_api import make_message, spawn  # noqa: F401
+from .test_interop_api import Upstream, make_message
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -136,11 +137,28 @@ KEY = "key-alpha"
 USER = "user-alpha"
 
 
-async def test_send_tail_ping_against_the_published_0_6_8_server(spawn: Any) -> None:  # noqa: F811
+@pytest.fixture(params=["0.6.8", "0.7.5"])
+async def published_server(request: Any, tmp_path: Path) -> Any:
+    """The published API server of each generation, in its own virtualenv (killed by PID)."""
+    if request.param == "0.6.8":
+        python = upstream_python_path()
+    else:
+        python = upstream07_python_path()
+    workdir = tmp_path / "upstream-cwd"
+    workdir.mkdir()
     port = free_port()
-    server = await spawn("api_server.py", {"port": port, "keys": {KEY: USER}}, "server")
-    await server.ready()
-    url = f"ws://127.0.0.1:{port}/ws"
+    server = await Upstream.spawn(python, "api_server.py", {"port": port, "keys": {KEY: USER}},
+                                  workdir, f"server-{request.param}")
+    try:
+        await server.ready()
+        yield server, f"ws://127.0.0.1:{port}/ws"
+    finally:
+        await server.kill()
+
+
+async def test_send_tail_ping_against_the_published_servers(published_server: Any) -> None:
+    """0.6.8 (raw WebSocket) and 0.7.5 (Socket.IO): the client finds the generation."""
+    server, url = published_server
 
     rc, out, err = await run("send", url, "--key", KEY, "--platform", "qq", "to 0.6.8")
     assert rc == 0, err + server.stderr_tail()
@@ -172,6 +190,6 @@ async def test_send_tail_ping_against_the_published_0_6_8_server(spawn: Any) -> 
 
     rc, out, err = await run("ping", url, "--key", KEY, "--platform", "qq")
     assert rc == 0 and "round trip" in out, err
-    # 0.6.8 accepts the upgrade and then refuses the key: still exit 1 with the reason
+    # both accept the upgrade and then refuse the key: still exit 1 with the reason
     rc, _, err = await run("send", url, "--key", "wrong-key", "--platform", "qq", "x")
-    assert rc == 1 and "Authentication failed" in err, err
+    assert rc == 1 and "refused" in err, err

@@ -16,6 +16,7 @@ import orjson
 
 from ..core.outbox import Outbox, Pair
 from ..server.peer import Peer
+from ..sio.socket import SioSocket
 
 if TYPE_CHECKING:
     from .runner import Hub
@@ -60,7 +61,8 @@ def preview(payload: bytes) -> str:
 
 
 def _generation(peer: Peer) -> str:
-    return str(peer.metadata.get("generation") or peer.metadata.get("protocol") or "0.6")
+    """The wire generation the connection speaks: 0.7 (Socket.IO) or 0.6 (raw WebSocket)."""
+    return "0.7" if isinstance(peer.conn, SioSocket) else "0.6"
 
 
 class AdminPlane:

@@ -29,8 +29,10 @@ from ..core.models.api import (
 EXIT_OK = 0
 EXIT_REFUSED = 1
 EXIT_NOT_ACKED = 3
-# last_error of a client the server refused after the upgrade (AuthRejectedError's text)
-AUTH_REFUSED = "server refused authentication after the upgrade"
+# last_error of a client the server refused after the upgrade: a 0.6.8 close ("server
+# refused authentication after the upgrade") or a 0.7 CONNECT refusal ("server refused
+# the Socket.IO connection"), as AuthRejectedError words them
+AUTH_REFUSED = "server refused "
 PING_TYPE = "maim_cli_ping"  # custom type of ping's round-trip probe (acked, not routed)
 
 
