@@ -58,3 +58,16 @@ class AuthRejectedError(MaimMessageError, ConnectionError):
         self.status = status
         self.reason = reason
         self.close_code = close_code
+
+
+class DeliveryRefused(MaimMessageError):
+    """A message was not queued for delivery: its receiver has no live connection and
+    the receiver's outbox is at a bound (too many platforms queued for that user).
+
+    The hub answers the frame that carried such a message with a ``sys_error`` naming
+    ``field`` instead of acking it. Nothing was stored.
+    """
+
+    def __init__(self, message: str, field: Optional[str] = None) -> None:
+        super().__init__(message)
+        self.field = field

@@ -12,7 +12,7 @@ import logging
 import time
 import uuid as uuid_module
 from collections import OrderedDict
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import websockets
 from websockets.asyncio.client import ClientConnection
@@ -35,6 +35,7 @@ from ..core.redact import Redactor, redacting_logger
 from ..errors import AuthRejectedError, EnvelopeError
 from ..runtime.callbacks import HandlerTasks, positional_arity
 from ..runtime.reconnect import ReconnectPolicy, refusal_for_status
+from ..sio.client import SocketIOClientSocket, SocketIORefused, socketio_url
 from .config import ClientConfig
 from .tls import client_ssl_context
 
@@ -44,6 +45,12 @@ MessageCallback = Callable[[APIMessageBase, Dict[str, Any]], Any]
 
 # close reason of a 0.6.8 server that refused the key after the upgrade
 _AUTH_FAILED_REASON = "Authentication failed"
+
+# Wire generations a connection can speak (ClientConfig.protocol): 0.6 raw WebSocket and
+# 0.7 Socket.IO. "auto" tries the remembered one first, the other on HTTP 404/400.
+WEBSOCKET, SOCKETIO = "websocket", "socketio"
+_SWITCH_ON = (400, 404)  # what a server of the other generation answers (wire-0.7.md §6)
+Socket = Union[ClientConnection, SocketIOClientSocket]
 
 
 class SupervisedConnection:
@@ -61,7 +68,11 @@ class SupervisedConnection:
         self._handlers = handlers
         self._ids = MessageIdFactory()
         self._dedupe = DedupeWindow(10_000, 3600.0)
-        self._ws: Optional[ClientConnection] = None
+        self._ws: Optional[Socket] = None
+        wanted = (config.protocol or "auto").lower()
+        # the generation that worked last (per connection); None: not known yet
+        self.generation: Optional[str] = wanted if wanted in (WEBSOCKET, SOCKETIO) else None
+        self._fixed = self.generation is not None
         self._task: Optional[asyncio.Task[None]] = None
         self._first_attempt: Optional[asyncio.Future[bool]] = None
         self._wanted = False
@@ -133,6 +144,12 @@ class SupervisedConnection:
             delay: Optional[float]
             try:
                 ws = await self._open()
+            except SocketIORefused as exc:  # a 0.7.x server answered CONNECT with 44
+                self._failed(str(exc))
+                delay = policy.attempt_failed(exc)
+                logger.warning("connection %s: %s; not retrying", self.uuid, exc)
+                await self._notify_disconnect(self.last_error)
+                break
             except InvalidStatus as exc:
                 status = exc.response.status_code
                 refusal = refusal_for_status(status)
@@ -144,7 +161,7 @@ class SupervisedConnection:
                     await self._notify_disconnect(self.last_error)
                     break
             except (OSError, asyncio.TimeoutError, websockets.InvalidHandshake,
-                    websockets.InvalidURI) as exc:
+                    websockets.InvalidURI, EnvelopeError, ValueError) as exc:
                 self._failed(f"{type(exc).__name__}: {exc}")
                 delay = policy.attempt_failed(exc)
             except Exception as exc:  # anything else: count it and retry, never die silently
@@ -179,20 +196,45 @@ class SupervisedConnection:
         logger.info("connection %s failed: %s", self.uuid, reason)
         self._resolve_first(False)
 
-    async def _open(self) -> ClientConnection:
+    async def _open(self) -> Socket:
+        """Connect in the generation known to work, else detect it (plain upgrade first)."""
+        order: List[str] = [self.generation or WEBSOCKET]
+        if not self._fixed:
+            order.append(SOCKETIO if order[0] == WEBSOCKET else WEBSOCKET)
+        for i, generation in enumerate(order):
+            try:
+                if generation == SOCKETIO:
+                    ws = await self._connect(socketio_url(self.config.url))
+                    sock: Socket = await SocketIOClientSocket.open(
+                        ws, self.config.connect_timeout)
+                else:
+                    sock = await self._connect(self.config.url)
+            except InvalidStatus as exc:
+                if i + 1 < len(order) and exc.response.status_code in _SWITCH_ON:
+                    logger.debug("connection %s: HTTP %d for %s, trying %s", self.uuid,
+                                 exc.response.status_code, generation, order[i + 1])
+                    continue
+                raise
+            if generation != self.generation:
+                logger.info("connection %s: server speaks %s", self.uuid, generation)
+            self.generation = generation
+            return sock
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _connect(self, url: str) -> ClientConnection:
         cfg = self.config
         headers = dict(cfg.headers)
         headers.update({"x-apikey": cfg.api_key, "x-platform": cfg.platform, "x-uuid": self.uuid})
         ssl_ctx = client_ssl_context(cfg) if cfg.url.startswith("wss://") else None
         return await ws_connect(
-            cfg.url, additional_headers=headers, ssl=ssl_ctx, compression=None,
+            url, additional_headers=headers, ssl=ssl_ctx, compression=None,
             open_timeout=cfg.connect_timeout, ping_interval=cfg.ping_interval,
             ping_timeout=cfg.ping_timeout, close_timeout=cfg.close_timeout,
             max_size=cfg.max_size,
             logger=redacting_logger("websockets.client", [cfg.api_key]),  # DEBUG logs headers
         )
 
-    async def _serve(self, ws: ClientConnection) -> Optional[AuthRejectedError]:
+    async def _serve(self, ws: Socket) -> Optional[AuthRejectedError]:
         """Read until the connection ends; returns the refusal when the server refused the
         key after the upgrade (0.6.8 does: close 1000 with reason "Authentication failed")."""
         self._ws = ws
@@ -220,12 +262,17 @@ class SupervisedConnection:
                     logger.exception("connection %s: failed to handle a frame", self.uuid)
         except ConnectionClosed:
             pass
+        except SocketIORefused as exc:  # 0.7.5 API servers refuse a key with 41 after CONNECT
+            refused = exc
         finally:
             resend.cancel()  # not awaited: nothing here may be interrupted by a cancel
             self.connected = False
             self._ws = None
             code = ws.close_code
-            if (ws.close_reason or "").startswith(_AUTH_FAILED_REASON):
+            if refused is not None:
+                error = str(refused)
+                self.last_error = error
+            elif (ws.close_reason or "").startswith(_AUTH_FAILED_REASON):
                 refused = AuthRejectedError(None, ws.close_reason or "", close_code=code)
                 error = str(refused)
                 self.last_error = error
@@ -236,7 +283,7 @@ class SupervisedConnection:
             self._spawn_disconnect(error)  # in finally: also when the task is cancelled
         return refused
 
-    async def _resend(self, ws: ClientConnection) -> None:
+    async def _resend(self, ws: Socket) -> None:
         resent = await self._flush(ws)
         if resent:
             self.stats["resent"] += resent
@@ -254,7 +301,7 @@ class SupervisedConnection:
 
     # -- receiving --------------------------------------------------------------------------
 
-    async def _frame(self, ws: ClientConnection, raw: Any) -> None:
+    async def _frame(self, ws: Socket, raw: Any) -> None:
         self.stats["messages_received"] += 1
         self.stats["bytes_received"] += len(raw)
         try:
@@ -361,7 +408,7 @@ class SupervisedConnection:
                 logger.warning("connection %s: outbox full, dropped %d oldest message(s)",
                                self.uuid, self.dropped)
 
-    async def _flush(self, ws: ClientConnection) -> int:
+    async def _flush(self, ws: Socket) -> int:
         """Write pending frames after the cursor, in order (also those added meanwhile)."""
         if self._flushing:
             return 0
@@ -380,7 +427,7 @@ class SupervisedConnection:
         finally:
             self._flushing = False
 
-    async def _write(self, ws: ClientConnection, data: bytes) -> bool:
+    async def _write(self, ws: Socket, data: bytes) -> bool:
         try:
             await ws.send(data, text=True)
         except ConnectionClosed:

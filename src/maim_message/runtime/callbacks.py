@@ -11,6 +11,10 @@ import inspect
 import logging
 from typing import Any, Awaitable, Callable, Dict, Optional, Set
 
+# Told how a handler call ended (None: returned; an exception: raised or was cancelled).
+# Returning True means it took care of the exception (it is not logged as a failure).
+OnDone = Callable[[Optional[BaseException]], bool]
+
 logger = logging.getLogger(__name__)
 
 
@@ -58,38 +62,52 @@ class HandlerTasks:
         self.completed = 0
         self.failed = 0
 
-    def spawn(self, func: Callable[..., Any], *args: Any) -> Optional[asyncio.Future[Any]]:
+    def spawn(self, func: Callable[..., Any], *args: Any, on_done: Optional[OnDone] = None
+              ) -> Optional[asyncio.Future[Any]]:
         """Call ``func``; if it returns an awaitable, run that in its own task (returned).
 
         A plain function runs inline (a task would add nothing but cost); its exception
-        is logged like a task's.
+        is logged like a task's. ``on_done`` is told when the call has ended.
         """
         try:
             result = func(*args)
-        except Exception:
+        except Exception as exc:
             self.failed += 1
-            self._log.exception("%s: handler %s raised", self._owner, _name_of(func))
+            if on_done is None or not on_done(exc):
+                self._log.exception("%s: handler %s raised", self._owner, _name_of(func))
             return None
         if inspect.isawaitable(result):
-            return self.track(asyncio.ensure_future(result))
+            return self.track(asyncio.ensure_future(result), on_done)
         self.completed += 1
+        if on_done is not None:
+            on_done(None)
         return None
 
-    def track(self, task: asyncio.Future[Any]) -> asyncio.Future[Any]:
+    def track(self, task: asyncio.Future[Any], on_done: Optional[OnDone] = None
+              ) -> asyncio.Future[Any]:
         """Count, log and cancel-on-stop a task started elsewhere."""
         self.tasks.add(task)
-        task.add_done_callback(self._done)
+        if on_done is None:
+            task.add_done_callback(self._done)
+        else:
+            task.add_done_callback(lambda t: self._done(t, on_done))
         return task
 
-    def _done(self, task: asyncio.Future[Any]) -> None:
+    def _done(self, task: asyncio.Future[Any], on_done: Optional[OnDone] = None) -> None:
         self.tasks.discard(task)
         if task.cancelled():
+            if on_done is not None:
+                on_done(asyncio.CancelledError())
             return
         exc = task.exception()
         if exc is None:
             self.completed += 1
+            if on_done is not None:
+                on_done(None)
         else:
             self.failed += 1
+            if on_done is not None and on_done(exc):
+                return
             coro = getattr(task, "get_coro", lambda: None)()
             name = getattr(coro, "__qualname__", None) or repr(coro)
             self._log.error("%s: handler %s raised", self._owner, name,
