@@ -163,8 +163,11 @@ class Outbox:
     # -- writing ----------------------------------------------------------------------------
 
     def append(self, pair: Pair, msg_id: str, payload: bytes,
-               only: Optional[str] = None) -> OutboxEntry:
-        """Queue a message; may evict the pair's oldest entries to respect the bounds."""
+               only: Optional[str] = None, persist: bool = True) -> OutboxEntry:
+        """Queue a message; may evict the pair's oldest entries to respect the bounds.
+
+        ``persist=False``: the store has it already (cluster mode: another node wrote it,
+        or it was read back from the store), so it is only queued here."""
         queue = self.pairs.get(pair)
         if queue is None:
             queue = self._new_pair(pair)
@@ -178,7 +181,7 @@ class Outbox:
         queue.entries[msg_id] = entry
         self._account(pair, queue, entry_cost(msg_id, payload))
         self.total_count += 1
-        if self.store is not None:
+        if persist and self.store is not None:
             self.store.add(pair, entry)
         if (len(queue.entries) > self.max_per_pair or self.total_bytes > self.max_bytes
                 or self.users[pair[0]].bytes > self.max_bytes_per_user):
@@ -316,7 +319,17 @@ class Outbox:
         self.expired += dropped
         return dropped
 
+    def replace_store(self, store: Optional[OutboxStore]) -> Optional[OutboxStore]:
+        """Mirror appends and acks into ``store`` from now on; returns the previous one."""
+        previous, self.store = self.store, store
+        return previous
+
     # -- reading ----------------------------------------------------------------------------
+
+    def contains(self, pair: Pair, msg_id: str) -> bool:
+        """Whether ``msg_id`` is queued (unacked) for ``pair``."""
+        queue = self.pairs.get(pair)
+        return queue is not None and msg_id in queue.entries
 
     @property
     def last_assigned_seq(self) -> int:

@@ -17,7 +17,7 @@ import asyncio
 import logging
 from typing import Any, Callable, Dict, Iterable, List, Optional, Set, Tuple
 
-from ..core.outbox import Outbox, OutboxEntry, Pair
+from ..core.outbox import Outbox, OutboxEntry, OutboxStore, Pair
 from ..errors import DeliveryRefused
 from ..transport.wsproto import OP_TEXT, frame_header
 from .acks import CURRENT_RECEIPT, FrameKey, Receipt
@@ -39,9 +39,17 @@ def _frame(payload: bytes) -> Tuple[bytes, bytes]:
 
 
 class Delivery:
-    def __init__(self, config: ServerConfig, peers: Dict[str, Peer]) -> None:
+    """Outbox, cursors and ack waiters of one server; the cluster backends call it.
+
+    ``counters`` (the server's stats dict) gets ``messages_sent`` / ``bytes_sent``.
+    """
+
+    def __init__(self, config: ServerConfig, peers: Dict[str, Peer],
+                 counters: Optional[Dict[str, Any]] = None) -> None:
         self.enabled = bool(config.enable_message_cache)
         self._peers = peers
+        self._counters: Dict[str, Any] = (
+            counters if counters is not None else {"messages_sent": 0, "bytes_sent": 0})
         self.outbox: Optional[Outbox] = None
         self._waiters: Dict[Tuple[Pair, str], asyncio.Future[str]] = {}
         self.resent = 0
@@ -166,11 +174,13 @@ class Delivery:
     # -- sending ----------------------------------------------------------------------------
 
     def to_pair(self, pair: Pair, conn_ids: Iterable[str], msg_id: str,
-                payload: bytes) -> Dict[str, bool]:
-        """Queue for ``pair`` (even with nobody connected) and push to its live connections."""
+                payload: bytes, persist: bool = True) -> Dict[str, bool]:
+        """Queue for ``pair`` (even with nobody connected) and push to its live connections.
+
+        ``persist=False``: the outbox's store has the message already (cluster mode)."""
         outbox = self.outbox
         if outbox is None:
-            return self._direct(conn_ids, _frame(payload))
+            return self._count(self._direct(conn_ids, _frame(payload)), payload)
         peers = self._peers
         live = [uuid for uuid in conn_ids if uuid in peers]
         if not live and not outbox.admits(pair):
@@ -178,19 +188,19 @@ class Delivery:
                 "the receiver has no live connection on this platform and already has "
                 f"messages queued for {outbox.max_pairs_per_user} platforms; not queued",
                 field="message_dim.platform")
-        entry = outbox.append(pair, msg_id, payload)
+        entry = outbox.append(pair, msg_id, payload, persist=persist)
         store = self._store()
         if store is not None:  # written once committed (end of this loop turn)
             self._record_receipt(store)
             self._later.append((entry, live))
             self._touch()
-            return {uuid: uuid in peers for uuid in conn_ids}
+            return self._count({uuid: uuid in peers for uuid in conn_ids}, payload)
         frame = _frame(payload)
         results: Dict[str, bool] = {}
         for uuid in conn_ids:
             peer = peers.get(uuid)
             results[uuid] = peer is not None and self._push(peer, entry, frame)
-        return results
+        return self._count(results, payload)
 
     def to_connections(self, conn_ids: Iterable[str], msg_id: str, payload: bytes,
                        only: bool = False) -> Dict[str, bool]:
@@ -200,7 +210,7 @@ class Delivery:
         (a message addressed to one connection uuid).
         """
         if self.outbox is None:
-            return self._direct(conn_ids, _frame(payload))
+            return self._count(self._direct(conn_ids, _frame(payload)), payload)
         by_pair: Dict[Pair, List[str]] = {}
         results: Dict[str, bool] = {}
         for uuid in conn_ids:
@@ -224,6 +234,15 @@ class Delivery:
             for uuid in uuids:
                 results[uuid] = self._push(self._peers[uuid], entry, frame)
         self._touch()
+        return self._count(results, payload)
+
+    def _count(self, results: Dict[str, bool], payload: bytes) -> Dict[str, bool]:
+        """Count what was written (the server's ``messages_sent`` / ``bytes_sent``)."""
+        sent = sum(results.values())
+        if sent:
+            counters = self._counters
+            counters["messages_sent"] += sent
+            counters["bytes_sent"] += sent * len(payload)
         return results
 
     def _direct(self, conn_ids: Iterable[str], frame: Tuple[bytes, bytes]) -> Dict[str, bool]:
@@ -278,6 +297,30 @@ class Delivery:
         if written and peer.cursor > self._written.get(peer.pair, 0):
             self._written[peer.pair] = peer.cursor
         return written
+
+    # -- the cluster seam (docs/cluster.md) --------------------------------------------------
+
+    def enqueue(self, pair: Pair, msg_id: str, payload: bytes, persist: bool = True) -> None:
+        """Queue without writing (the pair's connections get it when they are flushed)."""
+        if self.outbox is not None:
+            self.outbox.append(pair, msg_id, payload, persist=persist)
+
+    def is_queued(self, pair: Pair, msg_id: str) -> bool:
+        return self.outbox is not None and self.outbox.contains(pair, msg_id)
+
+    def forget_pair(self, pair: Pair) -> int:
+        """Drop a pair's queue here only; the store keeps it (another node may serve it)."""
+        return self.outbox.discard_pair(pair) if self.outbox is not None else 0
+
+    def use_store(self, store: OutboxStore) -> None:
+        """Mirror the outbox into ``store`` (the cluster's) instead of its own store."""
+        if self.outbox is None:
+            return
+        previous = self.outbox.replace_store(store)
+        if previous is not None and previous is not store:
+            logger.warning("cluster mode keeps the outbox in the cluster store; "
+                           "outbox_path is ignored")
+            previous.close()
 
     # -- connection events ------------------------------------------------------------------
 
