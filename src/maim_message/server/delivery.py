@@ -14,22 +14,14 @@ import logging
 from typing import Dict, Iterable, List, Optional, Set, Tuple
 
 from ..core.outbox import Outbox, OutboxEntry, Pair
-from ..transport.wsproto import OP_TEXT, frame_header
+from ..transport.frames import PreparedFrame
 from .config import ServerConfig
 from .peer import Peer
 
 logger = logging.getLogger(__name__)
 
 
-_SPLIT = 64 * 1024  # above this, header and payload are written separately (no copy)
-
-
-def _frame(payload: bytes) -> Tuple[bytes, bytes]:
-    """(header, body) of a text frame; small frames come joined, as (frame, b"")."""
-    head = frame_header(OP_TEXT, len(payload))
-    if len(payload) >= _SPLIT:
-        return head, payload
-    return head + payload, b""
+_frame = PreparedFrame.text  # built once, written to every connection it goes to
 
 
 class Delivery:
@@ -99,21 +91,21 @@ class Delivery:
                 results[uuid] = self._push(self._peers[uuid], entry, frame)
         return results
 
-    def _direct(self, conn_ids: Iterable[str], frame: Tuple[bytes, bytes]) -> Dict[str, bool]:
+    def _direct(self, conn_ids: Iterable[str], frame: PreparedFrame) -> Dict[str, bool]:
         peers = self._peers
         results: Dict[str, bool] = {}
         for uuid in conn_ids:
             peer = peers.get(uuid)
             results[uuid] = bool(peer is not None and peer.conn is not None
-                                 and peer.conn.send_raw(*frame))
+                                 and peer.conn.send_prepared(frame))
         return results
 
-    def _push(self, peer: Peer, entry: OutboxEntry, frame: Tuple[bytes, bytes]) -> bool:
+    def _push(self, peer: Peer, entry: OutboxEntry, frame: PreparedFrame) -> bool:
         conn = peer.conn
         if conn is None or not conn.is_open:
             return False
         if peer.cursor >= entry.prev_seq and conn.is_writable:
-            conn.send_raw(*frame)
+            conn.send_prepared(frame)
             peer.cursor = entry.seq
             if entry.seq > self._written.get(peer.pair, 0):
                 self._written[peer.pair] = entry.seq
@@ -133,7 +125,7 @@ class Delivery:
                 continue
             if not conn.is_writable:
                 break
-            conn.send_raw(*_frame(entry.payload))
+            conn.send_prepared(_frame(entry.payload))
             peer.cursor = entry.seq
             written += 1
         if written and peer.cursor > self._written.get(peer.pair, 0):
