@@ -216,6 +216,10 @@ class FakeConn:
         self.sent.append(data)
         return True
 
+    def send_prepared(self, frame: Any) -> bool:
+        self.sent.append(frame.payload)
+        return True
+
     def close(self, code: int = 1000, reason: str = "") -> None:
         self.closed = (code, reason)
 

@@ -23,7 +23,7 @@ import websockets
 
 from .conftest import ROOT
 from .helpers_api import make_message
-from .test_hub_process import HubProcess, dumps, hub_factory, until  # noqa: F401
+from .test_hub_process import ADMIN_TOKEN, HubProcess, dumps, hub_factory, until  # noqa: F401
 
 CHROME_TIMEOUT = 90.0
 
@@ -134,8 +134,9 @@ async def test_live_page_shows_the_hubs_connections_and_rate(
 
         await until(steady, timeout=20, what=f"hub rate_in near {RATE}/s")
 
+        page = f"{base}/#token={ADMIN_TOKEN}"  # the link the start-up summary prints
         dom = await asyncio.to_thread(
-            chromium, ["--virtual-time-budget=3000", "--dump-dom", base + "/"])
+            chromium, ["--virtual-time-budget=3000", "--dump-dom", page])
         stats: Dict[str, Any] = await hub.stats()
         assert 'data-state="ready"' in dom, dom[:2000]
         assert int(shown(dom, "connections")) == stats["connections"] == 3
@@ -149,11 +150,16 @@ async def test_live_page_shows_the_hubs_connections_and_rate(
         assert int(shown(dom, "outbox-depth")) <= 5 and stats["outbox"]["depth"] <= 5
         assert "maibot" in dom and "napcat" in dom and "astrbot" in dom and "telegram" in dom
         assert int(shown(dom, "users")) == 3
+        assert dom.count('class="danger disconnect"') == 3  # one row per connection
+        # without the token the page asks for it and shows no user
+        locked = await asyncio.to_thread(
+            chromium, ["--virtual-time-budget=2000", "--dump-dom", base + "/"])
+        assert 'data-state="login"' in locked and "maibot" not in locked
 
         png = tmp_path / "hub.png"
         await asyncio.to_thread(chromium, [
             "--window-size=1280,900", "--virtual-time-budget=6000",
-            f"--screenshot={png}", base + "/"])
+            f"--screenshot={png}", page])
         data = png.read_bytes()
         assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 10_000
         target = os.environ.get("MAIM_HUB_SCREENSHOT")

@@ -39,10 +39,35 @@ class ClusterError(MaimMessageError, RuntimeError):
 
 
 class AuthRejectedError(MaimMessageError, ConnectionError):
-    """The server refused the connection (HTTP 401/403 before the upgrade)."""
+    """The server refused this client's credentials: the one refusal signal of every client.
 
-    def __init__(self, status: int, reason: str = "") -> None:
-        super().__init__(f"server rejected WebSocket connection: HTTP {status}" +
-                         (f" ({reason})" if reason else ""))
+    ``status`` is the HTTP status of a refusal before the upgrade (401/403); a server that
+    accepts the upgrade and then refuses (0.6.8 does) leaves it ``None`` and sets
+    ``close_code`` and ``reason`` from its close frame.
+    """
+
+    def __init__(
+        self, status: Optional[int] = None, reason: str = "", close_code: Optional[int] = None
+    ) -> None:
+        if status is not None:
+            text = f"server rejected WebSocket connection: HTTP {status}"
+            text += f" ({reason})" if reason else ""
+        else:
+            text = f"server refused authentication after the upgrade: {close_code} {reason}"
+        super().__init__(text.strip())
         self.status = status
         self.reason = reason
+        self.close_code = close_code
+
+
+class DeliveryRefused(MaimMessageError):
+    """A message was not queued for delivery: its receiver has no live connection and
+    the receiver's outbox is at a bound (too many platforms queued for that user).
+
+    The hub answers the frame that carried such a message with a ``sys_error`` naming
+    ``field`` instead of acking it. Nothing was stored.
+    """
+
+    def __init__(self, message: str, field: Optional[str] = None) -> None:
+        super().__init__(message)
+        self.field = field

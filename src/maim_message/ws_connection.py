@@ -7,7 +7,7 @@ API-Server ``WebSocketServer``/``WebSocketClient`` of ``maim_message.server``/``
 
 from __future__ import annotations
 
-from .legacy.ws_server import WebSocketServerTransport as WebSocketServer
+from .legacy.ws_server import LegacyWebSocketServer as WebSocketServer
 from .legacy.ws_transport import WebSocketClientTransport as WebSocketClient
 
 __all__ = ["WebSocketClient", "WebSocketServer"]

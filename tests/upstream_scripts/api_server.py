@@ -4,6 +4,10 @@ Run by the 0.6.8 interpreter: ``python api_server.py '<json options>'`` with opt
 ``port`` (required), ``keys`` ({api_key: user_id}, accepted keys), ``certfile``/``keyfile``
 (TLS). Prints ``READY`` once the port accepts TCP connections.
 
+Also run by the 0.7.5 interpreter (same API). 0.7.5's ``start()`` leaves its server task
+unreferenced (wire-0.7.md §7 item 13: a garbage-collection pass stops it listening), so
+every task alive after ``start()`` is kept referenced here.
+
 Events: ``message`` (on_message: message dict + metadata), ``custom`` (custom handler
 ``ping``: the whole envelope + metadata).
 Commands: ``send_message``, ``send_custom``, ``connections``, ``wait_connections``,
@@ -18,6 +22,12 @@ from api_common import announce_package, emit, hard_exit, poll, serve_commands, 
 
 from maim_message.message import APIMessageBase
 from maim_message.server import WebSocketServer, create_server_config, create_ssl_server_config
+
+_KEEP = set()  # 0.7.5: keep the server task alive
+
+
+def _keep_tasks():
+    _KEEP.update(asyncio.all_tasks())
 
 
 def main():
@@ -89,6 +99,7 @@ def main():
         # A fresh 0.6.8 server object on the same port (its dedupe memory starts empty).
         state["server"] = make_server()
         await state["server"].start()
+        _keep_tasks()
         await wait_listening("127.0.0.1", port)
         return {"ok": True}
 
@@ -99,6 +110,7 @@ def main():
     async def run():
         announce_package()
         await state["server"].start()
+        _keep_tasks()
         await wait_listening("127.0.0.1", port)
         emit("READY")
         await serve_commands({

@@ -1,8 +1,14 @@
 """SQLite mirror of the outbox (stdlib sqlite3, WAL): a hub restart loses nothing accepted.
 
-Writes are synchronous on the event loop thread; with WAL and synchronous=NORMAL each
-insert is a few tens of microseconds, and a crash of the process (not of the machine)
-loses nothing that was committed.
+Writes are synchronous on the event loop thread and grouped: ``add``/``remove``/``mark_seen``
+open a transaction, and :meth:`commit` (called by the delivery layer once per event-loop
+turn, before any ack or forward that depends on them leaves the process) ends it. With
+WAL and synchronous=NORMAL a crash of the process (not of the machine) loses nothing that
+was committed.
+
+Besides the queued messages it keeps the ids of received frames whose handling is
+committed (``seen``), so that after a crash a client's re-send of a frame the dead
+process had already forwarded is recognised and not forwarded twice.
 """
 
 from __future__ import annotations
@@ -23,16 +29,44 @@ CREATE TABLE IF NOT EXISTS outbox (
     PRIMARY KEY (user_id, platform, msg_id)
 );
 CREATE INDEX IF NOT EXISTS outbox_pair_seq ON outbox (user_id, platform, seq);
+CREATE TABLE IF NOT EXISTS seen (
+    user_id TEXT NOT NULL,
+    platform TEXT NOT NULL,
+    msg_id TEXT NOT NULL,
+    at REAL NOT NULL,
+    PRIMARY KEY (user_id, platform, msg_id)
+);
 """
+
+SeenKey = Tuple[str, str, str]  # (sender user, sender platform, msg_id)
 
 
 class SqliteOutboxStore:
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, max_seen: int = 100_000) -> None:
         self.path = path
+        self.max_seen = max_seen
+        self._seen_added = 0
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+
+    # -- transactions -------------------------------------------------------------------
+
+    def _begin(self) -> None:
+        if not self._db.in_transaction:
+            self._db.execute("BEGIN")
+
+    @property
+    def dirty(self) -> bool:
+        """Writes not committed yet."""
+        return self._db.in_transaction
+
+    def commit(self) -> None:
+        if self._db.in_transaction:
+            self._db.execute("COMMIT")
+
+    # -- messages -----------------------------------------------------------------------
 
     def load(self) -> Iterable[Tuple[str, str, int, str, bytes, float]]:
         rows = self._db.execute(
@@ -42,16 +76,38 @@ class SqliteOutboxStore:
         return [(u, p, int(s), m, bytes(b), float(c)) for u, p, s, m, b, c in rows]
 
     def add(self, pair: Pair, entry: OutboxEntry) -> None:
+        self._begin()
         self._db.execute(
             "INSERT OR REPLACE INTO outbox VALUES (?, ?, ?, ?, ?, ?)",
             (pair[0], pair[1], entry.seq, entry.msg_id, entry.payload, entry.created),
         )
 
     def remove(self, pair: Pair, msg_ids: List[str]) -> None:
+        self._begin()
         self._db.executemany(
             "DELETE FROM outbox WHERE user_id = ? AND platform = ? AND msg_id = ?",
             [(pair[0], pair[1], m) for m in msg_ids],
         )
 
+    # -- received frames already handled --------------------------------------------------
+
+    def mark_seen(self, key: SeenKey, at: float) -> None:
+        self._begin()
+        self._db.execute("INSERT OR REPLACE INTO seen VALUES (?, ?, ?, ?)", (*key, at))
+        self._seen_added += 1
+        if self._seen_added >= max(1, self.max_seen // 10):  # keep the newest max_seen
+            self._seen_added = 0
+            self._db.execute(
+                "DELETE FROM seen WHERE rowid <= (SELECT MAX(rowid) FROM seen) - ?",
+                (self.max_seen,))
+
+    def load_seen(self, since: float) -> List[SeenKey]:
+        """Ids of handled frames recorded at or after ``since``, oldest first."""
+        rows = self._db.execute(
+            "SELECT user_id, platform, msg_id FROM seen WHERE at >= ? ORDER BY at", (since,)
+        ).fetchall()
+        return [(str(u), str(p), str(m)) for u, p, m in rows]
+
     def close(self) -> None:
+        self.commit()
         self._db.close()

@@ -57,6 +57,10 @@ class ClientConfig:
     message_cache_cleanup_interval: float = 60.0
 
     headers: Dict[str, str] = field(default_factory=dict)
+    # Extra (not in 0.6.8): the wire generation. "auto" detects it per connection (0.6 raw
+    # WebSocket first, 0.7 Socket.IO when the server answers 404/400); "websocket" or
+    # "socketio" skip the detection.
+    protocol: str = "auto"
 
     def validate(self) -> bool:
         missing = self.get_missing_fields()

@@ -12,7 +12,7 @@ import logging
 import time
 import uuid as uuid_module
 from collections import OrderedDict
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import websockets
 from websockets.asyncio.client import ClientConnection
@@ -32,8 +32,10 @@ from ..core.envelope import (
 from ..core.identity import fingerprint
 from ..core.models.api import APIMessageBase
 from ..core.redact import Redactor, redacting_logger
-from ..errors import EnvelopeError
+from ..errors import AuthRejectedError, EnvelopeError
 from ..runtime.callbacks import HandlerTasks, positional_arity
+from ..runtime.reconnect import ReconnectPolicy, refusal_for_status
+from ..sio.client import SocketIOClientSocket, SocketIORefused, socketio_url
 from .config import ClientConfig
 from .tls import client_ssl_context
 
@@ -41,8 +43,14 @@ logger = logging.getLogger(__name__)
 
 MessageCallback = Callable[[APIMessageBase, Dict[str, Any]], Any]
 
-# last_error prefix when a server refused the key after the upgrade (0.6.8 does that).
-AUTH_REFUSED = "server refused authentication after the upgrade"
+# close reason of a 0.6.8 server that refused the key after the upgrade
+_AUTH_FAILED_REASON = "Authentication failed"
+
+# Wire generations a connection can speak (ClientConfig.protocol): 0.6 raw WebSocket and
+# 0.7 Socket.IO. "auto" tries the remembered one first, the other on HTTP 404/400.
+WEBSOCKET, SOCKETIO = "websocket", "socketio"
+_SWITCH_ON = (400, 404)  # what a server of the other generation answers (wire-0.7.md §6)
+Socket = Union[ClientConnection, SocketIOClientSocket]
 
 
 class SupervisedConnection:
@@ -60,7 +68,11 @@ class SupervisedConnection:
         self._handlers = handlers
         self._ids = MessageIdFactory()
         self._dedupe = DedupeWindow(10_000, 3600.0)
-        self._ws: Optional[ClientConnection] = None
+        self._ws: Optional[Socket] = None
+        wanted = (config.protocol or "auto").lower()
+        # the generation that worked last (per connection); None: not known yet
+        self.generation: Optional[str] = wanted if wanted in (WEBSOCKET, SOCKETIO) else None
+        self._fixed = self.generation is not None
         self._task: Optional[asyncio.Task[None]] = None
         self._first_attempt: Optional[asyncio.Future[bool]] = None
         self._wanted = False
@@ -117,46 +129,62 @@ class SupervisedConnection:
         if fut is not None and not fut.done():
             fut.set_result(ok)
 
-    async def _run(self) -> None:
+    def _policy(self) -> ReconnectPolicy:
         cfg = self.config
-        failures = 0
+        return ReconnectPolicy(
+            cfg.reconnect_delay, cfg.max_reconnect_delay,
+            max_attempts=cfg.max_reconnect_attempts or 0, give_up_on_refusal=True,
+            retry=cfg.auto_reconnect,
+        )
+
+    async def _run(self) -> None:
+        policy = self._policy()
         while self._wanted:
             self.stats["connect_attempts"] += 1
+            delay: Optional[float]
             try:
                 ws = await self._open()
+            except SocketIORefused as exc:  # a 0.7.x server answered CONNECT with 44
+                self._failed(str(exc))
+                delay = policy.attempt_failed(exc)
+                logger.warning("connection %s: %s; not retrying", self.uuid, exc)
+                await self._notify_disconnect(self.last_error)
+                break
             except InvalidStatus as exc:
                 status = exc.response.status_code
+                refusal = refusal_for_status(status)
                 self._failed(f"server rejected WebSocket connection: HTTP {status}")
-                if status in (401, 403):
+                delay = policy.attempt_failed(refusal)
+                if refusal is not None:
                     logger.warning("connection %s refused by server (HTTP %d); not retrying",
                                    self.uuid, status)
                     await self._notify_disconnect(self.last_error)
                     break
             except (OSError, asyncio.TimeoutError, websockets.InvalidHandshake,
-                    websockets.InvalidURI) as exc:
+                    websockets.InvalidURI, EnvelopeError, ValueError) as exc:
                 self._failed(f"{type(exc).__name__}: {exc}")
+                delay = policy.attempt_failed(exc)
             except Exception as exc:  # anything else: count it and retry, never die silently
                 logger.exception("connection %s: unexpected error while connecting", self.uuid)
                 self._failed(f"{type(exc).__name__}: {exc}")
+                delay = policy.attempt_failed(exc)
             else:
-                failures = 0
+                refused: Optional[AuthRejectedError] = None
                 try:
-                    await self._serve(ws)
+                    refused = await self._serve(ws)
                 except Exception:
                     logger.exception("connection %s: unexpected error", self.uuid)
-                if (self.last_error or "").startswith(AUTH_REFUSED):
-                    logger.warning("connection %s: %s; not retrying", self.uuid, self.last_error)
+                delay = policy.connection_lost(refused)
+                if refused is not None:
+                    logger.warning("connection %s: %s; not retrying", self.uuid, refused)
                     break
-            if not (self._wanted and cfg.auto_reconnect):
-                break
-            failures += 1
-            if cfg.max_reconnect_attempts and failures > cfg.max_reconnect_attempts:
-                logger.warning("connection %s: giving up after %d failed attempts",
-                               self.uuid, failures - 1)
-                await self._notify_disconnect(self.last_error)
+            if not self._wanted or delay is None:
+                if policy.gave_up():
+                    logger.warning("connection %s: giving up after %d failed attempts",
+                                   self.uuid, policy.failures - 1)
+                    await self._notify_disconnect(self.last_error)
                 break
             self.stats["reconnect_attempts"] += 1
-            delay = min(cfg.reconnect_delay * (2 ** (failures - 1)), cfg.max_reconnect_delay)
             await asyncio.sleep(delay)
         self._wanted = False
         self._resolve_first(False)
@@ -168,20 +196,47 @@ class SupervisedConnection:
         logger.info("connection %s failed: %s", self.uuid, reason)
         self._resolve_first(False)
 
-    async def _open(self) -> ClientConnection:
+    async def _open(self) -> Socket:
+        """Connect in the generation known to work, else detect it (plain upgrade first)."""
+        order: List[str] = [self.generation or WEBSOCKET]
+        if not self._fixed:
+            order.append(SOCKETIO if order[0] == WEBSOCKET else WEBSOCKET)
+        for i, generation in enumerate(order):
+            try:
+                if generation == SOCKETIO:
+                    ws = await self._connect(socketio_url(self.config.url))
+                    sock: Socket = await SocketIOClientSocket.open(
+                        ws, self.config.connect_timeout)
+                else:
+                    sock = await self._connect(self.config.url)
+            except InvalidStatus as exc:
+                if i + 1 < len(order) and exc.response.status_code in _SWITCH_ON:
+                    logger.debug("connection %s: HTTP %d for %s, trying %s", self.uuid,
+                                 exc.response.status_code, generation, order[i + 1])
+                    continue
+                raise
+            if generation != self.generation:
+                logger.info("connection %s: server speaks %s", self.uuid, generation)
+            self.generation = generation
+            return sock
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _connect(self, url: str) -> ClientConnection:
         cfg = self.config
         headers = dict(cfg.headers)
         headers.update({"x-apikey": cfg.api_key, "x-platform": cfg.platform, "x-uuid": self.uuid})
         ssl_ctx = client_ssl_context(cfg) if cfg.url.startswith("wss://") else None
         return await ws_connect(
-            cfg.url, additional_headers=headers, ssl=ssl_ctx, compression=None,
+            url, additional_headers=headers, ssl=ssl_ctx, compression=None,
             open_timeout=cfg.connect_timeout, ping_interval=cfg.ping_interval,
             ping_timeout=cfg.ping_timeout, close_timeout=cfg.close_timeout,
             max_size=cfg.max_size,
             logger=redacting_logger("websockets.client", [cfg.api_key]),  # DEBUG logs headers
         )
 
-    async def _serve(self, ws: ClientConnection) -> None:
+    async def _serve(self, ws: Socket) -> Optional[AuthRejectedError]:
+        """Read until the connection ends; returns the refusal when the server refused the
+        key after the upgrade (0.6.8 does: close 1000 with reason "Authentication failed")."""
         self._ws = ws
         self.connected = True
         self.last_error = None
@@ -192,6 +247,7 @@ class SupervisedConnection:
         if self.config.on_connect is not None:
             self._handlers.spawn(self.config.on_connect, self.uuid, self.config)
         error: Optional[str] = None
+        refused: Optional[AuthRejectedError] = None
         self._cursor = 0
         # Re-send unacked frames while already reading: a big backlog must not stop us from
         # reading the server's acks and pings (both sides would wait on each other).
@@ -206,22 +262,28 @@ class SupervisedConnection:
                     logger.exception("connection %s: failed to handle a frame", self.uuid)
         except ConnectionClosed:
             pass
+        except SocketIORefused as exc:  # 0.7.5 API servers refuse a key with 41 after CONNECT
+            refused = exc
         finally:
             resend.cancel()  # not awaited: nothing here may be interrupted by a cancel
             self.connected = False
             self._ws = None
             code = ws.close_code
-            if (ws.close_reason or "").startswith("Authentication failed"):
-                # 0.6.8 servers accept the upgrade, then refuse the key (close 1000 + reason).
-                error = f"{AUTH_REFUSED}: {code} {ws.close_reason}"
+            if refused is not None:
+                error = str(refused)
+                self.last_error = error
+            elif (ws.close_reason or "").startswith(_AUTH_FAILED_REASON):
+                refused = AuthRejectedError(None, ws.close_reason or "", close_code=code)
+                error = str(refused)
                 self.last_error = error
             elif code not in (1000, 1001, None):
                 error = f"connection closed: {code} {ws.close_reason or ''}".strip()
                 self.last_error = error
             logger.info("connection %s closed (code %s)", self.uuid, code)
             self._spawn_disconnect(error)  # in finally: also when the task is cancelled
+        return refused
 
-    async def _resend(self, ws: ClientConnection) -> None:
+    async def _resend(self, ws: Socket) -> None:
         resent = await self._flush(ws)
         if resent:
             self.stats["resent"] += resent
@@ -239,7 +301,7 @@ class SupervisedConnection:
 
     # -- receiving --------------------------------------------------------------------------
 
-    async def _frame(self, ws: ClientConnection, raw: Any) -> None:
+    async def _frame(self, ws: Socket, raw: Any) -> None:
         self.stats["messages_received"] += 1
         self.stats["bytes_received"] += len(raw)
         try:
@@ -346,7 +408,7 @@ class SupervisedConnection:
                 logger.warning("connection %s: outbox full, dropped %d oldest message(s)",
                                self.uuid, self.dropped)
 
-    async def _flush(self, ws: ClientConnection) -> int:
+    async def _flush(self, ws: Socket) -> int:
         """Write pending frames after the cursor, in order (also those added meanwhile)."""
         if self._flushing:
             return 0
@@ -365,7 +427,7 @@ class SupervisedConnection:
         finally:
             self._flushing = False
 
-    async def _write(self, ws: ClientConnection, data: bytes) -> bool:
+    async def _write(self, ws: Socket, data: bytes) -> bool:
         try:
             await ws.send(data, text=True)
         except ConnectionClosed:

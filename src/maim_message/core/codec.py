@@ -37,6 +37,36 @@ def loads(data: Union[bytes, bytearray, memoryview, str]) -> Any:
         raise EnvelopeError(f"frame is not valid JSON: {exc}") from None
 
 
+# The legacy dialect (0.6.8's MessageServer/MessageClient used the stdlib ``json``): its
+# peers may send ``NaN`` and its handlers may send non-string keys or integers beyond 64
+# bits. Same fast path, the stdlib only for what orjson refuses, the same error type.
+
+
+def dumps_compat(obj: Any) -> bytes:
+    """Compact UTF-8 JSON like :func:`dumps`, also for what only the stdlib encodes;
+    raises ``TypeError`` for values JSON cannot represent."""
+    try:
+        return dumps(obj)
+    except TypeError:
+        import json
+
+        return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def loads_compat(data: Union[bytes, bytearray, memoryview, str]) -> Any:
+    """Like :func:`loads`, also accepting what the stdlib reads (``NaN``, ``Infinity``)."""
+    try:
+        return _loads(data)
+    except (_JSONDecodeError, UnicodeDecodeError, TypeError):
+        pass
+    import json
+
+    try:
+        return json.loads(bytes(data) if isinstance(data, memoryview) else data)
+    except (ValueError, TypeError, RecursionError) as exc:
+        raise EnvelopeError(f"frame is not valid JSON: {exc}") from None
+
+
 # Envelope types of the API-Server wire protocol (wire-protocol.md §1.4).
 SYS_STD = "sys_std"
 SYS_ACK = "sys_ack"

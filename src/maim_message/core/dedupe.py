@@ -45,6 +45,10 @@ class DedupeWindow:
             del seen[oldest_key]
         return False
 
+    def forget(self, key: Hashable) -> None:
+        """Drop ``key`` (it was not handled after all: a re-send must be handled)."""
+        self._seen.pop(key, None)
+
     def __len__(self) -> int:
         return len(self._seen)
 

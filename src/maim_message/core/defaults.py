@@ -50,6 +50,8 @@ class OutboxLimits:
 
     max_per_pair: int = 10_000  # unacked messages kept per (user, platform)
     max_bytes: int = 512 * MIB  # all pairs together
+    max_bytes_per_user: int = 128 * MIB  # one receiving user's share of max_bytes
+    max_pairs_per_user: int = 64  # platforms with queued messages per receiving user
     ttl: float = 86_400.0  # s an undelivered message is kept
 
 

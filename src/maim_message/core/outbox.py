@@ -3,7 +3,10 @@
 Sans-I/O. Each pair has an ordered queue; entries get an increasing sequence number, so
 a connection's delivery state is one integer (the last seq written to it): a reconnect
 starts from 0 and gets every unacked entry again, in order. Bounded by count per pair,
-total bytes and age; what a bound evicts is counted, never silently lost.
+bytes per receiving user inside a global byte budget (one user's flood evicts only that
+user's messages), pairs per user, and age; what a bound evicts is counted, never
+silently lost. Bytes are counted honestly: payload plus a fixed overhead per entry and
+per pair (the Python objects that hold them), so ``outbox_bytes`` tracks real memory.
 An optional store (e.g. SQLite) mirrors appends and acks so a restart loses nothing.
 """
 
@@ -11,9 +14,21 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from typing import Callable, Dict, Iterable, Iterator, List, Optional, Protocol, Tuple
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Protocol, Set, Tuple
 
 Pair = Tuple[str, str]  # (user_id, platform)
+
+# Memory a queued message costs beyond its payload and id: the entry object, its slot in
+# the pair's ordered dict, the float and ints it holds (measured with tracemalloc on
+# CPython 3.11, rounded up).
+ENTRY_OVERHEAD = 256
+# Memory of one (user, platform) queue: the queue object, its ordered dict, the pair
+# tuple and platform string, the slots in the outbox's and the delivery's maps.
+PAIR_OVERHEAD = 1024
+
+
+def entry_cost(msg_id: str, payload: bytes) -> int:
+    return len(payload) + len(msg_id) + ENTRY_OVERHEAD
 
 
 class OutboxEntry:
@@ -53,6 +68,16 @@ class PairQueue:
         self.bytes = 0
 
 
+class UserUsage:
+    """What one receiving user holds in the outbox: bytes (with overheads) and pairs."""
+
+    __slots__ = ("bytes", "platforms")
+
+    def __init__(self) -> None:
+        self.bytes = 0
+        self.platforms: Set[str] = set()
+
+
 class Outbox:
     """Per-pair ordered queues with global bounds."""
 
@@ -60,9 +85,13 @@ class Outbox:
         self, *, max_per_pair: int = 10_000, max_bytes: int = 512 * 1024 * 1024,
         ttl: float = 86_400.0, store: Optional[OutboxStore] = None,
         clock: Callable[[], float] = time.time,
+        max_bytes_per_user: Optional[int] = None, max_pairs_per_user: int = 64,
     ) -> None:
         self.max_per_pair = max_per_pair
         self.max_bytes = max_bytes
+        self.max_bytes_per_user = max_bytes_per_user if max_bytes_per_user else max_bytes
+        self.max_pairs_per_user = max_pairs_per_user
+        self.users: Dict[str, UserUsage] = {}
         self.ttl = ttl
         self.store = store
         self._clock = clock
@@ -78,33 +107,84 @@ class Outbox:
 
     def _load(self, store: OutboxStore) -> None:
         for user, platform, seq, msg_id, payload, created in store.load():
-            queue = self.pairs.setdefault((user, platform), PairQueue())
+            pair = (user, platform)
+            queue = self.pairs.get(pair) or self._new_pair(pair)
             entry = OutboxEntry(seq, msg_id, payload, created)
             queue.entries[msg_id] = entry
             queue.last_seq = max(queue.last_seq, seq)
             self._seq = max(self._seq, seq)
-            queue.bytes += len(payload)
-            self.total_bytes += len(payload)
+            self._account(pair, queue, entry_cost(msg_id, payload))
             self.total_count += 1
+
+    # -- accounting -------------------------------------------------------------------------
+
+    def _new_pair(self, pair: Pair) -> PairQueue:
+        queue = self.pairs[pair] = PairQueue()
+        usage = self.users.get(pair[0])
+        if usage is None:
+            usage = self.users[pair[0]] = UserUsage()
+        usage.platforms.add(pair[1])
+        usage.bytes += PAIR_OVERHEAD
+        self.total_bytes += PAIR_OVERHEAD
+        return queue
+
+    def _drop_pair(self, pair: Pair) -> None:
+        """Forget an (empty or discarded) pair queue and its overhead."""
+        queue = self.pairs.pop(pair, None)
+        if queue is None:
+            return
+        usage = self.users.get(pair[0])
+        freed = queue.bytes + PAIR_OVERHEAD
+        self.total_bytes -= freed
+        if usage is not None:
+            usage.bytes -= freed
+            usage.platforms.discard(pair[1])
+            if not usage.platforms:
+                del self.users[pair[0]]
+
+    def _account(self, pair: Pair, queue: PairQueue, size: int) -> None:
+        queue.bytes += size
+        self.total_bytes += size
+        self.users[pair[0]].bytes += size
+
+    def admits(self, pair: Pair) -> bool:
+        """Whether a message for ``pair`` may be queued: the pair is already queued, or
+        its user holds fewer than ``max_pairs_per_user`` queues (a sender naming made-up
+        platforms cannot create queues without bound)."""
+        if pair in self.pairs:
+            return True
+        usage = self.users.get(pair[0])
+        return usage is None or len(usage.platforms) < self.max_pairs_per_user
+
+    def user_bytes(self, user: str) -> int:
+        usage = self.users.get(user)
+        return usage.bytes if usage is not None else 0
 
     # -- writing ----------------------------------------------------------------------------
 
     def append(self, pair: Pair, msg_id: str, payload: bytes,
-               only: Optional[str] = None) -> OutboxEntry:
-        """Queue a message; may evict the pair's oldest entries to respect the bounds."""
+               only: Optional[str] = None, persist: bool = True) -> OutboxEntry:
+        """Queue a message; may evict the pair's oldest entries to respect the bounds.
+
+        ``persist=False``: the store has it already (cluster mode: another node wrote it,
+        or it was read back from the store), so it is only queued here."""
         queue = self.pairs.get(pair)
         if queue is None:
-            queue = self.pairs[pair] = PairQueue()
+            queue = self._new_pair(pair)
         self._seq += 1
         entry = OutboxEntry(self._seq, msg_id, payload, self._clock(), queue.last_seq, only)
         queue.last_seq = self._seq
+        old = queue.entries.get(msg_id)
+        if old is not None:  # the same id again (a re-sent forward): replace, count once
+            del queue.entries[msg_id]
+            self._account_removed(pair, queue, old)
         queue.entries[msg_id] = entry
-        queue.bytes += len(payload)
-        self.total_bytes += len(payload)
+        self._account(pair, queue, entry_cost(msg_id, payload))
         self.total_count += 1
-        if self.store is not None:
+        if persist and self.store is not None:
             self.store.add(pair, entry)
-        if len(queue.entries) > self.max_per_pair or self.total_bytes > self.max_bytes:
+        if (len(queue.entries) > self.max_per_pair or self.total_bytes > self.max_bytes
+                or self.users[pair[0]].bytes > self.max_bytes_per_user):
             self._enforce_bounds(pair, queue, keep=msg_id)
         return entry
 
@@ -116,12 +196,12 @@ class Outbox:
         entry = queue.entries.pop(msg_id, None)
         if entry is None:
             return False
-        self._account_removed(queue, entry)
+        self._account_removed(pair, queue, entry)
         self.acked += 1
         if self.store is not None:
             self.store.remove(pair, [msg_id])
         if not queue.entries:
-            del self.pairs[pair]
+            self._drop_pair(pair)
         return True
 
     def drop_through(self, pair: Pair, seq: int) -> int:
@@ -140,31 +220,52 @@ class Outbox:
         if ids and self.store is not None:
             self.store.remove(pair, ids)
         if not queue.entries:
-            del self.pairs[pair]
+            self._drop_pair(pair)
         return len(ids)
 
     def discard_pair(self, pair: Pair) -> int:
         """Forget a pair's queue without telling the store (cluster mode: the store keeps
         it for whichever node the pair connects to next). Returns how many entries."""
-        queue = self.pairs.pop(pair, None)
+        queue = self.pairs.get(pair)
         if queue is None:
             return 0
-        self.total_bytes -= queue.bytes
-        self.total_count -= len(queue.entries)
-        return len(queue.entries)
+        count = len(queue.entries)
+        self.total_count -= count
+        self._drop_pair(pair)
+        return count
 
-    def _account_removed(self, queue: PairQueue, entry: OutboxEntry) -> None:
-        size = len(entry.payload)
+    def _account_removed(self, pair: Pair, queue: PairQueue, entry: OutboxEntry) -> None:
+        size = entry_cost(entry.msg_id, entry.payload)
         queue.bytes -= size
         self.total_bytes -= size
+        self.users[pair[0]].bytes -= size
         self.total_count -= 1
 
     def _pop_oldest(self, pair: Pair, queue: PairQueue) -> Optional[str]:
         if not queue.entries:
             return None
         msg_id, entry = queue.entries.popitem(last=False)
-        self._account_removed(queue, entry)
+        self._account_removed(pair, queue, entry)
         return msg_id
+
+    def _evict_user(self, user: str, pair: Pair, keep: str, budget: int,
+                    removed: Dict[Pair, List[str]]) -> None:
+        """Drop ``user``'s oldest entries (``pair`` first, then its other pairs) until the
+        user holds at most ``budget`` bytes or only ``keep`` is left."""
+        usage = self.users.get(user)
+        if usage is None:
+            return
+        order = [pair] + [(user, p) for p in sorted(usage.platforms) if (user, p) != pair]
+        for other_pair in order:
+            other = self.pairs.get(other_pair)
+            while other is not None and other.entries and usage.bytes > budget:
+                if next(iter(other.entries)) == keep:
+                    break
+                msg_id = self._pop_oldest(other_pair, other)
+                if msg_id is not None:
+                    removed.setdefault(other_pair, []).append(msg_id)
+            if usage.bytes <= budget:
+                break
 
     def _enforce_bounds(self, pair: Pair, queue: PairQueue, keep: str) -> None:
         removed: Dict[Pair, List[str]] = {}
@@ -173,24 +274,27 @@ class Outbox:
             if msg_id is None:
                 break
             removed.setdefault(pair, []).append(msg_id)
-        # Over the byte budget: drop the oldest entries, this pair first, then the others.
-        for other_pair in [pair, *[p for p in self.pairs if p != pair]]:
-            other = self.pairs.get(other_pair)
-            while other is not None and self.total_bytes > self.max_bytes and other.entries:
-                if next(iter(other.entries)) == keep:
+        user = pair[0]
+        # Over the user's budget: only this user's messages make room.
+        self._evict_user(user, pair, keep, self.max_bytes_per_user, removed)
+        # Over the global budget: the users holding the most give way first, so one
+        # flooding user evicts its own queue, not everybody else's.
+        if self.total_bytes > self.max_bytes:
+            for victim in sorted(self.users, key=lambda u: self.users[u].bytes, reverse=True):
+                excess = self.total_bytes - self.max_bytes
+                usage = self.users.get(victim)
+                if excess <= 0:
                     break
-                msg_id = self._pop_oldest(other_pair, other)
-                if msg_id is not None:
-                    removed.setdefault(other_pair, []).append(msg_id)
-            if self.total_bytes <= self.max_bytes:
-                break
+                if usage is not None:
+                    self._evict_user(victim, pair if victim == user else (victim, ""), keep,
+                                     max(0, usage.bytes - excess), removed)
         for p, ids in removed.items():
             self.evicted += len(ids)
             if self.store is not None:
                 self.store.remove(p, ids)
             queue_p = self.pairs.get(p)
             if queue_p is not None and not queue_p.entries and p != pair:
-                del self.pairs[p]
+                self._drop_pair(p)
 
     def expire(self) -> int:
         """Drop entries older than ``ttl``; returns how many."""
@@ -211,11 +315,26 @@ class Outbox:
                 if self.store is not None:
                     self.store.remove(pair, ids)
             if not queue.entries:
-                del self.pairs[pair]
+                self._drop_pair(pair)
         self.expired += dropped
         return dropped
 
+    def replace_store(self, store: Optional[OutboxStore]) -> Optional[OutboxStore]:
+        """Mirror appends and acks into ``store`` from now on; returns the previous one."""
+        previous, self.store = self.store, store
+        return previous
+
     # -- reading ----------------------------------------------------------------------------
+
+    def contains(self, pair: Pair, msg_id: str) -> bool:
+        """Whether ``msg_id`` is queued (unacked) for ``pair``."""
+        queue = self.pairs.get(pair)
+        return queue is not None and msg_id in queue.entries
+
+    @property
+    def last_assigned_seq(self) -> int:
+        """The highest sequence number given to any entry so far."""
+        return self._seq
 
     def last_seq(self, pair: Pair) -> int:
         queue = self.pairs.get(pair)
@@ -237,7 +356,8 @@ class Outbox:
     def stats(self) -> Dict[str, int]:
         return {
             "outbox_depth": self.total_count, "outbox_bytes": self.total_bytes,
-            "outbox_pairs": len(self.pairs), "acked": self.acked,
+            "outbox_pairs": len(self.pairs), "outbox_users": len(self.users),
+            "acked": self.acked,
             "evicted": self.evicted, "expired": self.expired,
         }
 

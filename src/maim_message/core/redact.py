@@ -10,6 +10,7 @@ emitted, replacing every known secret (raw or URL-encoded) by its fingerprint.
 from __future__ import annotations
 
 import logging
+import re
 import traceback
 from typing import Any, Iterable, List, MutableMapping, Optional, Tuple
 from urllib.parse import quote, quote_plus
@@ -17,6 +18,27 @@ from urllib.parse import quote, quote_plus
 from .identity import fingerprint
 
 MIN_SECRET_LENGTH = 4  # shorter "secrets" are not secret, and replacing them garbles logs
+
+# Line breaks and other control characters (C0, DEL, C1, Unicode line/paragraph separators)
+# in a request-derived value would let a client forge log lines.
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+LOG_FIELD_LIMIT = 200
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def log_safe(value: Any, limit: int = LOG_FIELD_LIMIT) -> str:
+    """A request-derived value (platform, uuid, user id, path...) made safe for one log line:
+    control characters escaped (no forged lines), truncated to ``limit`` characters."""
+    text = value if type(value) is str else str(value)
+    if len(text) > limit:
+        text = text[:limit] + "..."
+    if _UNSAFE.search(text) is not None:
+        text = _UNSAFE.sub(_escape, text)
+    return text
 
 
 def _forms(secret: str) -> List[str]:

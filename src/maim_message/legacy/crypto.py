@@ -17,8 +17,8 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from ..core.codec import dumps_compat, loads_compat
 from ..errors import MaimMessageError
-from . import jsoncodec
 from .tcp_framing import (
     NONCE_SIZE,
     FrameError,
@@ -81,7 +81,7 @@ class CryptoSession:
 
     def encrypt(self, obj: Any) -> bytes:
         """A complete data frame (type 3) carrying ``obj`` as JSON."""
-        return self.encrypt_bytes(jsoncodec.dumps_bytes(obj))
+        return self.encrypt_bytes(dumps_compat(obj))
 
     def encrypt_bytes(self, plaintext: bytes) -> bytes:
         if self._cipher is None:
@@ -104,7 +104,7 @@ class CryptoSession:
         return plaintext
 
     def decrypt(self, payload: bytes) -> Any:
-        return jsoncodec.loads(self.decrypt_bytes(payload))
+        return loads_compat(self.decrypt_bytes(payload))
 
 
 class CryptoManager:
@@ -130,12 +130,12 @@ class CryptoManager:
         if self.cipher is None:
             raise ValueError("encryption session not established")
         iv = os.urandom(NONCE_SIZE)
-        return iv, self.cipher.encrypt(iv, jsoncodec.dumps_bytes(data), _SEQ.pack(sequence))
+        return iv, self.cipher.encrypt(iv, dumps_compat(data), _SEQ.pack(sequence))
 
     def decrypt_message(self, iv: bytes, encrypted_data: bytes, sequence: int) -> Any:
         if self.cipher is None:
             raise ValueError("encryption session not established")
-        return jsoncodec.loads(self.cipher.decrypt(iv, encrypted_data, _SEQ.pack(sequence)))
+        return loads_compat(self.cipher.decrypt(iv, encrypted_data, _SEQ.pack(sequence)))
 
     @staticmethod
     def create_frame(frame_type: int, payload: bytes) -> bytes:

@@ -10,15 +10,17 @@ Rules, applied to each decoded JSON value:
 3. otherwise every generic handler gets the value unchanged.
 
 Handlers may be sync or async. Sync handlers run in registration order as the frame is
-read; async ones become tasks (tracked, exceptions logged, cancelled on ``stop``).
+read; async ones become tasks of the project's one task tracker
+(:class:`~maim_message.runtime.callbacks.HandlerTasks`: exceptions logged, cancelled on
+``stop``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import inspect
 from typing import Any, Callable, Dict, Hashable, List, Optional, Sequence, Set
 
+from ..runtime.callbacks import HandlerTasks
 from .logsupport import Log
 
 __all__ = ["HandlerRegistry", "build_custom_message", "select_handlers"]
@@ -82,7 +84,12 @@ class HandlerRegistry:
         self._log = Log(logger_name, custom_logger)
         self.message_handlers: List[Handler] = []
         self.custom_message_handlers: Dict[str, List[Handler]] = {}
-        self.background_tasks: Set[asyncio.Future[Any]] = set()
+        self._tasks = HandlerTasks(type(self).__name__, self._log)
+
+    @property
+    def background_tasks(self) -> Set[asyncio.Future[Any]]:
+        """Running async handler calls (0.6.8 name)."""
+        return self._tasks.tasks
 
     # -- registration ------------------------------------------------------------------
     def register_message_handler(self, handler: Handler) -> None:
@@ -106,14 +113,8 @@ class HandlerRegistry:
             return []
         tasks: List[asyncio.Future[Any]] = []
         for handler in tuple(handlers):
-            try:
-                result = handler(message)
-            except Exception:
-                self._log.exception("message handler %r raised", handler)
-                continue
-            if inspect.isawaitable(result):
-                task = asyncio.ensure_future(result)
-                self._track(task)
+            task = self._tasks.spawn(handler, message)
+            if task is not None:
                 tasks.append(task)
         return tasks
 
@@ -135,24 +136,7 @@ class HandlerRegistry:
         ):
             self.dispatch(message)
         else:
-            self._track(asyncio.ensure_future(self.process_message(message)))
-
-    def _track(self, task: asyncio.Future[Any]) -> None:
-        self.background_tasks.add(task)
-        task.add_done_callback(self._task_done)
-
-    def _task_done(self, task: asyncio.Future[Any]) -> None:
-        self.background_tasks.discard(task)
-        if task.cancelled():
-            return
-        exc = task.exception()
-        if exc is not None:
-            self._log.error("async message handler raised", exc=exc)
+            self._tasks.track(asyncio.ensure_future(self.process_message(message)))
 
     async def _cancel_background(self) -> None:
-        tasks = [t for t in self.background_tasks if not t.done()]
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
-        self.background_tasks.clear()
+        await self._tasks.cancel_all(grace=0)

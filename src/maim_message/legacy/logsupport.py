@@ -55,7 +55,11 @@ class Log:
     def warning(self, msg: str, *args: Any) -> None:
         self._emit(logging.WARNING, "warning", msg, args, False)
 
-    def error(self, msg: str, *args: Any, exc: Union[bool, BaseException] = False) -> None:
+    def error(self, msg: str, *args: Any, exc: Union[bool, BaseException] = False,
+              exc_info: Any = None) -> None:
+        """``exc_info`` as in ``logging`` (a ``(type, value, tb)`` tuple) is also accepted."""
+        if isinstance(exc_info, tuple) and len(exc_info) == 3:
+            exc = exc_info[1]
         self._emit(logging.ERROR, "error", msg, args, exc)
 
     def exception(self, msg: str, *args: Any) -> None:

@@ -1,10 +1,12 @@
 """Reconnect loop shared by the legacy ws and tcp client transports.
 
-Delay after a failed attempt ``n`` (0-based) is ``min(max_reconnect_delay,
-reconnect_interval * 2 ** min(n, 5))`` -> 2, 4, 8, 10, 10 ... s with the 0.6.8 defaults;
-after an established connection drops, the next attempt waits ``reconnect_interval``.
-The loop runs until ``stop()``; every reconnect restarts reading (0.6.8's TCP client did
-not), and ``stop()`` leaves no task behind.
+The delays come from the project's one policy (:class:`~maim_message.runtime.reconnect.
+ReconnectPolicy`): 2, 4, 8, 10, 10 ... s with the 0.6.8 defaults, the first retry after an
+established connection drops waits ``reconnect_interval``. A refusal of the token
+(:class:`~maim_message.errors.AuthRejectedError`: HTTP 401/403, or a 0.6.8 server's close
+1008) counts as a failure and is retried, as 0.6.8 did. The loop runs until ``stop()``;
+every reconnect restarts reading (0.6.8's TCP client did not), and ``stop()`` leaves no
+task behind.
 """
 
 from __future__ import annotations
@@ -12,16 +14,14 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Callable, Generic, Optional, TypeVar
 
+from ..errors import AuthRejectedError
+from ..runtime.reconnect import ReconnectPolicy
 from .logsupport import Log
 
-__all__ = ["ReconnectingTransport", "backoff_delay"]
+__all__ = ["ReconnectingTransport"]
 
 S = TypeVar("S")
 Deliver = Callable[[Any], None]
-
-
-def backoff_delay(failures: int, base: float, cap: float) -> float:
-    return float(min(cap, base * (2 ** min(failures, 5))))
 
 
 class ReconnectingTransport(Generic[S]):
@@ -31,9 +31,7 @@ class ReconnectingTransport(Generic[S]):
     def __init__(self, deliver: Deliver, log: Log) -> None:
         self._deliver = deliver
         self._log = log
-        self.reconnect_interval = 2.0
-        self.max_reconnect_delay = 10.0
-        self.retry_count = 0
+        self.policy = ReconnectPolicy(2.0, 10.0)
         self._session: Optional[S] = None
         self._running = False
         self._wakeup: Optional[asyncio.Event] = None
@@ -53,13 +51,35 @@ class ReconnectingTransport(Generic[S]):
     def _session_open(self, session: S) -> bool:
         return True
 
-    def _refused(self, session: S) -> bool:
-        """True when the peer ended the session as an auth refusal (counts as a failure)."""
-        return False
+    def _refusal(self, session: S) -> Optional[AuthRejectedError]:
+        """The refusal signal when the peer ended the session as an auth refusal."""
+        return None
 
     async def send(self, message: Any) -> bool:
         """Send one JSON value; False when not connected."""
         raise NotImplementedError
+
+    # -- policy knobs (0.6.8 attribute names) --------------------------------------------
+    @property
+    def reconnect_interval(self) -> float:
+        return self.policy.base_delay
+
+    @reconnect_interval.setter
+    def reconnect_interval(self, value: float) -> None:
+        self.policy.base_delay = value
+
+    @property
+    def max_reconnect_delay(self) -> float:
+        return self.policy.max_delay
+
+    @max_reconnect_delay.setter
+    def max_reconnect_delay(self, value: float) -> None:
+        self.policy.max_delay = value
+
+    @property
+    def retry_count(self) -> int:
+        """Consecutive failed attempts."""
+        return self.policy.failures
 
     # -- state -------------------------------------------------------------------------
     def _connected_event(self) -> asyncio.Event:
@@ -102,10 +122,7 @@ class ReconnectingTransport(Generic[S]):
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
-                    delay = backoff_delay(
-                        self.retry_count, self.reconnect_interval, self.max_reconnect_delay
-                    )
-                    self.retry_count += 1
+                    delay = self.policy.attempt_failed(exc) or 0.0
                     self._log.warning("connection attempt failed (%s); retrying in %.1f s",
                                       _describe(exc), delay)
                     if self._running:
@@ -127,14 +144,7 @@ class ReconnectingTransport(Generic[S]):
                     connected.clear()
                     await self._close_session(session)
                 if self._running:
-                    failures = 0
-                    if self._refused(session):  # e.g. a 0.6.8 server's close 1008
-                        failures = self.retry_count
-                        self.retry_count += 1
-                    else:
-                        self.retry_count = 0
-                    delay = backoff_delay(failures, self.reconnect_interval,
-                                          self.max_reconnect_delay)
+                    delay = self.policy.connection_lost(self._refusal(session)) or 0.0
                     self._log.info("disconnected; reconnecting in %.1f s", delay)
                     await self._pause(delay)
         finally:

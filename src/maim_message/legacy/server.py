@@ -1,21 +1,22 @@
 """``MessageServer``: the legacy hub endpoint (wire §2.1, §2.4; api-surface §10.1).
 
-``mode="ws"`` serves WebSocket on ``websockets`` (no FastAPI/uvicorn), or, with
-``app=<FastAPI/Starlette app>``, adds the route to that application and lets the host
-serve it. ``mode="tcp"`` serves the encrypted TCP protocol.
+``mode="ws"`` serves the legacy WebSocket app (``ws_app``) on the project's own asyncio
+transport (no FastAPI/uvicorn), or, with ``app=<FastAPI/Starlette app>``, adds its route to
+that application and lets the host serve it through the ASGI shell. ``mode="tcp"`` serves
+the encrypted TCP protocol. All three route by platform through ``platforms``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 from typing import Any, Callable, Dict, List, Optional, Union
 
+from ..runtime.callbacks import call_maybe_async
 from .dispatch import HandlerRegistry, build_custom_message
-from .registry import TokenAuth
+from .platforms import TokenAuth
 from .tcp_server import TcpServerTransport
-from .ws_server import WebSocketServerTransport
+from .ws_server import LegacyWebSocketServer, MountedLegacyServer
 
 __all__ = ["MessageServer"]
 
@@ -51,18 +52,16 @@ class MessageServer(HandlerRegistry):
         self._running = False
         self._stopped: Optional[asyncio.Event] = None
         self.send_message_handlers: List[SendHandler] = []
-        self.connection: Union[WebSocketServerTransport, TcpServerTransport, Any]
+        self.connection: Union[LegacyWebSocketServer, MountedLegacyServer, TcpServerTransport]
         if mode == "tcp":
             self.connection = TcpServerTransport(self._deliver, self._auth, self._log,
                                                  host=host, port=port)
         elif app is not None:
-            from .asgi import MountedWebSocketTransport
-
-            self.connection = MountedWebSocketTransport(
+            self.connection = MountedLegacyServer(
                 self._deliver, self._auth, self._log, app=app, path=path, host=host, port=port
             )
         else:
-            self.connection = WebSocketServerTransport(
+            self.connection = LegacyWebSocketServer(
                 self._deliver, self._auth, self._log, host=host, port=port, path=path,
                 ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile,
             )
@@ -92,9 +91,7 @@ class MessageServer(HandlerRegistry):
     async def _intercepted(self, message: Any) -> bool:
         for handler in tuple(self.send_message_handlers):
             try:
-                result = handler(message)
-                if inspect.isawaitable(result):
-                    result = await result
+                result = await call_maybe_async(handler, message)
             except Exception:
                 self._log.exception("send message handler %r raised", handler)
                 continue

@@ -14,7 +14,7 @@ import asyncio
 from typing import Any, List, Optional
 from urllib.parse import urlsplit
 
-from . import jsoncodec
+from ..core.codec import dumps_compat
 from .logsupport import Log
 from .reconnect import Deliver, ReconnectingTransport
 from .tcp_protocol import (
@@ -154,7 +154,7 @@ class TcpClientTransport(ReconnectingTransport[_TcpSession]):
         if session is None or session.writer.is_closing():
             self._log.warning("not connected; message not sent")
             return False
-        data = jsoncodec.dumps_bytes(message)
+        data = dumps_compat(message)
         try:
             async with session.lock:
                 session.writer.write(session.protocol.encrypt_bytes(data))

@@ -13,8 +13,7 @@ from typing import Optional
 
 from .. import errors
 from .logsupport import Log
-from .registry import TokenAuth
-from .server_base import Deliver, ServerTransport
+from .platforms import Deliver, PlatformRouter, TokenAuth
 from .tcp_protocol import Dropped, Fatal, Outgoing, Received, Registration, TcpServerProtocol
 
 __all__ = ["TCPServerConnection", "TcpPeer", "TcpServerTransport"]
@@ -23,6 +22,8 @@ _READ_CHUNK = 256 * 1024
 
 
 class TcpPeer:
+    """A :class:`~.platforms.Peer` over an encrypted TCP stream."""
+
     __slots__ = ("_lock", "platform", "protocol", "writer")
 
     def __init__(self, writer: asyncio.StreamWriter, protocol: TcpServerProtocol,
@@ -36,14 +37,22 @@ class TcpPeer:
     def is_open(self) -> bool:
         return not self.writer.is_closing()
 
-    async def send_json(self, data: bytes) -> None:
-        # encryption assigns the sequence number: encrypt and write in one critical section
-        async with self._lock:
-            self.writer.write(self.protocol.encrypt_bytes(data))
-            await self.writer.drain()
+    def send_json(self, data: bytes) -> bool:
+        # encryption assigns the sequence number: encrypt and write in one synchronous step
+        if self.writer.is_closing():
+            return False
+        self.writer.write(self.protocol.encrypt_bytes(data))
+        return True
 
-    async def close(self, code: int = 1000, reason: str = "") -> None:
-        await _close_writer(self.writer)
+    async def drained(self) -> None:
+        try:
+            async with self._lock:
+                await self.writer.drain()
+        except (ConnectionError, OSError):
+            pass  # the read loop sees the connection end
+
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        self.writer.close()
 
 
 async def _close_writer(writer: asyncio.StreamWriter) -> None:
@@ -54,7 +63,10 @@ async def _close_writer(writer: asyncio.StreamWriter) -> None:
         pass
 
 
-class TcpServerTransport(ServerTransport[TcpPeer]):
+class TcpServerTransport(PlatformRouter[TcpPeer]):
+    """``MessageServer(mode="tcp")``: 0.6.8's encrypted TCP framing, platform routing
+    shared with the WebSocket dialect."""
+
     def __init__(
         self,
         deliver: Deliver,
@@ -97,7 +109,7 @@ class TcpServerTransport(ServerTransport[TcpPeer]):
         server, self._server = self._server, None
         if server is not None:
             server.close()
-        await self._close_all(1000, "")
+        self.close_all(1000, "")
         tasks = [t for t in self._conn_tasks if not t.done()]
         for task in tasks:
             task.cancel()
@@ -141,10 +153,10 @@ class TcpServerTransport(ServerTransport[TcpPeer]):
                         self._log.warning("platform %r failed token verification", event.platform)
                         return None
                     peer = TcpPeer(writer, proto, event.platform)
-                    self.table.add(peer)  # 0.6.8 keeps a displaced connection open; so do we
+                    self.attach(peer, close_displaced=False)  # as 0.6.8 does
                     # frames that arrived in the same read as the registration
                     if self._handle_events(events[i + 1 :], peer):
-                        self.table.remove(peer)
+                        self.detach(peer)
                         return None
                     return peer
             await writer.drain()
@@ -171,7 +183,7 @@ class TcpServerTransport(ServerTransport[TcpPeer]):
         except (ConnectionError, OSError):
             pass
         finally:
-            self.table.remove(peer)
+            self.detach(peer)
             self._log.info("legacy TCP connection of platform %r closed", peer.platform)
 
     def _handle_events(self, events: list, peer: TcpPeer) -> bool:

@@ -1,59 +1,39 @@
-"""Standalone legacy WebSocket server on ``websockets`` (no FastAPI/uvicorn).
+"""Serving the legacy WebSocket app (``ws_app``) with the shared shells.
 
-Identity and auth are decided during the handshake: a wrong path gets HTTP 404, a missing
-or unknown token (``enable_token``) gets HTTP 401/403 before the upgrade (0.6.8 accepted
-the upgrade and then closed with 1008; its aiohttp client treats both as a failed
-connection and retries).
+``MessageServer(mode="ws")`` listens with the asyncio transport of ``transport/ws_server``
+(:class:`LegacyWebSocketServer`); with ``app=<FastAPI/Starlette app>`` it adds a route to
+that application, served by the ASGI shell of ``transport/asgi`` (:class:`MountedLegacyServer`).
+No extension is negotiated: 0.6.8 clients (aiohttp) offer none, and the ``websockets``
+client falls back to plain frames when the server does not accept permessage-deflate.
 """
 
 from __future__ import annotations
 
+import asyncio
 import ssl
-from http import HTTPStatus
 from pathlib import Path
-from typing import Any, Optional
-from urllib.parse import urlsplit
-
-from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.exceptions import ConnectionClosed
-from websockets.http11 import Request, Response
-from websockets.protocol import State
+from typing import Any, Dict, Optional, Set
 
 from .. import errors
 from ..core.defaults import MAX_MESSAGE_SIZE
-from . import jsoncodec
+from ..server.tls import server_ssl_context
+from ..transport.asgi import ASGIServerConnection, Receive, Send, serve_websocket
+from ..transport.ws_server import ServerOptions, WebSocketServerTransport
 from .logsupport import Log
-from .registry import UNKNOWN_PLATFORM, TokenAuth
-from .server_base import CLOSE_REPLACED, CLOSE_SHUTDOWN, Deliver, ServerTransport
+from .platforms import CLOSE_SHUTDOWN, Deliver, TokenAuth
+from .ws_app import LegacyWsApp
 
-__all__ = ["MAX_MESSAGE_SIZE", "WebSocketServerTransport", "WsPeer"]
+__all__ = ["MAX_MESSAGE_SIZE", "LegacyWebSocketServer", "MountedLegacyServer",
+           "legacy_server_ssl_context", "mount_route"]
 
-
-
-def header_value(headers: Any, name: str) -> Optional[str]:
-    values = headers.get_all(name)
-    return values[0] if values else None
+_CLOSE_WAIT = 5.0  # seconds stop() waits for connections to close
 
 
-class WsPeer:
-    __slots__ = ("platform", "ws")
-
-    def __init__(self, ws: ServerConnection, platform: str) -> None:
-        self.ws = ws
-        self.platform = platform
-
-    @property
-    def is_open(self) -> bool:
-        return self.ws.state is State.OPEN
-
-    async def send_json(self, data: bytes) -> None:
-        await self.ws.send(data, text=True)
-
-    async def close(self, code: int = 1000, reason: str = "") -> None:
-        await self.ws.close(code, reason)
-
-
-def build_ssl_context(certfile: Optional[str], keyfile: Optional[str]) -> Optional[ssl.SSLContext]:
+def legacy_server_ssl_context(
+    certfile: Optional[str], keyfile: Optional[str]
+) -> Optional[ssl.SSLContext]:
+    """0.6.8's ssl_certfile/ssl_keyfile on the shared builder (TLS >= 1.2); a certificate
+    file alone may hold the key too."""
     if not certfile and not keyfile:
         return None
     for label, path in (("certificate", certfile), ("key", keyfile)):
@@ -61,132 +41,109 @@ def build_ssl_context(certfile: Optional[str], keyfile: Optional[str]) -> Option
             raise FileNotFoundError(f"SSL {label} file does not exist: {path}")
     if not certfile:
         raise errors.ConfigError("ssl_keyfile given without ssl_certfile")
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.load_cert_chain(certfile, keyfile)
-    return ctx
+    return server_ssl_context(certfile, keyfile or certfile)
 
 
-class WebSocketServerTransport(ServerTransport[WsPeer]):
-    """``MessageServer(mode="ws")`` without ``app=``."""
+class LegacyWebSocketServer(LegacyWsApp):
+    """``MessageServer(mode="ws")`` without ``app=``: its own listening socket."""
 
     def __init__(
-        self,
-        deliver: Deliver,
-        auth: TokenAuth,
-        log: Log,
-        *,
-        host: str,
-        port: int,
-        path: str,
-        ssl_certfile: Optional[str] = None,
-        ssl_keyfile: Optional[str] = None,
-        max_message_size: int = MAX_MESSAGE_SIZE,
-        heartbeat_interval: float = 30.0,
+        self, deliver: Deliver, auth: TokenAuth, log: Log, *, host: str, port: int, path: str,
+        ssl_certfile: Optional[str] = None, ssl_keyfile: Optional[str] = None,
+        max_message_size: int = MAX_MESSAGE_SIZE, heartbeat_interval: float = 30.0,
         heartbeat_timeout: float = 10.0,
     ) -> None:
-        super().__init__(deliver, auth, log)
+        super().__init__(deliver, auth, log, path=path)
         self.host = host
         self.port = port
-        self.path = path
         self.ssl_certfile = ssl_certfile
         self.ssl_keyfile = ssl_keyfile
         self.max_message_size = max_message_size
         self.heartbeat_interval = heartbeat_interval
         self.heartbeat_timeout = heartbeat_timeout
-        self.server: Optional[Server] = None
+        self.server: Optional[WebSocketServerTransport] = None
 
-    # -- lifecycle ---------------------------------------------------------------------
     async def start(self) -> None:
         """Listen; returns once the socket is bound, raises ``ServerStartError`` if not."""
         if self.server is not None:
             return
-        ssl_ctx = build_ssl_context(self.ssl_certfile, self.ssl_keyfile)
+        ssl_ctx = legacy_server_ssl_context(self.ssl_certfile, self.ssl_keyfile)
+        server = WebSocketServerTransport(self, ServerOptions(
+            max_message_size=self.max_message_size, ping_interval=self.heartbeat_interval,
+            ping_timeout=self.heartbeat_timeout,
+        ))
         try:
-            self.server = await serve(
-                self._handler,
-                self.host,
-                self.port,
-                process_request=self._process_request,
-                ssl=ssl_ctx,
-                max_size=self.max_message_size,
-                ping_interval=self.heartbeat_interval,
-                ping_timeout=self.heartbeat_timeout,
-                compression="deflate",
-            )
+            await server.start(self.host, self.port, ssl=ssl_ctx)
         except OSError as exc:
             raise errors.ServerStartError(
                 f"cannot listen on {self.host}:{self.port}: {exc}"
             ) from exc
+        self.server = server
         self._running = True
-        self._log.info("legacy WebSocket server listening on %s:%s%s", self.host, self.bound_port,
-                       self.path)
+        self._log.info("legacy WebSocket server listening on %s:%s%s", self.host,
+                       self.bound_port, self.path)
 
     @property
     def bound_port(self) -> Optional[int]:
-        if self.server is None:
-            return None
-        for sock in self.server.sockets:
-            return int(sock.getsockname()[1])
-        return None
+        return self.server.port if self.server is not None else None
 
     async def stop(self) -> None:
         self._running = False
         server, self.server = self.server, None
-        await self._close_all(1000, CLOSE_SHUTDOWN)
+        self.table.clear()
         if server is not None:
-            server.close()
-            await server.wait_closed()
-
-    # -- handshake ---------------------------------------------------------------------
-    def _process_request(
-        self, connection: ServerConnection, request: Request
-    ) -> Optional[Response]:
-        if urlsplit(request.path).path != self.path:
-            return connection.respond(HTTPStatus.NOT_FOUND, "Not Found\n")
-        if self.auth.enabled:
-            token = header_value(request.headers, "authorization")
-            if not token:
-                self._log.warning("refused legacy connection without token")
-                return connection.respond(HTTPStatus.UNAUTHORIZED, "missing token\n")
-            if not self.auth.verify(token):
-                platform = header_value(request.headers, "platform")
-                self._log.warning("refused legacy connection of platform %r: invalid token",
-                                  platform)
-                return connection.respond(HTTPStatus.FORBIDDEN, "invalid token\n")
-        return None
-
-    # -- connection --------------------------------------------------------------------
-    async def _handler(self, ws: ServerConnection) -> None:
-        platform = header_value(ws.request.headers, "platform") if ws.request else None
-        peer = WsPeer(ws, platform or UNKNOWN_PLATFORM)
-        previous = self.table.add(peer)
-        if previous is not None:
-            self._log.info("platform %r reconnected; closing its previous connection",
-                           peer.platform)
-            self._spawn(_quiet_close(previous, CLOSE_REPLACED))
-        self._log.info("legacy WebSocket connection from platform %r", peer.platform)
-        deliver = self._deliver
-        loads = jsoncodec.loads
-        try:
-            async for frame in ws:
-                if isinstance(frame, str):
-                    try:
-                        value = loads(frame)
-                    except ValueError as exc:
-                        self._log.warning("platform %r sent invalid JSON: %s", peer.platform, exc)
-                        continue
-                    deliver(value)
-                else:
-                    self._log.warning("platform %r sent a binary frame; ignored", peer.platform)
-        except ConnectionClosed:
-            pass
-        finally:
-            self.table.remove(peer)
-            self._log.info("legacy WebSocket connection of platform %r closed", peer.platform)
+            await server.stop(1000, CLOSE_SHUTDOWN)
 
 
-async def _quiet_close(peer: WsPeer, reason: str) -> None:
-    try:
-        await peer.close(1000, reason)
-    except Exception:  # pragma: no cover - closing a dead socket
-        pass
+def mount_route(app: Any, path: str, endpoint: Any) -> None:
+    """Add a WebSocket route to a Starlette/FastAPI app (Starlette 1.x dropped
+    ``add_websocket_route``; appending a ``WebSocketRoute`` works on every version).
+    ``endpoint`` is an ASGI callable object, so Starlette passes it the raw scope."""
+    router = getattr(app, "router", None)
+    if router is not None and isinstance(getattr(router, "routes", None), list):
+        from starlette.routing import WebSocketRoute
+
+        router.routes.append(WebSocketRoute(path, endpoint))
+    elif hasattr(app, "add_websocket_route"):
+        app.add_websocket_route(path, endpoint)
+    else:
+        raise TypeError(f"cannot mount a WebSocket route on {type(app).__name__}: "
+                        "pass a Starlette or FastAPI application")
+
+
+class MountedLegacyServer(LegacyWsApp):
+    """``MessageServer(mode="ws", app=...)``: a route on the host application, which
+    serves it (its own server, TLS and port)."""
+
+    def __init__(self, deliver: Deliver, auth: TokenAuth, log: Log, *, app: Any, path: str,
+                 host: str = "0.0.0.0", port: int = 18000,
+                 max_message_size: int = MAX_MESSAGE_SIZE) -> None:
+        super().__init__(deliver, auth, log, path=None)  # the host's router matched the path
+        self.app = app
+        self.route_path = path
+        self.host = host
+        self.port = port
+        self.max_message_size = max_message_size
+        self.own_app = False
+        self.live: Set[ASGIServerConnection] = set()
+        mount_route(app, path, self)
+
+    async def __call__(self, scope: Dict[str, Any], receive: Receive, send: Send) -> None:
+        """The ASGI endpoint of the route."""
+        await serve_websocket(self, scope, receive, send,
+                              max_message_size=self.max_message_size, live=self.live)
+
+    async def start(self) -> None:
+        self._running = True
+        self._log.info("legacy WebSocket endpoint mounted at %s on the host application",
+                       self.route_path)
+
+    async def stop(self) -> None:
+        self._running = False
+        self.table.clear()
+        for conn in list(self.live):
+            conn.close(1000, CLOSE_SHUTDOWN)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + _CLOSE_WAIT
+        while self.live and loop.time() < deadline:
+            await asyncio.sleep(0.01)

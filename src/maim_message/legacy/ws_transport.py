@@ -2,7 +2,9 @@
 
 Handshake headers: ``platform: <platform>`` and, with a token, ``Authorization: <token>``
 (raw, no ``Bearer``). ``wss://`` verifies the server certificate by default (0.6.8 turned
-verification off when no CA file was given).
+verification off when no CA file was given), through the client side's one TLS builder.
+permessage-deflate is offered, as 0.6.8's server side (uvicorn) accepts it; servers that
+do not negotiate it (ours) get plain frames.
 """
 
 from __future__ import annotations
@@ -15,8 +17,11 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.protocol import State
 
+from ..client.tls import build_client_context
+from ..core.codec import dumps_compat, loads_compat
 from ..core.defaults import MAX_MESSAGE_SIZE
-from . import jsoncodec
+from ..errors import AuthRejectedError
+from ..runtime.reconnect import refusal_for_status
 from .logsupport import Log
 from .reconnect import Deliver, ReconnectingTransport
 
@@ -46,13 +51,10 @@ def client_ssl_context(url: str, ssl_verify: SSLVerify) -> Optional[ssl.SSLConte
         return None
     if isinstance(ssl_verify, ssl.SSLContext):
         return ssl_verify
-    ctx = ssl.create_default_context()
-    if ssl_verify is False:
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-    elif isinstance(ssl_verify, str) and ssl_verify:
-        ctx.load_verify_locations(ssl_verify)
-    return ctx
+    return build_client_context(
+        verify=ssl_verify is not False,
+        ca_certs=ssl_verify if isinstance(ssl_verify, str) and ssl_verify else None,
+    )
 
 
 class WebSocketClientTransport(ReconnectingTransport[ClientConnection]):
@@ -100,11 +102,9 @@ class WebSocketClientTransport(ReconnectingTransport[ClientConnection]):
                 **kwargs,
             )
         except InvalidStatus as exc:
-            status = exc.response.status_code
-            if status in (401, 403):
-                raise ConnectionRefusedError(
-                    f"server refused the connection (HTTP {status}); check the token"
-                ) from None
+            refusal = refusal_for_status(exc.response.status_code)
+            if refusal is not None:
+                raise refusal from None
             raise
         self._log.info("connected to %s as platform %r", self.url, self.platform)
         return ws
@@ -112,13 +112,15 @@ class WebSocketClientTransport(ReconnectingTransport[ClientConnection]):
     def _session_open(self, session: ClientConnection) -> bool:
         return session.state is State.OPEN
 
-    def _refused(self, session: ClientConnection) -> bool:
+    def _refusal(self, session: ClientConnection) -> Optional[AuthRejectedError]:
         # 0.6.8 servers accept the upgrade, then close with 1008 on a bad token
-        return session.close_code == 1008
+        if session.close_code == 1008:
+            return AuthRejectedError(None, session.close_reason or "", close_code=1008)
+        return None
 
     async def _serve(self, ws: ClientConnection) -> None:
         deliver = self._deliver
-        loads = jsoncodec.loads
+        loads = loads_compat
         try:
             async for frame in ws:
                 if isinstance(frame, str):
@@ -144,7 +146,7 @@ class WebSocketClientTransport(ReconnectingTransport[ClientConnection]):
             self._log.warning("not connected; message not sent")
             return False
         try:
-            await ws.send(jsoncodec.dumps_bytes(message), text=True)
+            await ws.send(dumps_compat(message), text=True)
             return True
         except ConnectionClosed:
             self._log.warning("connection closed while sending")

@@ -11,6 +11,10 @@ import inspect
 import logging
 from typing import Any, Awaitable, Callable, Dict, Optional, Set
 
+# Told how a handler call ended (None: returned; an exception: raised or was cancelled).
+# Returning True means it took care of the exception (it is not logged as a failure).
+OnDone = Callable[[Optional[BaseException]], bool]
+
 logger = logging.getLogger(__name__)
 
 
@@ -45,58 +49,82 @@ class HandlerTasks:
     """Runs each handler call in its own task, counts the live ones, cancels them on stop.
 
     The spec promises "each handler call in its own task" and reports the count as
-    ``get_stats()["active_handler_tasks"]``. Exceptions are logged, never propagated.
+    ``get_stats()["active_handler_tasks"]``. Exceptions are logged, never propagated:
+    to this module's logger, or to ``log`` (a ``logging.Logger`` or the legacy API's
+    per-object adapter, anything with ``exception(msg, *args)`` and
+    ``error(msg, *args, exc_info=...)``).
     """
 
-    def __init__(self, owner: str) -> None:
+    def __init__(self, owner: str, log: Optional[Any] = None) -> None:
         self._owner = owner
-        self._tasks: Set[asyncio.Task[Any]] = set()
+        self._log: Any = log if log is not None else logger
+        self.tasks: Set[asyncio.Future[Any]] = set()
         self.completed = 0
         self.failed = 0
 
-    def spawn(self, func: Callable[..., Any], *args: Any) -> None:
-        """Call ``func``; if it returns a coroutine, run that in its own task.
+    def spawn(self, func: Callable[..., Any], *args: Any, on_done: Optional[OnDone] = None
+              ) -> Optional[asyncio.Future[Any]]:
+        """Call ``func``; if it returns an awaitable, run that in its own task (returned).
 
         A plain function runs inline (a task would add nothing but cost); its exception
-        is logged like a task's.
+        is logged like a task's. ``on_done`` is told when the call has ended.
         """
         try:
             result = func(*args)
-        except Exception:
+        except Exception as exc:
             self.failed += 1
-            logger.exception("%s: handler %s raised", self._owner, _name_of(func))
-            return
+            if on_done is None or not on_done(exc):
+                self._log.exception("%s: handler %s raised", self._owner, _name_of(func))
+            return None
         if inspect.isawaitable(result):
-            task = asyncio.ensure_future(result)
-            self._tasks.add(task)
+            return self.track(asyncio.ensure_future(result), on_done)
+        self.completed += 1
+        if on_done is not None:
+            on_done(None)
+        return None
+
+    def track(self, task: asyncio.Future[Any], on_done: Optional[OnDone] = None
+              ) -> asyncio.Future[Any]:
+        """Count, log and cancel-on-stop a task started elsewhere."""
+        self.tasks.add(task)
+        if on_done is None:
             task.add_done_callback(self._done)
         else:
-            self.completed += 1
+            task.add_done_callback(lambda t: self._done(t, on_done))
+        return task
 
-    def _done(self, task: asyncio.Future[Any]) -> None:
-        self._tasks.discard(task)
+    def _done(self, task: asyncio.Future[Any], on_done: Optional[OnDone] = None) -> None:
+        self.tasks.discard(task)
         if task.cancelled():
+            if on_done is not None:
+                on_done(asyncio.CancelledError())
             return
         exc = task.exception()
         if exc is None:
             self.completed += 1
+            if on_done is not None:
+                on_done(None)
         else:
             self.failed += 1
+            if on_done is not None and on_done(exc):
+                return
             coro = getattr(task, "get_coro", lambda: None)()
             name = getattr(coro, "__qualname__", None) or repr(coro)
-            logger.error("%s: handler %s raised", self._owner, name,
-                         exc_info=(type(exc), exc, exc.__traceback__))
+            self._log.error("%s: handler %s raised", self._owner, name,
+                            exc_info=(type(exc), exc, exc.__traceback__))
 
     @property
     def active(self) -> int:
-        return len(self._tasks)
+        return len(self.tasks)
 
     async def cancel_all(self, grace: float = 3.0) -> None:
         """Let running handlers finish for ``grace`` seconds, then cancel the rest."""
-        if not self._tasks:
+        if not self.tasks:
             return
-        pending = set(self._tasks)
-        _, still = await asyncio.wait(pending, timeout=grace)
+        pending = set(self.tasks)
+        still = pending
+        if grace > 0:
+            _, still = await asyncio.wait(pending, timeout=grace)
         for task in still:
             task.cancel()
         if still:

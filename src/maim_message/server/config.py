@@ -73,9 +73,16 @@ class ServerConfig:
     handshake_timeout: float = DEFAULT_LIMITS.handshake_timeout
     close_timeout: float = DEFAULT_LIMITS.close_timeout
     max_write_buffer: int = DEFAULT_LIMITS.max_write_buffer
+    # When a received frame is acked (docs/delivery.md): "receipt" = once it is decoded
+    # and valid, before the handler runs (0.6.8, the spec); "handled" = once its handler
+    # returned and what it queued is committed (the hub; nothing acked is lost).
+    ack: str = "receipt"
     dedupe_window: int = 100_000
     dedupe_ttl: float = 3600.0
     reuse_port: bool = False
+    # 0.7.x (Socket.IO) clients on the same host, port and path (Engine.IO at "<path>/");
+    # False serves 0.6.x clients only (docs/migration.md "0.6 and 0.7 peers").
+    enable_socketio: bool = True
 
     # Abuse limits (docs/security.md lists them; None = off). A hit closes the connection
     # (or refuses the handshake), is logged once and counted in get_stats()["limits"].
@@ -90,6 +97,11 @@ class ServerConfig:
     outbox_path: Optional[str] = None  # SQLite file for a durable outbox; None = memory
     outbox_max_per_pair: int = DEFAULT_OUTBOX.max_per_pair
     outbox_max_bytes: int = DEFAULT_OUTBOX.max_bytes
+    # One receiving user's share of outbox_max_bytes (a flood to one user evicts only
+    # that user's messages) and how many platforms may hold queued messages for one user
+    # (beyond it, a message for a platform with no live connection is refused).
+    outbox_max_bytes_per_user: int = DEFAULT_OUTBOX.max_bytes_per_user
+    outbox_max_pairs_per_user: int = DEFAULT_OUTBOX.max_pairs_per_user
     outbox_ttl: float = DEFAULT_OUTBOX.ttl
     send_buffer_high: int = DEFAULT_LIMITS.send_buffer_high
     slow_consumer_timeout: float = DEFAULT_LIMITS.slow_consumer_timeout
@@ -108,6 +120,8 @@ class ServerConfig:
 
     def get_missing_fields(self) -> Set[str]:
         missing: Set[str] = set()
+        if self.ack not in ("receipt", "handled"):
+            missing.add("ack")
         if self.ssl_enabled:
             if not self.ssl_certfile:
                 missing.add("ssl_certfile")

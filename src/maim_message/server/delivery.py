@@ -5,16 +5,22 @@ to that pair's live connections. A connection's cursor is the last outbox sequen
 was sent; a new connection starts at 0, so it receives every unacked message in order.
 A connection whose send buffer is full is skipped (its messages wait in the outbox) and
 caught up when the transport says it is writable again.
+
+Durable outbox (a store with ``commit``): what is queued is written to connections only
+after it is committed, and acks that depend on it (``after_commit``) go out after that
+commit; all the writes of one event-loop turn share one commit.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Dict, Iterable, List, Optional, Set, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Set, Tuple
 
-from ..core.outbox import Outbox, OutboxEntry, Pair
+from ..core.outbox import Outbox, OutboxEntry, OutboxStore, Pair
+from ..errors import DeliveryRefused
 from ..transport.frames import PreparedFrame
+from .acks import CURRENT_RECEIPT, FrameKey, Receipt
 from .config import ServerConfig
 from .peer import Peer
 
@@ -25,9 +31,17 @@ _frame = PreparedFrame.text  # built once, written to every connection it goes t
 
 
 class Delivery:
-    def __init__(self, config: ServerConfig, peers: Dict[str, Peer]) -> None:
+    """Outbox, cursors and ack waiters of one server; the cluster backends call it.
+
+    ``counters`` (the server's stats dict) gets ``messages_sent`` / ``bytes_sent``.
+    """
+
+    def __init__(self, config: ServerConfig, peers: Dict[str, Peer],
+                 counters: Optional[Dict[str, Any]] = None) -> None:
         self.enabled = bool(config.enable_message_cache)
         self._peers = peers
+        self._counters: Dict[str, Any] = (
+            counters if counters is not None else {"messages_sent": 0, "bytes_sent": 0})
         self.outbox: Optional[Outbox] = None
         self._waiters: Dict[Tuple[Pair, str], asyncio.Future[str]] = {}
         self.resent = 0
@@ -38,33 +52,147 @@ class Delivery:
         # closes.
         self._acking: Set[Pair] = set()
         self._written: Dict[Pair, int] = {}  # highest seq written to a connection of a pair
+        # group commit (durable store only)
+        self._commit_handle: Optional[asyncio.Handle] = None
+        self._commit_future: Optional[asyncio.Future[None]] = None
+        self._committed_seq = 0  # entries up to this seq are committed
+        self._later: List[Tuple[OutboxEntry, List[str]]] = []  # to push after the commit
+        self._after: List[Callable[[], Any]] = []  # to run after the commit (acks)
         if self.enabled:
             store = None
             if config.outbox_path:
                 from ..backends.sqlite_outbox import SqliteOutboxStore
 
-                store = SqliteOutboxStore(config.outbox_path)
+                store = SqliteOutboxStore(config.outbox_path, max_seen=config.dedupe_window)
             self.outbox = Outbox(
                 max_per_pair=config.outbox_max_per_pair, max_bytes=config.outbox_max_bytes,
                 ttl=config.outbox_ttl, store=store,
+                max_bytes_per_user=config.outbox_max_bytes_per_user,
+                max_pairs_per_user=config.outbox_max_pairs_per_user,
             )
+            self._committed_seq = self.outbox.last_assigned_seq
+
+    # -- durability -------------------------------------------------------------------------
+
+    def _store(self) -> Any:
+        """The outbox's store when it commits in groups (SQLite), else None."""
+        outbox = self.outbox
+        store = outbox.store if outbox is not None else None
+        return store if store is not None and hasattr(store, "commit") else None
+
+    @property
+    def durable(self) -> bool:
+        return self._store() is not None
+
+    def _touch(self) -> None:
+        """Schedule the group commit when the store holds uncommitted writes."""
+        if self._commit_handle is not None:
+            return
+        store = self._store()
+        if store is None or not store.dirty:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop (tests, shutdown): commit at once
+            self._commit()
+            return
+        self._commit_handle = loop.call_soon(self._commit)
+
+    def _commit(self) -> None:
+        """Commit, then write what waited for it, then run the acks that waited for it."""
+        self._commit_handle = None
+        store, outbox = self._store(), self.outbox
+        if store is not None:
+            store.commit()
+        if outbox is not None:
+            self._committed_seq = outbox.last_assigned_seq
+        later, self._later = self._later, []
+        peers = self._peers
+        for entry, conn_ids in later:
+            frame = _frame(entry.payload)
+            for uuid in conn_ids:
+                peer = peers.get(uuid)
+                if peer is not None:
+                    self._push(peer, entry, frame)
+        after, self._after = self._after, []
+        for callback in after:
+            try:
+                callback()
+            except Exception:
+                logger.exception("callback after the outbox commit failed")
+        fut, self._commit_future = self._commit_future, None
+        if fut is not None and not fut.done():
+            fut.set_result(None)
+
+    async def committed(self) -> None:
+        """Return once everything queued so far is committed (at once when not durable)."""
+        if self._commit_handle is None:
+            return
+        fut = self._commit_future
+        if fut is None:
+            fut = self._commit_future = asyncio.get_running_loop().create_future()
+        await asyncio.shield(fut)
+
+    def after_commit(self, callback: Callable[[], Any]) -> None:
+        """Run ``callback`` once what is queued now is committed (at once if nothing is
+        pending, or when the outbox is not durable)."""
+        if self._commit_handle is None:
+            callback()
+        else:
+            self._after.append(callback)
+
+    def _record_receipt(self, store: Any) -> None:
+        """The received frame being handled (if any) is committed with this message."""
+        receipt = CURRENT_RECEIPT.get()
+        if receipt is not None and not receipt.recorded:
+            receipt.recorded = True
+            store.mark_seen(receipt.key, receipt.at)
+
+    def consumed(self, receipt: Receipt) -> None:
+        """A frame's handler finished: record it as handled (durable store only)."""
+        store = self._store()
+        if store is not None and not receipt.recorded:
+            receipt.recorded = True
+            store.mark_seen(receipt.key, receipt.at)
+            self._touch()
+
+    def handled_frames(self, ttl: float) -> List[FrameKey]:
+        """Frames a previous process handled within ``ttl`` seconds (for dedupe)."""
+        import time
+
+        store = self._store()
+        return store.load_seen(time.time() - ttl) if store is not None else []
 
     # -- sending ----------------------------------------------------------------------------
 
     def to_pair(self, pair: Pair, conn_ids: Iterable[str], msg_id: str,
-                payload: bytes) -> Dict[str, bool]:
-        """Queue for ``pair`` (even with nobody connected) and push to its live connections."""
+                payload: bytes, persist: bool = True) -> Dict[str, bool]:
+        """Queue for ``pair`` (even with nobody connected) and push to its live connections.
+
+        ``persist=False``: the outbox's store has the message already (cluster mode)."""
         outbox = self.outbox
         if outbox is None:
-            return self._direct(conn_ids, _frame(payload))
-        entry = outbox.append(pair, msg_id, payload)
+            return self._count(self._direct(conn_ids, _frame(payload)), payload)
+        peers = self._peers
+        live = [uuid for uuid in conn_ids if uuid in peers]
+        if not live and not outbox.admits(pair):
+            raise DeliveryRefused(
+                "the receiver has no live connection on this platform and already has "
+                f"messages queued for {outbox.max_pairs_per_user} platforms; not queued",
+                field="message_dim.platform")
+        entry = outbox.append(pair, msg_id, payload, persist=persist)
+        store = self._store()
+        if store is not None:  # written once committed (end of this loop turn)
+            self._record_receipt(store)
+            self._later.append((entry, live))
+            self._touch()
+            return self._count({uuid: uuid in peers for uuid in conn_ids}, payload)
         frame = _frame(payload)
         results: Dict[str, bool] = {}
-        peers = self._peers
         for uuid in conn_ids:
             peer = peers.get(uuid)
             results[uuid] = peer is not None and self._push(peer, entry, frame)
-        return results
+        return self._count(results, payload)
 
     def to_connections(self, conn_ids: Iterable[str], msg_id: str, payload: bytes,
                        only: bool = False) -> Dict[str, bool]:
@@ -74,7 +202,7 @@ class Delivery:
         (a message addressed to one connection uuid).
         """
         if self.outbox is None:
-            return self._direct(conn_ids, _frame(payload))
+            return self._count(self._direct(conn_ids, _frame(payload)), payload)
         by_pair: Dict[Pair, List[str]] = {}
         results: Dict[str, bool] = {}
         for uuid in conn_ids:
@@ -84,29 +212,54 @@ class Delivery:
             else:
                 by_pair.setdefault(peer.pair, []).append(uuid)
         frame = _frame(payload)
+        store = self._store()
+        if store is not None:
+            self._record_receipt(store)
         for pair, uuids in by_pair.items():
             target = uuids[0] if only and len(uuids) == 1 else None
             entry = self.outbox.append(pair, msg_id, payload, target)
+            if store is not None:  # written once committed
+                self._later.append((entry, uuids))
+                for uuid in uuids:
+                    results[uuid] = True
+                continue
             for uuid in uuids:
                 results[uuid] = self._push(self._peers[uuid], entry, frame)
+        self._touch()
+        return self._count(results, payload)
+
+    def _count(self, results: Dict[str, bool], payload: bytes) -> Dict[str, bool]:
+        """Count what was written (the server's ``messages_sent`` / ``bytes_sent``)."""
+        sent = sum(results.values())
+        if sent:
+            counters = self._counters
+            counters["messages_sent"] += sent
+            counters["bytes_sent"] += sent * len(payload)
         return results
 
     def _direct(self, conn_ids: Iterable[str], frame: PreparedFrame) -> Dict[str, bool]:
+        """No outbox: write now, or not at all when the connection is over its mark."""
         peers = self._peers
         results: Dict[str, bool] = {}
         for uuid in conn_ids:
             peer = peers.get(uuid)
-            results[uuid] = bool(peer is not None and peer.conn is not None
-                                 and peer.conn.send_prepared(frame))
+            conn = peer.conn if peer is not None else None
+            sent = bool(conn is not None and conn.is_writable and conn.send_prepared(frame))
+            results[uuid] = sent
+            if sent:
+                peer.messages_out += 1  # type: ignore[union-attr]
         return results
 
     def _push(self, peer: Peer, entry: OutboxEntry, frame: PreparedFrame) -> bool:
         conn = peer.conn
         if conn is None or not conn.is_open:
             return False
+        if peer.cursor >= entry.seq:
+            return True  # already written (caught up by a flush)
         if peer.cursor >= entry.prev_seq and conn.is_writable:
             conn.send_prepared(frame)
             peer.cursor = entry.seq
+            peer.messages_out += 1
             if entry.seq > self._written.get(peer.pair, 0):
                 self._written[peer.pair] = entry.seq
             return True
@@ -119,7 +272,11 @@ class Delivery:
         if outbox is None or conn is None:
             return 0
         written = 0
+        # durable: only what is committed leaves the process
+        limit = self._committed_seq if self._store() is not None else None
         for entry in outbox.pending_after(peer.pair, peer.cursor):
+            if limit is not None and entry.seq > limit:
+                break
             if entry.only is not None and entry.only != peer.uuid:
                 peer.cursor = entry.seq  # addressed to another connection of the pair
                 continue
@@ -128,9 +285,34 @@ class Delivery:
             conn.send_prepared(_frame(entry.payload))
             peer.cursor = entry.seq
             written += 1
+        peer.messages_out += written
         if written and peer.cursor > self._written.get(peer.pair, 0):
             self._written[peer.pair] = peer.cursor
         return written
+
+    # -- the cluster seam (docs/cluster.md) --------------------------------------------------
+
+    def enqueue(self, pair: Pair, msg_id: str, payload: bytes, persist: bool = True) -> None:
+        """Queue without writing (the pair's connections get it when they are flushed)."""
+        if self.outbox is not None:
+            self.outbox.append(pair, msg_id, payload, persist=persist)
+
+    def is_queued(self, pair: Pair, msg_id: str) -> bool:
+        return self.outbox is not None and self.outbox.contains(pair, msg_id)
+
+    def forget_pair(self, pair: Pair) -> int:
+        """Drop a pair's queue here only; the store keeps it (another node may serve it)."""
+        return self.outbox.discard_pair(pair) if self.outbox is not None else 0
+
+    def use_store(self, store: OutboxStore) -> None:
+        """Mirror the outbox into ``store`` (the cluster's) instead of its own store."""
+        if self.outbox is None:
+            return
+        previous = self.outbox.replace_store(store)
+        if previous is not None and previous is not store:
+            logger.warning("cluster mode keeps the outbox in the cluster store; "
+                           "outbox_path is ignored")
+            previous.close()
 
     # -- connection events ------------------------------------------------------------------
 
@@ -145,7 +327,7 @@ class Delivery:
         resent = self.flush(peer)
         if resent:
             self.resent += resent
-            logger.info("resent %d unacked message(s) to %s", resent, peer.uuid)
+            logger.info("resent %d unacked message(s) to %s", resent, peer.uuid_label)
 
     def peer_closed(self, peer: Peer, siblings: Iterable[Peer] = ()) -> None:
         """A connection of a pair that never acked is gone: forget what it was sent
@@ -156,11 +338,13 @@ class Delivery:
         through = min([peer.cursor, self._written.get(pair, 0), *(p.cursor for p in siblings)])
         if through:
             self.outbox.drop_through(pair, through)
+            self._touch()
 
     def acked(self, peer: Peer, msg_id: str) -> None:
         self._acking.add(peer.pair)
         if self.outbox is not None:
-            self.outbox.ack(peer.pair, msg_id)
+            if self.outbox.ack(peer.pair, msg_id):
+                self._touch()
         waiter = self._waiters.pop((peer.pair, msg_id), None)
         if waiter is not None and not waiter.done():
             waiter.set_result(peer.uuid)
@@ -183,7 +367,9 @@ class Delivery:
             self._waiters.pop((pair, msg_id), None)
 
     def expire(self) -> int:
-        return self.outbox.expire() if self.outbox is not None else 0
+        dropped = self.outbox.expire() if self.outbox is not None else 0
+        self._touch()
+        return dropped
 
     def stats(self) -> Dict[str, int]:
         base = self.outbox.stats() if self.outbox is not None else {
@@ -195,5 +381,8 @@ class Delivery:
         return base
 
     def close(self) -> None:
+        if self._commit_handle is not None:
+            self._commit_handle.cancel()
+            self._commit()
         if self.outbox is not None:
             self.outbox.close()

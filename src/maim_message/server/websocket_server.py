@@ -10,9 +10,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, Callable, Dict, Iterable, List, Optional, Set
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
-from ..backends.cluster_base import ClusterBackend, create_cluster
+from ..backends.cluster_base import ClusterBackend, LocalCluster, Selector, create_cluster
 from ..core.codec import (
     CUSTOM_PREFIX,
     SYS_ACK,
@@ -46,12 +46,16 @@ from ..core.limits import (
     TokenBucket,
 )
 from ..core.models.api import APIMessageBase
+from ..core.payload_checks import check_standard_payload
+from ..core.redact import log_safe
 from ..core.routing import RoutingTable
-from ..errors import EnvelopeError, ServerStartError
+from ..errors import ConfigError, DeliveryRefused, EnvelopeError, ServerStartError
 from ..runtime.callbacks import HandlerTasks, call_maybe_async
 from ..runtime.unused_fields import SERVER_UNUSED, warn_unused_fields
+from ..sio.server import GenerationMux, SocketIOEndpoint
 from ..transport.base import Accept, Decision, HandshakeInfo, HttpReply, ServerConnection
 from ..transport.ws_server import ServerOptions, WebSocketServerTransport
+from .acks import ACK_POLICIES, CURRENT_RECEIPT, HANDLED, FrameKey, InFlight, Receipt
 from .config import ServerConfig, config_field_names
 from .delivery import Delivery
 from .peer import Peer
@@ -74,23 +78,6 @@ class WebSocketServer:
         self.running = False
         self.routes = RoutingTable()
         self.peers: Dict[str, Peer] = {}
-        self.http_routes: Dict[str, HttpRoute] = {}
-        self._ids = MessageIdFactory()
-        self._dedupe = DedupeWindow(self.config.dedupe_window, self.config.dedupe_ttl)
-        self._handlers = HandlerTasks("WebSocketServer")
-        self._transport: Optional[WebSocketServerTransport] = None
-        self._users_by_key: Dict[str, str] = {}
-        self.limits = LimitCounters()  # get_stats()["limits"]; the transport adds to it
-        self._key_conns = KeyConnectionCounter(self.config.max_connections_per_key)
-        self._origins = OriginPolicy(self.config.allowed_origins)
-        self._limit_logged = FirstSeen()
-        self.delivery = Delivery(self.config, self.peers)
-        self._delivery_closed = False
-        self._expiry: Optional[asyncio.Task[None]] = None
-        # Cluster seam (docs/cluster.md): None unless a distributed backend is configured,
-        # so the single-node paths below stay as they are.
-        self.cluster: Optional[ClusterBackend] = None
-        self._cluster: Optional[ClusterBackend] = None
         self.stats: Dict[str, Any] = {
             "total_auth_requests": 0, "successful_auths": 0, "failed_auths": 0,
             "messages_processed": 0, "custom_messages_processed": 0,
@@ -98,6 +85,27 @@ class WebSocketServer:
             "total_connections": 0, "messages_received": 0, "messages_sent": 0,
             "bytes_received": 0, "bytes_sent": 0,
         }
+        self.http_routes: Dict[str, HttpRoute] = {}
+        self._ids = MessageIdFactory()
+        self._dedupe = DedupeWindow(self.config.dedupe_window, self.config.dedupe_ttl)
+        self._handlers = HandlerTasks("WebSocketServer")
+        self._transport: Optional[WebSocketServerTransport] = None
+        self._sio: Optional[SocketIOEndpoint] = None  # 0.7.x (Socket.IO) clients, same port
+        self._users_by_key: Dict[str, str] = {}
+        self.limits = LimitCounters()  # get_stats()["limits"]; the transport adds to it
+        self._key_conns = KeyConnectionCounter(self.config.max_connections_per_key)
+        self._origins = OriginPolicy(self.config.allowed_origins)
+        self._limit_logged = FirstSeen()
+        self._inflight = InFlight()  # frames being handled under ack="handled"
+        self._ack_handled = self._ack_policy() == HANDLED
+        self.delivery = Delivery(self.config, self.peers, self.stats)
+        self._delivery_closed = False
+        self._preload_dedupe()
+        self._expiry: Optional[asyncio.Task[None]] = None
+        # Every send, presence change and hub-wide query goes through this backend
+        # (docs/cluster.md); the local one is the single-node fast path. Replaced by the
+        # configured one while running.
+        self.cluster: ClusterBackend = self._local_cluster()
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -107,28 +115,32 @@ class WebSocketServer:
             logger.warning("WebSocketServer.start() called while running; ignored")
             return
         cfg = self.config
+        self._ack_handled = self._ack_policy() == HANDLED
         if self._delivery_closed:  # restarted after stop(): reopen the outbox (and its store)
-            self.delivery = Delivery(cfg, self.peers)
+            self.delivery = Delivery(cfg, self.peers, self.stats)
             self._delivery_closed = False
+            self._preload_dedupe()
         ssl_ctx = None
         if cfg.ssl_enabled:
             ssl_ctx = server_ssl_context(
                 cfg.ssl_certfile, cfg.ssl_keyfile, cfg.ssl_ca_certs, cfg.ssl_verify
             )
-        options = ServerOptions(path=cfg.path, limits=self.limits, **limit_values(cfg))
+        # the path is checked per generation (GenerationMux), not by the transport
+        options = ServerOptions(path=None, limits=self.limits, **limit_values(cfg))
+        if cfg.enable_socketio:  # a polling POST carries messages as big as a frame
+            options.max_request_body = max(options.max_request_body, cfg.max_message_size)
         self._key_conns.limit = cfg.max_connections_per_key
         self._origins = OriginPolicy(cfg.allowed_origins)
-        transport = WebSocketServerTransport(self, options)
+        self._sio = self._socketio_endpoint() if cfg.enable_socketio else None
+        transport = WebSocketServerTransport(GenerationMux(self, self._sio, cfg.path), options)
         cluster = create_cluster(cfg)
-        if cluster.distributed:  # join before listening: the first client may need Redis
-            await cluster.start(self)
-        self.cluster, self._cluster = cluster, (cluster if cluster.distributed else None)
+        await cluster.start(self)  # before listening: the first client may need Redis
+        self.cluster = cluster
         try:
             await transport.start(cfg.host, cfg.port, ssl=ssl_ctx, reuse_port=cfg.reuse_port)
         except OSError as exc:
-            if self._cluster is not None:
-                await self._cluster.stop()
-                self._cluster = None
+            await cluster.stop()
+            self.cluster = self._local_cluster()
             raise ServerStartError(f"cannot listen on {cfg.host}:{cfg.port}: {exc}") from exc
         self._transport = transport
         self.running = True
@@ -147,19 +159,38 @@ class WebSocketServer:
         transport, self._transport = self._transport, None
         if transport is not None:
             await transport.stop(1001, "server shutting down")
+        if self._sio is not None:
+            self._sio.stop()  # polling-only sessions (WebSocket ones closed just above)
+            self._sio = None
         await self._handlers.cancel_all(3.0)
         if self._expiry is not None:
             self._expiry.cancel()
             await asyncio.gather(self._expiry, return_exceptions=True)
             self._expiry = None
-        if self._cluster is not None:
-            await self._cluster.stop()  # after the closes: presence is removed, queue flushed
-            self._cluster = None
+        await self.cluster.stop()  # after the closes: presence is removed, queue flushed
+        self.cluster = self._local_cluster()
         self.delivery.close()
         self._delivery_closed = True
         self.peers.clear()
         self.routes = RoutingTable()
         logger.info("WebSocketServer stopped")
+
+    def _local_cluster(self) -> LocalCluster:
+        """The single-node backend, usable before start() and after stop()."""
+        local = LocalCluster(self.config.cluster_node_id)
+        local.attach(self)
+        return local
+
+    def _ack_policy(self) -> str:
+        policy = self.config.ack
+        if policy not in ACK_POLICIES:
+            raise ConfigError(f"ServerConfig.ack must be one of {ACK_POLICIES}, got {policy!r}")
+        return policy
+
+    def _preload_dedupe(self) -> None:
+        """Durable outbox: frames a previous process handled are duplicates here too."""
+        for key in self.delivery.handled_frames(self.config.dedupe_ttl):
+            self._dedupe.seen(key)
 
     async def _expire_loop(self) -> None:
         while True:
@@ -183,14 +214,29 @@ class WebSocketServer:
         """The bound port (useful with ``port=0``)."""
         return self._transport.port if self._transport else None
 
+    def _socketio_endpoint(self) -> SocketIOEndpoint:
+        """0.7.x clients: Engine.IO at ``<path>/`` with this server's auth and limits."""
+        cfg = self.config
+        return SocketIOEndpoint(
+            self, cfg.path, ping_interval=cfg.ping_interval or 25.0,
+            ping_timeout=cfg.ping_timeout or 20.0, max_payload=cfg.max_message_size,
+            poll_buffer_high=cfg.send_buffer_high, connect_timeout=cfg.handshake_timeout,
+        )
+
     # -- handshake (transport callback) ----------------------------------------------------
 
     async def handshake(self, info: HandshakeInfo) -> Decision:
+        """A 0.6 upgrade or a plain HTTP route (0.7 requests went to ``_sio`` before)."""
         if not info.is_upgrade:
             route = self.http_routes.get(info.path)
             if route is None:
                 return HttpReply(404, b"not found\n")
             return await call_maybe_async(route, info)
+        return await self.authorize(info)
+
+    async def authorize(self, info: HandshakeInfo) -> Decision:
+        """Auth and limits for a new client of either generation: ``Accept(Peer)`` or the
+        refusal (a 0.7 client gets it as its CONNECT_ERROR message)."""
         if not self._origins.allows(info.headers.get("origin")):
             return self._limit_refusal(ORIGIN, 403, "origin not allowed", info.client_ip)
         ident = identify(info.query, info.headers)
@@ -260,18 +306,25 @@ class WebSocketServer:
         if len(known) > _MAX_KNOWN_KEYS:  # bounded even when every client uses a new key
             del known[next(iter(known))]
         self.stats["total_connections"] += 1
-        if self._cluster is None:
-            self.delivery.peer_opened(peer)
-        else:  # presence; the backlog may first have to be read from the cluster store
-            self._cluster.connection_opened(peer)
+        # presence, and the backlog (which may first have to be read from the cluster store)
+        self.cluster.connection_opened(peer)
         if self.config.enable_connection_log:
-            logger.info("connected %s user=%s platform=%s key=%s ip=%s", peer.uuid,
-                        peer.user_label, peer.platform, peer.key_label, conn.client_ip)
+            logger.info("connected %s user=%s platform=%s key=%s ip=%s", peer.uuid_label,
+                        peer.user_label, peer.platform_label, peer.key_label, conn.client_ip,
+                        extra=peer.log_fields())
         if self.config.on_connect is not None:
             self._handlers.spawn(self.config.on_connect, peer.uuid, dict(peer.metadata))
 
     def connection_closed(self, conn: ServerConnection, code: int, reason: str) -> None:
         peer: Peer = conn.context
+        try:
+            self._forget_peer(conn, peer, code)
+        finally:
+            # Break the peer <-> connection cycle: the connection (and a half-received
+            # message in its parser) is freed by reference counting, not by a full GC.
+            peer.conn = None
+
+    def _forget_peer(self, conn: ServerConnection, peer: Peer, code: int) -> None:
         if peer.counted:
             peer.counted = False
             self._key_conns.release(peer.api_key)
@@ -281,13 +334,10 @@ class WebSocketServer:
             return  # replaced by a newer connection with the same uuid: that one lives on
         del self.peers[peer.uuid]
         self.routes.remove(peer.uuid)
-        if self._cluster is not None:
-            self._cluster.connection_closed(peer)
-        else:
-            siblings = [self.peers[u] for u in self.routes.lookup(*peer.pair) if u in self.peers]
-            self.delivery.peer_closed(peer, siblings)
+        self.cluster.connection_closed(peer)
         if self.config.enable_connection_log:
-            logger.info("disconnected %s user=%s code=%s", peer.uuid, peer.user_label, code)
+            logger.info("disconnected %s user=%s code=%s", peer.uuid_label, peer.user_label,
+                        code, extra={**peer.log_fields(), "close_code": code})
         if self.config.on_disconnect is not None and self.running:
             self._handlers.spawn(self.config.on_disconnect, peer.uuid, dict(peer.metadata))
 
@@ -322,41 +372,108 @@ class WebSocketServer:
             if type(acked) is str:
                 self.delivery.acked(peer, acked)
             return
-        msg_id = env.get("msg_id")
-        if msg_id:
-            ack = encode_ack(self._ids.new("ack_"), peer.uuid, msg_id, from_server=True)
-            conn.send_text(ack)
-            stats["messages_sent"] += 1
-            stats["bytes_sent"] += len(ack)
-            if self._dedupe.seen((peer.user_id, peer.platform, msg_id)):
-                stats["duplicate_messages_ignored"] += 1
-                return
+        peer.messages_in += 1
+        # Parsed and checked before the ack: what is dropped is never acked.
+        handler: Optional[Callable[..., Any]] = None
+        args: Tuple[Any, ...] = ()
         if kind == SYS_STD:
-            self._dispatch_standard(conn, peer, env)
+            message = self._parse_standard(conn, peer, env)
+            if message is None:
+                return  # answered with sys_error
+            handler, args = self.config.on_message, (message, dict(peer.metadata))
         elif kind.startswith(CUSTOM_PREFIX):
-            self._dispatch_custom(peer, env, kind)
+            handler = self._custom_handler(peer, kind)
+            args = (env, dict(peer.metadata))
+            if handler is not None:  # counted when received, duplicates included
+                stats["custom_messages_processed"] += 1
         elif not kind.startswith("sys_"):
-            self._warn_once(peer, "unknown message type %r from %s", kind[:80], peer.uuid)
+            self._warn_once(peer, "unknown_type", "unknown message type %r from %s",
+                            kind[:80], peer.uuid_label)
+        msg_id = env.get("msg_id")
+        if not msg_id:  # nothing to ack, nothing to dedupe
+            if handler is not None:
+                self._handlers.spawn(handler, *args)
+            return
+        key = (peer.user_id, peer.platform, msg_id)
+        if self._ack_handled and handler is not None:
+            self._receive_handled(conn, peer, key, handler, args)
+            return
+        self._send_ack(conn, peer, msg_id)
+        if self._dedupe.seen(key):
+            stats["duplicate_messages_ignored"] += 1
+            return
+        if handler is not None:
+            self._handlers.spawn(handler, *args)
 
-    def _dispatch_standard(self, conn: ServerConnection, peer: Peer, env: Dict[str, Any]) -> None:
+    def _send_ack(self, conn: ServerConnection, peer: Peer, msg_id: str) -> None:
+        ack = encode_ack(self._ids.new("ack_"), peer.uuid, msg_id, from_server=True)
+        if conn.send_text(ack):
+            self.stats["messages_sent"] += 1
+            self.stats["bytes_sent"] += len(ack)
+
+    def _receive_handled(self, conn: ServerConnection, peer: Peer, key: FrameKey,
+                         handler: Callable[..., Any], args: Tuple[Any, ...]) -> None:
+        """``ack="handled"``: ack once the handler returned and its sends are committed."""
+        if self._inflight.join(key, conn):  # a re-send while the first is being handled
+            self.stats["duplicate_messages_ignored"] += 1
+            return
+        if self._dedupe.seen(key):  # handled before (by this process or a previous one)
+            self.stats["duplicate_messages_ignored"] += 1
+            self.delivery.after_commit(lambda: self._send_ack(conn, peer, key[2]))
+            return
+        self._inflight.start(key, conn)
+        receipt = Receipt(key)
+        token = CURRENT_RECEIPT.set(receipt)
+        try:
+            self._handlers.spawn(handler, *args,
+                                 on_done=lambda exc: self._handled(receipt, peer, exc))
+        finally:
+            CURRENT_RECEIPT.reset(token)
+
+    def _handled(self, receipt: Receipt, peer: Peer, exc: Optional[BaseException]) -> bool:
+        """The handler of a frame ended: ack it (after the commit), or refuse it."""
+        key = receipt.key
+        waiting = self._inflight.finish(key)
+        if isinstance(exc, (DeliveryRefused, asyncio.CancelledError)):
+            self._dedupe.forget(key)  # not handled: a re-send is tried again
+            if isinstance(exc, DeliveryRefused):
+                self._warn_once(peer, "refused", "message from %s refused: %s",
+                                peer.uuid_label, exc)
+                frame = encode_error(str(exc), field=exc.field, ref_msg_id=key[2])
+                for conn in waiting:
+                    conn.send_text(frame)
+            return True
+        self.delivery.consumed(receipt)
+
+        def send_acks() -> None:
+            for conn in waiting:
+                if conn.is_open:
+                    self._send_ack(conn, conn.context or peer, key[2])
+        self.delivery.after_commit(send_acks)
+        return False  # any other exception is logged as a handler failure (and acked)
+
+    def _parse_standard(
+        self, conn: ServerConnection, peer: Peer, env: Dict[str, Any]
+    ) -> Optional[APIMessageBase]:
+        """The message of a sys_std frame, or None after answering it with sys_error."""
         payload = env.get("payload")
+        ref = env.get("msg_id")
         if type(payload) is dict and has_standard_payload(payload):
             try:
-                message = APIMessageBase.from_dict(payload)
+                check_standard_payload(payload)
+                return APIMessageBase.from_dict(payload)
+            except EnvelopeError as exc:
+                self._bad_frame(conn, peer, exc, None, ref=ref)
             except (ValueError, TypeError, AttributeError, RecursionError) as exc:  # deep seglist
-                self._bad_frame(conn, peer, EnvelopeError(str(exc), "payload"), None,
-                                ref=env.get("msg_id"))
-                return
-        else:
-            try:
-                message = self._wrap_payload(peer, payload)
-            except RecursionError:  # str() of a payload nested ~1000 deep
-                self._bad_frame(conn, peer, EnvelopeError("payload nested too deeply", "payload"),
-                                None, ref=env.get("msg_id"))
-                return
-        on_message = self.config.on_message
-        if on_message is not None:
-            self._handlers.spawn(on_message, message, dict(peer.metadata))
+                self._bad_frame(conn, peer, EnvelopeError(str(exc)[:200], "payload"), None,
+                                ref=ref)
+            return None
+        try:
+            return self._wrap_payload(peer, payload)
+        except RecursionError:  # str() of a payload nested ~1000 deep
+            self._bad_frame(conn, peer, EnvelopeError("payload nested too deeply", "payload"),
+                            None, ref=ref)
+            return None
 
     def _wrap_payload(self, peer: Peer, payload: Any) -> APIMessageBase:
         """0.6.8 turns a sys_std without message_info/segment into a text message [keep]."""
@@ -367,15 +484,15 @@ class WebSocketServer:
             "message_dim": {"api_key": peer.api_key, "platform": peer.platform},
         })
 
-    def _dispatch_custom(self, peer: Peer, env: Dict[str, Any], kind: str) -> None:
+    def _custom_handler(self, peer: Peer, kind: str) -> Optional[Callable[..., Any]]:
         handlers = self.config.custom_handlers
         for key in custom_handler_keys(kind):
             handler = handlers.get(key)
             if handler is not None:
-                self.stats["custom_messages_processed"] += 1
-                self._handlers.spawn(handler, env, dict(peer.metadata))
-                return
-        self._warn_once(peer, "no handler for custom type %r (from %s)", kind[:80], peer.uuid)
+                return handler
+        self._warn_once(peer, "no_handler", "no handler for custom type %r (from %s)",
+                        kind[:80], peer.uuid_label)
+        return None
 
     def _bad_frame(
         self, conn: ServerConnection, peer: Peer, exc: EnvelopeError, payload: Optional[bytes],
@@ -388,7 +505,8 @@ class WebSocketServer:
             except UnicodeDecodeError:
                 self._limit_close(conn, peer, INVALID_UTF8, 1007, "text frame is not valid UTF-8")
                 return
-        self._warn_once(peer, "bad frame from %s: %s", peer.uuid, exc)
+        self._warn_once(peer, f"bad_frame:{exc.field}", "bad frame from %s: %s",
+                        peer.uuid_label, log_safe(exc))
         conn.send_text(encode_error(str(exc), field=exc.field, ref_msg_id=ref))
 
     # -- limits -----------------------------------------------------------------------------
@@ -431,12 +549,15 @@ class WebSocketServer:
         self._limit_hit(reason, who, detail)
         return HttpReply(status, f"{detail}\n".encode())
 
-    def _warn_once(self, peer: Peer, fmt: str, *args: Any) -> None:
-        if peer.warned:
+    def _warn_once(self, peer: Peer, reason: str, fmt: str, *args: Any) -> None:
+        """WARNING the first time a connection hits ``reason``, DEBUG after that."""
+        if reason in peer.warned:
             logger.debug(fmt, *args)
-        else:
-            peer.warned = True
+        elif len(peer.warned) < 32:
+            peer.warned.add(reason)
             logger.warning(fmt + " (further ones from this connection at DEBUG)", *args)
+        else:
+            logger.debug(fmt, *args)
 
     # -- sending --------------------------------------------------------------------------
 
@@ -475,37 +596,18 @@ class WebSocketServer:
                 "timestamp": time.time()}
         msg_id = self._ids.new()
         data = dumps(std_envelope(msg_id, message.to_dict(), meta))
-        pair = (user, platform)
-        if self._cluster is not None:  # wherever the pair is connected; stored cluster-wide
-            return await self._cluster.send_to_pair(pair, msg_id, data, ack_timeout)
-        results = self.delivery.to_pair(pair, self.routes.lookup(user, platform), msg_id, data)
-        self._count_sent(results, data)
-        if ack_timeout is not None and self.delivery.enabled:
-            acker = await self.delivery.wait_ack(pair, msg_id, ack_timeout)
-            return {acker: True} if acker is not None else {}
-        return results
+        return await self.cluster.send_to_pair((user, platform), msg_id, data, ack_timeout)
 
     async def broadcast_message(
         self, message: APIMessageBase, platform: Optional[str] = None
     ) -> Dict[str, bool]:
         """Send one message to every connection (or every one on ``platform``)."""
-        if self._cluster is not None:
-            meta = {"sender_user": "server", "target_user": None, "platform": platform,
-                    "timestamp": time.time()}
-            msg_id = self._ids.new()
-            return await self._cluster.fanout(
-                ("platform", platform) if platform else ("all", None), msg_id,
-                dumps(std_envelope(msg_id, message.to_dict(), meta)))
-        targets: Iterable[str] = (
-            self.routes.on_platform(platform) if platform else list(self.routes.all_connections())
-        )
         meta = {"sender_user": "server", "target_user": None, "platform": platform,
                 "timestamp": time.time()}
         msg_id = self._ids.new()
         data = dumps(std_envelope(msg_id, message.to_dict(), meta))
-        results = self.delivery.to_connections(targets, msg_id, data)
-        self._count_sent(results, data)
-        return results
+        selector = Selector("platform", platform) if platform else Selector("all")
+        return await self.cluster.fanout(selector, msg_id, data)
 
     async def send_custom_message(
         self, message_type: str, payload: Any, target_user: Optional[str] = None,
@@ -521,35 +623,11 @@ class WebSocketServer:
                 "platform": target_platform, "timestamp": time.time()}
         msg_id = self._ids.new("custom_")
         data = dumps(custom_envelope(msg_id, normalize_custom_type(message_type), payload, meta))
-        cluster = self._cluster
-        if cluster is not None:
-            if connection_uuid is None and target_user is not None and target_platform is not None:
-                return await cluster.send_to_pair((target_user, target_platform), msg_id, data)
-            selector = (("conn", connection_uuid) if connection_uuid is not None else
-                        ("user", target_user) if target_user is not None else
-                        ("platform", target_platform) if target_platform is not None else None)
-            return await cluster.fanout(selector, msg_id, data) if selector else {}
-        if connection_uuid is not None:
-            results = self.delivery.to_connections([connection_uuid], msg_id, data, only=True)
-        elif target_user is not None and target_platform is not None:
-            pair = (target_user, target_platform)
-            results = self.delivery.to_pair(
-                pair, self.routes.lookup(target_user, target_platform), msg_id, data)
-        elif target_user is not None:
-            results = self.delivery.to_connections(
-                self.routes.lookup(target_user), msg_id, data)
-        elif target_platform is not None:
-            results = self.delivery.to_connections(
-                self.routes.on_platform(target_platform), msg_id, data)
-        else:
-            return {}
-        self._count_sent(results, data)
-        return results
-
-    def _count_sent(self, results: Dict[str, bool], data: bytes) -> None:
-        sent = sum(results.values())
-        self.stats["messages_sent"] += sent
-        self.stats["bytes_sent"] += sent * len(data)
+        if connection_uuid is None and target_user is not None and target_platform is not None:
+            return await self.cluster.send_to_pair((target_user, target_platform), msg_id, data)
+        selector = (Selector("conn", connection_uuid) if connection_uuid is not None
+                    else Selector.for_target(target_user, target_platform, None))
+        return await self.cluster.fanout(selector, msg_id, data) if selector else {}
 
     # -- handlers and config -----------------------------------------------------------------
 
@@ -572,9 +650,7 @@ class WebSocketServer:
 
     def get_user_count(self) -> int:
         """Distinct users connected (cluster: on every node, as of the last presence read)."""
-        if self._cluster is not None:
-            return self._cluster.user_count()
-        return self.routes.user_count
+        return self.cluster.user_count()
 
     def get_connection_count(self) -> int:
         return self.routes.connection_count
@@ -594,9 +670,16 @@ class WebSocketServer:
         """Every authenticated connection, keyed by uuid (keys shown as fingerprints).
 
         Cluster: every node's connections (with ``node``), as of the last presence read."""
-        if self._cluster is not None:
-            return self._cluster.connections()
-        return {uuid: peer.info() for uuid, peer in self.peers.items()}
+        return self.cluster.connections()
+
+    def close_connection(self, connection_uuid: str, code: int = 1000, reason: str = "") -> bool:
+        """Close one live connection of this node with ``code`` (admin disconnect, revoked
+        key); False when there is no such connection."""
+        peer = self.peers.get(connection_uuid)
+        if peer is None or peer.conn is None:
+            return False
+        peer.conn.close(code, reason)
+        return True
 
     def extract_user(self, api_key: str, platform: str = "") -> Optional[str]:
         """The user id an api_key maps to (known connections first, then a sync extractor)."""

@@ -135,6 +135,10 @@ class PreparedFrame:
         prepared.chunks = (frame, memoryview(body)) if body else (frame,)
         return prepared
 
+    def __bytes__(self) -> bytes:
+        """The whole frame as one ``bytes`` (a copy for a big payload)."""
+        return b"".join(self.chunks)
+
     def __repr__(self) -> str:
         return f"PreparedFrame(opcode={self.opcode}, {len(self.payload)} bytes)"
 

@@ -1,0 +1,372 @@
+"""The Socket.IO dialect of the hub: 0.7.x clients on the same port and path as 0.6.x.
+
+:class:`SocketIOEndpoint` owns what differs on the wire (wire-0.7.md §6, §8.1): the
+Engine.IO handshake answer, long-polling as plain HTTP requests answered by the app,
+the WebSocket upgrade (or a direct WebSocket session), Engine.IO ping/pong, and the
+Socket.IO CONNECT. Everything else is the hub's: the first request's headers go
+through the hub's own auth (``authorize``), and an accepted client becomes a
+:class:`~.socket.SioSocket` that the hub drives with its usual ``connection_opened`` /
+``text_received`` / ``connection_closed`` calls (same dispatch, delivery, routing and
+limits as a 0.6 peer).
+
+:class:`GenerationMux` is the transport's app: it sends Engine.IO requests (``EIO`` in the
+query) and the WebSockets they open to the endpoint, everything else to the hub.
+
+Refusals never reach a handler: a refused client gets its Engine.IO session, then
+``44{"message":...}`` for its CONNECT, and nothing it sends is read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from typing import Any, Dict, List, Optional, Protocol, Tuple
+
+from ..core.defaults import DEFAULT_LIMITS, MAX_MESSAGE_SIZE
+from ..transport.base import Accept, Decision, HandshakeInfo, HttpReply, ServerConnection
+from .packets import EioType, encode_eio, join_payload, message_body, open_packet
+from .session import Closed, ConnectRequest, Event, Message, ProbeAnswer, ServerSession, Upgraded
+from .socket import Link, SioSocket
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["GenerationMux", "HubApp", "SocketIOEndpoint"]
+
+_TEXT = "text/plain; charset=UTF-8"
+_NOOP = encode_eio(EioType.NOOP)
+_BAD_VERSION = b"The client is using an unsupported version of the Socket.IO or Engine.IO protocols"
+
+
+class HubApp(Protocol):
+    """What the endpoint needs of the hub (``WebSocketServer``)."""
+
+    async def authorize(self, info: HandshakeInfo) -> Decision: ...
+    def connection_opened(self, conn: Any) -> None: ...
+    def text_received(self, conn: Any, payload: bytes) -> None: ...
+    def connection_writable(self, conn: Any) -> None: ...
+    def connection_closed(self, conn: Any, code: int, reason: str) -> None: ...
+
+
+def _bad_request(message: str) -> HttpReply:
+    return HttpReply(400, message.encode(), content_type=_TEXT)
+
+
+class SocketIOEndpoint:
+    """Engine.IO v4 sessions of one hub, keyed by Engine.IO sid."""
+
+    def __init__(
+        self, app: HubApp, path: str, *, ping_interval: float = 25.0,
+        ping_timeout: float = 20.0, max_payload: int = MAX_MESSAGE_SIZE,
+        poll_buffer_high: int = DEFAULT_LIMITS.send_buffer_high, connect_timeout: float = 10.0,
+    ) -> None:
+        self.app = app
+        base = "/" + path.strip("/")
+        self.paths = {base + "/", base}  # 0.7.5 serves "/ws/"; "/ws" is accepted too
+        self.ping_interval = ping_interval
+        self.ping_timeout = ping_timeout
+        self.max_payload = max_payload
+        self.poll_buffer_high = poll_buffer_high
+        self.connect_timeout = connect_timeout
+        self.sessions: Dict[str, SioSocket] = {}
+        self._sweeper: Optional[asyncio.Task[None]] = None
+        self._born: Dict[str, float] = {}  # sid -> created (CONNECT must follow in time)
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Drop every session (no ``41``: 0.7.5 clients then reconnect) and the sweep."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+        for sock in list(self.sessions.values()):
+            self.drop(sock, 1001, "server shutting down")
+
+    async def _sweep(self) -> None:
+        """One heartbeat pass over all sessions (not one timer each), as the transport does."""
+        period = max(0.05, min(self.ping_interval, self.ping_timeout) / 4)
+        while self.sessions:
+            await asyncio.sleep(period)
+            now = time.monotonic()
+            for sid, sock in list(self.sessions.items()):
+                session = sock.session
+                if not session.heartbeat():
+                    logger.info("Socket.IO session %s: no pong within %.0f s", sid,
+                                self.ping_timeout)
+                    self.drop(sock, 1011, "keepalive ping timeout")
+                elif (not session.namespace_connected
+                      and now - self._born.get(sid, now) > self.connect_timeout):
+                    self.drop(sock, 1001, "no Socket.IO CONNECT in time")
+                else:
+                    sock.flush()
+        self._sweeper = None
+
+    # -- HTTP requests (handshake, polling, upgrade) ---------------------------------------
+
+    def owns(self, info: HandshakeInfo) -> bool:
+        return "EIO" in info.query
+
+    async def handshake(self, info: HandshakeInfo) -> Decision:
+        if info.query.get("EIO") != "4":
+            return _bad_request(_BAD_VERSION.decode())
+        if info.path not in self.paths:
+            return HttpReply(404, b"not found\n")
+        method = getattr(info, "method", "GET").upper()
+        if method == "OPTIONS":
+            return self._cors(info, HttpReply(204))
+        transport = info.query.get("transport")
+        sid = info.query.get("sid")
+        if transport == "websocket" and info.is_upgrade:
+            if sid is None:
+                sock = await self._new(info, websocket=True)
+                return Accept(Link(sock, direct=True))
+            sock_or_error = self._find(sid)
+            if isinstance(sock_or_error, HttpReply):
+                return sock_or_error
+            if sock_or_error.probe is not None or sock_or_error.session.upgraded:
+                return _bad_request("session already upgraded")
+            return Accept(Link(sock_or_error, direct=False))
+        if transport != "polling" or info.is_upgrade:
+            return _bad_request("Invalid transport")
+        if sid is None:
+            if method != "GET":
+                return _bad_request("Bad request")
+            sock = await self._new(info, websocket=False)
+            return self._cors(info, HttpReply(200, sock.session.take()[0], content_type=_TEXT))
+        sock_or_error = self._find(sid)
+        if isinstance(sock_or_error, HttpReply):
+            return sock_or_error
+        if method == "POST":
+            return self._cors(info, self._post(sock_or_error, getattr(info, "body", b"")))
+        if method == "GET":
+            return self._cors(info, await self._poll(sock_or_error))
+        return HttpReply(405, b"method not allowed\n")
+
+    async def _new(self, info: HandshakeInfo, websocket: bool) -> SioSocket:
+        """A new session; the hub decides about the client now, from these headers."""
+        decision = await self.app.authorize(info)
+        sid = secrets.token_urlsafe(15)
+        session = ServerSession(sid, ping_interval=self.ping_interval,
+                                ping_timeout=self.ping_timeout, clock=time.monotonic,
+                                websocket=websocket)
+        if not websocket:
+            session.send(open_packet(sid, ["websocket"], self.ping_interval,
+                                     self.ping_timeout, self.max_payload))
+        sock = SioSocket(self, session, decision, info.client_ip)
+        self.sessions[sid] = sock
+        self._born[sid] = time.monotonic()
+        if self._sweeper is None:
+            self._sweeper = asyncio.ensure_future(self._sweep())
+        return sock
+
+    def _find(self, sid: str) -> Any:
+        sock = self.sessions.get(sid)
+        if sock is None:
+            return _bad_request(f"Invalid session {sid[:40]}")
+        return sock
+
+    def _post(self, sock: SioSocket, body: bytes) -> HttpReply:
+        if len(body) > self.max_payload:
+            self.drop(sock, 1009, "polling body too big")
+            return HttpReply(413, b"payload too large\n")
+        self._events(sock, sock.session.receive_payload(body), None)
+        return HttpReply(200, b"ok", content_type=_TEXT)
+
+    async def _poll(self, sock: SioSocket) -> HttpReply:
+        """A long-polling GET: answered with what is queued, held until there is some."""
+        if sock.poll is not None:
+            self.drop(sock, 1002, "two polling GETs at once")
+            return _bad_request("overlapping polling requests")
+        session = sock.session
+        if not session.queue and not session.closed and not session.upgraded:
+            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            sock.poll = fut
+            try:
+                await asyncio.wait_for(fut, self.ping_interval + self.ping_timeout)
+            except asyncio.TimeoutError:
+                pass
+            finally:
+                sock.poll = None
+        if session.upgraded:
+            return HttpReply(200, _NOOP, content_type=_TEXT)
+        packets = session.take()
+        if packets:
+            if sock.opened and session.queued_bytes < self.poll_buffer_high:
+                self.app.connection_writable(sock)
+            return HttpReply(200, join_payload(packets), content_type=_TEXT)
+        if session.closed:
+            return _bad_request("session closed")
+        return HttpReply(200, _NOOP, content_type=_TEXT)
+
+    def _cors(self, info: HandshakeInfo, reply: HttpReply) -> HttpReply:
+        origin = info.headers.get("origin")
+        if not origin:
+            return reply
+        extra: List[Tuple[str, str]] = [("Access-Control-Allow-Origin", origin),
+                                        ("Access-Control-Allow-Credentials", "true")]
+        if reply.status == 204:
+            extra.append(("Access-Control-Allow-Methods", "OPTIONS, GET, POST"))
+            wanted = info.headers.get("access-control-request-headers")
+            if wanted:
+                extra.append(("Access-Control-Allow-Headers", wanted))
+        return HttpReply(reply.status, reply.body, reply.content_type,
+                         tuple(reply.headers) + tuple(extra))
+
+    # -- WebSockets of the transport (context: Link) ----------------------------------------
+
+    def ws_opened(self, conn: ServerConnection) -> None:
+        link: Link = conn.context
+        sock = link.sock
+        if sock.ended:
+            conn.close(1000, "session closed")
+        elif link.direct:
+            sock.ws = conn
+            conn.send_text(open_packet(sock.session.sid, [], self.ping_interval,
+                                       self.ping_timeout, self.max_payload))
+        else:
+            sock.probe = conn
+
+    def ws_text(self, conn: ServerConnection, payload: bytes) -> None:
+        sock: SioSocket = conn.context.sock
+        if conn is sock.ws and sock.opened:
+            body = message_body(payload)
+            if body is not None:  # the hot path: no event objects, straight to the hub
+                self.app.text_received(sock, body)
+                return
+        self._events(sock, sock.session.receive(payload, websocket=True), conn)
+
+    def ws_closed(self, conn: ServerConnection, code: int, reason: str) -> None:
+        sock: SioSocket = conn.context.sock
+        if conn is sock.probe:
+            sock.probe = None  # a failed upgrade: polling carries on
+        elif conn is sock.ws:
+            self._end(sock, code, reason)
+
+    def ws_writable(self, conn: ServerConnection) -> None:
+        sock: SioSocket = conn.context.sock
+        if conn is sock.ws and sock.opened:
+            self.app.connection_writable(sock)
+
+    def ws_binary(self, conn: ServerConnection) -> None:
+        conn.close(1003, "binary Engine.IO packets are not supported")
+
+    # -- session events ---------------------------------------------------------------------
+
+    def _events(self, sock: SioSocket, events: List[Event],
+                conn: Optional[ServerConnection]) -> None:
+        app = self.app
+        for event in events:
+            if isinstance(event, Message):
+                if sock.opened:
+                    app.text_received(sock, event.body)
+            elif isinstance(event, ConnectRequest):
+                self._connect(sock)
+            elif isinstance(event, ProbeAnswer):
+                if conn is not None:
+                    conn.send_text(event.data)
+            elif isinstance(event, Upgraded):
+                sock.ws, sock.probe = conn, None
+                poll = sock.poll
+                if poll is not None and not poll.done():
+                    poll.set_result(None)  # answered with a noop
+            elif isinstance(event, Closed):
+                self._end(sock, 1000, event.reason)
+                if conn is not None:
+                    conn.close(1000, "")
+                return
+        sock.flush()
+
+    def _connect(self, sock: SioSocket) -> None:
+        decision = sock.decision
+        sock.decision = None  # the Peer lives on as the socket's context
+        session = sock.session
+        if not isinstance(decision, Accept):
+            reason = (decision.body.decode("utf-8", "replace").strip()
+                      if isinstance(decision, HttpReply) else "refused")
+            session.refuse(reason or "refused")
+            sock.flush()
+            return
+        self._born.pop(session.sid, None)
+        session.accept(secrets.token_urlsafe(15))
+        sock.context = decision.context
+        sock.opened = True
+        sock.flush()  # the CONNECT answer goes out before anything the hub sends
+        self.app.connection_opened(sock)
+
+    def drop(self, sock: SioSocket, code: int, reason: str) -> None:
+        """End the session: close its WebSocket (the client may come back), else let a held
+        poll fail; the hub hears connection_closed once."""
+        ws = sock.ws or sock.probe
+        self._end(sock, code, reason)
+        if ws is not None:
+            ws.close(1000 if code in (1002, 1009) else code, reason)
+
+    def _end(self, sock: SioSocket, code: int, reason: str) -> None:
+        if sock.ended:
+            return
+        sock.ended = True
+        sock.close_code, sock.close_reason = code, reason
+        session = sock.session
+        queued = session.queue
+        session.close()
+        session.queue = queued  # a final 41 may still go out in a held poll
+        self.sessions.pop(session.sid, None)
+        self._born.pop(session.sid, None)
+        poll = sock.poll
+        if poll is not None and not poll.done():
+            poll.set_result(None)
+        if sock.opened:
+            try:
+                self.app.connection_closed(sock, code, reason)
+            except Exception:
+                logger.exception("connection_closed callback failed")
+
+
+class GenerationMux:
+    """The transport's app: Engine.IO traffic to the endpoint, the rest to the hub."""
+
+    def __init__(self, hub: Any, endpoint: Optional[SocketIOEndpoint],
+                 path: Optional[str]) -> None:
+        self.hub = hub
+        self.endpoint = endpoint
+        self.path = path  # where 0.6 upgrades are served (None: anywhere)
+
+    async def handshake(self, info: HandshakeInfo) -> Decision:
+        endpoint = self.endpoint
+        if endpoint is not None and endpoint.owns(info):
+            return await endpoint.handshake(info)
+        if info.is_upgrade and self.path is not None and info.path != self.path:
+            return HttpReply(404, f"no WebSocket endpoint at {info.path}\n".encode())
+        result: Decision = await self.hub.handshake(info)
+        return result
+
+    def connection_opened(self, conn: ServerConnection) -> None:
+        if conn.context.__class__ is Link:
+            self.endpoint.ws_opened(conn)  # type: ignore[union-attr]
+        else:
+            self.hub.connection_opened(conn)
+
+    def text_received(self, conn: ServerConnection, payload: bytes) -> None:
+        if conn.context.__class__ is Link:
+            self.endpoint.ws_text(conn, payload)  # type: ignore[union-attr]
+        else:
+            self.hub.text_received(conn, payload)
+
+    def binary_received(self, conn: ServerConnection, payload: bytes) -> None:
+        if conn.context.__class__ is Link:
+            self.endpoint.ws_binary(conn)  # type: ignore[union-attr]
+        else:
+            self.hub.binary_received(conn, payload)
+
+    def connection_writable(self, conn: ServerConnection) -> None:
+        if conn.context.__class__ is Link:
+            self.endpoint.ws_writable(conn)  # type: ignore[union-attr]
+        else:
+            self.hub.connection_writable(conn)
+
+    def connection_closed(self, conn: ServerConnection, code: int, reason: str) -> None:
+        if conn.context.__class__ is Link:
+            self.endpoint.ws_closed(conn, code, reason)  # type: ignore[union-attr]
+        else:
+            self.hub.connection_closed(conn, code, reason)
