@@ -43,6 +43,27 @@ def upstream_python() -> str:
     return upstream_python_path()
 
 
+def upstream07_python_path() -> str:
+    """Python of the virtualenv with the published maim-message 0.7.5 (created if needed)."""
+    env = os.environ.get("MAIM_UPSTREAM07_PYTHON")
+    if env and Path(env).exists():
+        return env
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "upstream_venv.py"), "0.7.5"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    path = out.stdout.strip().splitlines()[-1]
+    os.environ["MAIM_UPSTREAM07_PYTHON"] = path
+    return path
+
+
+@pytest.fixture(scope="session")
+def upstream07_python() -> str:
+    return upstream07_python_path()
+
+
 def vendor_package(dest: Path) -> Path:
     """Copy our package to ``dest/astrbot/core/maibot/maim_message`` as AstrBot vendors it.
 

@@ -154,7 +154,8 @@ async def started(*servers: WebSocketServer) -> Tuple[WebSocketServer, ...]:
 
 def test_local_is_the_default_and_keeps_the_fast_path() -> None:
     server = WebSocketServer(create_server_config(host="127.0.0.1", port=0))
-    assert server._cluster is None
+    # one send path: the server always has a backend; the default one is local
+    assert isinstance(server.cluster, LocalCluster) and not server.cluster.distributed
     assert isinstance(create_cluster(server.config), LocalCluster)
 
 

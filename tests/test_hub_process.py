@@ -26,6 +26,7 @@ from .conftest import ROOT, free_port
 from .helpers_api import Inbox, make_message, recv_until
 
 START_TIMEOUT = 20.0
+ADMIN_TOKEN = "test-admin-token-0123456789abcdef"
 
 
 class HubProcess:
@@ -38,6 +39,9 @@ class HubProcess:
         self.stdout_path = workdir / "hub.stdout"
         self.stderr_path = workdir / "hub.stderr"
         self.ssl: Optional[ssl.SSLContext] = None  # set for a TLS hub (wss://, https://)
+        # Given to the hub as MAIM_HUB_ADMIN_TOKEN and sent by get(); None: the hub
+        # generates one (read it from the start-up summary).
+        self.admin_token: Optional[str] = ADMIN_TOKEN
 
     @property
     def ws_url(self) -> str:
@@ -53,6 +57,8 @@ class HubProcess:
             path.write_text(textwrap.dedent(config), encoding="utf-8")
             argv += ["--config", str(path)]
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("MAIM_HUB_")}
+        if self.admin_token is not None:
+            full_env["MAIM_HUB_ADMIN_TOKEN"] = self.admin_token
         full_env.update(env or {})
         full_env["PYTHONUNBUFFERED"] = "1"
         with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
@@ -86,8 +92,27 @@ class HubProcess:
     def logs(self) -> str:
         return f"--- stdout\n{self.stdout()}\n--- stderr\n{self.stderr()}"
 
-    async def get(self, path: str) -> Tuple[int, Dict[str, str], bytes]:
-        return await http_get(self.port, path, ssl_context=self.ssl)
+    async def get(self, path: str, token: Optional[str] = "") -> Tuple[int, Dict[str, str], bytes]:
+        """GET with the admin token (``token=None``: without one; a string: that one)."""
+        return await self.request("GET", path, token=token)
+
+    async def request(
+        self, method: str, path: str, body: Optional[Any] = None, token: Optional[str] = "",
+        headers: Optional[Dict[str, str]] = None,
+    ) -> Tuple[int, Dict[str, str], bytes]:
+        sent = dict(headers or {})
+        token = self.admin_token if token == "" else token
+        if token:
+            sent["Authorization"] = f"Bearer {token}"
+        data = b"" if body is None else orjson.dumps(body)
+        return await http_get(self.port, path, ssl_context=self.ssl, method=method, body=data,
+                              headers=sent)
+
+    async def admin(self, path: str, body: Optional[Any] = None) -> Any:
+        """An authenticated admin call (POST when ``body`` is given); its JSON answer."""
+        status, _, data = await self.request("GET" if body is None else "POST", path, body)
+        assert status == 200, (status, data)
+        return orjson.loads(data)
 
     async def stats(self) -> Dict[str, Any]:
         status, _, body = await self.get("/api/stats")
@@ -116,25 +141,29 @@ class HubProcess:
 
 async def http_get(
     port: int, path: str, timeout: float = 5.0, ssl_context: Optional[ssl.SSLContext] = None,
+    method: str = "GET", body: bytes = b"", headers: Optional[Dict[str, str]] = None,
 ) -> Tuple[int, Dict[str, str], bytes]:
-    """One HTTP/1.1 GET on 127.0.0.1; the hub answers and closes the connection."""
+    """One HTTP/1.1 request on 127.0.0.1; the hub answers and closes the connection."""
 
     async def run() -> Tuple[int, Dict[str, str], bytes]:
         reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=ssl_context)
+        extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
+        if body or method == "POST":
+            extra += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
         try:
-            writer.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-                         "Connection: close\r\n\r\n".encode())
+            writer.write(f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{extra}"
+                         "Connection: close\r\n\r\n".encode() + body)
             data = await reader.read()
         finally:
             writer.close()
-        head, _, body = data.partition(b"\r\n\r\n")
+        head, _, answer = data.partition(b"\r\n\r\n")
         lines = head.decode("latin-1").split("\r\n")
         status = int(lines[0].split()[1])
-        headers = {}
+        got = {}
         for line in lines[1:]:
             name, _, value = line.partition(":")
-            headers[name.strip().lower()] = value.strip()
-        return status, headers, body
+            got[name.strip().lower()] = value.strip()
+        return status, got, answer
 
     return await asyncio.wait_for(run(), timeout)
 

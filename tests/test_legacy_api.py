@@ -72,7 +72,9 @@ def test_root_exports_match_068() -> None:
     assert set(maim_message.__all__) - {"__version__"} == expected
     for name in expected:
         assert getattr(maim_message, name) is not None
-    assert [int(x) for x in maim_message.__version__.split(".")] >= [0, 6, 8]
+    parsed = [int(x) for x in maim_message.__version__.split(".")]  # as consumers parse it
+    assert parsed >= [0, 6, 8]
+    assert parsed >= [0, 7, 5]  # adapters gate the 0.7 API mode on this (docs/migration.md)
 
 
 @pytest.mark.parametrize(("module", "names"), [

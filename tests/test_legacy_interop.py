@@ -26,6 +26,7 @@ SCRIPT = Path(__file__).resolve().parent / "upstream_scripts" / "legacy_peer.py"
 TOKEN = "tok-interop"
 PLATFORM = "qq"
 T = 15.0  # bound for any single wait
+LINE_LIMIT = 32 * 1024 * 1024  # event lines carry whole messages (the deflate test: ~1 MB)
 
 
 def clean_env() -> Dict[str, str]:
@@ -53,7 +54,7 @@ class UpstreamPeer:
         self.proc = await asyncio.create_subprocess_exec(
             self.python, str(SCRIPT), *self.args, cwd=str(self.cwd), env=clean_env(),
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE, limit=LINE_LIMIT,
         )
         self._tasks = [asyncio.ensure_future(self._read_stdout()),
                        asyncio.ensure_future(self._read_stderr())]
@@ -423,6 +424,52 @@ async def test_068_client_refused_before_upgrade_by_our_server(upstream_python: 
                     what="0.6.8 client to log the HTTP 403 refusal")
         assert not server.connected()
         assert not any(e["event"] == "connected" and e["value"] for e in client.events)
+    finally:
+        await client.stop()
+        await server.stop()
+
+
+@pytest.mark.parametrize("direction", ["068-client", "068-server"])
+async def test_deflate_offered_by_068_is_not_needed(direction: str, upstream_python: str,
+                                                    tmp_path: Path) -> None:
+    """0.6.8's aiohttp client offers permessage-deflate (compress=15) and its uvicorn server
+    accepts it; our server negotiates no extension. Big messages flow both ways without it,
+    and our client (which offers deflate too) works with either server."""
+    port = free_port()
+    url = f"ws://127.0.0.1:{port}/ws"
+    big = sample_message("大" * 300_000 + "x" * 200_000)  # ~1.1 MB of JSON, compressible
+    offered: List[str] = []
+    server: Any
+    client: Any
+    if direction == "068-client":
+        server, client = OurServer("ws", port), UpClient(upstream_python, url, tmp_path)
+        app = server.server.connection
+        handshake = app.handshake
+
+        async def spy(info: Any) -> Any:
+            offered.extend(v for k, v in info.raw_headers
+                           if k.lower() == "sec-websocket-extensions")
+            return await handshake(info)
+
+        app.handshake = spy
+    else:
+        server, client = UpServer(upstream_python, "ws", port, tmp_path), OurClient(url)
+    try:
+        await server.start()
+        await client.start()
+        await client.wait_connected()
+        await server.wait_connected()
+        if direction == "068-client":
+            assert offered and "permessage-deflate" in offered[0]
+        else:
+            ws = client.client.connection._session
+            assert ws is not None  # 0.6.8's server accepts the offer of our client
+            assert "permessage-deflate" in (ws.response.headers.get(
+                "Sec-WebSocket-Extensions") or "")
+        assert await client.send(canon(big))
+        assert await server.next_message(0) == canon(big)
+        assert await server.send(canon(big))
+        assert await client.next_message(0) == canon(big)
     finally:
         await client.stop()
         await server.stop()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.6.9"
+__version__ = "0.7.6"
 
 # name -> relative module that defines it
 _LEGACY_EXPORTS = {

@@ -32,7 +32,7 @@ def emit(**event):
 
 async def stdin_lines():
     loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader()
+    reader = asyncio.StreamReader(limit=32 * 1024 * 1024)  # big messages in one line
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     while True:
         line = await reader.readline()

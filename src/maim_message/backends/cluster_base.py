@@ -1,21 +1,32 @@
 """The cluster seam: how one WebSocketServer becomes one node of a many-process hub.
 
-The server calls a :class:`ClusterBackend` only where routing may leave the node: sends
-(to a pair, to a user, to a platform, to everyone, to one connection), connection open and
-close (presence), and the cluster-wide queries (``get_user_count``, ``get_connections``).
-``LocalCluster`` is the reference no-op implementation: a single hub, today's behaviour.
-The server skips the seam entirely when the backend is local (``distributed`` is False),
-so the single-node fast path does no extra per-message work.
+Every send of the server goes through its :class:`ClusterBackend` (to a pair, or to the
+connections a :class:`Selector` names), and so do connection open / close (presence) and
+the hub-wide queries (``get_user_count``, ``get_connections``). :class:`LocalCluster` is
+the single-node backend and the default: its methods are the server's fast path, one call
+into :class:`~maim_message.server.delivery.Delivery` each.
 
-``RedisCluster`` (``backends/redis_cluster.py``) implements it on redis-py asyncio; it is
-imported only when configured, so ``redis`` stays an optional dependency.
+Distributed backends build on ``pubsub_cluster.PubSubCluster`` (``redis_cluster`` is the
+Redis one); they are imported only when configured, so ``redis`` stays optional.
 """
 
 from __future__ import annotations
 
 import os
 import socket
-from typing import TYPE_CHECKING, Any, Dict, Optional, Protocol, Set, Tuple, runtime_checkable
+from hashlib import blake2b
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Dict,
+    Mapping,
+    NamedTuple,
+    Optional,
+    Protocol,
+    Set,
+    Tuple,
+    runtime_checkable,
+)
 
 from ..errors import ConfigError
 
@@ -26,8 +37,60 @@ if TYPE_CHECKING:
 
 Pair = Tuple[str, str]  # (user_id, platform)
 
-# Who a fan-out reaches: ("all", None), ("platform", name), ("user", id), ("conn", uuid).
-Selector = Tuple[str, Optional[str]]
+ALL, PLATFORM, USER, CONN = "all", "platform", "user", "conn"
+
+
+def user_key(user: str) -> str:
+    """A user id as it appears in cluster presence (a hash: user ids may be API keys)."""
+    return blake2b(user.encode(), digest_size=12).hexdigest()
+
+
+class Selector(NamedTuple):
+    """Who a fan-out reaches: every connection, a platform's, a user's, or one connection.
+
+    A plain ``(kind, value)`` tuple, so it travels between nodes as two JSON fields.
+    """
+
+    kind: str  # ALL, PLATFORM, USER or CONN
+    value: Optional[str] = None
+
+    @classmethod
+    def for_target(cls, user: Optional[str], platform: Optional[str],
+                   connection_uuid: Optional[str]) -> Optional[Selector]:
+        """``send_custom_message``'s addressing (a connection beats a user beats a platform)."""
+        if connection_uuid is not None:
+            return cls(CONN, connection_uuid)
+        if user is not None:
+            return cls(USER, user)
+        if platform is not None:
+            return cls(PLATFORM, platform)
+        return None
+
+    def local_targets(self, routes: RoutingTable) -> Set[str]:
+        """The uuids of this node's connections it names (through the routing indexes)."""
+        kind, value = self
+        if kind == ALL:
+            return set(routes.all_connections())
+        if value is None:
+            return set()
+        if kind == PLATFORM:
+            return routes.on_platform(value)
+        if kind == USER:
+            return routes.lookup(value)
+        if kind == CONN:
+            return {value} if routes.owner(value) is not None else set()
+        raise ValueError(f"unknown selector kind {kind!r}")
+
+    def matches(self, uuid: str, info: Mapping[str, Any]) -> bool:
+        """Whether a presence entry (``platform`` and ``uk``, the user's key) is named."""
+        kind, value = self
+        if kind == ALL:
+            return True
+        if kind == PLATFORM:
+            return bool(info.get("platform") == value)
+        if kind == USER:
+            return value is not None and info.get("uk") == user_key(value)
+        return uuid == value
 
 
 class ClusterHost(Protocol):
@@ -37,15 +100,13 @@ class ClusterHost(Protocol):
     peers: Dict[str, Peer]
     delivery: Delivery
 
-    def _count_sent(self, results: Dict[str, bool], data: bytes) -> None: ...
-
 
 @runtime_checkable
 class ClusterBackend(Protocol):
     """One hub node's view of the cluster."""
 
     node_id: str
-    distributed: bool  # False: the server keeps its local fast path and never calls us
+    distributed: bool  # False: one process (no presence or store outside it)
 
     async def start(self, host: ClusterHost) -> None:
         """Join the cluster (before the server listens); raise ServerStartError if not."""
@@ -77,24 +138,8 @@ class ClusterBackend(Protocol):
     def connections(self) -> Dict[str, Dict[str, Any]]: ...
 
 
-def select_local(routes: RoutingTable, selector: Selector) -> Set[str]:
-    """The uuids of this node's connections that a selector names."""
-    kind, value = selector
-    if kind == "all":
-        return set(routes.all_connections())
-    if value is None:
-        return set()
-    if kind == "platform":
-        return routes.on_platform(value)
-    if kind == "user":
-        return routes.lookup(value)
-    if kind == "conn":
-        return {value} if routes.owner(value) is not None else set()
-    raise ValueError(f"unknown selector kind {kind!r}")
-
-
 class LocalCluster:
-    """A single hub: everything is local (the default; the server bypasses it)."""
+    """A single hub (the default): the server's send path, straight into Delivery."""
 
     distributed = False
 
@@ -107,34 +152,43 @@ class LocalCluster:
             raise RuntimeError("LocalCluster used before start()")
         return self._host
 
+    def attach(self, host: ClusterHost) -> None:
+        """Serve ``host`` now (a single node has nothing to join)."""
+        self._host = host
+
     async def start(self, host: ClusterHost) -> None:
         self._host = host
 
     async def stop(self) -> None:
-        self._host = None
+        return None  # nothing to leave; the host may still queue into its outbox
 
     def connection_opened(self, peer: Peer) -> None:
         self._require_host().delivery.peer_opened(peer)
 
     def connection_closed(self, peer: Peer) -> None:
-        return None
+        host = self._require_host()
+        peers = host.peers
+        siblings = [peers[u] for u in host.routes.lookup(*peer.pair) if u in peers]
+        host.delivery.peer_closed(peer, siblings)
 
     async def send_to_pair(self, pair: Pair, msg_id: str, payload: bytes,
                            ack_timeout: Optional[float] = None) -> Dict[str, bool]:
-        host = self._require_host()
-        results = host.delivery.to_pair(pair, host.routes.lookup(*pair), msg_id, payload)
-        host._count_sent(results, payload)
-        if ack_timeout is not None and host.delivery.enabled:
-            acker = await host.delivery.wait_ack(pair, msg_id, ack_timeout)
+        host = self._host or self._require_host()
+        delivery = host.delivery
+        results = delivery.to_pair(pair, host.routes.lookup(*pair), msg_id, payload)
+        await delivery.committed()  # durable outbox: in SQLite before we return
+        if ack_timeout is not None and delivery.enabled:
+            acker = await delivery.wait_ack(pair, msg_id, ack_timeout)
             return {acker: True} if acker is not None else {}
         return results
 
     async def fanout(self, selector: Selector, msg_id: str, payload: bytes) -> Dict[str, bool]:
-        host = self._require_host()
-        results = host.delivery.to_connections(select_local(host.routes, selector), msg_id,
-                                               payload)
-        host._count_sent(results, payload)
-        return results
+        host = self._host or self._require_host()
+        kind, value = selector
+        if kind == CONN and value is not None:  # that connection only (unknown: False)
+            return host.delivery.to_connections([value], msg_id, payload, only=True)
+        return host.delivery.to_connections(Selector.local_targets(selector, host.routes),
+                                            msg_id, payload)
 
     def user_count(self) -> int:
         return self._require_host().routes.user_count
@@ -174,7 +228,7 @@ def create_cluster(config: Any) -> ClusterBackend:
             prefix=getattr(config, "cluster_prefix", "maim_hub"),
             heartbeat_interval=getattr(config, "cluster_heartbeat_interval", 1.0),
             node_ttl=getattr(config, "cluster_node_ttl", 5.0),
-            outbox_max_per_pair=getattr(config, "outbox_max_per_pair", 10_000),
-            outbox_ttl=getattr(config, "outbox_ttl", 86_400.0),
+            outbox_max_per_pair=config.outbox_max_per_pair,
+            outbox_ttl=config.outbox_ttl,
         )
     raise ConfigError(f"cluster_backend: unknown backend {backend!r} (local or redis)")

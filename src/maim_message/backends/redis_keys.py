@@ -11,7 +11,8 @@ which may be an API key, shows up in key names):
 - ``p:s:<pair>``      stream: the pair's unacked messages (fields ``m`` msg_id, ``p`` payload)
 - ``p:i:<pair>``      hash msg_id -> stream id (``id|origin`` when the origin awaits the ack)
 
-Channels: ``p:n:<node>`` (messages for one node) and ``p:all`` (fan-outs).
+Channels: ``p:n:<node>`` (messages for one node) and ``p:all`` (fan-outs); what travels
+on them is defined in ``pubsub_messages`` (the scripts build the same JSON objects).
 Scripts touch keys they do not declare (alive keys, channels): a single Redis (or a
 primary with replicas / Sentinel), not Redis Cluster.
 """
@@ -19,11 +20,9 @@ primary with replicas / Sentinel), not Redis Cluster.
 from __future__ import annotations
 
 from hashlib import blake2b
-from typing import Any, Dict, List, Tuple
+from typing import Dict, Tuple
 
-import orjson
-
-Pair = Tuple[str, str]
+from .cluster_base import Pair, user_key
 
 
 class Keys:
@@ -42,9 +41,7 @@ class Keys:
         user, platform = pair
         return blake2b(f"{user}\x00{platform}".encode(), digest_size=12).hexdigest()
 
-    @staticmethod
-    def user_key(user: str) -> str:
-        return blake2b(user.encode(), digest_size=12).hexdigest()
+    user_key = staticmethod(user_key)
 
     def alive(self, node: str) -> str:
         return self.alive_prefix + node
@@ -74,20 +71,6 @@ class Keys:
 
     def index(self, pair: Pair) -> str:
         return self.pair_keys(pair)[1]
-
-
-def stream_id_key(stream_id: str) -> Tuple[int, int]:
-    """``"<ms>-<seq>"`` as a comparable tuple (``""`` sorts first)."""
-    if not stream_id:
-        return (0, 0)
-    ms, _, seq = stream_id.partition("-")
-    return (int(ms), int(seq or 0))
-
-
-def encode_message(head: List[Any], payload: bytes = b"") -> bytes:
-    """A channel message: a JSON array header, then ``\\n`` and the payload if any."""
-    data = orjson.dumps(head)
-    return data + b"\n" + payload if payload else data
 
 
 # KEYS: stream, index, where. ARGV: 1 msg_id, 2 payload, 3 origin node, 4 notify origin
@@ -120,7 +103,8 @@ for i = 1, #w, 2 do
       alive[node] = ok
       if ok then
         if msg == nil then
-          msg = cjson.encode({'P', ARGV[3], ARGV[9], ARGV[10], ARGV[1], id}) .. '\\n' .. ARGV[2]
+          msg = cjson.encode({type = 'pair', origin = ARGV[3], user = ARGV[9],
+            platform = ARGV[10], msg_id = ARGV[1], stream_id = id}) .. '\\n' .. ARGV[2]
         end
         redis.call('PUBLISH', ARGV[8] .. node, msg)
       end
@@ -160,7 +144,8 @@ for i = 6, #ARGV do
     if bar then
       id = string.sub(v, 1, bar - 1)
       redis.call('PUBLISH', ARGV[1] .. string.sub(v, bar + 1),
-        cjson.encode({'A', ARGV[2], ARGV[3], ARGV[4], ARGV[i], ARGV[5]}))
+        cjson.encode({type = 'ack', node = ARGV[2], user = ARGV[3], platform = ARGV[4],
+          msg_id = ARGV[i], uuid = ARGV[5]}))
     end
     n = n + redis.call('XDEL', KEYS[1], id)
   end

@@ -32,7 +32,8 @@ _RETRYABLE = (RedisConnectionError, RedisTimeoutError, OSError)
 
 
 class QueueStalled(ClusterError):
-    """Redis has been unreachable for longer than the queue's stall timeout."""
+    """Redis has been unreachable for longer than the queue's stall timeout (what
+    ``send_message`` raises then; a :class:`ClusterError`)."""
 
 
 def _consume(fut: asyncio.Future[Any]) -> None:
@@ -173,7 +174,8 @@ class CommandQueue:
                 done.set_result(None)
 
     def _fail_waiters(self) -> None:
-        stalled = QueueStalled("Redis unreachable")
+        stalled = QueueStalled(f"Redis did not confirm within {self.stall_timeout:g}s; the "
+                               "message stays queued and is written when Redis is back")
         for _args, fut in self._pending:
             if fut is not None and not fut.done():
                 fut.set_exception(stalled)

@@ -16,6 +16,8 @@ import time
 from collections import OrderedDict
 from typing import Callable, Dict, Iterable, Iterator, List, Optional, Protocol, Set, Tuple
 
+from .defaults import DEFAULT_OUTBOX
+
 Pair = Tuple[str, str]  # (user_id, platform)
 
 # Memory a queued message costs beyond its payload and id: the entry object, its slot in
@@ -82,8 +84,9 @@ class Outbox:
     """Per-pair ordered queues with global bounds."""
 
     def __init__(
-        self, *, max_per_pair: int = 10_000, max_bytes: int = 512 * 1024 * 1024,
-        ttl: float = 86_400.0, store: Optional[OutboxStore] = None,
+        self, *, max_per_pair: int = DEFAULT_OUTBOX.max_per_pair,
+        max_bytes: int = DEFAULT_OUTBOX.max_bytes, ttl: float = DEFAULT_OUTBOX.ttl,
+        store: Optional[OutboxStore] = None,
         clock: Callable[[], float] = time.time,
         max_bytes_per_user: Optional[int] = None, max_pairs_per_user: int = 64,
     ) -> None:
@@ -163,8 +166,11 @@ class Outbox:
     # -- writing ----------------------------------------------------------------------------
 
     def append(self, pair: Pair, msg_id: str, payload: bytes,
-               only: Optional[str] = None) -> OutboxEntry:
-        """Queue a message; may evict the pair's oldest entries to respect the bounds."""
+               only: Optional[str] = None, persist: bool = True) -> OutboxEntry:
+        """Queue a message; may evict the pair's oldest entries to respect the bounds.
+
+        ``persist=False``: the store has it already (cluster mode: another node wrote it,
+        or it was read back from the store), so it is only queued here."""
         queue = self.pairs.get(pair)
         if queue is None:
             queue = self._new_pair(pair)
@@ -178,7 +184,7 @@ class Outbox:
         queue.entries[msg_id] = entry
         self._account(pair, queue, entry_cost(msg_id, payload))
         self.total_count += 1
-        if self.store is not None:
+        if persist and self.store is not None:
             self.store.add(pair, entry)
         if (len(queue.entries) > self.max_per_pair or self.total_bytes > self.max_bytes
                 or self.users[pair[0]].bytes > self.max_bytes_per_user):
@@ -316,7 +322,17 @@ class Outbox:
         self.expired += dropped
         return dropped
 
+    def replace_store(self, store: Optional[OutboxStore]) -> Optional[OutboxStore]:
+        """Mirror appends and acks into ``store`` from now on; returns the previous one."""
+        previous, self.store = self.store, store
+        return previous
+
     # -- reading ----------------------------------------------------------------------------
+
+    def contains(self, pair: Pair, msg_id: str) -> bool:
+        """Whether ``msg_id`` is queued (unacked) for ``pair``."""
+        queue = self.pairs.get(pair)
+        return queue is not None and msg_id in queue.entries
 
     @property
     def last_assigned_seq(self) -> int:

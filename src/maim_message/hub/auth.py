@@ -2,20 +2,21 @@
 
 Lookups hash the candidate (SHA-256) to find the entry, then confirm it with
 ``hmac.compare_digest``; the time taken does not depend on how much of a key matched.
+The table holds only digests, so a key configured as ``key_sha256`` works the same.
 Keys are never logged: only :func:`~maim_message.core.identity.fingerprint` labels.
 """
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import logging
 import secrets
-from typing import Any, Callable, Dict, Iterable, List, Optional
+from typing import AbstractSet, Any, Callable, Dict, Iterable, List, Optional
 
 from ..core.identity import fingerprint
 from ..core.redact import log_safe
 from .config import KeyEntry
+from .settings import key_digest
 
 logger = logging.getLogger(__name__)
 
@@ -23,8 +24,9 @@ logger = logging.getLogger(__name__)
 MISSING_KEY = "missing_key"
 UNKNOWN_KEY = "unknown_key"
 PLATFORM_NOT_ALLOWED = "platform_not_allowed"
+REVOKED_KEY = "revoked_key"
 SHUTTING_DOWN = "shutting_down"
-REJECT_REASONS = (MISSING_KEY, UNKNOWN_KEY, PLATFORM_NOT_ALLOWED, SHUTTING_DOWN)
+REJECT_REASONS = (MISSING_KEY, UNKNOWN_KEY, PLATFORM_NOT_ALLOWED, REVOKED_KEY, SHUTTING_DOWN)
 
 GENERATED_USER = "default"
 
@@ -34,17 +36,23 @@ def generate_key() -> str:
     return secrets.token_urlsafe(32)
 
 
-def _digest(key: str) -> bytes:
-    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()
+_digest = key_digest
 
 
 class KeyTable:
-    """The configured keys; ``lookup`` is constant-time in the key's content."""
+    """The configured keys; ``lookup`` is constant-time in the key's content.
 
-    def __init__(self, entries: Iterable[KeyEntry]) -> None:
+    ``revoked``: digests refused although configured (revoked at run time; a reload
+    keeps them refused).
+    """
+
+    def __init__(
+        self, entries: Iterable[KeyEntry], revoked: AbstractSet[bytes] = frozenset()
+    ) -> None:
         self._entries: List[KeyEntry] = list(entries)
-        self._by_digest: Dict[bytes, KeyEntry] = {_digest(e.key): e for e in self._entries}
+        self._by_digest: Dict[bytes, KeyEntry] = {e.digest: e for e in self._entries}
         self._decoy = _digest(generate_key())
+        self.revoked = revoked
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -58,10 +66,17 @@ class KeyTable:
             return None
         digest = _digest(candidate)
         entry = self._by_digest.get(digest)
-        expected = _digest(entry.key) if entry is not None else self._decoy
+        expected = entry.digest if entry is not None else self._decoy
         if hmac.compare_digest(expected, digest) and entry is not None:
-            return entry
+            return None if digest in self.revoked else entry
         return None
+
+    def is_revoked(self, candidate: Optional[str]) -> bool:
+        return bool(candidate) and _digest(candidate or "") in self.revoked
+
+    def by_label(self, label: str) -> List[KeyEntry]:
+        """The entries whose fingerprint is ``label`` (``key#1a2b3c4d``)."""
+        return [e for e in self._entries if e.label == label]
 
     def users(self) -> List[str]:
         return sorted({e.user for e in self._entries})
@@ -96,6 +111,8 @@ class HubAuth:
             return self._reject(MISSING_KEY, metadata)
         entry = self.table.lookup(api_key)
         if entry is None:
+            if self.table.is_revoked(api_key):
+                return self._reject(REVOKED_KEY, metadata)
             return self._reject(UNKNOWN_KEY, metadata)
         if not entry.allows(str(metadata.get("platform", ""))):
             return self._reject(PLATFORM_NOT_ALLOWED, metadata)

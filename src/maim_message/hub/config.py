@@ -11,12 +11,15 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
+from .key_config import check_keys, is_sha256_hex, keys_from_spec, keys_from_tables
+from .key_config import parse_keys_spec as parse_keys_spec
 from .settings import (
     DEFAULT_HOST,
     DEFAULT_PATH,
     DEFAULT_PORT,
     ENV_PREFIX,
     LOG_LEVELS,
+    AdminSettings,
     ClusterSettings,
     HttpSettings,
     HubConfig,
@@ -30,7 +33,7 @@ from .toml_source import Origins, line_index, read_file
 
 __all__ = [
     "DEFAULT_HOST", "DEFAULT_PATH", "DEFAULT_PORT", "ENV_KEYS", "ENV_PREFIX", "LOG_LEVELS",
-    "ClusterSettings", "HttpSettings", "HubConfig", "HubConfigError", "KeyEntry",
+    "AdminSettings", "ClusterSettings", "HttpSettings", "HubConfig", "HubConfigError", "KeyEntry",
     "LimitSettings", "OutboxSettings", "TLSSettings", "env_name", "line_index",
     "load_config", "parse_keys_spec",
 ]
@@ -134,7 +137,7 @@ def _ws_path(value: Any, from_text: bool) -> str:
     text = _str(value, from_text)
     if not text.startswith("/") or any(c in text for c in "?# "):
         raise ValueError(f"must start with '/' and have no query or spaces (got {_show(value)})")
-    if text in RESERVED_PATHS:
+    if text in RESERVED_PATHS or text.startswith(RESERVED_PREFIXES):
         raise ValueError(f"{text} is used by the hub's HTTP endpoints; pick another path")
     return text
 
@@ -144,12 +147,28 @@ def _show(value: Any) -> str:
 
 
 RESERVED_PATHS = ("/", "/healthz", "/readyz", "/metrics", "/api/stats")
+RESERVED_PREFIXES = ("/api/", "/static/")
+
+
+def _secret(value: Any, from_text: bool) -> Optional[str]:
+    text = _str(value, from_text).strip()
+    if text and len(text) < 16:
+        raise ValueError("must be at least 16 characters (python -m maim_message keygen)")
+    return text or None
+
+
+def _sha256(value: Any, from_text: bool) -> Optional[str]:
+    text = _str(value, from_text).strip()
+    if text and not is_sha256_hex(text):
+        raise ValueError("must be 64 hex digits (python -m maim_message keygen --hash)")
+    return text.lower() or None
 
 # section -> field -> parser. "hub" fields live on HubConfig itself.
 SCHEMA: Dict[str, Dict[str, Parser]] = {
     "hub": {
         "host": _nonempty, "port": _int(0, 65535), "path": _ws_path, "log_level": _level,
-        "status_interval": _float(0.0),
+        "status_interval": _float(0.0), "keys_file": _opt_path,
+        "log_format": _choice("text", "json"),
     },
     "tls": {
         "certfile": _opt_path, "keyfile": _opt_path, "ca_certs": _opt_path,
@@ -173,8 +192,11 @@ SCHEMA: Dict[str, Dict[str, Parser]] = {
         "channel_prefix": _nonempty,
     },
     "http": {"dashboard": _bool, "metrics": _bool},
+    "admin": {
+        "token": _secret, "token_sha256": _sha256, "metrics_token": _secret,
+        "metrics_token_sha256": _sha256, "protect_metrics": _bool,
+    },
 }
-KEY_FIELDS = ("key", "key_env", "user", "platforms", "forward_to")
 
 
 def env_name(section: str, name: str) -> str:
@@ -188,34 +210,6 @@ ENV_KEYS = ENV_PREFIX + "KEYS"
 
 
 # -- loading --------------------------------------------------------------------------------
-
-
-KeySpec = Tuple[str, str, Tuple[str, ...], Optional[str]]
-
-
-def parse_keys_spec(spec: str) -> List[KeySpec]:
-    """``"k1=maibot,k2=napcat>maibot:qq|telegram"`` -> [(key, user, platforms, forward_to)].
-
-    The last ``=`` of an item separates key and user; ``>`` after the user names the user
-    this key's messages are forwarded to; ``:`` starts a ``|``-separated platform list
-    (empty = any platform).
-    """
-    out: List[KeySpec] = []
-    for item in spec.split(","):
-        item = item.strip()
-        if not item:
-            continue
-        key, sep, rest = item.rpartition("=")
-        if not sep or not key.strip() or not rest.strip():
-            raise ValueError(
-                "each item must look like key=user, key=user>forward_to or "
-                f"key=user:platform1|platform2 (item {len(out) + 1} does not)"
-            )
-        user, _, plats = rest.partition(":")
-        user, _, forward = user.partition(">")
-        platforms = tuple(p.strip() for p in plats.split("|") if p.strip())
-        out.append((key.strip(), user.strip(), platforms, forward.strip() or None))
-    return out
 
 
 def load_config(
@@ -296,11 +290,14 @@ def load_config(
         outbox=OutboxSettings(**parsed["outbox"]),
         cluster=ClusterSettings(**parsed["cluster"]),
         http=HttpSettings(**parsed["http"]),
+        admin=AdminSettings(**parsed["admin"]),
         source=path,
     )
     for key, value in parsed["hub"].items():
         setattr(config, key, value)
-    config.keys = _load_keys(keys_source, origins, env, problems)
+    if config.keys_file and path is not None:  # relative to the config file
+        config.keys_file = str(Path(path).parent / Path(config.keys_file).expanduser())
+    config.keys = _load_keys(keys_source, origins, env, problems, config.keys_file)
     _check(config, origins, problems, check_files)
     if problems:
         raise HubConfigError(problems)
@@ -308,99 +305,30 @@ def load_config(
 
 
 def _load_keys(
-    source: Tuple[str, Any], origins: Origins, env: Mapping[str, str], problems: List[str]
+    source: Tuple[str, Any], origins: Origins, env: Mapping[str, str], problems: List[str],
+    keys_file: Optional[str],
 ) -> List[KeyEntry]:
+    """The file's ``[[keys]]`` plus the keys file's, or the env/command-line spec alone."""
     where, raw = source
-    if raw is None:
-        return []
-    entries: List[KeyEntry] = []
-    if isinstance(raw, str):  # env or command line: "key=user,..."
-        try:
-            items = parse_keys_spec(raw)
-        except ValueError as exc:
-            problems.append(f"{where}: keys: {exc}")
-            return []
-        entries = [KeyEntry(k, u, p, where, f) for k, u, p, f in items]
-    elif isinstance(raw, list):
-        for index, item in enumerate(raw):
-            entry = _key_from_table(index, item, origins, env, problems)
-            if entry is not None:
-                entries.append(entry)
+    if isinstance(raw, str) and where != "file":  # env/command line: replaces the files' keys
+        entries = keys_from_spec(where, raw, problems)
     else:
-        problems.append(f"{origins.where('keys')}: keys: must be an array of tables "
-                        "([[keys]] with key = \"...\", user = \"...\")")
-        return []
-    users = {e.user for e in entries}
-    for entry in entries:
-        if entry.forward_to and entry.forward_to not in users:
-            problems.append(f"{entry.source}: forward_to: no key maps to user "
-                            f"'{entry.forward_to}' (known users: {', '.join(sorted(users))})")
-    seen: Dict[str, str] = {}
-    for entry in entries:
-        if entry.key in seen:
-            problems.append(f"{entry.source}: keys: {entry.label} is listed twice "
-                            f"(also at {seen[entry.key]})")
-        seen.setdefault(entry.key, entry.source)
+        entries = [] if raw is None else keys_from_tables(raw, origins, env, problems)
+        if keys_file:
+            entries += _keys_file(keys_file, env, problems)
+    check_keys(entries, problems)
     return entries
 
 
-def _key_from_table(
-    index: int, item: Any, origins: Origins, env: Mapping[str, str], problems: List[str]
-) -> Optional[KeyEntry]:
-    base = f"keys[{index}]"
-    where = origins.where(base)
-    if not isinstance(item, dict):
-        problems.append(f"{where}: {base}: must be a table with key and user")
-        return None
-    ok = True
-    for name in item:
-        if name not in KEY_FIELDS:
-            problems.append(f"{origins.where(f'{base}.{name}')}: unknown key '{base}.{name}' "
-                            f"(known: {', '.join(KEY_FIELDS)})")
-            ok = False
-    key = item.get("key")
-    key_env = item.get("key_env")
-    if key is not None and key_env is not None:
-        problems.append(f"{where}: {base}: give either key or key_env, not both")
-        return None
-    if key_env is not None:
-        if not isinstance(key_env, str) or not key_env:
-            problems.append(f"{origins.where(base + '.key_env')}: {base}.key_env: must be "
-                            "the name of an environment variable")
-            return None
-        key = env.get(key_env)
-        if not key:
-            problems.append(f"{origins.where(base + '.key_env')}: {base}.key_env: "
-                            f"environment variable {key_env} is not set or empty")
-            return None
-    if not isinstance(key, str) or not key.strip():
-        problems.append(f"{origins.where(base + '.key')}: {base}.key: must be a non-empty "
-                        "string (or use key_env = \"VAR\")")
-        ok = False
-    user = item.get("user")
-    if not isinstance(user, str) or not user.strip():
-        problems.append(f"{origins.where(base + '.user')}: {base}.user: must be a non-empty "
-                        "string (the user id this key maps to)")
-        ok = False
-    platforms = item.get("platforms", [])
-    if isinstance(platforms, str):
-        platforms = [platforms]
-    if not isinstance(platforms, list) or not all(
-        isinstance(p, str) and p.strip() for p in platforms
-    ):
-        problems.append(f"{origins.where(base + '.platforms')}: {base}.platforms: must be a "
-                        "list of platform names (empty or missing: any platform)")
-        ok = False
-    forward_to = item.get("forward_to")
-    if forward_to is not None and (not isinstance(forward_to, str) or not forward_to.strip()):
-        problems.append(f"{origins.where(base + '.forward_to')}: {base}.forward_to: must be "
-                        "a user id (where this key's messages go)")
-        ok = False
-    if not ok:
-        return None
-    assert isinstance(key, str) and isinstance(user, str)
-    return KeyEntry(key.strip(), user.strip(), tuple(p.strip() for p in platforms), where,
-                    forward_to.strip() if forward_to else None)
+def _keys_file(path: str, env: Mapping[str, str], problems: List[str]) -> List[KeyEntry]:
+    data, origins = read_file(path, problems)
+    if not data:
+        return []
+    for name in data:
+        if name != "keys":
+            problems.append(f"{origins.where(name)}: unknown key '{name}' in a keys file "
+                            "(it holds only [[keys]] tables)")
+    return keys_from_tables(data.get("keys", []), origins, env, problems)
 
 
 def _check(config: HubConfig, origins: Origins, problems: List[str], check_files: bool) -> None:
@@ -435,6 +363,11 @@ def _check(config: HubConfig, origins: Origins, problems: List[str], check_files
         elif not url.startswith(("redis://", "rediss://", "unix://")):
             problems.append(f"{origins.where('cluster.redis_url')}: cluster.redis_url: must "
                             f"start with redis://, rediss:// or unix:// (got \"{url}\")")
+    admin = config.admin
+    for name in ("token", "metrics_token"):
+        if getattr(admin, name) and getattr(admin, name + "_sha256"):
+            problems.append(f"{origins.where('admin.' + name)}: admin.{name}: give "
+                            f"admin.{name} or admin.{name}_sha256, not both")
     limits = config.limits
     if limits.ping_interval and limits.ping_timeout == 0:
         problems.append(f"{origins.where('limits.ping_timeout')}: limits.ping_timeout: must "

@@ -49,10 +49,30 @@ def _settings_rows(config: HubConfig, port: Optional[int]) -> List[Tuple[str, st
         ("health", f"{http_base}/healthz  {http_base}/readyz"),
     ]
     if config.http.metrics:
-        rows.append(("metrics", f"{http_base}/metrics"))
+        guard = " (bearer token)" if config.admin.metrics_protected else ""
+        rows.append(("metrics", f"{http_base}/metrics{guard}"))
     if config.http.dashboard:
         rows.append(("live page", f"{http_base}/"))
+    rows.append(("admin API", f"{http_base}/api/admin/ (admin token: "
+                 + ("configured)" if config.admin.configured else "generated, below)")))
     return rows
+
+
+def _http_base(rows: List[Tuple[str, str]]) -> str:
+    return dict(rows)["health"].split()[0][: -len("/healthz")]
+
+
+def _admin_lines(base: str, token: str, dashboard: bool) -> List[str]:
+    lines = [
+        f"Admin token: {token}",
+        "  (generated for this run only and shown once: set admin.token in the config or",
+        "   MAIM_HUB_ADMIN_TOKEN to keep one)",
+    ]
+    if dashboard:
+        lines.append(f"  live page: {base}/#token={token}")
+    lines.append(f"  api:       curl -H 'Authorization: Bearer {token}' "
+                 f"{base}/api/admin/connections")
+    return lines
 
 
 def _key_rows(hub: Any) -> List[Tuple[str, str, str, str]]:
@@ -72,6 +92,17 @@ def _usage_lines(url: str, key: str) -> List[str]:
         f"  python:  WebSocketClient(ClientConfig(url=\"{url}\", api_key=\"{key}\", "
         "platform=\"qq\"))",
     ]
+
+
+def _secret_lines(hub: Any, url: str, rows: List[Tuple[str, str]]) -> List[str]:
+    """The generated key and admin token, with how to use them (shown this once)."""
+    lines: List[str] = []
+    if hub.generated_key:
+        lines += _usage_lines(url, hub.generated_key)
+    if hub.generated_admin_token:
+        lines += _admin_lines(_http_base(rows), hub.generated_admin_token,
+                              hub.config.http.dashboard)
+    return lines
 
 
 def print_summary(hub: Any, out: Optional[TextIO] = None) -> None:
@@ -96,10 +127,9 @@ def print_summary(hub: Any, out: Optional[TextIO] = None) -> None:
         for row in keys:
             key_table.add_row(*(escape(v) for v in row))
         console.print(key_table)
-        if hub.generated_key:
-            for line in _usage_lines(url, hub.generated_key):
-                console.print(escape(line), style="bold yellow" if line.startswith("API")
-                              else None)
+        for line in _secret_lines(hub, url, rows):
+            console.print(escape(line), style="bold yellow" if line.startswith(("API", "Admin"))
+                          else None)
         console.print("Press Ctrl+C (or send SIGTERM) to stop gracefully.")
     else:
         out.write(f"maim_message hub {__version__}" + "\n")
@@ -108,9 +138,8 @@ def print_summary(hub: Any, out: Optional[TextIO] = None) -> None:
         out.write("API keys (fingerprints; keys are never logged):" + "\n")
         for label, user, plats, source in keys:
             out.write(f"  {label}  user={user}  platforms={plats}  from={source}" + "\n")
-        if hub.generated_key:
-            for line in _usage_lines(url, hub.generated_key):
-                out.write(line + "\n")
+        for line in _secret_lines(hub, url, rows):
+            out.write(line + "\n")
         out.write("Press Ctrl+C (or send SIGTERM) to stop gracefully." + "\n")
     out.flush()
 

@@ -2,6 +2,8 @@
 
 The transport answers one request per connection and closes it, so the live page polls
 ``/api/stats`` (no SSE, no keep-alive). Static files are read once at start-up.
+``/healthz`` and ``/readyz`` are open; ``/api/*`` needs the admin token, ``/metrics`` too
+when ``admin.protect_metrics`` is set. A refusal is a bare 401 that says nothing else.
 """
 
 from __future__ import annotations
@@ -9,8 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Dict
 
-from ..core.codec import dumps
 from ..transport.base import HandshakeInfo, HttpReply
+from .admin_http import NO_STORE, UNAUTHORIZED, admin_routes
 
 if TYPE_CHECKING:
     from .runner import Hub
@@ -23,7 +25,7 @@ _CONTENT_TYPES = {
     ".svg": "image/svg+xml",
     ".png": "image/png",
 }
-_NO_STORE = (("Cache-Control", "no-store"), ("X-Content-Type-Options", "nosniff"))
+_NO_STORE = NO_STORE
 _PAGE_HEADERS = (
     *_NO_STORE,
     ("Content-Security-Policy",
@@ -50,17 +52,16 @@ def make_routes(hub: Hub) -> Dict[str, Route]:
 
     if hub.config.http.metrics:
         def metrics(info: HandshakeInfo) -> HttpReply:
+            check = hub.metrics_check
+            if check is not None and not check.allows(info.headers):
+                return UNAUTHORIZED
             return HttpReply(200, hub.metrics.render(), content_type=hub.metrics.content_type,
                              headers=_NO_STORE)
 
         routes["/metrics"] = metrics
 
+    routes.update(admin_routes(hub))
     if hub.config.http.dashboard:
-        def stats(info: HandshakeInfo) -> HttpReply:
-            return HttpReply(200, dumps(hub.snapshot()), content_type="application/json",
-                             headers=_NO_STORE)
-
-        routes["/api/stats"] = stats
         for file in sorted(STATIC_DIR.iterdir()) if STATIC_DIR.is_dir() else []:
             kind = _CONTENT_TYPES.get(file.suffix)
             if kind is None or not file.is_file():

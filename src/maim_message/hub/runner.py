@@ -24,7 +24,7 @@ import logging
 import signal
 import time
 from collections import deque
-from typing import Any, Deque, Dict, List, Optional, Tuple
+from typing import Any, Callable, Deque, Dict, List, Optional, Set, Tuple
 
 from .. import __version__
 from ..core.codec import dumps
@@ -36,10 +36,13 @@ from ..core.redact import log_safe
 from ..errors import DeliveryRefused
 from ..server.config import ServerConfig
 from ..server.websocket_server import WebSocketServer
+from .admin import KEY_REVOKED, AdminPlane
+from .admin_auth import TokenCheck, admin_check, generate_token, metrics_check
 from .auth import GENERATED_USER, HubAuth, KeyTable, generate_key
-from .config import HubConfig, KeyEntry
+from .config import HubConfig, HubConfigError, KeyEntry
 from .http import make_routes
 from .metrics import HubMetrics
+from .reload import apply_reloadable, compare
 
 logger = logging.getLogger("maim_message.hub")
 
@@ -65,17 +68,29 @@ class RateWindow:
         return tuple((b - a) / span for a, b in zip(first, last))
 
 
-class Hub:
-    """One hub instance. ``await hub.start()``, then ``await hub.shutdown()``."""
+Loader = Callable[[], HubConfig]
 
-    def __init__(self, config: HubConfig) -> None:
+
+class Hub:
+    """One hub instance. ``await hub.start()``, then ``await hub.shutdown()``.
+
+    ``loader`` re-reads the configuration for :meth:`reload` (the CLI passes one that
+    reads the same file, environment and options as at start-up).
+    """
+
+    def __init__(self, config: HubConfig, loader: Optional[Loader] = None) -> None:
         self.config = config
+        self.loader = loader
         self.generated_key: Optional[str] = None
-        entries = list(config.keys)
-        if not entries:
-            self.generated_key = generate_key()
-            entries = [KeyEntry(self.generated_key, GENERATED_USER, (), "generated")]
-        self.keys = KeyTable(entries)
+        self.generated_admin_token: Optional[str] = None
+        self.revoked: Set[bytes] = set()  # digests of keys revoked while running
+        self.keys = KeyTable(self._entries(config), self.revoked)
+        if not config.admin.configured:
+            self.generated_admin_token = generate_token()
+        self.admin_check: TokenCheck = admin_check(config.admin, self.generated_admin_token)
+        self.metrics_check: Optional[TokenCheck] = self._metrics_check(config)
+        self.admin = AdminPlane(self)
+        self.on_reload: Optional[Callable[[Hub, Dict[str, Any]], None]] = None
         self.state = "starting"
         self.started_at = time.time()
         self.messages_in = 0
@@ -89,6 +104,19 @@ class Hub:
         self._ids = MessageIdFactory()
         self._rates = RateWindow()
         self._tasks: List[asyncio.Task[None]] = []
+
+    def _entries(self, config: HubConfig) -> List[KeyEntry]:
+        """The configured keys, or one generated key (kept across reloads without keys)."""
+        if config.keys:
+            return list(config.keys)
+        if self.generated_key is None:
+            self.generated_key = generate_key()
+        return [KeyEntry(self.generated_key, GENERATED_USER, (), "generated")]
+
+    def _metrics_check(self, config: HubConfig) -> Optional[TokenCheck]:
+        if not config.admin.metrics_protected:
+            return None
+        return metrics_check(config.admin, self.generated_admin_token)
 
     def _server_config(self) -> ServerConfig:
         cfg, limits, tls, outbox = (
@@ -162,12 +190,68 @@ class Hub:
         ))
 
     async def _status_loop(self) -> None:
-        while True:
+        while self.config.status_interval > 0:
             await asyncio.sleep(self.config.status_interval)
             snap = self.snapshot()
             logger.info("status: %d connections, %d users, in %.1f/s, out %.1f/s, "
                         "unroutable %d", snap["connections"], snap["users"], snap["rate_in"],
                         snap["rate_out"], snap["unroutable"])
+
+    # -- reload ------------------------------------------------------------------------------
+
+    def reload(self) -> Dict[str, Any]:
+        """Re-read the configuration and apply what can change while running.
+
+        A configuration with problems is refused as a whole (each problem logged with its
+        file and line) and the hub keeps running on the previous one. Connections whose
+        key was removed, or no longer allows their platform or user, are closed (4003).
+        """
+        if self.loader is None:
+            return {"ok": False, "errors": ["this hub has no configuration source to re-read"],
+                    "applied": [], "restart_needed": []}
+        try:
+            new = self.loader()
+        except HubConfigError as exc:
+            for line in exc.problems:
+                logger.error("reload refused: %s", line)
+            logger.error("reload refused (%d problem(s)): still running on the previous "
+                         "configuration", len(exc.problems))
+            return {"ok": False, "errors": exc.problems, "applied": [], "restart_needed": []}
+        applied, restart = compare(self.config, new)
+        had_status_loop = self.config.status_interval > 0
+        apply_reloadable(self.config, new)
+        self.keys = KeyTable(self._entries(self.config), self.revoked)
+        self.auth.table = self.keys
+        self.admin_check = admin_check(self.config.admin, self.generated_admin_token)
+        self.metrics_check = self._metrics_check(self.config)
+        self.server.update_config(rate_limit_per_second=self.config.limits.rate_limit_per_second
+                                  or None, rate_limit_burst=self.config.limits.rate_limit_burst)
+        if not had_status_loop and self.config.status_interval > 0 and self.state == "ready":
+            self._tasks.append(asyncio.ensure_future(self._status_loop()))
+        closed = self._close_invalidated()
+        for name in restart:
+            logger.warning("reload: %s needs a restart; still using the running value", name)
+        logger.info("configuration reloaded: %s; %d connection(s) closed",
+                    ", ".join(applied) or "nothing changed", len(closed))
+        result = {"ok": True, "errors": [], "applied": applied, "restart_needed": restart,
+                  "closed": closed}
+        if self.on_reload is not None:
+            self.on_reload(self, result)
+        return result
+
+    def reload_from_signal(self) -> None:
+        logger.info("received SIGHUP: reloading the configuration")
+        self.reload()
+
+    def _close_invalidated(self) -> List[str]:
+        closed = []
+        for uuid, peer in list(self.server.peers.items()):
+            entry = self.keys.lookup(peer.api_key)
+            if entry is None or not entry.allows(peer.platform) or entry.user != peer.user_id:
+                closed.append(uuid)
+                self.server.close_connection(uuid, KEY_REVOKED,
+                                             "API key removed or changed by a reload")
+        return closed
 
     # -- routing ---------------------------------------------------------------------------
 
@@ -298,13 +382,19 @@ class Hub:
         }
 
 
-async def serve(config: HubConfig, *, announce: Optional[Any] = None) -> int:
+async def serve(
+    config: HubConfig, *, announce: Optional[Any] = None, loader: Optional[Loader] = None,
+    on_reload: Optional[Callable[[Hub, Dict[str, Any]], None]] = None,
+) -> int:
     """Run a hub until SIGTERM/SIGINT, then shut down gracefully; returns the exit code.
 
     ``announce(hub)`` is called once the port is bound (the CLI prints its summary there).
-    A second signal during shutdown exits at once.
+    SIGHUP reloads the configuration through ``loader`` (then ``on_reload(hub, result)``).
+    A second SIGTERM/SIGINT during shutdown exits at once.
     """
-    hub = Hub(config)
+    hub = Hub(config, loader)
+    if on_reload is not None:
+        hub.on_reload = on_reload
     await hub.start()
     if announce is not None:
         announce(hub)
@@ -320,6 +410,13 @@ async def serve(config: HubConfig, *, announce: Optional[Any] = None) -> int:
         logger.info("received %s", sig.name)
         stop.set()
 
+    hangup = getattr(signal, "SIGHUP", None)
+    if hangup is not None:
+        try:
+            loop.add_signal_handler(hangup, hub.reload_from_signal)
+            installed.append(hangup)
+        except (NotImplementedError, RuntimeError):  # pragma: no cover - Windows
+            pass
     for sig in signals:
         try:
             loop.add_signal_handler(sig, on_signal, sig)

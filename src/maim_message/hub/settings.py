@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import List, Optional, Sequence, Tuple
 
@@ -27,19 +28,32 @@ class HubConfigError(ConfigError):
 # -- settings ---------------------------------------------------------------------------
 
 
+def key_digest(key: str) -> bytes:
+    """SHA-256 of a key: what the key table stores and what ``key_sha256`` holds (hex)."""
+    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()
+
+
 @dataclass
 class KeyEntry:
-    """One API key: the secret, the user id it maps to, the platforms it may declare."""
+    """One API key: the secret (or only its SHA-256), the user id it maps to, the
+    platforms it may declare."""
 
-    key: str = field(repr=False)
+    key: str = field(repr=False)  # "" when only the hash is configured
     user: str
     platforms: Tuple[str, ...] = ()  # empty: any platform
     source: str = ""
     forward_to: Optional[str] = None  # messages from this key go to this user
+    key_sha256: Optional[str] = field(default=None, repr=False)  # hex, instead of ``key``
+
+    @property
+    def digest(self) -> bytes:
+        return bytes.fromhex(self.key_sha256) if self.key_sha256 else key_digest(self.key)
 
     @property
     def label(self) -> str:
-        """Safe to log or show: a fingerprint, never the key."""
+        """Safe to log or show: a fingerprint, never the key (the same for a hashed key)."""
+        if self.key_sha256:
+            return "key#" + self.key_sha256.lower()[:8]
         return fingerprint(self.key)
 
     def allows(self, platform: str) -> bool:
@@ -99,18 +113,40 @@ class HttpSettings:
 
 
 @dataclass
+class AdminSettings:
+    """Who may use the admin plane (``/api/*``, the live page's data) and ``/metrics``."""
+
+    token: Optional[str] = field(default=None, repr=False)
+    token_sha256: Optional[str] = field(default=None, repr=False)
+    metrics_token: Optional[str] = field(default=None, repr=False)
+    metrics_token_sha256: Optional[str] = field(default=None, repr=False)
+    protect_metrics: bool = False  # True: /metrics needs the admin or the metrics token
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.token or self.token_sha256)
+
+    @property
+    def metrics_protected(self) -> bool:
+        return self.protect_metrics or bool(self.metrics_token or self.metrics_token_sha256)
+
+
+@dataclass
 class HubConfig:
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
     path: str = DEFAULT_PATH
     log_level: str = "INFO"
+    log_format: str = "text"  # text | json (one object per line)
     status_interval: float = 60.0  # seconds between status log lines; 0 = off
+    keys_file: Optional[str] = None  # more [[keys]] in their own file (reloaded on SIGHUP)
     keys: List[KeyEntry] = field(default_factory=list)
     tls: TLSSettings = field(default_factory=TLSSettings)
     limits: LimitSettings = field(default_factory=LimitSettings)
     outbox: OutboxSettings = field(default_factory=OutboxSettings)
     cluster: ClusterSettings = field(default_factory=ClusterSettings)
     http: HttpSettings = field(default_factory=HttpSettings)
+    admin: AdminSettings = field(default_factory=AdminSettings)
     source: Optional[str] = None  # the config file, if any
 
     @property

@@ -27,6 +27,7 @@ def _toml_module() -> Any:
 
 _TABLE = re.compile(r"^\s*\[\s*([^\[\]]+?)\s*\]\s*(#.*)?$")
 _ARRAY_TABLE = re.compile(r"^\s*\[\[\s*([^\[\]]+?)\s*\]\]\s*(#.*)?$")
+_SYNTAX_LINE = re.compile(r"at line (\d+)")
 _ASSIGN = re.compile(r"^\s*([A-Za-z0-9_\-.\"' ]+?)\s*=")
 
 
@@ -108,6 +109,8 @@ def read_file(path: str, problems: List[str]) -> Tuple[Dict[str, Any], Origins]:
     try:
         data = toml.loads(text)
     except toml.TOMLDecodeError as exc:
-        problems.append(f"{path}: TOML syntax error: {exc}")
+        line = getattr(exc, "lineno", None) or _SYNTAX_LINE.search(str(exc))
+        where = f"{path}:{line if isinstance(line, int) else line.group(1)}" if line else path
+        problems.append(f"{where}: TOML syntax error: {exc}")
         return {}, origins
     return data, origins

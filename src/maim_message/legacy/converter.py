@@ -7,7 +7,8 @@ group/user go to / come from ``sender_info``); "send" = the bot replying (``rece
 from __future__ import annotations
 
 import time
-from typing import Any, Optional, Tuple
+from types import ModuleType
+from typing import Any, Dict, Optional, Tuple
 
 from ..core.models import api as A
 from ..core.models import legacy as L
@@ -39,6 +40,19 @@ def _legacy_user(u: Optional[A.UserInfo]) -> Optional[L.UserInfo]:
         return None
     return L.UserInfo(platform=u.platform, user_id=u.user_id, user_nickname=u.user_nickname,
                       user_cardname=u.user_cardname)
+
+
+def _format_and_template(info: Any, family: ModuleType) -> Dict[str, Any]:
+    """``format_info`` / ``template_info`` of ``info`` rebuilt in the other model family."""
+    fmt, tpl = info.format_info, info.template_info
+    return {
+        "format_info": family.FormatInfo(content_format=fmt.content_format,
+                                         accept_format=fmt.accept_format) if fmt else None,
+        "template_info": family.TemplateInfo(
+            template_items=tpl.template_items, template_name=tpl.template_name,
+            template_default=tpl.template_default,
+        ) if tpl else None,
+    }
 
 
 class MessageConverter:
@@ -99,19 +113,11 @@ class MessageConverter:
                 sender = A.SenderInfo(group_info=api_group, user_info=api_user)
             else:
                 receiver = A.ReceiverInfo(group_info=api_group, user_info=api_user)
-        fmt = info.format_info
-        tpl = info.template_info
         api_info = A.BaseMessageInfo(
             platform=target,
             message_id=str(info.message_id) if info.message_id else str(int(time.time() * 1000)),
             time=info.time or time.time(),
-            format_info=A.FormatInfo(content_format=fmt.content_format,
-                                     accept_format=fmt.accept_format) if fmt else None,
-            template_info=A.TemplateInfo(
-                template_items=tpl.template_items,
-                template_name=tpl.template_name,
-                template_default=tpl.template_default,
-            ) if tpl else None,
+            **_format_and_template(info, A),
             additional_config=info.additional_config,
             sender_info=sender,
             receiver_info=receiver,
@@ -130,20 +136,13 @@ class MessageConverter:
         group = side.group_info if side else None
         user = side.user_info if side else None
         si, ri = info.sender_info, info.receiver_info
-        fmt, tpl = info.format_info, info.template_info
         legacy_info = L.BaseMessageInfo(
             platform=info.platform,
             message_id=info.message_id,
             time=info.time,
             group_info=_legacy_group(group),
             user_info=_legacy_user(user),
-            format_info=L.FormatInfo(content_format=fmt.content_format,
-                                     accept_format=fmt.accept_format) if fmt else None,
-            template_info=L.TemplateInfo(
-                template_items=tpl.template_items,
-                template_name=tpl.template_name,
-                template_default=tpl.template_default,
-            ) if tpl else None,
+            **_format_and_template(info, L),
             additional_config=info.additional_config,
             sender_info=L.SenderInfo(group_info=_legacy_group(si.group_info),
                                      user_info=_legacy_user(si.user_info)) if si else None,

@@ -122,6 +122,19 @@ class _Base:
     def _on_frame(self, ftype: int, payload: bytes, events: List[Event]) -> None:
         raise NotImplementedError
 
+    _ANSWERS_HEARTBEAT = False  # the server echoes a client's heartbeat, the client does not
+
+    def _open_frame(self, ftype: int, payload: bytes, events: List[Event]) -> None:
+        """A frame after the handshake: data, heartbeat; other types are ignored (0.6.8)."""
+        if ftype == FrameType.DATA:
+            value = self._decrypt(payload, events)
+            if value is not _DROP:
+                events.append(Received(value))
+        elif ftype == FrameType.HEARTBEAT:
+            events.append(Heartbeat())
+            if self._ANSWERS_HEARTBEAT:
+                events.append(Outgoing(HEARTBEAT_FRAME))
+
     def encrypt(self, value: Any) -> bytes:
         return self.crypto.encrypt(value)
 
@@ -133,6 +146,8 @@ _DROP = object()
 
 
 class TcpServerProtocol(_Base):
+    _ANSWERS_HEARTBEAT = True
+
     def __init__(
         self, crypto: Optional[CryptoSession] = None, max_frame: int = DEFAULT_MAX_FRAME
     ) -> None:
@@ -142,14 +157,8 @@ class TcpServerProtocol(_Base):
     def _on_frame(self, ftype: int, payload: bytes, events: List[Event]) -> None:
         state = self.state
         if state is State.OPEN:
-            if ftype == FrameType.DATA:
-                value = self._decrypt(payload, events)
-                if value is not _DROP:
-                    events.append(Received(value))
-            elif ftype == FrameType.HEARTBEAT:
-                events.append(Heartbeat())
-                events.append(Outgoing(HEARTBEAT_FRAME))
-            return  # other types are ignored, as 0.6.8 does
+            self._open_frame(ftype, payload, events)
+            return
         if state is State.AWAIT_HANDSHAKE:
             if ftype != FrameType.HANDSHAKE_REQUEST:
                 self._fatal(f"expected handshake frame, got type {ftype}", events)
@@ -207,12 +216,7 @@ class TcpClientProtocol(_Base):
 
     def _on_frame(self, ftype: int, payload: bytes, events: List[Event]) -> None:
         if self.state is State.OPEN:
-            if ftype == FrameType.DATA:
-                value = self._decrypt(payload, events)
-                if value is not _DROP:
-                    events.append(Received(value))
-            elif ftype == FrameType.HEARTBEAT:
-                events.append(Heartbeat())
+            self._open_frame(ftype, payload, events)
             return
         # AWAIT_HANDSHAKE: 0.6.8 servers answer with type 1; accept the defined type 2 too
         if ftype not in (FrameType.HANDSHAKE_REQUEST, FrameType.HANDSHAKE_RESPONSE):

@@ -12,6 +12,7 @@ import asyncio
 from typing import Optional
 
 from .. import errors
+from ..runtime.callbacks import HandlerTasks
 from .logsupport import Log
 from .platforms import Deliver, PlatformRouter, TokenAuth
 from .tcp_protocol import Dropped, Fatal, Outgoing, Received, Registration, TcpServerProtocol
@@ -82,7 +83,7 @@ class TcpServerTransport(PlatformRouter[TcpPeer]):
         self.port = port
         self.registration_timeout = registration_timeout
         self._server: Optional[asyncio.Server] = None
-        self._conn_tasks: set[asyncio.Task[None]] = set()
+        self._conn_tasks = HandlerTasks("legacy TCP server", log)  # one per connection
 
     async def start(self) -> None:
         if self._server is not None:
@@ -110,18 +111,14 @@ class TcpServerTransport(PlatformRouter[TcpPeer]):
         if server is not None:
             server.close()
         self.close_all(1000, "")
-        tasks = [t for t in self._conn_tasks if not t.done()]
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+        await self._conn_tasks.cancel_all(grace=0)
         if server is not None:
             await server.wait_closed()
 
     async def _on_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         if task is not None:
-            self._conn_tasks.add(task)
+            self._conn_tasks.track(task)
         try:
             await self._serve(reader, writer)
         except asyncio.CancelledError:
@@ -129,8 +126,6 @@ class TcpServerTransport(PlatformRouter[TcpPeer]):
         except Exception:
             self._log.exception("legacy TCP connection failed")
         finally:
-            if task is not None:
-                self._conn_tasks.discard(task)
             await _close_writer(writer)
 
     async def _register(

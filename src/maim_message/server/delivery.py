@@ -17,9 +17,9 @@ import asyncio
 import logging
 from typing import Any, Callable, Dict, Iterable, List, Optional, Set, Tuple
 
-from ..core.outbox import Outbox, OutboxEntry, Pair
+from ..core.outbox import Outbox, OutboxEntry, OutboxStore, Pair
 from ..errors import DeliveryRefused
-from ..transport.wsproto import OP_TEXT, frame_header
+from ..transport.frames import PreparedFrame
 from .acks import CURRENT_RECEIPT, FrameKey, Receipt
 from .config import ServerConfig
 from .peer import Peer
@@ -27,21 +27,21 @@ from .peer import Peer
 logger = logging.getLogger(__name__)
 
 
-_SPLIT = 64 * 1024  # above this, header and payload are written separately (no copy)
-
-
-def _frame(payload: bytes) -> Tuple[bytes, bytes]:
-    """(header, body) of a text frame; small frames come joined, as (frame, b"")."""
-    head = frame_header(OP_TEXT, len(payload))
-    if len(payload) >= _SPLIT:
-        return head, payload
-    return head + payload, b""
+_frame = PreparedFrame.text  # built once, written to every connection it goes to
 
 
 class Delivery:
-    def __init__(self, config: ServerConfig, peers: Dict[str, Peer]) -> None:
+    """Outbox, cursors and ack waiters of one server; the cluster backends call it.
+
+    ``counters`` (the server's stats dict) gets ``messages_sent`` / ``bytes_sent``.
+    """
+
+    def __init__(self, config: ServerConfig, peers: Dict[str, Peer],
+                 counters: Optional[Dict[str, Any]] = None) -> None:
         self.enabled = bool(config.enable_message_cache)
         self._peers = peers
+        self._counters: Dict[str, Any] = (
+            counters if counters is not None else {"messages_sent": 0, "bytes_sent": 0})
         self.outbox: Optional[Outbox] = None
         self._waiters: Dict[Tuple[Pair, str], asyncio.Future[str]] = {}
         self.resent = 0
@@ -166,11 +166,13 @@ class Delivery:
     # -- sending ----------------------------------------------------------------------------
 
     def to_pair(self, pair: Pair, conn_ids: Iterable[str], msg_id: str,
-                payload: bytes) -> Dict[str, bool]:
-        """Queue for ``pair`` (even with nobody connected) and push to its live connections."""
+                payload: bytes, persist: bool = True) -> Dict[str, bool]:
+        """Queue for ``pair`` (even with nobody connected) and push to its live connections.
+
+        ``persist=False``: the outbox's store has the message already (cluster mode)."""
         outbox = self.outbox
         if outbox is None:
-            return self._direct(conn_ids, _frame(payload))
+            return self._count(self._direct(conn_ids, _frame(payload)), payload)
         peers = self._peers
         live = [uuid for uuid in conn_ids if uuid in peers]
         if not live and not outbox.admits(pair):
@@ -178,19 +180,19 @@ class Delivery:
                 "the receiver has no live connection on this platform and already has "
                 f"messages queued for {outbox.max_pairs_per_user} platforms; not queued",
                 field="message_dim.platform")
-        entry = outbox.append(pair, msg_id, payload)
+        entry = outbox.append(pair, msg_id, payload, persist=persist)
         store = self._store()
         if store is not None:  # written once committed (end of this loop turn)
             self._record_receipt(store)
             self._later.append((entry, live))
             self._touch()
-            return {uuid: uuid in peers for uuid in conn_ids}
+            return self._count({uuid: uuid in peers for uuid in conn_ids}, payload)
         frame = _frame(payload)
         results: Dict[str, bool] = {}
         for uuid in conn_ids:
             peer = peers.get(uuid)
             results[uuid] = peer is not None and self._push(peer, entry, frame)
-        return results
+        return self._count(results, payload)
 
     def to_connections(self, conn_ids: Iterable[str], msg_id: str, payload: bytes,
                        only: bool = False) -> Dict[str, bool]:
@@ -200,7 +202,7 @@ class Delivery:
         (a message addressed to one connection uuid).
         """
         if self.outbox is None:
-            return self._direct(conn_ids, _frame(payload))
+            return self._count(self._direct(conn_ids, _frame(payload)), payload)
         by_pair: Dict[Pair, List[str]] = {}
         results: Dict[str, bool] = {}
         for uuid in conn_ids:
@@ -224,27 +226,40 @@ class Delivery:
             for uuid in uuids:
                 results[uuid] = self._push(self._peers[uuid], entry, frame)
         self._touch()
+        return self._count(results, payload)
+
+    def _count(self, results: Dict[str, bool], payload: bytes) -> Dict[str, bool]:
+        """Count what was written (the server's ``messages_sent`` / ``bytes_sent``)."""
+        sent = sum(results.values())
+        if sent:
+            counters = self._counters
+            counters["messages_sent"] += sent
+            counters["bytes_sent"] += sent * len(payload)
         return results
 
-    def _direct(self, conn_ids: Iterable[str], frame: Tuple[bytes, bytes]) -> Dict[str, bool]:
+    def _direct(self, conn_ids: Iterable[str], frame: PreparedFrame) -> Dict[str, bool]:
         """No outbox: write now, or not at all when the connection is over its mark."""
         peers = self._peers
         results: Dict[str, bool] = {}
         for uuid in conn_ids:
             peer = peers.get(uuid)
             conn = peer.conn if peer is not None else None
-            results[uuid] = bool(conn is not None and conn.is_writable and conn.send_raw(*frame))
+            sent = bool(conn is not None and conn.is_writable and conn.send_prepared(frame))
+            results[uuid] = sent
+            if sent:
+                peer.messages_out += 1  # type: ignore[union-attr]
         return results
 
-    def _push(self, peer: Peer, entry: OutboxEntry, frame: Tuple[bytes, bytes]) -> bool:
+    def _push(self, peer: Peer, entry: OutboxEntry, frame: PreparedFrame) -> bool:
         conn = peer.conn
         if conn is None or not conn.is_open:
             return False
         if peer.cursor >= entry.seq:
             return True  # already written (caught up by a flush)
         if peer.cursor >= entry.prev_seq and conn.is_writable:
-            conn.send_raw(*frame)
+            conn.send_prepared(frame)
             peer.cursor = entry.seq
+            peer.messages_out += 1
             if entry.seq > self._written.get(peer.pair, 0):
                 self._written[peer.pair] = entry.seq
             return True
@@ -267,12 +282,37 @@ class Delivery:
                 continue
             if not conn.is_writable:
                 break
-            conn.send_raw(*_frame(entry.payload))
+            conn.send_prepared(_frame(entry.payload))
             peer.cursor = entry.seq
             written += 1
+        peer.messages_out += written
         if written and peer.cursor > self._written.get(peer.pair, 0):
             self._written[peer.pair] = peer.cursor
         return written
+
+    # -- the cluster seam (docs/cluster.md) --------------------------------------------------
+
+    def enqueue(self, pair: Pair, msg_id: str, payload: bytes, persist: bool = True) -> None:
+        """Queue without writing (the pair's connections get it when they are flushed)."""
+        if self.outbox is not None:
+            self.outbox.append(pair, msg_id, payload, persist=persist)
+
+    def is_queued(self, pair: Pair, msg_id: str) -> bool:
+        return self.outbox is not None and self.outbox.contains(pair, msg_id)
+
+    def forget_pair(self, pair: Pair) -> int:
+        """Drop a pair's queue here only; the store keeps it (another node may serve it)."""
+        return self.outbox.discard_pair(pair) if self.outbox is not None else 0
+
+    def use_store(self, store: OutboxStore) -> None:
+        """Mirror the outbox into ``store`` (the cluster's) instead of its own store."""
+        if self.outbox is None:
+            return
+        previous = self.outbox.replace_store(store)
+        if previous is not None and previous is not store:
+            logger.warning("cluster mode keeps the outbox in the cluster store; "
+                           "outbox_path is ignored")
+            previous.close()
 
     # -- connection events ------------------------------------------------------------------
 

@@ -14,8 +14,8 @@ class Peer:
 
     __slots__ = (
         "__weakref__", "api_key", "bucket", "conn", "connected_at", "counted", "cursor",
-        "key_label", "metadata", "pair", "platform", "platform_label", "resumable", "user_id",
-        "user_label", "uuid", "uuid_label", "warned",
+        "key_label", "messages_in", "messages_out", "metadata", "pair", "platform",
+        "platform_label", "resumable", "user_id", "user_label", "uuid", "uuid_label", "warned",
     )
 
     def __init__(
@@ -45,6 +45,13 @@ class Peer:
         # Sent its own x-uuid, as maim_message clients (ours and 0.6.8) do: it speaks the
         # envelope protocol and acks, so unacked messages are re-sent to it on reconnect.
         self.resumable = False
+        self.messages_in = 0  # frames other than acks received (admin listing)
+        self.messages_out = 0  # messages written to this connection (admin listing)
+
+    def log_fields(self) -> Dict[str, Any]:
+        """``extra=`` for log records (structured logs): no secret, only the fingerprint."""
+        return {"uuid": self.uuid_label, "user": self.user_label, "platform": self.platform_label,
+                "key_fingerprint": self.key_label}
 
     def info(self) -> Dict[str, Any]:
         """A snapshot safe to print: no secret, only the key's fingerprint."""

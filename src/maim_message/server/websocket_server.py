@@ -10,9 +10,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, Callable, Dict, Iterable, List, Optional, Set, Tuple
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
-from ..backends.cluster_base import ClusterBackend, create_cluster
+from ..backends.cluster_base import ClusterBackend, LocalCluster, Selector, create_cluster
 from ..core.codec import (
     CUSTOM_PREFIX,
     SYS_ACK,
@@ -78,6 +78,13 @@ class WebSocketServer:
         self.running = False
         self.routes = RoutingTable()
         self.peers: Dict[str, Peer] = {}
+        self.stats: Dict[str, Any] = {
+            "total_auth_requests": 0, "successful_auths": 0, "failed_auths": 0,
+            "messages_processed": 0, "custom_messages_processed": 0,
+            "duplicate_messages_ignored": 0, "invalid_frames": 0,
+            "total_connections": 0, "messages_received": 0, "messages_sent": 0,
+            "bytes_received": 0, "bytes_sent": 0,
+        }
         self.http_routes: Dict[str, HttpRoute] = {}
         self._ids = MessageIdFactory()
         self._dedupe = DedupeWindow(self.config.dedupe_window, self.config.dedupe_ttl)
@@ -91,21 +98,14 @@ class WebSocketServer:
         self._limit_logged = FirstSeen()
         self._inflight = InFlight()  # frames being handled under ack="handled"
         self._ack_handled = self._ack_policy() == HANDLED
-        self.delivery = Delivery(self.config, self.peers)
+        self.delivery = Delivery(self.config, self.peers, self.stats)
         self._delivery_closed = False
         self._preload_dedupe()
         self._expiry: Optional[asyncio.Task[None]] = None
-        # Cluster seam (docs/cluster.md): None unless a distributed backend is configured,
-        # so the single-node paths below stay as they are.
-        self.cluster: Optional[ClusterBackend] = None
-        self._cluster: Optional[ClusterBackend] = None
-        self.stats: Dict[str, Any] = {
-            "total_auth_requests": 0, "successful_auths": 0, "failed_auths": 0,
-            "messages_processed": 0, "custom_messages_processed": 0,
-            "duplicate_messages_ignored": 0, "invalid_frames": 0,
-            "total_connections": 0, "messages_received": 0, "messages_sent": 0,
-            "bytes_received": 0, "bytes_sent": 0,
-        }
+        # Every send, presence change and hub-wide query goes through this backend
+        # (docs/cluster.md); the local one is the single-node fast path. Replaced by the
+        # configured one while running.
+        self.cluster: ClusterBackend = self._local_cluster()
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -117,7 +117,7 @@ class WebSocketServer:
         cfg = self.config
         self._ack_handled = self._ack_policy() == HANDLED
         if self._delivery_closed:  # restarted after stop(): reopen the outbox (and its store)
-            self.delivery = Delivery(cfg, self.peers)
+            self.delivery = Delivery(cfg, self.peers, self.stats)
             self._delivery_closed = False
             self._preload_dedupe()
         ssl_ctx = None
@@ -134,15 +134,13 @@ class WebSocketServer:
         self._sio = self._socketio_endpoint() if cfg.enable_socketio else None
         transport = WebSocketServerTransport(GenerationMux(self, self._sio, cfg.path), options)
         cluster = create_cluster(cfg)
-        if cluster.distributed:  # join before listening: the first client may need Redis
-            await cluster.start(self)
-        self.cluster, self._cluster = cluster, (cluster if cluster.distributed else None)
+        await cluster.start(self)  # before listening: the first client may need Redis
+        self.cluster = cluster
         try:
             await transport.start(cfg.host, cfg.port, ssl=ssl_ctx, reuse_port=cfg.reuse_port)
         except OSError as exc:
-            if self._cluster is not None:
-                await self._cluster.stop()
-                self._cluster = None
+            await cluster.stop()
+            self.cluster = self._local_cluster()
             raise ServerStartError(f"cannot listen on {cfg.host}:{cfg.port}: {exc}") from exc
         self._transport = transport
         self.running = True
@@ -169,14 +167,19 @@ class WebSocketServer:
             self._expiry.cancel()
             await asyncio.gather(self._expiry, return_exceptions=True)
             self._expiry = None
-        if self._cluster is not None:
-            await self._cluster.stop()  # after the closes: presence is removed, queue flushed
-            self._cluster = None
+        await self.cluster.stop()  # after the closes: presence is removed, queue flushed
+        self.cluster = self._local_cluster()
         self.delivery.close()
         self._delivery_closed = True
         self.peers.clear()
         self.routes = RoutingTable()
         logger.info("WebSocketServer stopped")
+
+    def _local_cluster(self) -> LocalCluster:
+        """The single-node backend, usable before start() and after stop()."""
+        local = LocalCluster(self.config.cluster_node_id)
+        local.attach(self)
+        return local
 
     def _ack_policy(self) -> str:
         policy = self.config.ack
@@ -303,13 +306,12 @@ class WebSocketServer:
         if len(known) > _MAX_KNOWN_KEYS:  # bounded even when every client uses a new key
             del known[next(iter(known))]
         self.stats["total_connections"] += 1
-        if self._cluster is None:
-            self.delivery.peer_opened(peer)
-        else:  # presence; the backlog may first have to be read from the cluster store
-            self._cluster.connection_opened(peer)
+        # presence, and the backlog (which may first have to be read from the cluster store)
+        self.cluster.connection_opened(peer)
         if self.config.enable_connection_log:
             logger.info("connected %s user=%s platform=%s key=%s ip=%s", peer.uuid_label,
-                        peer.user_label, peer.platform_label, peer.key_label, conn.client_ip)
+                        peer.user_label, peer.platform_label, peer.key_label, conn.client_ip,
+                        extra=peer.log_fields())
         if self.config.on_connect is not None:
             self._handlers.spawn(self.config.on_connect, peer.uuid, dict(peer.metadata))
 
@@ -332,14 +334,10 @@ class WebSocketServer:
             return  # replaced by a newer connection with the same uuid: that one lives on
         del self.peers[peer.uuid]
         self.routes.remove(peer.uuid)
-        if self._cluster is not None:
-            self._cluster.connection_closed(peer)
-        else:
-            siblings = [self.peers[u] for u in self.routes.lookup(*peer.pair) if u in self.peers]
-            self.delivery.peer_closed(peer, siblings)
+        self.cluster.connection_closed(peer)
         if self.config.enable_connection_log:
             logger.info("disconnected %s user=%s code=%s", peer.uuid_label, peer.user_label,
-                        code)
+                        code, extra={**peer.log_fields(), "close_code": code})
         if self.config.on_disconnect is not None and self.running:
             self._handlers.spawn(self.config.on_disconnect, peer.uuid, dict(peer.metadata))
 
@@ -374,6 +372,7 @@ class WebSocketServer:
             if type(acked) is str:
                 self.delivery.acked(peer, acked)
             return
+        peer.messages_in += 1
         # Parsed and checked before the ack: what is dropped is never acked.
         handler: Optional[Callable[..., Any]] = None
         args: Tuple[Any, ...] = ()
@@ -597,38 +596,18 @@ class WebSocketServer:
                 "timestamp": time.time()}
         msg_id = self._ids.new()
         data = dumps(std_envelope(msg_id, message.to_dict(), meta))
-        pair = (user, platform)
-        if self._cluster is not None:  # wherever the pair is connected; stored cluster-wide
-            return await self._cluster.send_to_pair(pair, msg_id, data, ack_timeout)
-        results = self.delivery.to_pair(pair, self.routes.lookup(user, platform), msg_id, data)
-        await self.delivery.committed()  # durable outbox: in SQLite before we return
-        self._count_sent(results, data)
-        if ack_timeout is not None and self.delivery.enabled:
-            acker = await self.delivery.wait_ack(pair, msg_id, ack_timeout)
-            return {acker: True} if acker is not None else {}
-        return results
+        return await self.cluster.send_to_pair((user, platform), msg_id, data, ack_timeout)
 
     async def broadcast_message(
         self, message: APIMessageBase, platform: Optional[str] = None
     ) -> Dict[str, bool]:
         """Send one message to every connection (or every one on ``platform``)."""
-        if self._cluster is not None:
-            meta = {"sender_user": "server", "target_user": None, "platform": platform,
-                    "timestamp": time.time()}
-            msg_id = self._ids.new()
-            return await self._cluster.fanout(
-                ("platform", platform) if platform else ("all", None), msg_id,
-                dumps(std_envelope(msg_id, message.to_dict(), meta)))
-        targets: Iterable[str] = (
-            self.routes.on_platform(platform) if platform else list(self.routes.all_connections())
-        )
         meta = {"sender_user": "server", "target_user": None, "platform": platform,
                 "timestamp": time.time()}
         msg_id = self._ids.new()
         data = dumps(std_envelope(msg_id, message.to_dict(), meta))
-        results = self.delivery.to_connections(targets, msg_id, data)
-        self._count_sent(results, data)
-        return results
+        selector = Selector("platform", platform) if platform else Selector("all")
+        return await self.cluster.fanout(selector, msg_id, data)
 
     async def send_custom_message(
         self, message_type: str, payload: Any, target_user: Optional[str] = None,
@@ -644,35 +623,11 @@ class WebSocketServer:
                 "platform": target_platform, "timestamp": time.time()}
         msg_id = self._ids.new("custom_")
         data = dumps(custom_envelope(msg_id, normalize_custom_type(message_type), payload, meta))
-        cluster = self._cluster
-        if cluster is not None:
-            if connection_uuid is None and target_user is not None and target_platform is not None:
-                return await cluster.send_to_pair((target_user, target_platform), msg_id, data)
-            selector = (("conn", connection_uuid) if connection_uuid is not None else
-                        ("user", target_user) if target_user is not None else
-                        ("platform", target_platform) if target_platform is not None else None)
-            return await cluster.fanout(selector, msg_id, data) if selector else {}
-        if connection_uuid is not None:
-            results = self.delivery.to_connections([connection_uuid], msg_id, data, only=True)
-        elif target_user is not None and target_platform is not None:
-            pair = (target_user, target_platform)
-            results = self.delivery.to_pair(
-                pair, self.routes.lookup(target_user, target_platform), msg_id, data)
-        elif target_user is not None:
-            results = self.delivery.to_connections(
-                self.routes.lookup(target_user), msg_id, data)
-        elif target_platform is not None:
-            results = self.delivery.to_connections(
-                self.routes.on_platform(target_platform), msg_id, data)
-        else:
-            return {}
-        self._count_sent(results, data)
-        return results
-
-    def _count_sent(self, results: Dict[str, bool], data: bytes) -> None:
-        sent = sum(results.values())
-        self.stats["messages_sent"] += sent
-        self.stats["bytes_sent"] += sent * len(data)
+        if connection_uuid is None and target_user is not None and target_platform is not None:
+            return await self.cluster.send_to_pair((target_user, target_platform), msg_id, data)
+        selector = (Selector("conn", connection_uuid) if connection_uuid is not None
+                    else Selector.for_target(target_user, target_platform, None))
+        return await self.cluster.fanout(selector, msg_id, data) if selector else {}
 
     # -- handlers and config -----------------------------------------------------------------
 
@@ -695,9 +650,7 @@ class WebSocketServer:
 
     def get_user_count(self) -> int:
         """Distinct users connected (cluster: on every node, as of the last presence read)."""
-        if self._cluster is not None:
-            return self._cluster.user_count()
-        return self.routes.user_count
+        return self.cluster.user_count()
 
     def get_connection_count(self) -> int:
         return self.routes.connection_count
@@ -717,9 +670,16 @@ class WebSocketServer:
         """Every authenticated connection, keyed by uuid (keys shown as fingerprints).
 
         Cluster: every node's connections (with ``node``), as of the last presence read."""
-        if self._cluster is not None:
-            return self._cluster.connections()
-        return {uuid: peer.info() for uuid, peer in self.peers.items()}
+        return self.cluster.connections()
+
+    def close_connection(self, connection_uuid: str, code: int = 1000, reason: str = "") -> bool:
+        """Close one live connection of this node with ``code`` (admin disconnect, revoked
+        key); False when there is no such connection."""
+        peer = self.peers.get(connection_uuid)
+        if peer is None or peer.conn is None:
+            return False
+        peer.conn.close(code, reason)
+        return True
 
     def extract_user(self, api_key: str, platform: str = "") -> Optional[str]:
         """The user id an api_key maps to (known connections first, then a sync extractor)."""

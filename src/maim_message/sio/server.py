@@ -24,6 +24,7 @@ import secrets
 import time
 from typing import Any, Dict, List, Optional, Protocol, Tuple
 
+from ..core.defaults import DEFAULT_LIMITS, MAX_MESSAGE_SIZE
 from ..transport.base import Accept, Decision, HandshakeInfo, HttpReply, ServerConnection
 from .packets import EioType, encode_eio, join_payload, message_body, open_packet
 from .session import Closed, ConnectRequest, Event, Message, ProbeAnswer, ServerSession, Upgraded
@@ -57,8 +58,8 @@ class SocketIOEndpoint:
 
     def __init__(
         self, app: HubApp, path: str, *, ping_interval: float = 25.0,
-        ping_timeout: float = 20.0, max_payload: int = 104_857_600,
-        poll_buffer_high: int = 4 * 1024 * 1024, connect_timeout: float = 10.0,
+        ping_timeout: float = 20.0, max_payload: int = MAX_MESSAGE_SIZE,
+        poll_buffer_high: int = DEFAULT_LIMITS.send_buffer_high, connect_timeout: float = 10.0,
     ) -> None:
         self.app = app
         base = "/" + path.strip("/")

@@ -1,9 +1,47 @@
-// Live page of the maim_message hub: polls /api/stats once a second (the hub answers one
-// HTTP request per connection, so no SSE). Plain JS, no build step, no external resources.
+// Live page of the maim_message hub: polls /api/stats and /api/admin/connections once a
+// second (the hub answers one HTTP request per connection, so no SSE). Plain JS, no build
+// step, no external resources. The admin token comes from the URL fragment (#token=...,
+// never sent to the server, removed from the address bar at once) or the login form, and
+// is kept in sessionStorage for this tab only; requests carry it as a Bearer token.
 "use strict";
 
 const HISTORY = 120;
 const history = [];
+const TOKEN_KEY = "maim-hub-admin-token";
+
+function takeTokenFromFragment() {
+  const match = /(?:^#|&)token=([^&]+)/.exec(location.hash);
+  if (match) {
+    sessionStorage.setItem(TOKEN_KEY, decodeURIComponent(match[1]));
+    window.history.replaceState(null, "", location.pathname + location.search);
+  }
+}
+
+function token() { return sessionStorage.getItem(TOKEN_KEY) || ""; }
+
+class Unauthorized extends Error {}
+
+async function api(path, body) {
+  const init = { cache: "no-store", headers: { "Authorization": "Bearer " + token() } };
+  if (body !== undefined) {
+    init.method = "POST";
+    init.headers["Content-Type"] = "application/json";
+    init.body = JSON.stringify(body);
+  }
+  const response = await fetch(path, init);
+  if (response.status === 401) throw new Unauthorized();
+  if (!response.ok) throw new Error("HTTP " + response.status);
+  return response.json();
+}
+
+function showLogin(message) {
+  $("login").hidden = false;
+  $("login-error").textContent = message || "";
+  document.body.dataset.state = "login";
+  const status = $("status");
+  status.textContent = "admin token needed";
+  status.className = "badge bad";
+}
 
 function $(id) { return document.getElementById(id); }
 
@@ -62,6 +100,46 @@ function fillPlatforms(stats) {
   }
 }
 
+function fmtSince(epoch, now) { return fmtUptime(Math.max(0, now - epoch)); }
+
+async function disconnect(uuid, button) {
+  button.disabled = true;
+  try {
+    await api("/api/admin/disconnect", { uuid: uuid });
+  } catch (err) {
+    if (err instanceof Unauthorized) { showLogin("token refused"); return; }
+  }
+  tick();
+}
+
+function fillConnections(rows, now) {
+  const body = $("connection-rows");
+  body.replaceChildren();
+  for (const c of rows) {
+    const tr = document.createElement("tr");
+    tr.dataset.uuid = c.uuid;
+    cell(tr, c.user); cell(tr, c.platform); cell(tr, c.key); cell(tr, c.remote);
+    cell(tr, c.generation); cell(tr, fmtSince(c.connected_at, now));
+    cell(tr, String(c.messages_in)); cell(tr, String(c.messages_out));
+    cell(tr, String(c.outbox_depth));
+    const td = document.createElement("td");
+    const button = document.createElement("button");
+    button.className = "danger disconnect";
+    button.textContent = "disconnect";
+    button.title = "close this connection (code 4001); the client may reconnect";
+    button.addEventListener("click", () => disconnect(c.uuid, button));
+    td.appendChild(button);
+    tr.appendChild(td);
+    body.appendChild(tr);
+  }
+  if (!body.children.length) {
+    const tr = document.createElement("tr");
+    cell(tr, "nobody connected", "empty");
+    body.appendChild(tr);
+  }
+  body.dataset.count = String(rows.length);
+}
+
 function drawChart() {
   const canvas = $("chart");
   const ctx = canvas.getContext("2d");
@@ -113,11 +191,15 @@ function render(stats) {
 }
 
 async function tick() {
+  if (!token()) { showLogin(); return; }
   try {
-    const response = await fetch("/api/stats", { cache: "no-store" });
-    if (!response.ok) throw new Error("HTTP " + response.status);
-    render(await response.json());
+    const [stats, connections] = await Promise.all(
+      [api("/api/stats"), api("/api/admin/connections")]);
+    $("login").hidden = true;
+    render(stats);
+    fillConnections(connections, stats.now);
   } catch (err) {
+    if (err instanceof Unauthorized) { showLogin("token refused"); return; }
     const status = $("status");
     status.textContent = "hub unreachable";
     status.className = "badge bad";
@@ -125,5 +207,13 @@ async function tick() {
   }
 }
 
+$("login").addEventListener("submit", (event) => {  // the script is deferred: DOM is ready
+  event.preventDefault();
+  sessionStorage.setItem(TOKEN_KEY, $("token").value.trim());
+  $("token").value = "";
+  tick();
+});
+
+takeTokenFromFragment();
 tick();
 setInterval(tick, 1000);

@@ -1,0 +1,498 @@
+"""The distributed cluster backend, independent of the store: a pub/sub base class.
+
+Everything a node decides lives here: which pairs it holds and whether their backlog is
+still being read, what it delivers from a channel message, what a fan-out returns, when
+it re-reads, presence snapshots for the hub-wide queries. A subclass only moves data: it
+publishes, listens and stores (the hooks at the bottom). ``redis_cluster.RedisCluster``
+does it with Redis; ``memory_bus.MemoryCluster`` with an in-process bus, for tests.
+
+Model (docs/cluster.md has the long version):
+
+- **Outbox in the store.** Every message for a (user, platform) pair is appended to the
+  pair's stream by the node that sends it, in the same store call that routes it; an ack
+  deletes it (any node). A node keeps the streams of the pairs it holds in its ordinary
+  Outbox (through :class:`ClusterOutboxStore`) and reads a pair's stream when the pair's
+  first connection opens on it, so a client that reconnects elsewhere gets its backlog.
+- **Routing.** The store knows which node holds which connection of a pair; the send
+  publishes a :class:`PairMessage` to those nodes. Fan-outs go once to every node as a
+  :class:`FanoutMessage`; each delivers to its own matching connections.
+- **Presence.** A heartbeat keeps the node alive in the store and reads the other nodes'
+  connection lists while the queries use them; a node that finds it was declared dead (a
+  long pause) registers again and re-reads its pairs' streams.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    AsyncIterator,
+    Awaitable,
+    Coroutine,
+    Dict,
+    List,
+    Optional,
+    Set,
+    Tuple,
+)
+
+from ..errors import ClusterError
+from .cluster_base import CONN, ClusterHost, Pair, Selector, user_key
+from .pubsub_messages import AckMessage, ClusterMessage, FanoutMessage, PairMessage
+
+if TYPE_CHECKING:
+    from ..core.outbox import OutboxEntry
+    from ..server.peer import Peer
+
+logger = logging.getLogger(__name__)
+
+SNAPSHOT_DEMAND_WINDOW = 30.0  # s: keep refreshing the presence snapshot this long after use
+
+# What _listen yields when the subscription was re-established: messages may have been
+# missed, so every held pair's stream is read again.
+RESUBSCRIBED = None
+
+StoredMessage = Tuple[str, str, bytes]  # (stream id "<ms>-<seq>", msg_id, payload)
+Presence = Dict[str, Dict[str, Dict[str, Any]]]  # node -> uuid -> connection info
+
+
+def stream_id_key(stream_id: str) -> Tuple[int, int]:
+    """``"<ms>-<seq>"`` as a comparable tuple (``""`` sorts first)."""
+    if not stream_id:
+        return (0, 0)
+    ms, _, seq = stream_id.partition("-")
+    return (int(ms), int(seq or 0))
+
+
+class _PairState:
+    """A pair with connections on this node; ``loading`` until its stream was read."""
+
+    __slots__ = ("buffer", "loaded_upto", "loading")
+
+    def __init__(self, loading: bool) -> None:
+        self.loading = loading
+        self.buffer: List[Tuple[str, bytes, bool]] = []  # (msg_id, payload, persist)
+        self.loaded_upto: Tuple[int, int] = (0, 0)
+
+
+class ClusterOutboxStore:
+    """The Outbox's store in cluster mode: appends and acks go to the pair's stream."""
+
+    def __init__(self, cluster: PubSubCluster) -> None:
+        self._cluster = cluster
+
+    def load(self) -> List[Tuple[str, str, int, str, bytes, float]]:
+        return []  # streams are read per pair, when its first connection opens here
+
+    def add(self, pair: Pair, entry: OutboxEntry) -> None:
+        self._cluster._store_add(pair, entry.msg_id, entry.payload)
+
+    def remove(self, pair: Pair, msg_ids: List[str]) -> None:
+        host = self._cluster._host
+        if host is None or not msg_ids:
+            return
+        local = host.routes.lookup(*pair)
+        self._cluster._store_ack(pair, msg_ids, min(local) if local else "")
+
+    def close(self) -> None:
+        return None
+
+
+class PubSubCluster:
+    """A hub node in a cluster coordinated through a pub/sub bus with a store."""
+
+    distributed = True
+
+    def __init__(self, *, node_id: str, heartbeat_interval: float = 1.0,
+                 node_ttl: float = 5.0, outbox_ttl: float = 86_400.0) -> None:
+        if node_ttl <= heartbeat_interval:
+            raise ValueError("cluster_node_ttl must be longer than cluster_heartbeat_interval")
+        self.node_id = node_id
+        self.heartbeat_interval = heartbeat_interval
+        self.node_ttl = node_ttl
+        self.outbox_ttl = outbox_ttl
+        self._host: Optional[ClusterHost] = None
+        self._tasks: List[asyncio.Task[None]] = []
+        self._loads: Set[asyncio.Future[None]] = set()
+        self._pairs: Dict[Pair, _PairState] = {}
+        self._store = ClusterOutboxStore(self)
+        self._snapshot: Presence = {}
+        self._snapshot_used = 0.0  # last use of the snapshot (the heartbeat refreshes it)
+        self._snapshot_at = 0.0  # last refresh
+        self._joined = False
+        self.received = 0  # channel messages handled
+        self.reaped = 0
+        self.rejoins = 0
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def start(self, host: ClusterHost) -> None:
+        self._host = host
+        await self._join()
+        host.delivery.use_store(self._store)
+        self._joined = True
+        self._tasks = [asyncio.ensure_future(self._read_loop()),
+                       asyncio.ensure_future(self._heartbeat_loop())]
+
+    async def stop(self) -> None:
+        if not self._joined:
+            return
+        self._joined = False
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        host = self._host
+        if host is not None:
+            for peer in list(host.peers.values()):
+                self._presence_remove(peer)
+        await self._leave()
+        self._pairs.clear()
+        self._snapshot = {}
+
+    def _running(self) -> ClusterHost:
+        host = self._host
+        if host is None or not self._joined:
+            raise ClusterError("cluster backend is not running (server not started)")
+        return host
+
+    # -- connections --------------------------------------------------------------------------
+
+    def connection_opened(self, peer: Peer) -> None:
+        host = self._host
+        if host is None or not self._joined:
+            if host is not None:
+                host.delivery.peer_opened(peer)
+            return
+        self._presence_add(peer, self._presence_info(peer))
+        pair = peer.pair
+        state = self._pairs.get(pair)
+        if state is None:
+            if not host.delivery.enabled:
+                self._pairs[pair] = _PairState(loading=False)
+                host.delivery.peer_opened(peer)
+                return
+            state = self._pairs[pair] = _PairState(loading=True)
+            self._spawn(self._finish_load(pair, state, self._read_pair(pair)))
+        elif not state.loading:
+            host.delivery.peer_opened(peer)
+        # else: every connection of a loading pair gets its backlog when the load ends
+
+    def connection_closed(self, peer: Peer) -> None:
+        host = self._host
+        if host is None or not self._joined:
+            return
+        self._presence_remove(peer)
+        pair = peer.pair
+        if not host.routes.lookup(*pair):
+            # Last connection of the pair here: the store holds its unacked messages; the
+            # next node it connects to (maybe this one) reads them from the stream.
+            self._pairs.pop(pair, None)
+            host.delivery.forget_pair(pair)
+
+    def _presence_info(self, peer: Peer) -> Dict[str, Any]:
+        info = peer.info()
+        info["node"] = self.node_id
+        info["uk"] = user_key(peer.user_id)
+        return info
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._loads.add(task)
+        task.add_done_callback(self._loads.discard)
+
+    async def _finish_load(self, pair: Pair, state: _PairState,
+                           read: Awaitable[List[StoredMessage]]) -> None:
+        try:
+            entries = await read
+        except (Exception, asyncio.CancelledError) as exc:
+            logger.warning("cluster: reading the stream of %s failed: %s", pair, exc)
+            entries = []
+        host = self._host
+        if host is None or self._pairs.get(pair) is not state:
+            return  # the pair left this node meanwhile
+        delivery = host.delivery
+        cutoff = (time.time() - self.outbox_ttl) * 1000
+        for sid, msg_id, payload in entries:
+            state.loaded_upto = stream_id_key(sid)
+            if state.loaded_upto[0] >= cutoff and not delivery.is_queued(pair, msg_id):
+                delivery.enqueue(pair, msg_id, payload, persist=False)
+        for msg_id, payload, persist in state.buffer:
+            if not delivery.is_queued(pair, msg_id):
+                delivery.enqueue(pair, msg_id, payload, persist=persist)
+        state.buffer.clear()
+        state.loading = False
+        for uuid in host.routes.lookup(*pair):
+            peer = host.peers.get(uuid)
+            if peer is not None and peer.conn is not None:
+                delivery.peer_opened(peer)
+
+    # -- sending ------------------------------------------------------------------------------
+
+    async def send_to_pair(self, pair: Pair, msg_id: str, payload: bytes,
+                           ack_timeout: Optional[float] = None) -> Dict[str, bool]:
+        host = self._running()
+        delivery = host.delivery
+        notify = ack_timeout is not None
+        remote = self._send_pair(PairMessage(self.node_id, pair[0], pair[1], msg_id, "",
+                                             payload),
+                                 notify=notify, persist=delivery.enabled, want_result=not notify)
+        results: Dict[str, bool] = {}
+        state = self._pairs.get(pair)
+        if state is not None:
+            if state.loading:
+                state.buffer.append((msg_id, payload, False))
+                results = {uuid: True for uuid in host.routes.lookup(*pair)}
+            else:
+                results = self._deliver(pair, msg_id, payload)
+        if ack_timeout is not None and delivery.enabled:
+            acker = await delivery.wait_ack(pair, msg_id, ack_timeout)
+            return {acker: True} if acker is not None else {}
+        if remote is not None:
+            for uuid in await remote:
+                results.setdefault(uuid.decode() if isinstance(uuid, bytes) else uuid, True)
+        return results
+
+    def _deliver(self, pair: Pair, msg_id: str, payload: bytes) -> Dict[str, bool]:
+        """Queue (the store has it already) and push to the pair's connections here."""
+        host = self._host
+        assert host is not None
+        delivery = host.delivery
+        if delivery.is_queued(pair, msg_id):
+            return {}
+        return delivery.to_pair(pair, host.routes.lookup(*pair), msg_id, payload, persist=False)
+
+    async def fanout(self, selector: Selector, msg_id: str, payload: bytes) -> Dict[str, bool]:
+        host = self._running()
+        selector = Selector(*selector)
+        kind, value = selector
+        local_conn = kind == CONN and value is not None and host.routes.owner(value)
+        if not local_conn:
+            self._publish(FanoutMessage(self.node_id, selector, msg_id, payload))
+        results = self._fanout_local(selector, msg_id, payload)
+        await self._written()
+        if not local_conn:
+            if time.monotonic() - self._snapshot_at > 2 * self.heartbeat_interval:
+                await self.refresh()  # not kept fresh by the heartbeat lately: read it now
+            self._snapshot_used = time.monotonic()
+            for node, conns in self._snapshot.items():
+                if node == self.node_id:
+                    continue
+                for uuid, info in conns.items():
+                    if selector.matches(uuid, info):
+                        results.setdefault(uuid, True)
+        return results
+
+    def _fanout_local(self, selector: Selector, msg_id: str, payload: bytes) -> Dict[str, bool]:
+        host = self._host
+        assert host is not None
+        targets = selector.local_targets(host.routes)
+        if not targets:
+            return {}
+        ready: List[str] = []
+        results: Dict[str, bool] = {}
+        held: Set[Pair] = set()
+        for uuid in targets:
+            owner = host.routes.owner(uuid)
+            state = self._pairs.get(owner) if owner is not None else None
+            if owner is not None and state is not None and state.loading:
+                if owner not in held:
+                    held.add(owner)
+                    state.buffer.append((msg_id, payload, True))
+                results[uuid] = True
+            else:
+                ready.append(uuid)
+        if ready:
+            results.update(host.delivery.to_connections(ready, msg_id, payload,
+                                                        only=selector.kind == CONN))
+        return results
+
+    # -- channel messages ---------------------------------------------------------------------
+
+    async def _read_loop(self) -> None:
+        async for message in self._listen():
+            if message is RESUBSCRIBED:
+                self._resync_all("channel reconnected")
+                continue
+            try:
+                self.handle_message(message)
+            except Exception:  # a bad message must not stop the node's routing
+                logger.exception("cluster: failed to handle a channel message")
+
+    def handle_message(self, message: ClusterMessage) -> None:
+        """Act on one message from another node (or, for acks, from the store)."""
+        self.received += 1
+        if isinstance(message, PairMessage):
+            if message.origin == self.node_id:
+                return
+            state = self._pairs.get(message.pair)
+            if state is None:
+                return  # not here any more; the stream keeps it for the next node
+            if state.loading:
+                state.buffer.append((message.msg_id, message.payload, False))
+            elif not message.stream_id or (
+                    stream_id_key(message.stream_id) > state.loaded_upto):
+                self._deliver(message.pair, message.msg_id, message.payload)
+        elif isinstance(message, FanoutMessage):
+            if message.origin != self.node_id:
+                self._fanout_local(message.selector, message.msg_id, message.payload)
+        elif isinstance(message, AckMessage):
+            host = self._host
+            if host is not None:
+                host.delivery.remote_acked(message.pair, message.msg_id, message.uuid)
+
+    def _resync_all(self, why: str) -> None:
+        """Re-read the streams of every pair held here and deliver what is missing."""
+        if not self._pairs:
+            return
+        logger.info("cluster: re-reading %d pair stream(s) (%s)", len(self._pairs), why)
+        for pair, state in list(self._pairs.items()):
+            if not state.loading:
+                self._spawn(self._finish_resync(pair, state, self._read_pair(pair)))
+
+    async def _finish_resync(self, pair: Pair, state: _PairState,
+                             read: Awaitable[List[StoredMessage]]) -> None:
+        try:
+            entries = await read
+        except (Exception, asyncio.CancelledError):
+            return
+        if self._host is None or self._pairs.get(pair) is not state or state.loading:
+            return
+        for sid, msg_id, payload in entries:
+            state.loaded_upto = max(state.loaded_upto, stream_id_key(sid))
+            self._deliver(pair, msg_id, payload)
+
+    # -- presence -----------------------------------------------------------------------------
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.heartbeat_interval)
+            try:
+                still_member, alive = await self._heartbeat()
+                if not still_member:
+                    self._rejoin()
+                if not alive:
+                    self._snapshot = {}
+                if time.monotonic() - self._snapshot_used < SNAPSHOT_DEMAND_WINDOW:
+                    await self.refresh(alive)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                logger.warning("cluster: heartbeat failed: %s", type(exc).__name__)
+
+    def _rejoin(self) -> None:
+        """We were taken for dead (a pause longer than node_ttl): register everything again."""
+        host = self._host
+        if host is None:
+            return
+        self.rejoins += 1
+        logger.warning("cluster: node %s missed its heartbeat deadline; re-registering",
+                       self.node_id)
+        self._rejoin_store()
+        for peer in list(host.peers.values()):
+            if peer.conn is not None:
+                self._presence_add(peer, self._presence_info(peer))
+        self._resync_all("rejoined")
+
+    async def refresh(self, nodes: Optional[List[str]] = None) -> None:
+        """Read the other live nodes' connection lists now (what the sync queries show)."""
+        if not self._joined:
+            return
+        self._snapshot = await self._read_presence(nodes)
+        self._snapshot_used = self._snapshot_at = time.monotonic()
+
+    # -- queries ------------------------------------------------------------------------------
+
+    def user_count(self) -> int:
+        host = self._host
+        if host is None:
+            return 0
+        self._snapshot_used = time.monotonic()
+        users = {user_key(user) for user in host.routes.users()}
+        for conns in self._snapshot.values():
+            users.update(str(info.get("uk")) for info in conns.values())
+        return len(users)
+
+    def connections(self) -> Dict[str, Dict[str, Any]]:
+        host = self._host
+        if host is None:
+            return {}
+        self._snapshot_used = time.monotonic()
+        out: Dict[str, Dict[str, Any]] = {}
+        for conns in self._snapshot.values():
+            for uuid, info in conns.items():
+                out[uuid] = {k: v for k, v in info.items() if k not in ("pk", "uk")}
+        for uuid, peer in host.peers.items():
+            info = peer.info()
+            info["node"] = self.node_id
+            out[uuid] = info
+        return out
+
+    def stats(self) -> Dict[str, Any]:
+        return {"node_id": self.node_id, "pairs": len(self._pairs),
+                "nodes_seen": len(self._snapshot) + 1, "received": self.received,
+                "reaped": self.reaped, "rejoins": self.rejoins}
+
+    # -- what a subclass provides: publish, listen, store ----------------------------------
+
+    async def _join(self) -> None:
+        """Connect, subscribe to this node's and the fan-out channel, announce the node.
+        Raise ServerStartError when the bus cannot be used."""
+        raise NotImplementedError
+
+    async def _leave(self) -> None:
+        """Write what is queued, remove the node's presence, disconnect."""
+        raise NotImplementedError
+
+    def _listen(self) -> AsyncIterator[Optional[ClusterMessage]]:
+        """Messages for this node, forever (``RESUBSCRIBED`` after a reconnect)."""
+        raise NotImplementedError
+
+    def _publish(self, message: FanoutMessage) -> None:
+        """Queue a fan-out to every node."""
+        raise NotImplementedError
+
+    def _send_pair(self, message: PairMessage, notify: bool, persist: bool,
+                   want_result: bool) -> Optional[Awaitable[List[Any]]]:
+        """Append to the pair's stream (if ``persist``) and publish to every other live
+        node holding the pair, as one store operation. With ``want_result``: resolves to
+        the uuids (str or bytes) of the pair's connections on those nodes. ``notify``: the
+        origin wants an :class:`AckMessage` when the message is acked."""
+        raise NotImplementedError
+
+    def _store_add(self, pair: Pair, msg_id: str, payload: bytes) -> None:
+        """Append to the pair's stream unless it is there already."""
+        raise NotImplementedError
+
+    def _store_ack(self, pair: Pair, msg_ids: List[str], acker: str) -> None:
+        """Delete acked messages; tell an origin that waits on one (AckMessage)."""
+        raise NotImplementedError
+
+    def _read_pair(self, pair: Pair) -> Awaitable[List[StoredMessage]]:
+        """The pair's stream, oldest first (queued behind every earlier write)."""
+        raise NotImplementedError
+
+    def _presence_add(self, peer: Peer, info: Dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def _presence_remove(self, peer: Peer) -> None:
+        raise NotImplementedError
+
+    async def _written(self) -> None:
+        """Return once everything queued so far is in the store (ClusterError if not)."""
+        raise NotImplementedError
+
+    async def _heartbeat(self) -> Tuple[bool, List[str]]:
+        """Renew this node's liveness, reap dead nodes; (still a member, live others)."""
+        raise NotImplementedError
+
+    def _rejoin_store(self) -> None:
+        """Make this node a member again (after it was reaped)."""
+        raise NotImplementedError
+
+    async def _read_presence(self, nodes: Optional[List[str]]) -> Presence:
+        """The connection lists of ``nodes`` (None: every live node but this one)."""
+        raise NotImplementedError

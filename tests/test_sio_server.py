@@ -1,0 +1,213 @@
+"""The hub's Socket.IO dialect on the wire, with hand-written clients (no Socket.IO library):
+raw HTTP long-polling and a bare WebSocket, against a real ``WebSocketServer``.
+
+What 0.7.x clients rely on (wire-0.7.md §8.1) and what we do differently from 0.7.5 on
+purpose: refusal as ``44`` before anything is read, a graceful stop without ``41``,
+Engine.IO heartbeat, bad versions and sessions answered with 400.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any, Dict, List, Optional, Tuple
+
+import pytest
+from websockets.asyncio.client import connect as ws_connect
+from websockets.exceptions import ConnectionClosed
+
+from maim_message.server import WebSocketServer, create_server_config
+
+from .conftest import free_port
+
+pytestmark = pytest.mark.timeout(30)
+
+KEY = "good-key"
+
+
+def envelope(msg_id: str, platform: str = "raw") -> Dict[str, Any]:
+    return {"ver": 1, "msg_id": msg_id, "type": "sys_std", "meta": {}, "payload": {
+        "message_info": {"platform": platform, "message_id": msg_id, "time": 1.0},
+        "message_segment": {"type": "text", "data": "hi"},
+        "message_dim": {"api_key": KEY, "platform": platform}}}
+
+
+class Hub:
+    def __init__(self, **extra: Any) -> None:
+        self.received: List[Tuple[Any, Dict[str, Any]]] = []
+        self.closed: List[str] = []
+
+        async def on_message(message: Any, meta: Dict[str, Any]) -> None:
+            self.received.append((message, meta))
+
+        async def on_disconnect(uuid: str, meta: Dict[str, Any]) -> None:
+            self.closed.append(uuid)
+
+        self.port = free_port()
+        self.server = WebSocketServer(create_server_config(
+            host="127.0.0.1", port=self.port, on_auth=lambda m: m["api_key"] == KEY,
+            on_auth_extract_user=lambda m: "user", on_message=on_message,
+            on_disconnect=on_disconnect, **extra))
+
+
+@pytest.fixture
+async def hub() -> Any:
+    h = Hub()
+    await h.server.start()
+    yield h
+    await h.server.stop()
+
+
+async def http(port: int, method: str, target: str, body: bytes = b"",
+               headers: Optional[Dict[str, str]] = None) -> Tuple[int, bytes]:
+    """One HTTP/1.1 request on its own connection: (status, body)."""
+    status, _, rest = await http_full(port, method, target, body, headers)
+    return status, rest
+
+
+async def http_full(port: int, method: str, target: str, body: bytes = b"",
+                    headers: Optional[Dict[str, str]] = None) -> Tuple[int, str, bytes]:
+    """(status, lower-cased head, body)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    lines = [f"{method} {target} HTTP/1.1", "Host: x", f"Content-Length: {len(body)}",
+             "Connection: close"] + [f"{k}: {v}" for k, v in (headers or {}).items()]
+    writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
+    try:
+        raw = await asyncio.wait_for(reader.read(), 10)
+    finally:
+        writer.close()
+    head, _, rest = raw.partition(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    return status, head.decode("latin-1").lower(), rest
+
+
+def auth(key: str = KEY) -> Dict[str, str]:
+    return {"x-apikey": key, "x-platform": "raw", "x-uuid": f"raw-{key}"}
+
+
+async def polling_session(port: int, key: str = KEY) -> str:
+    status, body = await http(port, "GET", "/ws/?EIO=4&transport=polling", headers=auth(key))
+    assert status == 200 and body[:1] == b"0"
+    opened = json.loads(body[1:])
+    assert opened["upgrades"] == ["websocket"] and opened["maxPayload"] == 104_857_600
+    assert opened["pingInterval"] == 20000 and opened["pingTimeout"] == 20000
+    return str(opened["sid"])
+
+
+async def test_polling_only_exchange(hub: Hub) -> None:
+    sid = await polling_session(hub.port)
+    q = f"/ws/?EIO=4&transport=polling&sid={sid}"
+    assert await http(hub.port, "POST", q, b"40") == (200, b"ok")
+    status, body = await http(hub.port, "GET", q)
+    assert status == 200 and body.startswith(b'40{"sid":')
+    two = b"\x1e".join(b'42["message",' + json.dumps(envelope(i)).encode() + b"]"
+                       for i in ("p-1", "p-2"))
+    assert await http(hub.port, "POST", q, two) == (200, b"ok")
+    status, body = await http(hub.port, "GET", q)
+    acks = [json.loads(p[2:])[1] for p in body.split(b"\x1e")]
+    assert [a["meta"]["acked_msg_id"] for a in acks] == ["p-1", "p-2"]
+    assert {m.message_info.message_id for m, _ in hub.received} == {"p-1", "p-2"}
+    # a held GET is answered as soon as the hub sends something
+    poll = asyncio.ensure_future(http(hub.port, "GET", q))
+    await asyncio.sleep(0.2)
+    assert not poll.done()
+    from maim_message.message import APIMessageBase
+
+    msg = APIMessageBase.from_dict(envelope("s-1")["payload"])
+    assert await hub.server.send_message(msg) == {"raw-good-key": True}
+    status, body = await poll
+    sent = json.loads(body[2:])
+    assert sent[0] == "message" and sent[1]["payload"]["message_info"]["message_id"] == "s-1"
+
+
+async def test_refused_key_gets_44_and_nothing_is_read(hub: Hub) -> None:
+    sid = await polling_session(hub.port, key="bad")
+    q = f"/ws/?EIO=4&transport=polling&sid={sid}"
+    early = b'42["message",' + json.dumps(envelope("early")).encode() + b"]"
+    assert await http(hub.port, "POST", q, early + b"\x1e40\x1e" + early) == (200, b"ok")
+    status, body = await http(hub.port, "GET", q)
+    assert status == 200 and body.startswith(b'44{"message":"Authentication failed')
+    await asyncio.sleep(0.1)
+    assert hub.received == [] and hub.server.connection_uuids() == []
+    assert hub.server.get_stats()["failed_auths"] == 1
+
+
+async def test_direct_websocket_and_graceful_stop_without_41() -> None:
+    h = Hub()
+    await h.server.start()
+    url = f"ws://127.0.0.1:{h.port}/ws/?EIO=4&transport=websocket"
+    async with ws_connect(url, additional_headers=auth()) as ws:
+        opened = await ws.recv()
+        assert opened[:1] == "0" and json.loads(opened[1:])["upgrades"] == []
+        await ws.send("40")
+        assert (await ws.recv()).startswith('40{"sid":')
+        await ws.send("4217" + json.dumps(["message", envelope("d-1")]))
+        frames = {await ws.recv(), await ws.recv()}
+        assert "4317[]" in frames  # the Socket.IO ack id is answered
+        assert any(f.startswith('42["message",{') and '"sys_ack"' in f for f in frames)
+        await h.server.stop()
+        rest: List[str] = []
+        with pytest.raises(ConnectionClosed):
+            while True:
+                rest.append(str(await ws.recv()))
+        assert "41" not in rest and "1" not in rest  # 0.7.5 clients would never come back
+        assert ws.close_code == 1001
+    assert [m.message_info.message_id for m, _ in h.received] == ["d-1"]
+
+
+async def test_heartbeat_drops_a_silent_client() -> None:
+    h = Hub(ping_interval=0.2, ping_timeout=0.3)
+    await h.server.start()
+    try:
+        url = f"ws://127.0.0.1:{h.port}/ws/?EIO=4&transport=websocket"
+        async with ws_connect(url, additional_headers=auth(), ping_interval=None) as ws:
+            await ws.recv()
+            await ws.send("40")
+            await ws.recv()
+            assert await asyncio.wait_for(ws.recv(), 2) == "2"
+            await ws.send("3")  # answered once: still there after the next interval
+            assert await asyncio.wait_for(ws.recv(), 2) == "2"
+            assert h.server.connection_uuids() == ["raw-good-key"]
+            with pytest.raises(ConnectionClosed):  # not answered: dropped
+                await asyncio.wait_for(ws.recv(), 3)
+        await asyncio.wait_for(_until(lambda: h.closed == ["raw-good-key"]), 5)
+    finally:
+        await h.server.stop()
+
+
+async def _until(cond: Any) -> None:
+    while not cond():
+        await asyncio.sleep(0.01)
+
+
+@pytest.mark.parametrize("target,status", [
+    ("/ws/?EIO=3&transport=polling", 400),
+    ("/ws/?EIO=4&transport=polling&sid=nope", 400),
+    ("/ws/?EIO=4&transport=carrier-pigeon", 400),
+    ("/socket.io/?EIO=4&transport=polling", 404),
+])
+async def test_bad_engineio_requests(hub: Hub, target: str, status: int) -> None:
+    assert (await http(hub.port, "GET", target, headers=auth()))[0] == status
+
+
+async def test_cors_preflight_and_origin(hub: Hub) -> None:
+    status, head, _ = await http_full(
+        hub.port, "OPTIONS", "/ws/?EIO=4&transport=polling",
+        headers={"Origin": "http://app.example", "Access-Control-Request-Headers": "x-apikey"})
+    assert status == 204
+    assert "access-control-allow-origin: http://app.example" in head
+    assert "access-control-allow-headers: x-apikey" in head
+    status, head, body = await http_full(hub.port, "GET", "/ws/?EIO=4&transport=polling",
+                                         headers={"Origin": "http://app.example", **auth()})
+    assert status == 200 and body[:1] == b"0"
+    assert "access-control-allow-credentials: true" in head
+
+
+async def test_socketio_can_be_turned_off() -> None:
+    h = Hub(enable_socketio=False)
+    await h.server.start()
+    try:
+        status, _ = await http(h.port, "GET", "/ws/?EIO=4&transport=polling", headers=auth())
+        assert status == 404
+    finally:
+        await h.server.stop()
