@@ -112,7 +112,7 @@ class Waiter:
 
 
 async def open_clients(port: int, tag: str, n: int, conc: int = 100,
-                       timeout: float = 60) -> List[WSClient]:
+                       timeout: float = 60, socketio: bool = False) -> List[WSClient]:
     """``n`` upgraded connections, at most ``conc`` handshakes in flight."""
     out: List[Optional[WSClient]] = [None] * n
     nxt = [0]
@@ -121,7 +121,8 @@ async def open_clients(port: int, tag: str, n: int, conc: int = 100,
         while nxt[0] < n:
             i = nxt[0]
             nxt[0] += 1
-            out[i] = await connect(HOST, port, PATH, f"bench-{tag}-{i}", f"bench_{tag}_{i}")
+            out[i] = await connect(HOST, port, PATH, f"bench-{tag}-{i}", f"bench_{tag}_{i}",
+                                   socketio)
 
     try:
         await asyncio.wait_for(asyncio.gather(*(worker() for _ in range(min(conc, n)))), timeout)
@@ -135,7 +136,7 @@ async def warm_up(clients: List[WSClient], tag: str, reply: bool, timeout: float
     a0 = [c.acks for c in clients]
     m0 = [c.msgs for c in clients]
     for c in clients:
-        c.send(build_frames(c.api_key, f"{tag}w", 1)[0])
+        c.send(build_frames(c.api_key, f"{tag}w", 1, socketio=c.socketio)[0])
 
     def done() -> bool:
         return all(
@@ -159,13 +160,13 @@ async def close_all(clients: List[WSClient], graceful: bool = True) -> None:
 
 # -- scenarios -----------------------------------------------------------------------------
 async def inbound(port, pid, tag, clients=1, per_client=50000, window=2048, batch=128,
-                  timeout=120, ack_messages=False):
-    cs = await open_clients(port, tag, clients)
+                  timeout=120, ack_messages=False, socketio=False):
+    cs = await open_clients(port, tag, clients, socketio=socketio)
     await warm_up(cs, tag, reply=False)
     plans = []
     for c in cs:  # built and masked before the clock starts
         c.ack_messages = ack_messages
-        plans.append(batches(build_frames(c.api_key, tag, per_client), batch))
+        plans.append(batches(build_frames(c.api_key, tag, per_client, socketio=socketio), batch))
     base = [c.acks for c in cs]
     base_all = TOTALS[0]
     sent = [0] * len(cs)

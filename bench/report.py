@@ -15,6 +15,7 @@ from .scenarios import BY_ID, Goal, Metric, Scenario
 
 ROOT = Path(__file__).resolve().parent.parent
 COLS = ("bare", "0.6.8", "ours")
+SIO_COLS = ("0.7.5", "ours-0.6", "ours")  # S7: 0.7 clients; ours-0.6 = ours on the 0.6 wire
 
 
 def _run(args: List[str]) -> str:
@@ -64,6 +65,11 @@ def machine_facts(targets: Dict[str, Dict]) -> Dict[str, str]:
     if up:
         facts["0.6.8 env"] = _versions(
             up, ["maim_message", "uvicorn", "fastapi", "starlette", "websockets"]
+        )
+    up07 = targets.get("0.7.5", {}).get("python")
+    if up07:
+        facts["0.7.5 env"] = _versions(
+            up07, ["maim_message", "python-socketio", "python-engineio", "aiohttp"]
         )
     return facts
 
@@ -132,6 +138,8 @@ def rows(data: Dict) -> List[List[str]]:
     out = []
     for sid in data["scenarios"]:
         sc: Scenario = BY_ID[sid]
+        if sc.socketio:
+            continue  # their own table (sio_rows)
         row = dict(data["results"].get(sid, {}))
         if sc.same_as:  # S6: compare with the reference scenario's other targets
             ref = data["results"].get(sc.same_as, {})
@@ -155,6 +163,31 @@ def rows(data: Dict) -> List[List[str]]:
 
 HEAD = ["id", "scenario", "metric", "bare", "0.6.8", "ours", "ours/0.6.8", "ours/bare",
         "goal", "verdict"]
+SIO_HEAD = ["id", "scenario", "metric", "0.7.5", "ours (0.6 wire)", "ours (Socket.IO)",
+            "ours/0.7.5", "ours/ours-0.6", "goal", "verdict"]
+
+
+def sio_rows(data: Dict) -> List[List[str]]:
+    """S7: the same inbound load from 0.7-style clients; ours on both wires and 0.7.5."""
+    out = []
+    for sid in data["scenarios"]:
+        sc: Scenario = BY_ID[sid]
+        if not sc.socketio:
+            continue
+        row = dict(data["results"].get(sid, {}))
+        for m in sc.metrics:
+            goals = [g for g in sc.goals if g.metric == m.key]
+            o = _value(row.get("ours"), m.key)
+            out.append([
+                sid, sc.title if m is sc.metrics[0] else "",
+                m.label if m.label == m.unit else f"{m.label} ({m.unit})",
+                *(_cell(row.get(t), m) for t in SIO_COLS),
+                _ratio(o, _value(row.get("0.7.5"), m.key), m),
+                _ratio(o, _value(row.get("ours-0.6"), m.key), m),
+                "; ".join(g.text for g in goals) or "—",
+                "; ".join(verdict(g, m, row) for g in goals) or "—",
+            ])
+    return out
 
 
 def _md_table(head: List[str], body: List[List[str]]) -> str:
@@ -169,7 +202,7 @@ def evidence(data: Dict) -> str:
     for sid in data["scenarios"]:
         sc = BY_ID[sid]
         res = data["results"].get(sid, {})
-        for t in (*COLS, "null"):
+        for t in (*COLS, "0.7.5", "ours-0.6", "null"):
             r = res.get(t)
             if not r or not r.get("ok"):
                 continue
@@ -249,6 +282,17 @@ connection = (hub VmRSS with the connections open and settled - VmRSS before) / 
 time = send until the echoed message is fully received; peak growth = (VmHWM after - VmRSS
 before) / frame size, fresh server per run; intact = the echoed Seg equals the one sent.
 S6 (acknowledged delivery) runs for ours only and compares with S1a/S2b of the others.
+
+## 0.7 peers (Socket.IO)
+
+S7 sends the S1 load from 0.7-style clients: a direct Engine.IO WebSocket session
+(`/ws/?EIO=4&transport=websocket`, CONNECT `40`) and every envelope as
+`42["message",<envelope>]`, counted until the last `sys_ack`. **0.7.5** = the published
+`maim-message==0.7.5` (python-socketio on aiohttp) in its own virtualenv, same script;
+**ours (Socket.IO)** = our hub's Socket.IO dialect; **ours (0.6 wire)** = our hub under the
+same load sent as raw 0.6 frames.
+
+{_md_table(SIO_HEAD, sio_rows(data)) if sio_rows(data) else "(not run)"}
 
 ## Is the load generator the bottleneck?
 

@@ -35,7 +35,9 @@ from .scenarios import BY_ID, SCENARIOS, Scenario
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGETS_DIR = ROOT / "bench" / "targets"
-ALL_TARGETS = ("bare", "0.6.8", "ours")
+ALL_TARGETS = ("bare", "0.6.8", "ours", "0.7.5", "ours-0.6")
+BASE_TARGETS = ("bare", "0.6.8", "ours")  # scenarios without their own target list
+OURS_06 = "ours-0.6"  # ours, driven over the 0.6 wire in the Socket.IO scenarios (S7)
 NULL = "null"
 
 
@@ -63,12 +65,13 @@ class Target:
     version: str = ""
 
 
-def upstream_python() -> str:
-    env = os.environ.get("MAIM_UPSTREAM_PYTHON")
+def upstream_python(version: str = "0.6.8") -> str:
+    env = os.environ.get("MAIM_UPSTREAM_PYTHON" if version == "0.6.8"
+                         else "MAIM_UPSTREAM07_PYTHON")
     if env and Path(env).exists():
         return env
     out = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "upstream_venv.py")],
+        [sys.executable, str(ROOT / "scripts" / "upstream_venv.py"), version],
         capture_output=True, text=True, timeout=600,
     )
     if out.returncode != 0:
@@ -88,14 +91,14 @@ def make_targets(names: List[str]) -> Dict[str, Target]:
         if name in ("bare", NULL):
             script = "bare_server.py" if name == "bare" else "null_server.py"
             out[name] = Target(name, sys.executable, str(TARGETS_DIR / script), base_env)
-        elif name == "0.6.8":
+        elif name in ("0.6.8", "0.7.5"):
             t = Target(name, "", str(TARGETS_DIR / "api_server.py"), base_env)
             try:
-                t.python = upstream_python()
+                t.python = upstream_python(name)
             except Exception as e:  # reported in the table, never fatal
-                t.error = f"no 0.6.8 virtualenv: {e}"
+                t.error = f"no {name} virtualenv: {e}"
             out[name] = t
-        elif name == "ours":
+        elif name in ("ours", OURS_06):
             env = dict(base_env, PYTHONPATH=str(ROOT / "src"))
             t = Target(name, sys.executable, str(TARGETS_DIR / "api_server.py"), env)
             probe = subprocess.run(
@@ -200,6 +203,8 @@ def run_loadgen(server: Server, sc: Scenario, params: Dict) -> Dict:
     if err:
         return {"ok": False, "error": err}
     params = dict(params, timeout=params.get("timeout", sc.timeout))
+    if sc.socketio and server.target.name != OURS_06:
+        params["socketio"] = True
     args = [sys.executable, "-m", "bench.loadgen", "--port", str(server.port),
             "--pid", str(server.proc.pid), "--scenario", sc.kind, "--params", json.dumps(params)]
     try:
@@ -238,7 +243,7 @@ def summarize(runs: List[Dict], sc: Scenario) -> Dict:
 def plan(scenarios: List[Scenario], targets: List[str]) -> List[tuple]:
     out = []
     for sc in scenarios:
-        names = [t for t in targets if sc.targets is None or t in sc.targets]
+        names = [t for t in targets if t in (sc.targets or BASE_TARGETS)]
         if sc.null and NULL not in names:
             names.append(NULL)
         out.append((sc, names))

@@ -44,6 +44,7 @@ class Scenario:
     goals: Tuple[Goal, ...] = field(default=())
     timeout: float = 120.0
     runs: int = 3  # full mode; the median is reported
+    socketio: bool = False  # S7: clients speak the 0.7 (Socket.IO) wire, except "ours-0.6"
 
 
 RATE = Metric("msgs_per_s", "msgs/s", "msgs/s")
@@ -104,6 +105,23 @@ SCENARIOS: List[Scenario] = [
              {"count": 20000, "inflight": 32, "ack_messages": True},
              {"count": 200, "inflight": 32, "ack_messages": True},
              (RATE,), echo=True, acked=True, runs=5, targets=("ours",), same_as="S2b"),
+]
+
+# S7: 0.7-style clients (Socket.IO over a direct Engine.IO WebSocket, wire-0.7.md §8.2):
+# ours on its Socket.IO dialect vs the published 0.7.5 server vs ours on the 0.6 path
+# ("ours-0.6": the same load, raw WebSocket frames), same run.
+S7_TARGETS = ("ours", "0.7.5", "ours-0.6")
+S7_GOALS = (
+    Goal("msgs_per_s", "0.7.5", 5.0, ">= 5x 0.7.5"),
+    Goal("msgs_per_s", "ours-0.6", 0.7, ">= 0.7x ours on the 0.6 path"),
+)
+SCENARIOS += [
+    Scenario("S7a", "inbound from 0.7 clients, 1 client x 20,000 msgs", "inbound",
+             {"clients": 1, "per_client": 20000}, {"clients": 1, "per_client": 300},
+             (RATE,), runs=5, targets=S7_TARGETS, socketio=True, goals=S7_GOALS),
+    Scenario("S7b", "inbound from 0.7 clients, 10 clients x 2,000 msgs", "inbound",
+             {"clients": 10, "per_client": 2000}, {"clients": 10, "per_client": 30},
+             (RATE,), runs=5, targets=S7_TARGETS, socketio=True, goals=S7_GOALS),
 ]
 
 BY_ID = {s.id: s for s in SCENARIOS}

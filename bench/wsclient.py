@@ -5,6 +5,10 @@ JSON-encoded and masked up front (``build_frames``), and sent as pre-joined batc
 the clock runs the client only parses frame *headers*: a server frame is classified as an
 ack or a message by a bounded substring search, never by decoding its JSON (except in the
 opt-in modes that need the content: ``ack_messages`` and ``keep_messages``).
+
+``socketio=True`` speaks the 0.7 (Socket.IO) wire instead: a direct Engine.IO WebSocket
+session (``<path>/?EIO=4&transport=websocket``, wire-0.7.md §8.2), every envelope framed as
+``42["message",<envelope>]``, Engine.IO pings answered.
 """
 
 from __future__ import annotations
@@ -86,10 +90,16 @@ def text_seg() -> dict:
     return {"type": "text", "data": TEXT_100}
 
 
-def build_frames(api_key: str, tag: str, count: int, start: int = 0) -> List[bytes]:
+SIO_PREFIX, SIO_SUFFIX = b'42["message",', b"]"
+
+
+def build_frames(api_key: str, tag: str, count: int, start: int = 0,
+                 socketio: bool = False) -> List[bytes]:
     """``count`` masked frames with unique msg_ids (0.6.8 drops repeated ids)."""
     marker = "msg_@@@@@@@@@@@@@@@@@@@@"
     raw = json.dumps(envelope(api_key, marker, text_seg())).encode()
+    if socketio:
+        raw = SIO_PREFIX + raw + SIO_SUFFIX
     parts = raw.split(marker.encode())
     width = len(marker) - 4 - len(tag) - 1
     keys = os.urandom(4 * count)
@@ -107,7 +117,11 @@ def batches(frames: List[bytes], size: int) -> List[bytes]:
 class WSClient(asyncio.Protocol):
     """Counts server frames by header; calls ``on_progress`` after each read."""
 
-    def __init__(self, path: str, api_key: str, conn_id: str, host: str, port: int):
+    def __init__(self, path: str, api_key: str, conn_id: str, host: str, port: int,
+                 socketio: bool = False):
+        self.socketio = socketio
+        if socketio:
+            path = path.rstrip("/") + "/?EIO=4&transport=websocket"
         key = base64.b64encode(os.urandom(16))
         self._accept = base64.b64encode(hashlib.sha1(key + WS_GUID).digest())
         self.request = (
@@ -121,6 +135,8 @@ class WSClient(asyncio.Protocol):
         self.buf = bytearray()
         self.need = 2
         self.upgraded: asyncio.Future = asyncio.get_running_loop().create_future()
+        # Socket.IO: resolved by the server's CONNECT answer (40{"sid":...})
+        self.joined: asyncio.Future = asyncio.get_running_loop().create_future()
         self.closed: Optional[str] = None
         self.acks = 0
         self.msgs = 0
@@ -136,8 +152,9 @@ class WSClient(asyncio.Protocol):
 
     def connection_lost(self, exc):  # type: ignore[override]
         self.closed = self.closed or f"connection lost: {exc or 'EOF'}"
-        if not self.upgraded.done():
-            self.upgraded.set_exception(ConnectionError(self.closed))
+        for fut in (self.upgraded, self.joined):
+            if not fut.done():
+                fut.set_exception(ConnectionError(self.closed))
         if self.on_progress is not None:
             self.on_progress(self)
 
@@ -188,7 +205,10 @@ class WSClient(asyncio.Protocol):
                 break
             op = buf[pos] & 0x0F
             start = pos + hl
-            if op == 1 or op == 0:
+            if (op == 1 or op == 0) and self.socketio and not (
+                    ln > 1 and buf[start] == 0x34 and buf[start + 1] == 0x32):  # not "42"
+                self._sio_control(bytes(buf[start:end]))
+            elif op == 1 or op == 0:
                 if ln < 1024 and buf.find(b"sys_ack", start, end) >= 0:
                     acks += 1
                 else:
@@ -212,7 +232,22 @@ class WSClient(asyncio.Protocol):
             self.msgs += msgs
             TOTALS[1] += msgs
 
+    def _sio_control(self, packet: bytes) -> None:
+        """Engine.IO / Socket.IO packets other than events: OPEN, CONNECT answer, ping."""
+        if packet == b"2":
+            self.transport.write(frame(b"3"))  # type: ignore[union-attr]
+        elif packet.startswith(b"0{"):
+            self.transport.write(frame(b"40"))  # type: ignore[union-attr]
+        elif packet.startswith(b"40") and not self.joined.done():
+            self.joined.set_result(None)
+        elif packet.startswith((b"41", b"44", b"1")):
+            self.closed = f"Socket.IO session ended: {packet[:80]!r}"
+            if not self.joined.done():
+                self.joined.set_exception(ConnectionError(self.closed))
+
     def _ack(self, payload: bytes) -> None:
+        if self.socketio:
+            payload = payload[len(SIO_PREFIX):-len(SIO_SUFFIX)]
         msg_id = json.loads(payload).get("msg_id")
         if msg_id:
             ack = {
@@ -222,7 +257,10 @@ class WSClient(asyncio.Protocol):
                 "meta": {"uuid": "bench", "acked_msg_id": msg_id, "timestamp": 0.0},
                 "payload": {"status": "received", "client_timestamp": 0.0},
             }
-            self.transport.write(frame(json.dumps(ack).encode()))  # type: ignore[union-attr]
+            body = json.dumps(ack).encode()
+            if self.socketio:
+                body = SIO_PREFIX + body + SIO_SUFFIX
+            self.transport.write(frame(body))  # type: ignore[union-attr]
 
     def send(self, data: bytes) -> None:
         self.transport.write(data)  # type: ignore[union-attr]
@@ -238,11 +276,14 @@ class WSClient(asyncio.Protocol):
             self.transport.abort()
 
 
-async def connect(host: str, port: int, path: str, api_key: str, conn_id: str) -> WSClient:
+async def connect(host: str, port: int, path: str, api_key: str, conn_id: str,
+                  socketio: bool = False) -> WSClient:
     """Open and upgrade one connection (callers bound the time of the whole batch)."""
     loop = asyncio.get_running_loop()
     _, proto = await loop.create_connection(
-        lambda: WSClient(path, api_key, conn_id, host, port), host, port
+        lambda: WSClient(path, api_key, conn_id, host, port, socketio), host, port
     )
     await proto.upgraded
+    if socketio:
+        await proto.joined
     return proto

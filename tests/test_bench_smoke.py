@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import ROOT, upstream_python_path
+from .conftest import ROOT, upstream07_python_path, upstream_python_path
 
 sys.path.insert(0, str(ROOT))
 from bench.scenarios import SCENARIOS
@@ -35,7 +35,8 @@ def _ours_importable() -> bool:
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory) -> dict:
     out = tmp_path_factory.mktemp("bench")
-    env = dict(os.environ, MAIM_UPSTREAM_PYTHON=upstream_python_path())
+    env = dict(os.environ, MAIM_UPSTREAM_PYTHON=upstream_python_path(),
+               MAIM_UPSTREAM07_PYTHON=upstream07_python_path())
     proc = subprocess.run(
         [sys.executable, "-m", "bench", "--smoke", "--quiet",
          "--json", str(out / "results.json"), "--out", str(out / "benchmarks.md"),
@@ -59,7 +60,7 @@ def test_every_scenario_reported_for_every_target(smoke: dict) -> None:
         assert f"| {sc.id} |" in smoke["markdown"]
 
 
-@pytest.mark.parametrize("target", ["bare", "0.6.8", "null"])
+@pytest.mark.parametrize("target", ["bare", "0.6.8", "0.7.5", "null"])
 def test_reference_targets_never_fail(smoke: dict, target: str) -> None:
     for sc in SCENARIOS:
         res = smoke["results"][sc.id].get(target)
@@ -72,6 +73,7 @@ def test_ours_runs_every_scenario(smoke: dict) -> None:
         pytest.xfail("our server does not import yet")
     assert "/src/maim_message" in smoke["targets"]["ours"]["version"]  # ours, not 0.6.8
     assert "0.6.8" in smoke["targets"]["0.6.8"]["version"]
+    assert "0.7.5" in smoke["targets"]["0.7.5"]["version"]
     for sc in SCENARIOS:
         res = smoke["results"][sc.id]["ours"]
         if sc.acked and "not available in this build" in str(res.get("error")):

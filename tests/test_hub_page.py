@@ -174,3 +174,119 @@ async def test_live_page_shows_the_hubs_connections_and_rate(
             await ws.close()
     assert await hub.terminate() == 0
 
+
+
+class DevTools:
+    """A headless Chromium driven over the DevTools protocol (its WebSocket), so the test
+    can click; the browser is a process we start and stop by its PID."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], ws: Any) -> None:
+        self.proc = proc
+        self.ws = ws
+        self._next = 0
+
+    @classmethod
+    async def launch(cls, profile: str) -> DevTools:
+        import urllib.request
+
+        from .conftest import free_port
+
+        assert CHROMIUM is not None, "chromium is required in CI (apt-get install -y chromium)"
+        port = free_port()
+        proc = subprocess.Popen(
+            [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update",
+             "--disable-sync", f"--remote-debugging-port={port}",
+             f"--user-data-dir={profile}", "about:blank"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+        def targets() -> List[Dict[str, Any]]:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=2) as r:
+                result: List[Dict[str, Any]] = orjson.loads(r.read())
+                return result
+
+        deadline = asyncio.get_running_loop().time() + 30
+        while True:
+            try:
+                pages = [t for t in await asyncio.to_thread(targets) if t["type"] == "page"]
+                if pages:
+                    break
+            except OSError:
+                pass
+            if asyncio.get_running_loop().time() > deadline or proc.poll() is not None:
+                proc.kill()
+                raise AssertionError("chromium's DevTools endpoint did not come up")
+            await asyncio.sleep(0.1)
+        ws = await websockets.connect(pages[0]["webSocketDebuggerUrl"], max_size=None)
+        return cls(proc, ws)
+
+    async def call(self, method: str, **params: Any) -> Dict[str, Any]:
+        self._next += 1
+        ident = self._next
+        await self.ws.send(dumps({"id": ident, "method": method, "params": params}))
+        while True:
+            reply = orjson.loads(await asyncio.wait_for(self.ws.recv(), 20))
+            if reply.get("id") == ident:
+                assert "error" not in reply, reply
+                result: Dict[str, Any] = reply["result"]
+                return result
+
+    async def js(self, expression: str) -> Any:
+        result = await self.call("Runtime.evaluate", expression=expression, returnByValue=True)
+        return result["result"].get("value")
+
+    async def wait_js(self, expression: str, what: str, timeout: float = 20.0) -> Any:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            value = await self.js(expression)
+            if value:
+                return value
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"the page never showed {what}")
+            await asyncio.sleep(0.1)
+
+    async def close(self) -> None:
+        await self.ws.close()
+        self.proc.terminate()  # the PID we started
+        try:
+            await asyncio.to_thread(self.proc.wait, 10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            await asyncio.to_thread(self.proc.wait, 10)
+
+
+ROWS = "[...document.querySelectorAll('#connection-rows tr[data-uuid]')]"
+
+
+async def test_disconnect_button_closes_the_connection_and_its_row_goes(
+    hub_factory: Any, tmp_path: Path,  # noqa: F811
+) -> None:
+    from .test_hub_process import close_code
+
+    hub: HubProcess = await hub_factory().start(CONFIG)
+    core = await websockets.connect(hub.ws_url, additional_headers={
+        "x-apikey": "core-key-for-page-test", "x-platform": "qq"})
+    tg = await websockets.connect(hub.ws_url, additional_headers={
+        "x-apikey": "tg-key-for-page-test", "x-platform": "telegram"})
+    browser = await DevTools.launch(str(tmp_path / "profile"))
+    try:
+        await browser.call("Page.navigate", url=f"http://127.0.0.1:{hub.port}/#token={ADMIN_TOKEN}")
+        await browser.wait_js(f"{ROWS}.length === 2", "two connection rows")
+        assert await browser.js("location.hash") == ""  # the token left the address bar
+        rows = await browser.js(f"{ROWS}.map(r => [r.dataset.uuid, r.children[0].textContent,"
+                                " r.children[1].textContent])")
+        uuid = next(u for u, user, platform in rows if user == "astrbot")
+        assert {(user, platform) for _, user, platform in rows} == {
+            ("maibot", "qq"), ("astrbot", "telegram")}
+        await browser.js(f"document.querySelector('tr[data-uuid=\"{uuid}\"] "
+                         "button.disconnect').click()")
+        assert await close_code(tg) == 4001
+        await browser.wait_js(f"{ROWS}.length === 1 && !{ROWS}.some(r => r.dataset.uuid === "
+                              f"'{uuid}')", "the row gone")
+        remaining = await hub.admin("/api/admin/connections")
+        assert [r["user"] for r in remaining] == ["maibot"]
+    finally:
+        await browser.close()
+        await core.close()
+        await tg.close()
+    assert await hub.terminate() == 0

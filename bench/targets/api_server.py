@@ -1,7 +1,7 @@
 """One hub script for both API-compatible targets (0.6.8 and ours).
 
-Only the public API-Server interface is used, so the same file runs under the 0.6.8
-virtualenv's python and under ours. Every load-generator client has its own api_key and
+Only the public API-Server interface is used, so the same file runs under the 0.6.8 and
+0.7.5 virtualenvs' pythons and under ours. Every load-generator client has its own api_key and
 the extractor returns the api_key as the user id, so routing by ``message_dim`` is
 per-client. Modes:
 
@@ -115,9 +115,11 @@ async def main() -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await server.start()
+    keep = set(asyncio.all_tasks())  # 0.7.5 leaves its server task unreferenced (GC stops it)
     version = getattr(maim_message, "__version__", "?")
     print(f"READY {version} {os.path.dirname(maim_message.__file__)}", flush=True)
     await stop.wait()
+    keep.clear()
     try:
         await asyncio.wait_for(server.stop(), 5)
     finally:

@@ -11,8 +11,7 @@ import asyncio
 import logging
 import time
 import uuid as uuid_module
-from collections import OrderedDict
-from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Union
 
 import websockets
 from websockets.asyncio.client import ClientConnection
@@ -31,6 +30,7 @@ from ..core.envelope import (
 )
 from ..core.identity import fingerprint
 from ..core.models.api import APIMessageBase
+from ..core.outbox import Outbox
 from ..core.redact import Redactor, redacting_logger
 from ..errors import AuthRejectedError, EnvelopeError
 from ..runtime.callbacks import HandlerTasks, positional_arity
@@ -40,6 +40,8 @@ from .config import ClientConfig
 from .tls import client_ssl_context
 
 logger = logging.getLogger(__name__)
+
+_OUTBOX_PAIR = ("server", "")  # the client's outbox has one queue: to the server
 
 MessageCallback = Callable[[APIMessageBase, Dict[str, Any]], Any]
 
@@ -77,13 +79,16 @@ class SupervisedConnection:
         self._first_attempt: Optional[asyncio.Future[bool]] = None
         self._wanted = False
         self.connected = False
-        # Outbox: frames not yet acked by the server, resent in order after a reconnect.
-        self._pending: OrderedDict[str, Tuple[int, bytes]] = OrderedDict()
-        self._pending_bytes = 0
-        self._seq = 0
+        # Frames not yet acked by the server, resent in order after a reconnect: the
+        # server's outbox with one pair (bounds: message_cache_max_size, twice max_size in
+        # bytes, message_cache_ttl seconds).
+        self._outbox = Outbox(max_per_pair=max(1, int(config.message_cache_max_size)),
+                              max_bytes=config.max_size * 2,
+                              ttl=float(config.message_cache_ttl))
         self._cursor = 0  # last seq written on the current connection
         self._flushing = False
-        self.dropped = 0
+        self._next_cleanup = 0.0
+        self._dropped_logged = 0
         self.last_error: Optional[str] = None
         self.stats: Dict[str, int] = {
             "connect_attempts": 0, "successful_connects": 0, "failed_connects": 0,
@@ -149,7 +154,7 @@ class SupervisedConnection:
         self._wanted = False
         self._resolve_first(False)
 
-    async def _attempt(self) -> ClientConnection:
+    async def _attempt(self) -> Socket:
         self.stats["connect_attempts"] += 1
         try:
             return await self._open()
@@ -159,7 +164,7 @@ class SupervisedConnection:
                 raise refusal from None
             raise
 
-    async def _serve_guarded(self, ws: ClientConnection) -> Optional[AuthRejectedError]:
+    async def _serve_guarded(self, ws: Socket) -> Optional[AuthRejectedError]:
         try:
             return await self._serve(ws)
         except Exception:
@@ -176,7 +181,7 @@ class SupervisedConnection:
             if error is not None:  # refused after the upgrade: on_disconnect already ran
                 logger.warning("connection %s: %s; not retrying", self.uuid, error)
                 return
-        elif isinstance(error, AuthRejectedError):
+        elif isinstance(error, AuthRejectedError):  # HTTP 401/403, or a Socket.IO 44
             self._failed(str(error))
             logger.warning("connection %s: %s; not retrying", self.uuid, error)
             self._spawn_disconnect(self.last_error)
@@ -185,7 +190,7 @@ class SupervisedConnection:
             self._failed(f"server rejected WebSocket connection: HTTP "
                          f"{error.response.status_code}")
         elif isinstance(error, (OSError, asyncio.TimeoutError, websockets.InvalidHandshake,
-                                websockets.InvalidURI)):
+                                websockets.InvalidURI, EnvelopeError, ValueError)):
             self._failed(f"{type(error).__name__}: {error}")
         elif error is not None:  # anything else: count it and retry, never die silently
             logger.error("connection %s: unexpected error while connecting", self.uuid,
@@ -291,6 +296,7 @@ class SupervisedConnection:
         return refused
 
     async def _resend(self, ws: Socket) -> None:
+        self._cleanup(now=True)  # what outlived message_cache_ttl is not sent again
         resent = await self._flush(ws)
         if resent:
             self.stats["resent"] += resent
@@ -320,9 +326,7 @@ class SupervisedConnection:
             meta = env.get("meta")
             acked = meta.get("acked_msg_id") if type(meta) is dict else None
             if type(acked) is str:
-                item = self._pending.pop(acked, None)
-                if item is not None:
-                    self._pending_bytes -= len(item[1])
+                self._outbox.ack(_OUTBOX_PAIR, acked)
             return
         if kind == "sys_error":
             logger.warning("server refused a frame: %s", env.get("payload"))
@@ -387,30 +391,35 @@ class SupervisedConnection:
             return await self._write_now(data)
         if not self._wanted:
             return False  # not connecting: nobody will ever deliver it
-        self._seq += 1
-        seq = self._seq
-        self._pending[msg_id] = (seq, data)
-        self._pending_bytes += len(data)
-        self._enforce_bounds()
+        entry = self._outbox.append(_OUTBOX_PAIR, msg_id, data)
+        self._cleanup()
         ws = self._ws
         if ws is None or not self.connected or self._flushing:
             return True
-        if self._cursor >= seq - 1:
-            self._cursor = seq
+        if self._cursor >= entry.prev_seq:
+            self._cursor = entry.seq
             await self._write(ws, data)
             return True
         await self._flush(ws)
         return True
 
-    def _enforce_bounds(self) -> None:
-        limit = max(1, int(self.config.message_cache_max_size))
-        while len(self._pending) > limit or self._pending_bytes > self.config.max_size * 2:
-            _, (_, dropped) = self._pending.popitem(last=False)
-            self._pending_bytes -= len(dropped)
-            self.dropped += 1
-            if self.dropped == 1 or self.dropped % 1000 == 0:
-                logger.warning("connection %s: outbox full, dropped %d oldest message(s)",
-                               self.uuid, self.dropped)
+    def _cleanup(self, now: bool = False) -> None:
+        """Expire old entries (every message_cache_cleanup_interval s); log what was lost."""
+        clock = time.monotonic()
+        if now or clock >= self._next_cleanup:
+            self._next_cleanup = clock + max(0.0, float(self.config.message_cache_cleanup_interval))
+            self._outbox.expire()
+        dropped = self.dropped
+        if dropped != self._dropped_logged and (
+                self._dropped_logged == 0 or dropped // 1000 > self._dropped_logged // 1000):
+            logger.warning("connection %s: outbox full or expired, dropped %d oldest "
+                           "message(s)", self.uuid, dropped)
+        self._dropped_logged = dropped
+
+    @property
+    def dropped(self) -> int:
+        """Unacked messages given up: over the bounds or older than message_cache_ttl."""
+        return self._outbox.evicted + self._outbox.expired
 
     async def _flush(self, ws: Socket) -> int:
         """Write pending frames after the cursor, in order (also those added meanwhile)."""
@@ -420,13 +429,13 @@ class SupervisedConnection:
         written = 0
         try:
             while True:
-                batch = [(seq, data) for seq, data in self._pending.values() if seq > self._cursor]
+                batch = list(self._outbox.pending_after(_OUTBOX_PAIR, self._cursor))
                 if not batch:
                     return written
-                for seq, data in batch:
-                    if not await self._write(ws, data):
+                for entry in batch:
+                    if not await self._write(ws, entry.payload):
                         return written
-                    self._cursor = seq
+                    self._cursor = entry.seq
                     written += 1
         finally:
             self._flushing = False
@@ -448,7 +457,7 @@ class SupervisedConnection:
 
     @property
     def pending_count(self) -> int:
-        return len(self._pending)
+        return self._outbox.depth()
 
 
 def new_single_uuid() -> str:

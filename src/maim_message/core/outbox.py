@@ -16,6 +16,8 @@ import time
 from collections import OrderedDict
 from typing import Callable, Dict, Iterable, Iterator, List, Optional, Protocol, Set, Tuple
 
+from .defaults import DEFAULT_OUTBOX
+
 Pair = Tuple[str, str]  # (user_id, platform)
 
 # Memory a queued message costs beyond its payload and id: the entry object, its slot in
@@ -82,8 +84,9 @@ class Outbox:
     """Per-pair ordered queues with global bounds."""
 
     def __init__(
-        self, *, max_per_pair: int = 10_000, max_bytes: int = 512 * 1024 * 1024,
-        ttl: float = 86_400.0, store: Optional[OutboxStore] = None,
+        self, *, max_per_pair: int = DEFAULT_OUTBOX.max_per_pair,
+        max_bytes: int = DEFAULT_OUTBOX.max_bytes, ttl: float = DEFAULT_OUTBOX.ttl,
+        store: Optional[OutboxStore] = None,
         clock: Callable[[], float] = time.time,
         max_bytes_per_user: Optional[int] = None, max_pairs_per_user: int = 64,
     ) -> None:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional
 import orjson
 
 from ..core.outbox import Outbox, Pair
+from ..errors import MaimMessageError
 from ..server.peer import Peer
 from ..sio.socket import SioSocket
 
@@ -29,7 +30,7 @@ KEY_REVOKED = 4003  # the key is no longer valid here: reconnecting gets HTTP 40
 PREVIEW = 200  # characters of a queued message shown by ``outbox``
 
 
-class AdminError(Exception):
+class AdminError(MaimMessageError):
     """A request the admin plane cannot do; ``status`` is the HTTP status to answer."""
 
     def __init__(self, status: int, message: str) -> None:

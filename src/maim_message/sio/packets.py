@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, List, Optional, Tuple
 
 from ..core.codec import dumps, loads
-from ..errors import EnvelopeError
+from ..errors import EnvelopeError, MaimMessageError
 
 __all__ = [
     "MESSAGE_EVENT",
@@ -42,7 +42,7 @@ MESSAGE_EVENT = "message"
 _EVENT_PREFIX = b'42["message",'  # Engine.IO message + Socket.IO EVENT on "/", no ack id
 
 
-class PacketError(ValueError):
+class PacketError(MaimMessageError, ValueError):
     """The peer sent something that is not an Engine.IO / Socket.IO packet (its fault)."""
 
 

@@ -14,6 +14,8 @@ import struct
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional, Sequence, Tuple
 
+from ..errors import MaimMessageError
+
 OP_CONT = 0x0
 OP_TEXT = 0x1
 OP_BINARY = 0x2
@@ -43,7 +45,7 @@ def _pure_unmask(data: bytes, mask: bytes) -> bytes:
 Unmasker = Callable[[bytes, bytes], bytes]
 
 
-class ProtocolViolation(Exception):
+class ProtocolViolation(MaimMessageError):
     """The peer broke the protocol; close with ``code`` and ``reason``."""
 
     def __init__(self, code: int, reason: str) -> None:
@@ -52,7 +54,7 @@ class ProtocolViolation(Exception):
         self.reason = reason
 
 
-class HandshakeError(Exception):
+class HandshakeError(MaimMessageError):
     """The HTTP request cannot be answered with an upgrade; reply ``status``."""
 
     def __init__(self, status: int, reason: str) -> None:
