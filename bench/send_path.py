@@ -34,6 +34,10 @@ class CountingConnection:
         self.written += len(frame) + len(body)
         return True
 
+    def send_prepared(self, frame: Any) -> bool:
+        self.written += frame.nbytes
+        return True
+
     def send_text(self, payload: bytes) -> bool:
         self.written += len(payload)
         return True

@@ -39,6 +39,10 @@ class FakeConnection:
         self.frames.append(bytes(frame) + bytes(body))
         return True
 
+    def send_prepared(self, frame: Any) -> bool:
+        self.frames.append(bytes(frame))
+        return True
+
     def send_text(self, payload: bytes) -> bool:
         self.frames.append(b"\x81\x7e" + len(payload).to_bytes(2, "big") + payload)
         return True

@@ -17,16 +17,21 @@ from maim_message.core.envelope import (
 from maim_message.core.identity import fingerprint, identify, lower_headers, split_path
 from maim_message.core.routing import RoutingTable
 from maim_message.errors import EnvelopeError
-from maim_message.transport.wsproto import (
-    OP_BINARY,
-    OP_PING,
-    OP_TEXT,
-    FrameParser,
-    HandshakeError,
-    ProtocolViolation,
-    frame_header,
-    parse_http_request,
-)
+from maim_message.transport.frames import OP_BINARY, OP_PING, OP_TEXT, frame_header
+from maim_message.transport.http11 import HandshakeError, parse_http_request
+from maim_message.transport.protocol import EV_FAILURE, OPEN, ServerProtocol
+
+
+def FrameParser(max_size: int) -> ServerProtocol:
+    """An open protocol object: what the frame parser of earlier versions was."""
+    return ServerProtocol(max_message_size=max_size, state=OPEN)
+
+
+def failure(events: list) -> tuple:
+    """(code, reason) of the EV_FAILURE that ends ``events``."""
+    kind, payload = events[-1]
+    assert kind == EV_FAILURE
+    return int.from_bytes(payload[:2], "big"), payload[2:].decode()
 
 
 def test_decode_envelope_accepts_0_6_8_frame() -> None:
@@ -170,23 +175,20 @@ def test_frame_parser_handles_split_fragmented_and_control_frames() -> None:
     parser = FrameParser(1_000_000)
     events = []
     for i in range(0, len(data), 7):
-        events += parser.feed(data[i:i + 7])
+        events += parser.receive_data(data[i:i + 7])
     assert events[0] == (OP_TEXT, b"hello")
     assert events[1] == (OP_TEXT, b"x" * 70_000)
     assert events[2:] == [(OP_PING, b"p"), (OP_BINARY, b"abcd")]
 
 
 def test_frame_parser_rejects_unmasked_and_oversized() -> None:
-    with pytest.raises(ProtocolViolation) as info:
-        FrameParser(100).feed(_client_frame(OP_TEXT, b"x", masked=False))
-    assert info.value.code == 1002
-    with pytest.raises(ProtocolViolation) as info:
-        FrameParser(100).feed(_client_frame(OP_TEXT, b"x" * 101)[:10])
-    assert info.value.code == 1009 and "exceeds limit" in info.value.reason
+    code, _ = failure(FrameParser(100).receive_data(_client_frame(OP_TEXT, b"x", masked=False)))
+    assert code == 1002
+    code, reason = failure(FrameParser(100).receive_data(_client_frame(OP_TEXT, b"x" * 101)[:10]))
+    assert code == 1009 and "exceeds limit" in reason
     parser = FrameParser(100)
-    parser.feed(_client_frame(OP_TEXT, b"x" * 60, fin=False))
-    with pytest.raises(ProtocolViolation):
-        parser.feed(_client_frame(0, b"x" * 60))
+    assert parser.receive_data(_client_frame(OP_TEXT, b"x" * 30, fin=False)) == []
+    assert failure(parser.receive_data(_client_frame(0, b"x" * 30)))[0] == 1009
 
 
 def test_http_request_parsing() -> None:
@@ -215,7 +217,7 @@ def test_frame_parser_big_frames_in_chunks_then_more_frames() -> None:
     parser = FrameParser(10 * 1024 * 1024)
     events = []
     for i in range(0, len(data), 65536 + 3):
-        events += parser.feed(data[i:i + 65536 + 3])
+        events += parser.receive_data(data[i:i + 65536 + 3])
     assert events == [(OP_TEXT, b"a"), (OP_BINARY, big), (OP_TEXT, b"b"),
                       (OP_BINARY, big[:100] + big)]
     assert parser.buffered == 0

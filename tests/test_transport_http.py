@@ -15,13 +15,13 @@ import uvicorn
 
 from maim_message.transport.asgi import serve_http
 from maim_message.transport.base import Accept, Decision, HandshakeInfo, HttpReply
-from maim_message.transport.ws_server import ServerOptions, WebSocketServerTransport
-from maim_message.transport.wsproto import (
+from maim_message.transport.http11 import (
     HandshakeError,
     http_response,
     parse_http_request,
     response_headers,
 )
+from maim_message.transport.ws_server import ServerOptions, WebSocketServerTransport
 
 from .conftest import free_port
 from .rawws import request as upgrade_request

@@ -19,7 +19,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Set, Tuple
 
 from ..core.outbox import Outbox, OutboxEntry, OutboxStore, Pair
 from ..errors import DeliveryRefused
-from ..transport.wsproto import OP_TEXT, frame_header
+from ..transport.frames import PreparedFrame
 from .acks import CURRENT_RECEIPT, FrameKey, Receipt
 from .config import ServerConfig
 from .peer import Peer
@@ -27,15 +27,7 @@ from .peer import Peer
 logger = logging.getLogger(__name__)
 
 
-_SPLIT = 64 * 1024  # above this, header and payload are written separately (no copy)
-
-
-def _frame(payload: bytes) -> Tuple[bytes, bytes]:
-    """(header, body) of a text frame; small frames come joined, as (frame, b"")."""
-    head = frame_header(OP_TEXT, len(payload))
-    if len(payload) >= _SPLIT:
-        return head, payload
-    return head + payload, b""
+_frame = PreparedFrame.text  # built once, written to every connection it goes to
 
 
 class Delivery:
@@ -245,27 +237,27 @@ class Delivery:
             counters["bytes_sent"] += sent * len(payload)
         return results
 
-    def _direct(self, conn_ids: Iterable[str], frame: Tuple[bytes, bytes]) -> Dict[str, bool]:
+    def _direct(self, conn_ids: Iterable[str], frame: PreparedFrame) -> Dict[str, bool]:
         """No outbox: write now, or not at all when the connection is over its mark."""
         peers = self._peers
         results: Dict[str, bool] = {}
         for uuid in conn_ids:
             peer = peers.get(uuid)
             conn = peer.conn if peer is not None else None
-            sent = bool(conn is not None and conn.is_writable and conn.send_raw(*frame))
+            sent = bool(conn is not None and conn.is_writable and conn.send_prepared(frame))
             results[uuid] = sent
             if sent:
                 peer.messages_out += 1  # type: ignore[union-attr]
         return results
 
-    def _push(self, peer: Peer, entry: OutboxEntry, frame: Tuple[bytes, bytes]) -> bool:
+    def _push(self, peer: Peer, entry: OutboxEntry, frame: PreparedFrame) -> bool:
         conn = peer.conn
         if conn is None or not conn.is_open:
             return False
         if peer.cursor >= entry.seq:
             return True  # already written (caught up by a flush)
         if peer.cursor >= entry.prev_seq and conn.is_writable:
-            conn.send_raw(*frame)
+            conn.send_prepared(frame)
             peer.cursor = entry.seq
             peer.messages_out += 1
             if entry.seq > self._written.get(peer.pair, 0):
@@ -290,7 +282,7 @@ class Delivery:
                 continue
             if not conn.is_writable:
                 break
-            conn.send_raw(*_frame(entry.payload))
+            conn.send_prepared(_frame(entry.payload))
             peer.cursor = entry.seq
             written += 1
         peer.messages_out += written

@@ -17,6 +17,7 @@ import asyncio
 from typing import TYPE_CHECKING, Any, Optional
 
 from ..transport.base import Decision, ServerConnection
+from ..transport.frames import PreparedFrame
 from .packets import message_frame
 from .session import ServerSession
 
@@ -91,6 +92,9 @@ class SioSocket:
         session.send_message(payload)
         self.flush()
         return True
+
+    def send_prepared(self, frame: PreparedFrame) -> bool:
+        return self.send_text(frame.payload)
 
     def send_raw(self, frame: bytes, body: bytes = b"") -> bool:
         return self.send_text(ws_payload(frame, body))

@@ -22,24 +22,15 @@ from urllib.parse import parse_qsl
 from ..core.defaults import DEFAULT_LIMITS
 from ..core.identity import lower_headers
 from .base import Accept, HandshakeInfo, HttpReply, ServerApp
-from .wsproto import MAX_REQUEST_BODY, response_headers
+from .frames import OP_TEXT, PreparedFrame
+from .http11 import MAX_REQUEST_BODY, response_headers
+from .protocol import OPEN, SessionState
 
 logger = logging.getLogger(__name__)
 
 Message = Dict[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
-
-_OPEN, _CLOSING, _CLOSED = range(3)
-
-
-def _strip_frame_header(frame: bytes) -> bytes:
-    """Payload of an unmasked server frame built by ``wsproto.frame_header``."""
-    size = frame[1] & 0x7F
-    if size < 126:
-        return frame[2:]
-    return frame[4:] if size == 126 else frame[10:]
-
 
 class ASGIServerConnection:
     """The :class:`ServerConnection` contract over an ASGI ``send`` callable.
@@ -64,9 +55,7 @@ class ASGIServerConnection:
         self._max = max_queue
         self._paused = False
         self._wake = asyncio.Event()
-        self._state = _OPEN
-        self.close_code = 1006
-        self.close_reason = ""
+        self._session = SessionState(OPEN)  # the ASGI server frames; we keep the state
         self.done = asyncio.Event()  # set once our close frame went out or sending failed
         self._writer = asyncio.ensure_future(self._write_loop())
 
@@ -74,21 +63,36 @@ class ASGIServerConnection:
 
     @property
     def is_open(self) -> bool:
-        return self._state == _OPEN
+        return self._session.state is OPEN
 
     @property
     def is_writable(self) -> bool:
-        return self._state == _OPEN and not self._paused
+        return self._session.state is OPEN and not self._paused
+
+    @property
+    def close_code(self) -> int:
+        return self._session.close_code
+
+    @property
+    def close_reason(self) -> str:
+        return self._session.close_reason
 
     @property
     def client_ip(self) -> str:
         return self._client_ip
 
     def send_text(self, payload: bytes) -> bool:
-        if self._state != _OPEN:
+        return self._queue_message({"type": "websocket.send", "text": payload.decode("utf-8")},
+                                   len(payload))
+
+    def send_binary(self, payload: bytes) -> bool:
+        return self._queue_message({"type": "websocket.send", "bytes": payload}, len(payload))
+
+    def _queue_message(self, message: Message, size: int) -> bool:
+        if self._session.state is not OPEN:
             return False
-        self._queue.append({"type": "websocket.send", "text": payload.decode("utf-8")})
-        self._queued += len(payload)
+        self._queue.append(message)
+        self._queued += size
         self._wake.set()
         if self._queued > self._high:
             self._paused = True
@@ -98,15 +102,17 @@ class ASGIServerConnection:
                 self.close(1008, "slow consumer: write buffer limit exceeded")
         return True
 
+    def send_prepared(self, frame: PreparedFrame) -> bool:
+        if frame.opcode == OP_TEXT:
+            return self.send_text(frame.payload)
+        return self.send_binary(frame.payload)
+
     def send_raw(self, frame: bytes, body: bytes = b"") -> bool:
-        # ``frame`` is a whole frame, or only its header when ``body`` is given
-        return self.send_text(body if body else _strip_frame_header(frame))
+        return self.send_prepared(PreparedFrame.from_raw(frame, body))
 
     def close(self, code: int = 1000, reason: str = "") -> None:
-        if self._state != _OPEN:
+        if not self._session.start_close(code, reason):
             return
-        self._state = _CLOSING
-        self.close_code, self.close_reason = code, reason
         self._queue.append({"type": "websocket.close", "code": code, "reason": reason})
         self._wake.set()
 
@@ -126,22 +132,25 @@ class ASGIServerConnection:
                     await self._send(message)
                     if message["type"] == "websocket.close":
                         return
-                    self._queued -= len(message["text"])
+                    self._queued -= len(message.get("text") or message.get("bytes") or "")
                     if self._paused and self._queued <= self._high // 4:
                         self._paused = False
                         writable = getattr(self.app, "connection_writable", None)
-                        if writable is not None and self._state == _OPEN:
+                        if writable is not None and self._session.state is OPEN:
                             writable(self)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the ASGI server lost the client
             logger.debug("send to %s failed: %s", self._client_ip, type(exc).__name__)
         finally:
-            self._state = _CLOSED
+            self._session.connection_lost()
             self.done.set()
 
+    def closed_by_peer(self, code: int, reason: str) -> None:
+        self._session.close_received(code, reason)
+
     def mark_closed(self) -> None:
-        self._state = _CLOSED
+        self._session.connection_lost()
         self._queue.clear()
         self._wake.set()
 
@@ -319,8 +328,15 @@ async def _read_loop(
                     elif conn.is_open:
                         app.text_received(conn, data)
                 elif conn.is_open:
-                    app.binary_received(conn, message.get("bytes") or b"")
+                    data = message.get("bytes") or b""
+                    if len(data) > max_size:
+                        conn.close(1009, f"frame with {len(data)} bytes exceeds limit "
+                                         f"of {max_size} bytes")
+                    else:
+                        app.binary_received(conn, data)
             elif kind == "websocket.disconnect":
-                return int(message.get("code", 1005)), str(message.get("reason") or "")
+                conn.closed_by_peer(int(message.get("code", 1005)),
+                                    str(message.get("reason") or ""))
+                return conn.close_code, conn.close_reason
     finally:
         closed_by_us.cancel()

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Protocol, Tuple, Union
 
+from .frames import PreparedFrame
+
 
 @dataclass
 class HandshakeInfo:
@@ -71,11 +73,14 @@ class ServerConnection(Protocol):
         """Queue one text frame (UTF-8 JSON bytes); False when the connection is not open."""
         ...
 
-    def send_raw(self, frame: bytes, body: bytes = b"") -> bool:
-        """Queue an already framed message (built once, e.g. for a broadcast).
+    def send_prepared(self, frame: PreparedFrame) -> bool:
+        """Queue a frame built once (e.g. for a broadcast, or an outbox entry sent to every
+        connection of a pair); False when the connection is not open."""
+        ...
 
-        A big message may be passed as its header (``frame``) and payload (``body``).
-        """
+    def send_raw(self, frame: bytes, body: bytes = b"") -> bool:
+        """Older form of :meth:`send_prepared`: an already framed message, or its header
+        (``frame``) and payload (``body``). Kept for compatibility."""
         ...
 
     def close(self, code: int = 1000, reason: str = "") -> None: ...
