@@ -12,6 +12,8 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import List, Optional, Sequence, Tuple
 
+from ..errors import MaimMessageError
+
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _HTTP_REASONS = {
     101: "Switching Protocols", 200: "OK", 204: "No Content", 400: "Bad Request",
@@ -23,7 +25,7 @@ _HTTP_REASONS = {
 MAX_REQUEST_BODY = 1024 * 1024  # default bound of a plain request's body (413 above)
 
 
-class HandshakeError(Exception):
+class HandshakeError(MaimMessageError):
     """The HTTP request cannot be answered with an upgrade; reply ``status``."""
 
     def __init__(self, status: int, reason: str) -> None:
