@@ -20,6 +20,7 @@ import time
 from typing import Any, Callable, List, Optional, Tuple
 
 from ..core.limits import TokenBucket
+from ..errors import MaimMessageError
 from .frames import (
     OP_BINARY,
     OP_CLOSE,
@@ -74,7 +75,7 @@ PING_BURST = 50.0  # ... with this many at once; more: close 1008
 BIG_FRAME = 1 << 20
 
 
-class ProtocolStateError(RuntimeError):
+class ProtocolStateError(MaimMessageError, RuntimeError):
     """A send or answer that the connection's state does not allow (a bug in the caller)."""
 
 
