@@ -151,6 +151,7 @@ async def test_live_page_shows_the_hubs_connections_and_rate(
         assert "maibot" in dom and "napcat" in dom and "astrbot" in dom and "telegram" in dom
         assert int(shown(dom, "users")) == 3
         assert dom.count('class="danger disconnect"') == 3  # one row per connection
+        assert re.search(r'<form id="login"[^>]*hidden', dom)  # the token worked
         # without the token the page asks for it and shows no user
         locked = await asyncio.to_thread(
             chromium, ["--virtual-time-budget=2000", "--dump-dom", base + "/"])

@@ -18,6 +18,7 @@ Cells:
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
@@ -305,3 +306,59 @@ async def test_our_multi_client_to_07_server(spawn07: Any) -> None:
         assert meta["connection_name"] == "a"
     finally:
         await client.stop()
+
+
+# -- the legacy family (MessageServer / MessageClient) -------------------------------------
+
+
+async def test_07_legacy_client_to_our_message_server(upstream07_python: str,
+                                                      tmp_path: Path) -> None:
+    """A 0.7.5 ``MessageClient`` (Socket.IO, ``platform``/``Authorization`` headers) on our
+    ``MessageServer``: messages and custom messages both ways, and back after a graceful
+    restart; a wrong token is refused at CONNECT and nothing of it reaches a handler."""
+    from .test_legacy_interop import PLATFORM, TOKEN, OurServer, UpClient, canon, sample_message
+
+    port = free_port()
+    url = f"ws://127.0.0.1:{port}/ws"
+    server = OurServer("ws", port)
+    client = UpClient(upstream07_python, url, tmp_path)
+    intruder = UpClient(upstream07_python, url, tmp_path)
+    intruder.peer.args[-1] = "wrong-token"
+    try:
+        await server.start()
+        await client.start()
+        await client.wait_connected()
+        await server.wait_connected()
+        up = sample_message("0.7.5 legacy ü")
+        assert await client.send(canon(up))
+        assert await server.next_message(0) == canon(up)
+        down = sample_message("from our legacy server")
+        assert await server.send(canon(down))
+        assert await client.next_message(0) == canon(down)
+        assert await client.custom({"a": 1})
+        got = await server.next_custom(0)
+        assert (got["platform"], got["message_type_name"], got["content"]) == (
+            PLATFORM, "cust", {"a": 1})
+        assert await server.custom({"b": 2})
+        assert (await client.next_custom(0))["content"] == {"b": 2}
+
+        await intruder.start()
+        # our refusal, 44{"message":"invalid token"}, as the 0.7.5 client logs it
+        await until(lambda: any("invalid token" in line for line in intruder.peer.stderr),
+                    what="refusal logged")
+        assert server.server.connected_platforms() == [PLATFORM]
+
+        await server.stop()  # graceful: no 41, so the 0.7.5 client comes back
+        await client.wait_disconnected()
+        server = OurServer("ws", port)
+        await server.start()
+        await client.wait_connected()
+        await server.wait_connected()
+        again = sample_message("after the restart")
+        assert await client.send(canon(again))
+        assert await server.next_message(0) == canon(again)
+        assert TOKEN not in json.dumps(server.messages)
+    finally:
+        await intruder.stop()
+        await client.stop()
+        await server.stop()

@@ -39,6 +39,7 @@ from typing import (
     Tuple,
 )
 
+from ..core.defaults import DEFAULT_OUTBOX
 from ..errors import ClusterError
 from .cluster_base import CONN, ClusterHost, Pair, Selector, user_key
 from .pubsub_messages import AckMessage, ClusterMessage, FanoutMessage, PairMessage
@@ -107,7 +108,7 @@ class PubSubCluster:
     distributed = True
 
     def __init__(self, *, node_id: str, heartbeat_interval: float = 1.0,
-                 node_ttl: float = 5.0, outbox_ttl: float = 86_400.0) -> None:
+                 node_ttl: float = 5.0, outbox_ttl: float = DEFAULT_OUTBOX.ttl) -> None:
         if node_ttl <= heartbeat_interval:
             raise ValueError("cluster_node_ttl must be longer than cluster_heartbeat_interval")
         self.node_id = node_id

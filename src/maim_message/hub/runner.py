@@ -23,10 +23,8 @@ import asyncio
 import logging
 import signal
 import time
-from collections import deque
-from typing import Any, Callable, Deque, Dict, List, Optional, Set, Tuple
+from typing import Any, Callable, Dict, List, Optional, Set
 
-from .. import __version__
 from ..core.codec import dumps
 from ..core.defaults import limit_values
 from ..core.envelope import MessageIdFactory, std_envelope
@@ -43,30 +41,9 @@ from .config import HubConfig, HubConfigError, KeyEntry
 from .http import make_routes
 from .metrics import HubMetrics
 from .reload import apply_reloadable, compare
+from .snapshot import RateWindow, hub_snapshot
 
 logger = logging.getLogger("maim_message.hub")
-
-RATE_WINDOW = 5  # seconds of history behind the rates shown on the page
-
-
-class RateWindow:
-    """Per-second samples of monotonically growing counters -> rates over the last N s."""
-
-    def __init__(self, seconds: int = RATE_WINDOW) -> None:
-        self._samples: Deque[Tuple[float, Tuple[int, ...]]] = deque(maxlen=seconds + 1)
-
-    def add(self, now: float, values: Tuple[int, ...]) -> None:
-        self._samples.append((now, values))
-
-    def rates(self, width: int) -> Tuple[float, ...]:
-        if len(self._samples) < 2:
-            return (0.0,) * width
-        (t0, first), (t1, last) = self._samples[0], self._samples[-1]
-        span = t1 - t0
-        if span <= 0:
-            return (0.0,) * width
-        return tuple((b - a) / span for a, b in zip(first, last))
-
 
 Loader = Callable[[], HubConfig]
 
@@ -327,59 +304,7 @@ class Hub:
 
     def snapshot(self) -> Dict[str, Any]:
         """Everything the live page and the metrics show; no secrets (user ids only)."""
-        server = self.server
-        stats = server.get_stats()
-        net = stats["network"]
-        delivery = stats.get("delivery") or {}
-        outbox = server.delivery.outbox
-        acks_pending = 0
-        if outbox is not None:  # unacked messages of receivers that are connected now
-            for user, plats in server.routes.users().items():
-                for platform in plats:
-                    acks_pending += outbox.depth((user, platform))
-        rate_in, rate_out, frames_in_rate, frames_out_rate = self._rates.rates(4)
-        users = server.routes.users()
-        return {
-            "version": __version__,
-            "state": self.state,
-            "now": time.time(),
-            "started_at": self.started_at,
-            "uptime": max(0.0, time.time() - self.started_at),
-            "connections": server.routes.connection_count,
-            "users": len(users),
-            "platforms": server.routes.platforms(),
-            "by_user": [
-                {"user": user, "platforms": {p: len(c) for p, c in sorted(plats.items())}}
-                for user, plats in sorted(users.items())
-            ],
-            "connections_accepted": net["total_connections"],
-            "messages_in": self.messages_in,
-            "messages_out": self.messages_out,
-            "unroutable": self.unroutable,
-            "rate_in": round(rate_in, 2),
-            "rate_out": round(rate_out, 2),
-            "frames_in": net["messages_received"],
-            "frames_out": net["messages_sent"],
-            "frame_rate_in": round(frames_in_rate, 2),
-            "frame_rate_out": round(frames_out_rate, 2),
-            "bytes_in": net["bytes_received"],
-            "bytes_out": net["bytes_sent"],
-            "duplicates": stats["duplicate_messages_ignored"],
-            "invalid_frames": stats["invalid_frames"],
-            "handler_errors": stats["handler_errors"],
-            "queued": self.queued,
-            "acks_pending": acks_pending,
-            "outbox": {
-                "backend": self.config.outbox.backend,
-                "depth": int(delivery.get("outbox_depth", 0)),
-                "bytes": int(delivery.get("outbox_bytes", 0)),
-                "resent": int(delivery.get("resent", 0)),
-                "evicted": int(delivery.get("evicted", 0)),
-                "expired": int(delivery.get("expired", 0)),
-            },
-            "rejected": self.metrics.rejected_by_reason(stats.get("limits") or {}),
-            "limits": dict(stats.get("limits") or {}),
-        }
+        return hub_snapshot(self)
 
 
 async def serve(

@@ -75,6 +75,11 @@ class LegacyWsApp(PlatformRouter[WsPeer]):
     async def handshake(self, info: HandshakeInfo) -> Decision:
         if self.path is not None and info.path != self.path:
             return HttpReply(404, b"Not Found\n")
+        return await self.authorize(info)
+
+    async def authorize(self, info: HandshakeInfo) -> Decision:
+        """Token and platform of a new client of either generation (a 0.7 Socket.IO client
+        gets a refusal as its CONNECT_ERROR message)."""
         platform = info.headers.get("platform")
         if self.auth.enabled:
             token = _raw_header(info, "authorization")

@@ -17,6 +17,7 @@ from typing import Any, Dict, Optional, Set
 from .. import errors
 from ..core.defaults import MAX_MESSAGE_SIZE
 from ..server.tls import server_ssl_context
+from ..sio.server import GenerationMux, SocketIOEndpoint
 from ..transport.asgi import ASGIServerConnection, Receive, Send, serve_websocket
 from ..transport.ws_server import ServerOptions, WebSocketServerTransport
 from .logsupport import Log
@@ -62,16 +63,24 @@ class LegacyWebSocketServer(LegacyWsApp):
         self.heartbeat_interval = heartbeat_interval
         self.heartbeat_timeout = heartbeat_timeout
         self.server: Optional[WebSocketServerTransport] = None
+        self.sio: Optional[SocketIOEndpoint] = None
 
     async def start(self) -> None:
         """Listen; returns once the socket is bound, raises ``ServerStartError`` if not."""
         if self.server is not None:
             return
         ssl_ctx = legacy_server_ssl_context(self.ssl_certfile, self.ssl_keyfile)
-        server = WebSocketServerTransport(self, ServerOptions(
+        # 0.7.x legacy clients (Socket.IO, ``platform``/``Authorization`` headers) on the
+        # same port and path: Engine.IO at "<path>/", same token check and routing
+        self.sio = SocketIOEndpoint(
+            self, self.path or "/ws", ping_interval=self.heartbeat_interval,
+            ping_timeout=self.heartbeat_timeout, max_payload=self.max_message_size)
+        options = ServerOptions(
             max_message_size=self.max_message_size, ping_interval=self.heartbeat_interval,
             ping_timeout=self.heartbeat_timeout,
-        ))
+        )
+        options.max_request_body = max(options.max_request_body, self.max_message_size)
+        server = WebSocketServerTransport(GenerationMux(self, self.sio, None), options)
         try:
             await server.start(self.host, self.port, ssl=ssl_ctx)
         except OSError as exc:
@@ -93,6 +102,9 @@ class LegacyWebSocketServer(LegacyWsApp):
         self.table.clear()
         if server is not None:
             await server.stop(1000, CLOSE_SHUTDOWN)
+        if self.sio is not None:
+            self.sio.stop()  # polling-only 0.7 sessions (no 41: 0.7.5 clients come back)
+            self.sio = None
 
 
 def mount_route(app: Any, path: str, endpoint: Any) -> None:

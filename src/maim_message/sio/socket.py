@@ -7,8 +7,9 @@ and writes them to the WebSocket, or keeps them for the next polling GET.
 
 Closing: a close that means "come back later" (server stop, keepalive timeout) only drops
 the transport, because 0.7.5 clients never reconnect after a Socket.IO ``41`` or an
-Engine.IO ``1`` (wire-0.7.md §7 item 7); a close that means "do not come back" (replaced
-by a newer connection with the same uuid) sends ``41`` first.
+Engine.IO ``1`` (wire-0.7.md §7 item 7); a close that means "do not come back" (code 1000:
+an admin disconnect, a legacy platform taken over by a newer connection; 4000: replaced by a
+newer connection with the same uuid) sends ``41`` first.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ __all__ = ["DROP_CODES", "Link", "SioSocket", "ws_payload"]
 
 # close codes after which a client should reconnect: drop the transport, send no 41
 DROP_CODES = frozenset({1001, 1006, 1011, 1012, 1013})
-_FINAL_CODES = frozenset({4000})  # replaced by a newer connection: 41, do not come back
+_FINAL_CODES = frozenset({1000, 4000})  # ended on purpose: 41, do not come back
 
 
 def ws_payload(frame: bytes, body: bytes) -> bytes:

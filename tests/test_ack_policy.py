@@ -1,0 +1,191 @@
+"""Issue 14: the ``ack`` policy, bad envelopes never acked, closed connections freed at once."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import weakref
+from typing import Any, AsyncIterator, Dict, List
+
+import orjson
+import pytest
+import websockets
+
+from maim_message.errors import ConfigError, DeliveryRefused
+from maim_message.server import WebSocketServer, create_server_config
+
+from .helpers_api import envelope, make_message, recv_json
+from .rawws import RawWS, frame, request
+
+
+def payload(text: str) -> Dict[str, Any]:
+    return make_message(text, "k1", "qq").to_dict()
+
+
+class Gate:
+    """An on_message handler that waits for a go-ahead (a handler awaiting I/O)."""
+
+    def __init__(self) -> None:
+        self.go = asyncio.Event()
+        self.calls: List[str] = []
+        self.refuse = False
+
+    async def __call__(self, message: Any, metadata: Dict[str, Any]) -> None:
+        self.calls.append(message.message_segment.data)
+        await self.go.wait()
+        if self.refuse:
+            raise DeliveryRefused("no room for it", field="message_dim.platform")
+
+
+async def start(ack: str, handler: Any) -> WebSocketServer:
+    server = WebSocketServer(create_server_config(
+        host="127.0.0.1", port=0, ack=ack, on_message=handler,
+        on_auth_extract_user=lambda meta: "user1"))
+    await server.start()
+    return server
+
+
+@pytest.fixture
+async def gate() -> AsyncIterator[Gate]:
+    yield Gate()
+
+
+async def no_frame(ws: Any, wait: float = 0.3) -> bool:
+    try:
+        await asyncio.wait_for(ws.recv(), wait)
+    except asyncio.TimeoutError:
+        return True
+    return False
+
+
+async def test_receipt_acks_before_the_handler_finishes(gate: Gate) -> None:
+    server = await start("receipt", gate)
+    try:
+        async with websockets.connect(f"ws://127.0.0.1:{server.port}/ws?api_key=k1") as ws:
+            await ws.send(envelope("r-1", payload("one")))
+            ack = await recv_json(ws)  # while the handler still waits
+            assert ack["type"] == "sys_ack" and ack["meta"]["acked_msg_id"] == "r-1"
+            assert gate.calls == ["one"] and not gate.go.is_set()
+            gate.go.set()
+    finally:
+        await server.stop()
+
+
+async def test_handled_acks_once_the_handler_returned(gate: Gate) -> None:
+    server = await start("handled", gate)
+    try:
+        async with websockets.connect(f"ws://127.0.0.1:{server.port}/ws?api_key=k1") as ws:
+            await ws.send(envelope("h-1", payload("one")))
+            await ws.send(envelope("h-1", payload("one")))  # a re-send while in flight
+            assert await no_frame(ws), "acked before the handler finished"
+            assert gate.calls == ["one"], "the re-send ran the handler again"
+            gate.go.set()
+            acks = [await recv_json(ws), await recv_json(ws)]
+            assert [a["meta"]["acked_msg_id"] for a in acks] == ["h-1", "h-1"]
+            await ws.send(envelope("h-1", payload("one")))  # after: a duplicate, acked
+            assert (await recv_json(ws))["type"] == "sys_ack"
+            assert gate.calls == ["one"]
+            assert server.get_stats()["duplicate_messages_ignored"] == 2
+    finally:
+        await server.stop()
+
+
+async def test_handled_refusal_is_answered_not_acked(gate: Gate) -> None:
+    gate.refuse = True
+    gate.go.set()
+    server = await start("handled", gate)
+    try:
+        async with websockets.connect(f"ws://127.0.0.1:{server.port}/ws?api_key=k1") as ws:
+            await ws.send(envelope("x-1", payload("one")))
+            error = await recv_json(ws)
+            assert error["type"] == "sys_error" and error["meta"]["ref_msg_id"] == "x-1"
+            assert error["payload"]["field"] == "message_dim.platform"
+            assert await no_frame(ws), "a refused frame was acked"
+            await ws.send(envelope("x-1", payload("one")))  # refused: tried again
+            assert (await recv_json(ws))["type"] == "sys_error"
+            assert gate.calls == ["one", "one"]
+    finally:
+        await server.stop()
+
+
+def test_unknown_ack_policy_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="ack"):
+        WebSocketServer(create_server_config(ack="whenever"))
+    assert create_server_config().ack == "receipt"  # the spec's behaviour (wire §1.6)
+
+
+@pytest.mark.parametrize("ack", ["receipt", "handled"])
+async def test_wrong_message_dim_types_get_sys_error_not_ack(
+    ack: str, caplog: pytest.LogCaptureFixture,
+) -> None:
+    calls: List[Any] = []
+    server = await start(ack, lambda message, meta: calls.append(message))
+    bad = payload("x")
+    bad["message_dim"]["api_key"] = ["not", "a", "string"]
+    try:
+        with caplog.at_level(logging.DEBUG, logger="maim_message"):
+            async with websockets.connect(
+                    f"ws://127.0.0.1:{server.port}/ws?api_key=k1") as ws:
+                for n in range(200):
+                    await ws.send(envelope(f"b-{n}", bad))
+                replies = [await recv_json(ws) for _ in range(200)]
+                await ws.send(envelope("good", payload("fine")))
+                assert (await recv_json(ws))["meta"]["acked_msg_id"] == "good"
+        assert {r["type"] for r in replies} == {"sys_error"}, "a dropped frame was acked"
+        assert replies[0]["payload"]["field"] == "payload.message_dim.api_key"
+        assert [r["meta"]["ref_msg_id"] for r in replies] == [f"b-{n}" for n in range(200)]
+        assert [m.message_segment.data for m in calls] == ["fine"]
+        warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+        assert len(warnings) == 1, [r.getMessage() for r in warnings]  # once per peer+reason
+        assert not any(r.exc_info for r in caplog.records), "a traceback was logged"
+    finally:
+        await server.stop()
+
+
+def _alive(type_name: str) -> int:
+    return sum(1 for o in gc.get_objects() if type(o).__name__ == type_name)
+
+
+async def test_closed_connection_is_freed_without_a_full_gc() -> None:
+    server = await start("receipt", lambda message, meta: None)
+    gc.collect()
+    gc.disable()
+    try:
+        before = _alive("WSConnection")
+        ws = await RawWS.open(server.port, request(query={"api_key": "k1", "platform": "qq"}))
+        assert ws.status == 101
+        # half of a 4 MB message: the parser holds it until the message completes
+        ws.send(frame(0x1, b"x" * (4 * 1024 * 1024), fin=False))
+        await ws.writer.drain()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 5
+        while not server.peers and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        peer = next(iter(server.peers.values()))
+        peer_ref = weakref.ref(peer)
+        del peer
+        await asyncio.sleep(0.2)  # let the server read the fragment
+        ws.writer.transport.abort()  # the client vanishes mid-message
+        while server.peers and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)  # the transport's connection_lost callback
+        assert not server.peers
+        assert peer_ref() is None, "the peer (and its connection) wait for a full GC"
+        assert _alive("WSConnection") == before
+    finally:
+        gc.enable()
+        await server.stop()
+
+
+async def test_receipt_frames_without_msg_id_are_handled_not_acked() -> None:
+    calls: List[Any] = []
+    server = await start("handled", lambda message, meta: calls.append(message))
+    try:
+        async with websockets.connect(f"ws://127.0.0.1:{server.port}/ws?api_key=k1") as ws:
+            await ws.send(orjson.dumps(payload("bare")).decode())  # 0.6.8's bare payload
+            await ws.send(envelope("after", payload("after")))
+            assert (await recv_json(ws))["meta"]["acked_msg_id"] == "after"
+        assert [m.message_segment.data for m in calls] == ["bare", "after"]
+    finally:
+        await server.stop()
