@@ -211,3 +211,13 @@ async def test_socketio_can_be_turned_off() -> None:
         assert status == 404
     finally:
         await h.server.stop()
+
+
+async def test_sessions_waiting_for_connect_are_bounded(hub: Hub) -> None:
+    endpoint = hub.server.socketio_endpoint()
+    assert endpoint is not None
+    endpoint.max_pending = 2
+    await polling_session(hub.port)
+    await polling_session(hub.port, key="bad")
+    status, _ = await http(hub.port, "GET", "/ws/?EIO=4&transport=polling", headers=auth())
+    assert status == 503
