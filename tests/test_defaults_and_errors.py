@@ -53,8 +53,8 @@ def _package_exceptions() -> List[type]:
 def test_every_exception_of_the_package_is_a_maim_message_error() -> None:
     found = _package_exceptions()
     assert len(found) > 5
-    outside = sorted(f"{e.__module__}.{e.__qualname__}" for e in found
-                     if not issubclass(e, MaimMessageError))
+    outside = sorted({f"{e.__module__}.{e.__qualname__}" for e in found
+                      if not issubclass(e, MaimMessageError)})
     assert outside == []
 
 

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 from maim_message.errors import AuthRejectedError, MaimMessageError
-from maim_message.runtime.reconnect import ReconnectPolicy, refusal_for_status
+from maim_message.runtime.reconnect import (
+    ReconnectPolicy,
+    keep_connected,
+    refusal_for_status,
+)
 
 
 def delays(policy: ReconnectPolicy, n: int) -> List[Optional[float]]:
@@ -70,3 +74,66 @@ def test_refusal_signal() -> None:
     after = AuthRejectedError(None, "Authentication failed", close_code=1000)
     assert after.status is None and after.close_code == 1000
     assert "Authentication failed" in str(after)
+
+
+# -- the one loop around the policy, with fake I/O --------------------------------------------
+class Script:
+    """Connection attempts that follow a script: an exception to raise, or "up" followed by
+    how that session ends (a refusal, or None: a plain drop)."""
+
+    def __init__(self, steps: List[object], stop_after: int) -> None:
+        self.steps = list(steps)
+        self.stop_after = stop_after
+        self.reports: List[Tuple[Optional[str], bool, Optional[float]]] = []
+        self.paused: List[float] = []
+        self.served = 0
+
+    def wanted(self) -> bool:
+        return len(self.reports) < self.stop_after and bool(self.steps)
+
+    async def attempt(self) -> str:
+        step = self.steps.pop(0)
+        if isinstance(step, Exception):
+            raise step
+        return "session"
+
+    async def serve(self, session: str) -> Optional[AuthRejectedError]:
+        self.served += 1
+        end = self.steps.pop(0)  # the step after "up": how the session ended
+        assert end is None or isinstance(end, AuthRejectedError)
+        return end
+
+    async def pause(self, delay: float) -> None:
+        self.paused.append(delay)
+
+    def report(self, error: Optional[BaseException], was_connected: bool,
+               delay: Optional[float]) -> None:
+        self.reports.append((type(error).__name__ if error else None, was_connected, delay))
+
+
+async def test_keep_connected_backs_off_and_resets_after_a_session() -> None:
+    script = Script([OSError(), OSError(), "up", None, OSError()], stop_after=4)
+    await keep_connected(ReconnectPolicy(1.0, 10.0), script.attempt, script.serve,
+                         script.pause, script.wanted, script.report)
+    assert script.reports == [("OSError", False, 1.0), ("OSError", False, 2.0),
+                              (None, True, 1.0), ("OSError", False, 2.0)]
+    assert script.paused == [1.0, 2.0, 1.0]  # no pause once nobody wants the connection
+    assert script.served == 1
+
+
+async def test_keep_connected_stops_on_refusal_when_told() -> None:
+    script = Script([OSError(), AuthRejectedError(403), OSError()], stop_after=10)
+    await keep_connected(ReconnectPolicy(1.0, 10.0, give_up_on_refusal=True), script.attempt,
+                         script.serve, script.pause, script.wanted, script.report)
+    assert script.reports == [("OSError", False, 1.0), ("AuthRejectedError", False, None)]
+    assert script.steps  # the third attempt never happened
+
+
+async def test_keep_connected_refusal_after_upgrade() -> None:
+    refusal = AuthRejectedError(None, "Authentication failed", close_code=1000)
+    script = Script(["up", refusal, "up", refusal], stop_after=10)
+    await keep_connected(ReconnectPolicy(1.0, 10.0), script.attempt, script.serve,
+                         script.pause, script.wanted, script.report)
+    # a refusal keeps counting (0.6.8 clients retry, with a growing delay)
+    assert script.reports == [("AuthRejectedError", True, 1.0),
+                              ("AuthRejectedError", True, 2.0)]

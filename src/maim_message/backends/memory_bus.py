@@ -13,8 +13,10 @@ import time
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Dict, List, Optional, Set, Tuple
 
+from ..core.defaults import DEFAULT_OUTBOX
 from .cluster_base import Pair
-from .pubsub_cluster import Presence, PubSubCluster, StoredMessage
+from .pubsub_cluster import PubSubCluster
+from .pubsub_io import Presence, StoredMessage
 from .pubsub_messages import (
     AckMessage,
     ClusterMessage,
@@ -75,7 +77,7 @@ class MemoryCluster(PubSubCluster):
     """One node on a :class:`MemoryBus`."""
 
     def __init__(self, bus: MemoryBus, node_id: str, *, heartbeat_interval: float = 0.05,
-                 node_ttl: float = 1.0, outbox_ttl: float = 86_400.0) -> None:
+                 node_ttl: float = 1.0, outbox_ttl: float = DEFAULT_OUTBOX.ttl) -> None:
         super().__init__(node_id=node_id, heartbeat_interval=heartbeat_interval,
                          node_ttl=node_ttl, outbox_ttl=outbox_ttl)
         self.bus = bus

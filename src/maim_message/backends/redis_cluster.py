@@ -20,9 +20,11 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from ..core.defaults import DEFAULT_OUTBOX
 from ..errors import ClusterError, ServerStartError
 from .cluster_base import Pair
-from .pubsub_cluster import RESUBSCRIBED, Presence, PubSubCluster, StoredMessage
+from .pubsub_cluster import PubSubCluster
+from .pubsub_io import RESUBSCRIBED, Presence, StoredMessage
 from .pubsub_messages import (
     ClusterMessage,
     FanoutMessage,
@@ -47,7 +49,8 @@ class RedisCluster(PubSubCluster):
     def __init__(
         self, url: str, *, node_id: str, prefix: str = "maim_hub",
         heartbeat_interval: float = 1.0, node_ttl: float = 5.0,
-        outbox_max_per_pair: int = 10_000, outbox_ttl: float = 86_400.0,
+        outbox_max_per_pair: int = DEFAULT_OUTBOX.max_per_pair,
+        outbox_ttl: float = DEFAULT_OUTBOX.ttl,
         write_timeout: float = 10.0,
     ) -> None:
         super().__init__(node_id=node_id, heartbeat_interval=heartbeat_interval,

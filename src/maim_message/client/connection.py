@@ -34,7 +34,7 @@ from ..core.outbox import Outbox
 from ..core.redact import Redactor, redacting_logger
 from ..errors import AuthRejectedError, EnvelopeError
 from ..runtime.callbacks import HandlerTasks, positional_arity
-from ..runtime.reconnect import ReconnectPolicy, refusal_for_status
+from ..runtime.reconnect import ReconnectPolicy, keep_connected, refusal_for_status
 from ..sio.client import SocketIOClientSocket, SocketIORefused, socketio_url
 from .config import ClientConfig
 from .tls import client_ssl_context
@@ -144,55 +144,62 @@ class SupervisedConnection:
 
     async def _run(self) -> None:
         policy = self._policy()
-        while self._wanted:
-            self.stats["connect_attempts"] += 1
-            delay: Optional[float]
-            try:
-                ws = await self._open()
-            except SocketIORefused as exc:  # a 0.7.x server answered CONNECT with 44
-                self._failed(str(exc))
-                delay = policy.attempt_failed(exc)
-                logger.warning("connection %s: %s; not retrying", self.uuid, exc)
-                await self._notify_disconnect(self.last_error)
-                break
-            except InvalidStatus as exc:
-                status = exc.response.status_code
-                refusal = refusal_for_status(status)
-                self._failed(f"server rejected WebSocket connection: HTTP {status}")
-                delay = policy.attempt_failed(refusal)
-                if refusal is not None:
-                    logger.warning("connection %s refused by server (HTTP %d); not retrying",
-                                   self.uuid, status)
-                    await self._notify_disconnect(self.last_error)
-                    break
-            except (OSError, asyncio.TimeoutError, websockets.InvalidHandshake,
-                    websockets.InvalidURI, EnvelopeError, ValueError) as exc:
-                self._failed(f"{type(exc).__name__}: {exc}")
-                delay = policy.attempt_failed(exc)
-            except Exception as exc:  # anything else: count it and retry, never die silently
-                logger.exception("connection %s: unexpected error while connecting", self.uuid)
-                self._failed(f"{type(exc).__name__}: {exc}")
-                delay = policy.attempt_failed(exc)
-            else:
-                refused: Optional[AuthRejectedError] = None
-                try:
-                    refused = await self._serve(ws)
-                except Exception:
-                    logger.exception("connection %s: unexpected error", self.uuid)
-                delay = policy.connection_lost(refused)
-                if refused is not None:
-                    logger.warning("connection %s: %s; not retrying", self.uuid, refused)
-                    break
-            if not self._wanted or delay is None:
-                if policy.gave_up():
-                    logger.warning("connection %s: giving up after %d failed attempts",
-                                   self.uuid, policy.failures - 1)
-                    await self._notify_disconnect(self.last_error)
-                break
-            self.stats["reconnect_attempts"] += 1
-            await asyncio.sleep(delay)
+
+        def report(error: Optional[BaseException], was_connected: bool,
+                   delay: Optional[float]) -> None:
+            self._report(policy, error, was_connected, delay)
+
+        await keep_connected(policy, self._attempt, self._serve_guarded, self._pause,
+                             lambda: self._wanted, report)
         self._wanted = False
         self._resolve_first(False)
+
+    async def _attempt(self) -> Socket:
+        self.stats["connect_attempts"] += 1
+        try:
+            return await self._open()
+        except InvalidStatus as exc:
+            refusal = refusal_for_status(exc.response.status_code)
+            if refusal is not None:
+                raise refusal from None
+            raise
+
+    async def _serve_guarded(self, ws: Socket) -> Optional[AuthRejectedError]:
+        try:
+            return await self._serve(ws)
+        except Exception:
+            logger.exception("connection %s: unexpected error", self.uuid)
+            return None
+
+    async def _pause(self, delay: float) -> None:
+        self.stats["reconnect_attempts"] += 1
+        await asyncio.sleep(delay)
+
+    def _report(self, policy: ReconnectPolicy, error: Optional[BaseException],
+                was_connected: bool, delay: Optional[float]) -> None:
+        if was_connected:
+            if error is not None:  # refused after the upgrade: on_disconnect already ran
+                logger.warning("connection %s: %s; not retrying", self.uuid, error)
+                return
+        elif isinstance(error, AuthRejectedError):  # HTTP 401/403, or a Socket.IO 44
+            self._failed(str(error))
+            logger.warning("connection %s: %s; not retrying", self.uuid, error)
+            self._spawn_disconnect(self.last_error)
+            return
+        elif isinstance(error, InvalidStatus):
+            self._failed(f"server rejected WebSocket connection: HTTP "
+                         f"{error.response.status_code}")
+        elif isinstance(error, (OSError, asyncio.TimeoutError, websockets.InvalidHandshake,
+                                websockets.InvalidURI, EnvelopeError, ValueError)):
+            self._failed(f"{type(error).__name__}: {error}")
+        elif error is not None:  # anything else: count it and retry, never die silently
+            logger.error("connection %s: unexpected error while connecting", self.uuid,
+                         exc_info=(type(error), error, error.__traceback__))
+            self._failed(f"{type(error).__name__}: {error}")
+        if delay is None and policy.gave_up():
+            logger.warning("connection %s: giving up after %d failed attempts",
+                           self.uuid, policy.failures - 1)
+            self._spawn_disconnect(self.last_error)
 
     def _failed(self, reason: str) -> None:
         reason = Redactor([self.config.api_key])(reason)  # an error may quote the URL
@@ -294,9 +301,6 @@ class SupervisedConnection:
         if resent:
             self.stats["resent"] += resent
             logger.info("connection %s: resent %d unacked message(s)", self.uuid, resent)
-
-    async def _notify_disconnect(self, error: Optional[str]) -> None:
-        self._spawn_disconnect(error)
 
     def _spawn_disconnect(self, error: Optional[str]) -> None:
         if self.config.on_disconnect is not None:

@@ -15,7 +15,7 @@ import asyncio
 from typing import Any, Callable, Generic, Optional, TypeVar
 
 from ..errors import AuthRejectedError
-from ..runtime.reconnect import ReconnectPolicy
+from ..runtime.reconnect import ReconnectPolicy, keep_connected
 from .logsupport import Log
 
 __all__ = ["ReconnectingTransport"]
@@ -116,42 +116,38 @@ class ReconnectingTransport(Generic[S]):
         self._run_task = asyncio.current_task()
         connected = self._connected_event()
         try:
-            while self._running:
-                try:
-                    session = await self._open()
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:
-                    delay = self.policy.attempt_failed(exc) or 0.0
-                    self._log.warning("connection attempt failed (%s); retrying in %.1f s",
-                                      _describe(exc), delay)
-                    if self._running:
-                        await self._pause(delay)
-                    continue
-                if not self._running:
-                    await self._close_session(session)
-                    break
-                self._session = session
-                connected.set()
-                try:
-                    await self._serve(session)
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:
-                    self._log.warning("connection lost: %s", _describe(exc))
-                finally:
-                    self._session = None
-                    connected.clear()
-                    await self._close_session(session)
-                if self._running:
-                    delay = self.policy.connection_lost(self._refusal(session)) or 0.0
-                    self._log.info("disconnected; reconnecting in %.1f s", delay)
-                    await self._pause(delay)
+            await keep_connected(self.policy, self._open, self._run_session, self._pause,
+                                 lambda: self._running, self._report)
         finally:
             self._running = False
             self._session = None
             connected.clear()
             self._run_task = None
+
+    async def _run_session(self, session: S) -> Optional[AuthRejectedError]:
+        if not self._running:  # stopped while connecting
+            await self._close_session(session)
+            return None
+        connected = self._connected_event()
+        self._session = session
+        connected.set()
+        try:
+            await self._serve(session)
+        except Exception as exc:
+            self._log.warning("connection lost: %s", _describe(exc))
+        finally:
+            self._session = None
+            connected.clear()
+            await self._close_session(session)
+        return self._refusal(session)
+
+    def _report(self, error: Optional[BaseException], was_connected: bool,
+                delay: Optional[float]) -> None:
+        if not was_connected:
+            self._log.warning("connection attempt failed (%s); retrying in %.1f s",
+                              _describe(error) if error else "?", delay or 0.0)
+        elif self._running:
+            self._log.info("disconnected; reconnecting in %.1f s", delay or 0.0)
 
     async def stop(self) -> None:
         self._running = False

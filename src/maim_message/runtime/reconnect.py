@@ -1,8 +1,10 @@
 """When a client tries again: the one reconnect-and-backoff policy of every client.
 
-Sans-I/O: the connection loops (``client/connection.py`` for the API-Server clients,
-``legacy/reconnect.py`` for ``MessageClient`` in ws and tcp mode) report what happened and
-sleep for the delay this object returns; ``None`` means stop trying.
+Sans-I/O: :class:`ReconnectPolicy` is told what happened and answers with the delay before
+the next attempt (``None``: stop trying). :func:`keep_connected` is the one loop around it,
+with the I/O injected (connect, serve, pause), used by the API-Server clients
+(``client/connection.py``) and by ``MessageClient`` in ws and tcp mode
+(``legacy/reconnect.py``).
 
 The delay after the n-th consecutive failure is ``min(max_delay, base_delay * 2 ** (n-1))``.
 A connection that was up and then dropped counts as the first failure (a prompt retry); a
@@ -12,11 +14,13 @@ failure without that reset, and ends the retries when ``give_up_on_refusal`` is 
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Awaitable, Callable, Optional, TypeVar
 
 from ..errors import AuthRejectedError
 
-__all__ = ["ReconnectPolicy"]
+__all__ = ["ReconnectPolicy", "keep_connected", "refusal_for_status"]
+
+S = TypeVar("S")
 
 _MAX_EXPONENT = 30  # 2**30 * any sane base is far beyond every max_delay
 
@@ -71,3 +75,36 @@ REFUSAL_STATUSES = (401, 403)
 def refusal_for_status(status: int) -> Optional[AuthRejectedError]:
     """The refusal signal for an HTTP answer to the upgrade, or None (another failure)."""
     return AuthRejectedError(status) if status in REFUSAL_STATUSES else None
+
+
+async def keep_connected(
+    policy: ReconnectPolicy,
+    attempt: Callable[[], Awaitable[S]],
+    serve: Callable[[S], Awaitable[Optional[AuthRejectedError]]],
+    pause: Callable[[float], Awaitable[None]],
+    wanted: Callable[[], bool],
+    report: Callable[[Optional[BaseException], bool, Optional[float]], None],
+) -> None:
+    """Connect, serve, and reconnect as ``policy`` says, until ``wanted()`` is False or the
+    policy stops.
+
+    ``attempt()`` opens a session or raises (an :class:`AuthRejectedError` for a refused
+    credential); ``serve(session)`` runs it to its end and returns the refusal that ended
+    it, if any. After every failed attempt or ended session
+    ``report(error, was_connected, delay)`` runs (``delay`` None: no further attempt), then
+    ``pause(delay)``. Cancellation passes through.
+    """
+    while wanted():
+        delay: Optional[float]
+        try:
+            session = await attempt()
+        except Exception as exc:
+            delay = policy.attempt_failed(exc)
+            report(exc, False, delay)
+        else:
+            refusal = await serve(session)
+            delay = policy.connection_lost(refusal)
+            report(refusal, True, delay)
+        if delay is None or not wanted():
+            return
+        await pause(delay)

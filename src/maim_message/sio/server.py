@@ -22,7 +22,7 @@ import asyncio
 import logging
 import secrets
 import time
-from typing import Any, Dict, List, Optional, Protocol, Tuple
+from typing import Any, Dict, List, Optional, Protocol, Set, Tuple
 
 from ..core.defaults import DEFAULT_LIMITS, MAX_MESSAGE_SIZE
 from ..transport.base import Accept, Decision, HandshakeInfo, HttpReply, ServerConnection
@@ -62,8 +62,8 @@ class SocketIOEndpoint:
         poll_buffer_high: int = DEFAULT_LIMITS.send_buffer_high, connect_timeout: float = 10.0,
     ) -> None:
         self.app = app
-        base = "/" + path.strip("/")
-        self.paths = {base + "/", base}  # 0.7.5 serves "/ws/"; "/ws" is accepted too
+        self.paths: Set[str] = set()
+        self.serve_path(path)
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout
         self.max_payload = max_payload
@@ -72,6 +72,11 @@ class SocketIOEndpoint:
         self.sessions: Dict[str, SioSocket] = {}
         self._sweeper: Optional[asyncio.Task[None]] = None
         self._born: Dict[str, float] = {}  # sid -> created (CONNECT must follow in time)
+
+    def serve_path(self, path: str) -> None:
+        """Answer Engine.IO requests on ``path`` too (an ASGI mount at another path)."""
+        base = "/" + path.strip("/")
+        self.paths.update((base + "/", base))  # 0.7.5 serves "/ws/"; "/ws" is accepted too
 
     # -- lifecycle ----------------------------------------------------------------------
 

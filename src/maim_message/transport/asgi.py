@@ -42,7 +42,8 @@ class ASGIServerConnection:
 
     def __init__(
         self, app: ServerApp, send: Send, client_ip: str, context: Any, *,
-        high_water: int = 4 * 1024 * 1024, max_queue: int = 256 * 1024 * 1024,
+        high_water: int = DEFAULT_LIMITS.send_buffer_high,
+        max_queue: int = DEFAULT_LIMITS.max_write_buffer,
     ) -> None:
         self.app = app
         self.context = context

@@ -10,6 +10,8 @@ from __future__ import annotations
 import struct
 from typing import Callable, Tuple, Union
 
+from ..errors import MaimMessageError
+
 OP_CONT = 0x0
 OP_TEXT = 0x1
 OP_BINARY = 0x2
@@ -40,7 +42,7 @@ except ImportError:  # pragma: no cover
     unmask = _pure_unmask
 
 
-class ProtocolViolation(Exception):
+class ProtocolViolation(MaimMessageError):
     """The peer broke the protocol; fail the connection with ``code`` and ``reason``."""
 
     def __init__(self, code: int, reason: str) -> None:

@@ -12,6 +12,8 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import List, Optional, Sequence, Tuple
 
+from ..errors import MaimMessageError
+
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _HTTP_REASONS = {
     101: "Switching Protocols", 200: "OK", 204: "No Content", 400: "Bad Request",
@@ -19,11 +21,12 @@ _HTTP_REASONS = {
     409: "Conflict", 411: "Length Required", 413: "Content Too Large",
     426: "Upgrade Required", 429: "Too Many Requests", 431: "Request Header Fields Too Large",
     500: "Internal Server Error", 503: "Service Unavailable",
+    505: "HTTP Version Not Supported",
 }
 MAX_REQUEST_BODY = 1024 * 1024  # default bound of a plain request's body (413 above)
 
 
-class HandshakeError(Exception):
+class HandshakeError(MaimMessageError):
     """The HTTP request cannot be answered with an upgrade; reply ``status``."""
 
     def __init__(self, status: int, reason: str) -> None:
@@ -71,7 +74,7 @@ class HttpRequest:
         if self.method != "GET":
             raise HandshakeError(405, "WebSocket upgrade needs GET")
         if self.version != "HTTP/1.1":
-            raise HandshakeError(400, "WebSocket upgrade needs HTTP/1.1")
+            raise HandshakeError(505, "WebSocket upgrade needs HTTP/1.1")
         if self.lower.get("sec-websocket-version", "") != "13":
             raise HandshakeError(426, "unsupported Sec-WebSocket-Version (need 13)")
         key = self.lower.get("sec-websocket-key", "")
