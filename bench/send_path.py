@@ -53,7 +53,7 @@ def _connect(server: WebSocketServer, uuid: str, user: str, platform: str) -> Pe
     peer = Peer(uuid, user, platform, user, {"client_ip": "127.0.0.1"}, "fp", 0.0)
     conn = CountingConnection()
     conn.context = peer
-    server.connection_opened(conn)  # type: ignore[arg-type]
+    server.connection_opened(conn)
     return peer
 
 
@@ -88,6 +88,7 @@ async def run(n: int, runs: int) -> List[Dict[str, Any]]:
                 outbox.drop_through(pair, outbox.last_seq(pair))
 
     return [
+        *await _seam_rows(server, n, runs, ack_all),
         await _time("send_message (1 connection)", n, runs,
                     lambda: server.send_message(message), ack_all),
         await _time("broadcast_message (100 connections)", max(1, n // 20), runs,
@@ -96,6 +97,50 @@ async def run(n: int, runs: int) -> List[Dict[str, Any]]:
                     lambda: server.send_custom_message("ping", {"n": 1},
                                                        connection_uuid=target.uuid), ack_all),
     ]
+
+
+async def _seam_rows(server: WebSocketServer, n: int, runs: int,
+                     ack_all: Callable[[], None]) -> List[Dict[str, Any]]:
+    """The cluster seam alone: the same delivery with and without the backend call."""
+    cluster = getattr(server, "cluster", None)
+    if cluster is None or getattr(cluster, "distributed", True):
+        return []  # code from before the single send path
+    from maim_message.backends.cluster_base import Selector
+
+    data = b'{"type":"sys_std","msg_id":"x","payload":{}}'
+    pair = ("alice", "qq")
+    delivery, routes = server.delivery, server.routes
+    ids = iter(range(10 ** 9))
+
+    async def direct_pair() -> None:
+        delivery.to_pair(pair, routes.lookup(*pair), f"d{next(ids)}", data)
+        await delivery.committed()
+
+    async def seam_pair() -> None:
+        await cluster.send_to_pair(pair, f"s{next(ids)}", data)
+
+    async def direct_conn() -> None:
+        delivery.to_connections(["t0"], f"d{next(ids)}", data, only=True)
+
+    async def seam_conn() -> None:
+        await cluster.fanout(Selector("conn", "t0"), f"s{next(ids)}", data)
+
+    rows: List[Dict[str, Any]] = []
+    for label_a, call_a, label_b, call_b in (
+            ("Delivery.to_pair (no seam)", direct_pair,
+             "cluster.send_to_pair (LocalCluster)", seam_pair),
+            ("Delivery.to_connections (no seam)", direct_conn,
+             "cluster.fanout(conn) (LocalCluster)", seam_conn)):
+        a: List[Dict[str, Any]] = []
+        b: List[Dict[str, Any]] = []
+        for _ in range(runs):  # interleaved: both see the same machine load
+            a.append(await _time(label_a, n, 1, call_a, ack_all))
+            b.append(await _time(label_b, n, 1, call_b, ack_all))
+        for label, samples in ((label_a, a), (label_b, b)):
+            values = [row["us_per_call"] for row in samples]
+            rows.append({"case": label, "us_per_call": statistics.median(values),
+                         "min": min(values)})
+    return rows
 
 
 def main() -> None:

@@ -65,7 +65,7 @@ def test_http10_upgrade_is_refused_and_other_versions_are_bad_requests() -> None
     assert req.is_websocket_upgrade
     with pytest.raises(HandshakeError) as exc:
         req.websocket_accept_key()
-    assert exc.value.status == 400
+    assert exc.value.status == 505  # as a bare websockets server answers
     for line in (b"GET / HTTP/2.0", b"GET / HTTP/1.2", b" / HTTP/1.1"):
         with pytest.raises(HandshakeError) as bad:
             parse_http_request(bytearray(line + b"\r\nHost: a\r\n\r\n"))
@@ -264,7 +264,7 @@ async def test_asyncio_shell_refuses_chunked_and_http10_upgrades_and_names_versi
         plain = await exchange(port, b"GET /ws HTTP/1.1\r\nHost: a\r\n\r\n")
         plain10 = await exchange(port, b"GET /echo HTTP/1.0\r\n\r\n")
     assert status_and_body(chunked)[0] == 411
-    assert status_and_body(old)[0] == 400
+    assert status_and_body(old)[0] == 505
     for raw in (version, plain):
         status, _, head = status_and_body(raw)
         assert status == 426 and "sec-websocket-version: 13" in head

@@ -1,7 +1,9 @@
 """Storage and cluster backends.
 
-``sqlite_outbox``: the durable outbox. ``cluster_base``: the cluster seam and the
-single-node backend; ``pubsub_cluster``: the pub/sub base every distributed backend
-builds on (``memory_bus`` runs it in one process, for tests); ``redis_cluster``: the Redis
-backend (needs ``maim_message[cluster]``).
+- ``sqlite_outbox``: the durable outbox (one process survives its restart).
+- ``cluster_base``: the cluster seam the server sends through, ``Selector``, and
+  ``LocalCluster`` (one process, the default).
+- ``pubsub_cluster``: the base of every distributed backend (its hooks: ``pubsub_io``;
+  what nodes tell each other: ``pubsub_messages``); ``redis_cluster`` runs it on Redis
+  (needs ``maim_message[cluster]``), ``memory_bus`` in one process (tests).
 """

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Dict, List, Opt
 
 from ..core.defaults import DEFAULT_OUTBOX
 from .cluster_base import Pair
-from .pubsub_cluster import Presence, PubSubCluster, StoredMessage
+from .pubsub_cluster import PubSubCluster
+from .pubsub_io import Presence, StoredMessage
 from .pubsub_messages import (
     AckMessage,
     ClusterMessage,

@@ -3,7 +3,7 @@
 Everything a node decides lives here: which pairs it holds and whether their backlog is
 still being read, what it delivers from a channel message, what a fan-out returns, when
 it re-reads, presence snapshots for the hub-wide queries. A subclass only moves data: it
-publishes, listens and stores (the hooks at the bottom). ``redis_cluster.RedisCluster``
+publishes, listens and stores (the hooks of ``pubsub_io.PubSubIO``). ``redis_cluster.RedisCluster``
 does it with Redis; ``memory_bus.MemoryCluster`` with an in-process bus, for tests.
 
 Model (docs/cluster.md has the long version):
@@ -29,7 +29,6 @@ import time
 from typing import (
     TYPE_CHECKING,
     Any,
-    AsyncIterator,
     Awaitable,
     Coroutine,
     Dict,
@@ -42,6 +41,7 @@ from typing import (
 from ..core.defaults import DEFAULT_OUTBOX
 from ..errors import ClusterError
 from .cluster_base import CONN, ClusterHost, Pair, Selector, user_key
+from .pubsub_io import RESUBSCRIBED, Presence, PubSubIO, StoredMessage
 from .pubsub_messages import AckMessage, ClusterMessage, FanoutMessage, PairMessage
 
 if TYPE_CHECKING:
@@ -52,12 +52,6 @@ logger = logging.getLogger(__name__)
 
 SNAPSHOT_DEMAND_WINDOW = 30.0  # s: keep refreshing the presence snapshot this long after use
 
-# What _listen yields when the subscription was re-established: messages may have been
-# missed, so every held pair's stream is read again.
-RESUBSCRIBED = None
-
-StoredMessage = Tuple[str, str, bytes]  # (stream id "<ms>-<seq>", msg_id, payload)
-Presence = Dict[str, Dict[str, Dict[str, Any]]]  # node -> uuid -> connection info
 
 
 def stream_id_key(stream_id: str) -> Tuple[int, int]:
@@ -102,7 +96,7 @@ class ClusterOutboxStore:
         return None
 
 
-class PubSubCluster:
+class PubSubCluster(PubSubIO):
     """A hub node in a cluster coordinated through a pub/sub bus with a store."""
 
     distributed = True
@@ -436,64 +430,3 @@ class PubSubCluster:
         return {"node_id": self.node_id, "pairs": len(self._pairs),
                 "nodes_seen": len(self._snapshot) + 1, "received": self.received,
                 "reaped": self.reaped, "rejoins": self.rejoins}
-
-    # -- what a subclass provides: publish, listen, store ----------------------------------
-
-    async def _join(self) -> None:
-        """Connect, subscribe to this node's and the fan-out channel, announce the node.
-        Raise ServerStartError when the bus cannot be used."""
-        raise NotImplementedError
-
-    async def _leave(self) -> None:
-        """Write what is queued, remove the node's presence, disconnect."""
-        raise NotImplementedError
-
-    def _listen(self) -> AsyncIterator[Optional[ClusterMessage]]:
-        """Messages for this node, forever (``RESUBSCRIBED`` after a reconnect)."""
-        raise NotImplementedError
-
-    def _publish(self, message: FanoutMessage) -> None:
-        """Queue a fan-out to every node."""
-        raise NotImplementedError
-
-    def _send_pair(self, message: PairMessage, notify: bool, persist: bool,
-                   want_result: bool) -> Optional[Awaitable[List[Any]]]:
-        """Append to the pair's stream (if ``persist``) and publish to every other live
-        node holding the pair, as one store operation. With ``want_result``: resolves to
-        the uuids (str or bytes) of the pair's connections on those nodes. ``notify``: the
-        origin wants an :class:`AckMessage` when the message is acked."""
-        raise NotImplementedError
-
-    def _store_add(self, pair: Pair, msg_id: str, payload: bytes) -> None:
-        """Append to the pair's stream unless it is there already."""
-        raise NotImplementedError
-
-    def _store_ack(self, pair: Pair, msg_ids: List[str], acker: str) -> None:
-        """Delete acked messages; tell an origin that waits on one (AckMessage)."""
-        raise NotImplementedError
-
-    def _read_pair(self, pair: Pair) -> Awaitable[List[StoredMessage]]:
-        """The pair's stream, oldest first (queued behind every earlier write)."""
-        raise NotImplementedError
-
-    def _presence_add(self, peer: Peer, info: Dict[str, Any]) -> None:
-        raise NotImplementedError
-
-    def _presence_remove(self, peer: Peer) -> None:
-        raise NotImplementedError
-
-    async def _written(self) -> None:
-        """Return once everything queued so far is in the store (ClusterError if not)."""
-        raise NotImplementedError
-
-    async def _heartbeat(self) -> Tuple[bool, List[str]]:
-        """Renew this node's liveness, reap dead nodes; (still a member, live others)."""
-        raise NotImplementedError
-
-    def _rejoin_store(self) -> None:
-        """Make this node a member again (after it was reaped)."""
-        raise NotImplementedError
-
-    async def _read_presence(self, nodes: Optional[List[str]]) -> Presence:
-        """The connection lists of ``nodes`` (None: every live node but this one)."""
-        raise NotImplementedError

@@ -23,7 +23,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from ..core.defaults import DEFAULT_OUTBOX
 from ..errors import ClusterError, ServerStartError
 from .cluster_base import Pair
-from .pubsub_cluster import RESUBSCRIBED, Presence, PubSubCluster, StoredMessage
+from .pubsub_cluster import PubSubCluster
+from .pubsub_io import RESUBSCRIBED, Presence, StoredMessage
 from .pubsub_messages import (
     ClusterMessage,
     FanoutMessage,

@@ -17,6 +17,7 @@ from typing import Any, Dict, Optional, Set
 from .. import errors
 from ..core.defaults import MAX_MESSAGE_SIZE
 from ..server.tls import server_ssl_context
+from ..sio.asgi import SocketIOASGI, mount_socketio
 from ..sio.server import GenerationMux, SocketIOEndpoint
 from ..transport.asgi import ASGIServerConnection, Receive, Send, serve_websocket
 from ..transport.ws_server import ServerOptions, WebSocketServerTransport
@@ -139,6 +140,12 @@ class MountedLegacyServer(LegacyWsApp):
         self.own_app = False
         self.live: Set[ASGIServerConnection] = set()
         mount_route(app, path, self)
+        # 0.7.x legacy clients: Engine.IO routes at "<path>/" on the same application
+        self.sio: Optional[SocketIOEndpoint] = SocketIOEndpoint(
+            self, path, max_payload=max_message_size)
+        mount_socketio(app, path, SocketIOASGI(
+            GenerationMux(self, self.sio, None), max_body=max_message_size,
+            max_message_size=max_message_size, live=self.live))
 
     async def __call__(self, scope: Dict[str, Any], receive: Receive, send: Send) -> None:
         """The ASGI endpoint of the route."""
@@ -153,6 +160,8 @@ class MountedLegacyServer(LegacyWsApp):
     async def stop(self) -> None:
         self._running = False
         self.table.clear()
+        if self.sio is not None:
+            self.sio.stop()  # polling-only 0.7 sessions; WebSocket ones are in self.live
         for conn in list(self.live):
             conn.close(1000, CLOSE_SHUTDOWN)
         loop = asyncio.get_running_loop()

@@ -23,6 +23,8 @@ import logging
 from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator, Dict, Optional, Set
 
+from ..sio.asgi import SocketIOASGI, mount_socketio
+from ..sio.server import GenerationMux
 from ..transport.asgi import (
     ASGIServerConnection,
     Receive,
@@ -138,4 +140,11 @@ def mount_websocket_server(
 
     endpoint = WebSocketASGI(server)
     app.router.routes.append(WebSocketRoute(path or server.config.path, endpoint))
+    sio = server.socketio_endpoint()
+    if sio is not None:  # 0.7.x clients: Engine.IO routes at "<path>/"
+        cfg = server.config
+        sio.serve_path(path or cfg.path)
+        mount_socketio(app, path or cfg.path, SocketIOASGI(
+            GenerationMux(server, sio, None), max_body=cfg.max_message_size,
+            max_message_size=cfg.max_message_size, live=endpoint.connections))
     return endpoint

@@ -131,7 +131,7 @@ class WebSocketServer:
             options.max_request_body = max(options.max_request_body, cfg.max_message_size)
         self._key_conns.limit = cfg.max_connections_per_key
         self._origins = OriginPolicy(cfg.allowed_origins)
-        self._sio = self._socketio_endpoint() if cfg.enable_socketio else None
+        self._sio = self.socketio_endpoint()
         transport = WebSocketServerTransport(GenerationMux(self, self._sio, cfg.path), options)
         cluster = create_cluster(cfg)
         await cluster.start(self)  # before listening: the first client may need Redis
@@ -214,8 +214,17 @@ class WebSocketServer:
         """The bound port (useful with ``port=0``)."""
         return self._transport.port if self._transport else None
 
-    def _socketio_endpoint(self) -> SocketIOEndpoint:
-        """0.7.x clients: Engine.IO at ``<path>/`` with this server's auth and limits."""
+    def socketio_endpoint(self) -> Optional[SocketIOEndpoint]:
+        """0.7.x clients: Engine.IO at ``<path>/`` with this server's auth and limits (one
+        per server, shared by its own listener and an ASGI mount); None when turned off."""
+        cfg = self.config
+        if not cfg.enable_socketio:
+            return None
+        if self._sio is None:
+            self._sio = self._new_socketio_endpoint()
+        return self._sio
+
+    def _new_socketio_endpoint(self) -> SocketIOEndpoint:
         cfg = self.config
         return SocketIOEndpoint(
             self, cfg.path, ping_interval=cfg.ping_interval or 25.0,

@@ -22,7 +22,7 @@ import asyncio
 import logging
 import secrets
 import time
-from typing import Any, Dict, List, Optional, Protocol, Tuple
+from typing import Any, Dict, List, Optional, Protocol, Set, Tuple
 
 from ..core.defaults import DEFAULT_LIMITS, MAX_MESSAGE_SIZE
 from ..transport.base import Accept, Decision, HandshakeInfo, HttpReply, ServerConnection
@@ -35,6 +35,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["GenerationMux", "HubApp", "SocketIOEndpoint"]
 
 _TEXT = "text/plain; charset=UTF-8"
+MAX_PENDING_SESSIONS = 10_000  # opened, CONNECT not answered yet (each lives connect_timeout)
 _NOOP = encode_eio(EioType.NOOP)
 _BAD_VERSION = b"The client is using an unsupported version of the Socket.IO or Engine.IO protocols"
 
@@ -62,16 +63,22 @@ class SocketIOEndpoint:
         poll_buffer_high: int = DEFAULT_LIMITS.send_buffer_high, connect_timeout: float = 10.0,
     ) -> None:
         self.app = app
-        base = "/" + path.strip("/")
-        self.paths = {base + "/", base}  # 0.7.5 serves "/ws/"; "/ws" is accepted too
+        self.paths: Set[str] = set()
+        self.serve_path(path)
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout
         self.max_payload = max_payload
         self.poll_buffer_high = poll_buffer_high
         self.connect_timeout = connect_timeout
+        self.max_pending = MAX_PENDING_SESSIONS
         self.sessions: Dict[str, SioSocket] = {}
         self._sweeper: Optional[asyncio.Task[None]] = None
         self._born: Dict[str, float] = {}  # sid -> created (CONNECT must follow in time)
+
+    def serve_path(self, path: str) -> None:
+        """Answer Engine.IO requests on ``path`` too (an ASGI mount at another path)."""
+        base = "/" + path.strip("/")
+        self.paths.update((base + "/", base))  # 0.7.5 serves "/ws/"; "/ws" is accepted too
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -117,6 +124,9 @@ class SocketIOEndpoint:
             return self._cors(info, HttpReply(204))
         transport = info.query.get("transport")
         sid = info.query.get("sid")
+        if sid is None and len(self._born) >= self.max_pending:
+            # sessions that have not sent their CONNECT yet are bounded (a handshake flood)
+            return HttpReply(503, b"too many Engine.IO sessions being opened\n")
         if transport == "websocket" and info.is_upgrade:
             if sid is None:
                 sock = await self._new(info, websocket=True)

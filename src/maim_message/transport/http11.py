@@ -21,6 +21,7 @@ _HTTP_REASONS = {
     409: "Conflict", 411: "Length Required", 413: "Content Too Large",
     426: "Upgrade Required", 429: "Too Many Requests", 431: "Request Header Fields Too Large",
     500: "Internal Server Error", 503: "Service Unavailable",
+    505: "HTTP Version Not Supported",
 }
 MAX_REQUEST_BODY = 1024 * 1024  # default bound of a plain request's body (413 above)
 
@@ -73,7 +74,7 @@ class HttpRequest:
         if self.method != "GET":
             raise HandshakeError(405, "WebSocket upgrade needs GET")
         if self.version != "HTTP/1.1":
-            raise HandshakeError(400, "WebSocket upgrade needs HTTP/1.1")
+            raise HandshakeError(505, "WebSocket upgrade needs HTTP/1.1")
         if self.lower.get("sec-websocket-version", "") != "13":
             raise HandshakeError(426, "unsupported Sec-WebSocket-Version (need 13)")
         key = self.lower.get("sec-websocket-key", "")

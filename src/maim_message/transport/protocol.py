@@ -1,6 +1,7 @@
 """Sans-I/O WebSocket server connection (RFC 6455): every state and rule lives here.
 
-The object is fed bytes (:meth:`ServerProtocol.receive_data`) and returns events; what it
+The object is fed bytes (:meth:`ServerProtocol.receive_data`) and returns events (the
+frames themselves are read and checked by :class:`.reader.FrameReader`); what it
 wants to send accumulates until :meth:`ServerProtocol.data_to_send`. It never touches a
 socket or a clock of its own (the ping-rate clock is injected), so every rule is tested by
 feeding bytes. The asyncio shell moves bytes and runs the timers; nothing else.
@@ -14,17 +15,14 @@ the messages before a close or a protocol error still go out before our close fr
 
 from __future__ import annotations
 
-import codecs
 import enum
 import time
-from typing import Any, Callable, List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
-from ..core.limits import TokenBucket
 from ..errors import MaimMessageError
 from .frames import (
     OP_BINARY,
     OP_CLOSE,
-    OP_CONT,
     OP_PING,
     OP_PONG,
     OP_TEXT,
@@ -36,7 +34,6 @@ from .frames import (
     close_payload,
     frame_header,
     parse_close,
-    unmask,
 )
 from .http11 import (
     MAX_REQUEST_BODY,
@@ -45,6 +42,20 @@ from .http11 import (
     parse_http_request,
     switching_protocols,
 )
+from .reader import (
+    FRAGMENT_OVERHEAD,
+    MAX_FRAGMENTS,
+    PING_BURST,
+    PING_RATE,
+    Event,
+    FrameReader,
+)
+
+__all__ = [
+    "CLOSED", "CLOSING", "CONNECTING", "EV_FAILURE", "EV_REQUEST", "FRAGMENT_OVERHEAD",
+    "MAX_FRAGMENTS", "OPEN", "PING_BURST", "PING_RATE", "Event", "ProtocolStateError",
+    "ServerProtocol", "SessionState", "State",
+]
 
 
 class State(enum.IntEnum):
@@ -60,19 +71,6 @@ CONNECTING, OPEN, CLOSING, CLOSED = State.CONNECTING, State.OPEN, State.CLOSING,
 
 EV_REQUEST = 0x10  # payload: the request body; the head is ``ServerProtocol.request``
 EV_FAILURE = 0x11  # payload: the close frame body (code + reason) to fail with
-
-Event = Tuple[int, bytes]
-
-# Each fragment of a fragmented message is charged this much on top of its payload against
-# the message size limit: a list slot, a bytes object and its unmasked copy cost about that.
-FRAGMENT_OVERHEAD = 64
-MAX_FRAGMENTS = 10_000  # per message; more: close 1009
-PING_RATE = 10.0  # peer pings per second allowed, sustained ...
-PING_BURST = 50.0  # ... with this many at once; more: close 1008
-
-# Frames at least this big are collected as a list of chunks and joined once, instead of
-# growing the read buffer: peak memory stays near 2x the frame, not 3-4x.
-BIG_FRAME = 1 << 20
 
 
 class ProtocolStateError(MaimMessageError, RuntimeError):
@@ -115,11 +113,8 @@ class ServerProtocol(SessionState):
     """One server-side connection, from the HTTP request to the closing handshake."""
 
     __slots__ = (
-        "_big", "_big_need", "_big_parts", "_body_need", "_buf", "_clock", "_discard",
-        "_frag_cost", "_frag_count", "_frag_op", "_frag_parts", "_head", "_head_only",
-        "_out", "_out_bytes", "_pings", "_unmask", "_utf8", "failed", "max_fragments",
-        "max_message_size", "max_request_body", "max_request_head", "ping_burst",
-        "ping_rate", "request",
+        "_body_need", "_buf", "_head", "_head_only", "_out", "_out_bytes", "_reader",
+        "failed", "max_request_body", "max_request_head", "request",
     )
 
     def __init__(
@@ -130,32 +125,24 @@ class ServerProtocol(SessionState):
         state: State = CONNECTING,
     ) -> None:
         super().__init__(state)
-        self.max_message_size = max_message_size
-        self.max_fragments = max_fragments
+        self._reader = FrameReader(
+            max_message_size, max_fragments=max_fragments, ping_rate=ping_rate,
+            ping_burst=ping_burst, unmask_with=unmask_with, clock=clock)
         self.max_request_head = max_request_head
         self.max_request_body = max_request_body
-        self.ping_rate = ping_rate
-        self.ping_burst = ping_burst
-        self._clock = clock
-        self._unmask: Unmasker = unmask_with or unmask
-        self._buf = bytearray()
+        self._buf = bytearray()  # the HTTP request, and frames that come before our answer
         self._out: List[Chunk] = []
         self._out_bytes = 0
-        self._discard = False  # after a close frame or a failure: ignore what arrives
         self.failed = False  # we failed the connection: close TCP once our close is out
         self.request: Optional[HttpRequest] = None
         self._head: Optional[HttpRequest] = None
         self._body_need = 0
         self._head_only = False
-        self._frag_op = 0
-        self._frag_parts: List[bytes] = []
-        self._frag_cost = 0
-        self._frag_count = 0
-        self._utf8: Any = None  # incremental decoder of a fragmented text message
-        self._big: Optional[Tuple[int, int, bytes, int]] = None  # opcode, fin, mask, length
-        self._big_parts: List[bytes] = []
-        self._big_need = 0
-        self._pings: Optional[TokenBucket] = None
+
+    @property
+    def reader(self) -> FrameReader:
+        """The frame reader: its limits (``max_message_size``, ...) may be read or set."""
+        return self._reader
 
     # -- receiving ------------------------------------------------------------------------
 
@@ -165,167 +152,24 @@ class ServerProtocol(SessionState):
         raises :class:`~.http11.HandshakeError` (answer it with :meth:`reject`)."""
         state = self.state
         if state is OPEN or state is CLOSING:
-            if self._discard:
+            reader = self._reader
+            if reader.stopped:  # after a close frame or a failure
                 return []
             events: List[Event] = []
             try:
-                self._parse(data, events)
+                reader.feed(data, events)
             except ProtocolViolation as exc:
-                self._stop_reading()
+                reader.stop()
                 events.append((EV_FAILURE, close_payload(exc.code, exc.reason)))
             return events
         if state is CONNECTING:
             return self._receive_request(data)
         return []
 
-    def _parse(self, data: bytes, events: List[Event]) -> None:
-        if self._big is not None:
-            take = data[:self._big_need]
-            self._big_parts.append(take)
-            self._big_need -= len(take)
-            if self._big_need:
-                return
-            opcode, fin, mask, length = self._big
-            joined = b"".join(self._big_parts)
-            self._big, self._big_parts = None, []
-            self._frame(events, opcode, fin, self._unmask(joined, mask), length)
-            del joined
-            data = data[len(take):]
-            if not data or self._discard:
-                return
-        buf = self._buf
-        buf += data
-        pos = 0
-        end = len(buf)
-        apply_mask = self._unmask
-        try:
-            while end - pos >= 2:
-                b0 = buf[pos]
-                b1 = buf[pos + 1]
-                if b0 & 0x70:
-                    raise ProtocolViolation(1002, "reserved bits set (no extension negotiated)")
-                if not b1 & 0x80:
-                    raise ProtocolViolation(1002, "client frames must be masked")
-                length = b1 & 0x7F
-                head = 6
-                if length == 126:
-                    if end - pos < 8:
-                        break
-                    length = (buf[pos + 2] << 8) | buf[pos + 3]
-                    head = 8
-                elif length == 127:
-                    if end - pos < 14:
-                        break
-                    length = int.from_bytes(buf[pos + 2:pos + 10], "big")
-                    head = 14
-                opcode = b0 & 0x0F
-                fin = b0 & 0x80
-                if opcode >= 8:
-                    if not fin or length > 125:
-                        raise ProtocolViolation(1002, "bad control frame")
-                elif fin and not self._frag_op:
-                    if length > self.max_message_size:
-                        raise ProtocolViolation(
-                            1009, f"message of {length} bytes exceeds limit of "
-                                  f"{self.max_message_size} bytes")
-                else:
-                    self._check_fragment(length)
-                if end - pos < head + length:
-                    if length >= BIG_FRAME and end - pos >= head:
-                        part = bytes(buf[pos + head:end])
-                        self._big = (opcode, fin, bytes(buf[pos + head - 4:pos + head]), length)
-                        self._big_parts = [part]
-                        self._big_need = length - len(part)
-                        pos = end
-                    break
-                mask = bytes(buf[pos + head - 4:pos + head])
-                payload = apply_mask(buf[pos + head:pos + head + length], mask)  # type: ignore[arg-type]
-                pos += head + length
-                self._frame(events, opcode, fin, payload, length)
-                if self._discard:  # a close frame: nothing after it is read
-                    return
-        finally:
-            if pos and not self._discard:
-                del buf[:pos]
-
-    def _check_fragment(self, length: int) -> None:
-        """Refuse a fragment from its header, before its payload is buffered."""
-        cost = self._frag_cost + length + FRAGMENT_OVERHEAD
-        if cost > self.max_message_size:
-            raise ProtocolViolation(
-                1009, f"message of {cost} bytes exceeds limit of {self.max_message_size} "
-                      f"bytes (each fragment counts {FRAGMENT_OVERHEAD} bytes more)")
-        if self._frag_count >= self.max_fragments:
-            raise ProtocolViolation(1009, f"more than {self.max_fragments} fragments")
-
-    def _frame(self, events: List[Event], opcode: int, fin: int, payload: bytes,
-               length: int) -> None:
-        if opcode == OP_TEXT or opcode == OP_BINARY:
-            if self._frag_op:
-                raise ProtocolViolation(1002, "expected a continuation frame")
-            if fin:
-                if opcode == OP_TEXT and not payload.isascii():
-                    _check_utf8(payload)
-                events.append((opcode, payload))
-                return
-            self._frag_op = opcode
-            self._frag_parts = [payload]
-            self._frag_cost = length + FRAGMENT_OVERHEAD
-            self._frag_count = 1
-            if opcode == OP_TEXT:
-                self._utf8 = codecs.getincrementaldecoder("utf-8")()
-                self._feed_utf8(payload, False)
-        elif opcode == OP_CONT:
-            if not self._frag_op:
-                raise ProtocolViolation(1002, "unexpected continuation frame")
-            self._frag_parts.append(payload)
-            self._frag_cost += length + FRAGMENT_OVERHEAD
-            self._frag_count += 1
-            if self._utf8 is not None:
-                self._feed_utf8(payload, bool(fin))
-            if fin:
-                events.append((self._frag_op, b"".join(self._frag_parts)))
-                self._end_fragments()
-        elif opcode == OP_PING:
-            pings = self._pings
-            if pings is None:
-                pings = self._pings = TokenBucket(self.ping_rate, self.ping_burst, self._clock)
-            if not pings.allow():
-                raise ProtocolViolation(
-                    1008, f"ping rate limit exceeded: over {self.ping_rate:g} pings/s")
-            events.append((opcode, payload))
-        elif opcode == OP_PONG:
-            events.append((opcode, payload))
-        elif opcode == OP_CLOSE:
-            parse_close(payload)  # a bad code or reason fails the connection here
-            events.append((opcode, payload))
-            self._stop_reading()
-        else:
-            raise ProtocolViolation(1002, f"unknown opcode {opcode}")
-
-    def _feed_utf8(self, payload: bytes, final: bool) -> None:
-        try:
-            self._utf8.decode(payload, final)
-        except UnicodeDecodeError:
-            raise ProtocolViolation(1007, "text message is not valid UTF-8") from None
-
-    def _end_fragments(self) -> None:
-        self._frag_op = 0
-        self._frag_parts = []
-        self._frag_cost = 0
-        self._frag_count = 0
-        self._utf8 = None
-
-    def _stop_reading(self) -> None:
-        self._discard = True
-        self._buf = bytearray()
-        self._big, self._big_parts, self._big_need = None, [], 0
-        self._end_fragments()
-
     @property
     def buffered(self) -> int:
         """Received bytes held: unparsed input and the parts of an unfinished message."""
-        return len(self._buf) + self._frag_cost + self._big_need
+        return len(self._buf) + self._reader.buffered
 
     # -- the HTTP request -----------------------------------------------------------------
 
@@ -397,7 +241,7 @@ class ServerProtocol(SessionState):
         if self.state is OPEN:
             self.send_close(code, reason)
         self.failed = True
-        self._stop_reading()
+        self._reader.stop()
 
     # -- sending --------------------------------------------------------------------------
 
@@ -460,14 +304,7 @@ class ServerProtocol(SessionState):
     def connection_lost(self) -> None:
         """TCP is gone: CLOSED, and every buffer is let go at once (no wait for a GC)."""
         self.state = CLOSED
-        self._stop_reading()
+        self._reader.stop()
         self._out = []
         self._out_bytes = 0
         self.request = None
-
-
-def _check_utf8(payload: bytes) -> None:
-    try:
-        payload.decode("utf-8")
-    except UnicodeDecodeError:
-        raise ProtocolViolation(1007, "text message is not valid UTF-8") from None

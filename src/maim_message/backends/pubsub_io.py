@@ -1,0 +1,87 @@
+"""What a distributed cluster backend must provide: publish, listen, store.
+
+:class:`~.pubsub_cluster.PubSubCluster` decides everything and calls these hooks;
+``RedisCluster`` implements them on Redis, ``MemoryCluster`` on an in-process bus.
+Writes are queued in order (a read queued after a write sees it) and may complete later;
+``_written`` waits for them.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Dict, List, Optional, Tuple
+
+from .cluster_base import Pair
+from .pubsub_messages import ClusterMessage, FanoutMessage, PairMessage
+
+if TYPE_CHECKING:
+    from ..server.peer import Peer
+
+# What _listen yields when the subscription was re-established: messages may have been
+# missed, so every held pair's stream is read again.
+RESUBSCRIBED = None
+
+StoredMessage = Tuple[str, str, bytes]  # (stream id "<ms>-<seq>", msg_id, payload)
+Presence = Dict[str, Dict[str, Dict[str, Any]]]  # node -> uuid -> connection info
+
+
+class PubSubIO:
+    """The bus and store hooks (each raises NotImplementedError here)."""
+
+    async def _join(self) -> None:
+        """Connect, subscribe to this node's and the fan-out channel, announce the node.
+        Raise ServerStartError when the bus cannot be used."""
+        raise NotImplementedError
+
+    async def _leave(self) -> None:
+        """Write what is queued, remove the node's presence, disconnect."""
+        raise NotImplementedError
+
+    def _listen(self) -> AsyncIterator[Optional[ClusterMessage]]:
+        """Messages for this node, forever (``RESUBSCRIBED`` after a reconnect)."""
+        raise NotImplementedError
+
+    def _publish(self, message: FanoutMessage) -> None:
+        """Queue a fan-out to every node."""
+        raise NotImplementedError
+
+    def _send_pair(self, message: PairMessage, notify: bool, persist: bool,
+                   want_result: bool) -> Optional[Awaitable[List[Any]]]:
+        """Append to the pair's stream (if ``persist``) and publish to every other live
+        node holding the pair, as one store operation. With ``want_result``: resolves to
+        the uuids (str or bytes) of the pair's connections on those nodes. ``notify``: the
+        origin wants an :class:`AckMessage` when the message is acked."""
+        raise NotImplementedError
+
+    def _store_add(self, pair: Pair, msg_id: str, payload: bytes) -> None:
+        """Append to the pair's stream unless it is there already."""
+        raise NotImplementedError
+
+    def _store_ack(self, pair: Pair, msg_ids: List[str], acker: str) -> None:
+        """Delete acked messages; tell an origin that waits on one (AckMessage)."""
+        raise NotImplementedError
+
+    def _read_pair(self, pair: Pair) -> Awaitable[List[StoredMessage]]:
+        """The pair's stream, oldest first (queued behind every earlier write)."""
+        raise NotImplementedError
+
+    def _presence_add(self, peer: Peer, info: Dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def _presence_remove(self, peer: Peer) -> None:
+        raise NotImplementedError
+
+    async def _written(self) -> None:
+        """Return once everything queued so far is in the store (ClusterError if not)."""
+        raise NotImplementedError
+
+    async def _heartbeat(self) -> Tuple[bool, List[str]]:
+        """Renew this node's liveness, reap dead nodes; (still a member, live others)."""
+        raise NotImplementedError
+
+    def _rejoin_store(self) -> None:
+        """Make this node a member again (after it was reaped)."""
+        raise NotImplementedError
+
+    async def _read_presence(self, nodes: Optional[List[str]]) -> Presence:
+        """The connection lists of ``nodes`` (None: every live node but this one)."""
+        raise NotImplementedError

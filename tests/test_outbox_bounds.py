@@ -1,0 +1,84 @@
+"""Outbox accounting and budgets (issue 14 items 3 and 4), no sockets."""
+
+from __future__ import annotations
+
+import tracemalloc
+from pathlib import Path
+
+from maim_message.backends.sqlite_outbox import SqliteOutboxStore
+from maim_message.core.outbox import ENTRY_OVERHEAD, PAIR_OVERHEAD, Outbox
+
+
+def test_bytes_count_entry_and_pair_overhead() -> None:
+    outbox = Outbox()
+    outbox.append(("u", "p1"), "m1", b"x")
+    assert outbox.total_bytes == 1 + len("m1") + ENTRY_OVERHEAD + PAIR_OVERHEAD
+    outbox.append(("u", "p1"), "m2", b"yy")
+    assert outbox.total_bytes == 3 + 4 + 2 * ENTRY_OVERHEAD + PAIR_OVERHEAD
+    assert outbox.user_bytes("u") == outbox.total_bytes
+    outbox.ack(("u", "p1"), "m1")
+    outbox.ack(("u", "p1"), "m2")
+    assert outbox.total_bytes == 0 and not outbox.pairs and not outbox.users
+
+
+def test_counted_bytes_are_not_below_real_memory() -> None:
+    """One-character messages to many pairs: the count must cover what Python holds."""
+    outbox = Outbox(max_pairs_per_user=10**9)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for n in range(5000):
+            outbox.append((f"user{n % 50}", f"platform-{n}"), f"msg_{n:012d}", bytes([65 + n % 26]))
+        used = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert outbox.total_bytes >= used, (outbox.total_bytes, used)
+
+
+def test_pairs_per_user_are_bounded() -> None:
+    outbox = Outbox(max_pairs_per_user=3)
+    for n in range(3):
+        assert outbox.admits(("u", f"p{n}"))
+        outbox.append(("u", f"p{n}"), f"m{n}", b"x")
+    assert not outbox.admits(("u", "p3"))  # a fourth platform for u
+    assert outbox.admits(("u", "p0"))  # an existing one
+    assert outbox.admits(("other", "p3"))  # another user
+    outbox.ack(("u", "p0"), "m0")
+    assert outbox.admits(("u", "p3"))
+
+
+def test_one_users_flood_evicts_only_its_own_messages() -> None:
+    outbox = Outbox(max_bytes=200_000, max_bytes_per_user=10**9, max_pairs_per_user=1000)
+    for n in range(10):
+        outbox.append(("victim", "qq"), f"v{n}", b"v" * 100)
+    for n in range(500):  # each to a new platform: the case that hit the victim before
+        outbox.append(("sink", f"p{n}"), f"a{n}", b"a" * 2000)
+    assert outbox.depth(("victim", "qq")) == 10
+    assert outbox.total_bytes <= 200_000 and outbox.evicted > 0
+
+
+def test_per_user_budget_inside_the_global_one() -> None:
+    outbox = Outbox(max_bytes=10**9, max_bytes_per_user=50_000)
+    for n in range(100):
+        outbox.append(("big", "qq"), f"b{n}", b"b" * 1000)
+    outbox.append(("small", "qq"), "s", b"s" * 1000)
+    assert outbox.user_bytes("big") <= 50_000
+    assert outbox.depth(("big", "qq")) < 100 and outbox.depth(("small", "qq")) == 1
+
+
+def test_sqlite_store_groups_writes_and_keeps_handled_ids(tmp_path: Path) -> None:
+    db = str(tmp_path / "o.sqlite3")
+    store = SqliteOutboxStore(db)
+    outbox = Outbox(store=store)
+    outbox.append(("u", "qq"), "m1", b"one")
+    store.mark_seen(("adapter", "qq", "in-1"), 100.0)
+    assert store.dirty
+    reader = SqliteOutboxStore(db)
+    assert list(reader.load()) == []  # not committed: another process sees nothing
+    store.commit()
+    assert not store.dirty
+    assert [row[3] for row in reader.load()] == ["m1"]
+    assert reader.load_seen(0.0) == [("adapter", "qq", "in-1")]
+    assert reader.load_seen(200.0) == []  # older than asked for
+    reader.close()
+    store.close()
