@@ -9,7 +9,6 @@ client falls back to plain frames when the server does not accept permessage-def
 
 from __future__ import annotations
 
-import asyncio
 import ssl
 from pathlib import Path
 from typing import Any, Dict, Optional, Set
@@ -19,7 +18,13 @@ from ..core.defaults import MAX_MESSAGE_SIZE
 from ..server.tls import server_ssl_context
 from ..sio.asgi import SocketIOASGI, mount_socketio
 from ..sio.server import GenerationMux, SocketIOEndpoint
-from ..transport.asgi import ASGIServerConnection, Receive, Send, serve_websocket
+from ..transport.asgi import (
+    ASGIServerConnection,
+    Receive,
+    Send,
+    close_connections,
+    serve_websocket,
+)
 from ..transport.ws_server import ServerOptions, WebSocketServerTransport
 from .logsupport import Log
 from .platforms import CLOSE_SHUTDOWN, Deliver, TokenAuth
@@ -162,9 +167,4 @@ class MountedLegacyServer(LegacyWsApp):
         self.table.clear()
         if self.sio is not None:
             self.sio.stop()  # polling-only 0.7 sessions; WebSocket ones are in self.live
-        for conn in list(self.live):
-            conn.close(1000, CLOSE_SHUTDOWN)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + _CLOSE_WAIT
-        while self.live and loop.time() < deadline:
-            await asyncio.sleep(0.01)
+        await close_connections(self.live, 1000, CLOSE_SHUTDOWN, _CLOSE_WAIT)

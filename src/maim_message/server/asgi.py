@@ -18,7 +18,6 @@ framework. Starlette is imported only by :func:`mount_websocket_server`.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator, Dict, Optional, Set
@@ -29,6 +28,7 @@ from ..transport.asgi import (
     ASGIServerConnection,
     Receive,
     Send,
+    close_connections,
     refuse,
     serve_http,
     serve_websocket,
@@ -107,12 +107,8 @@ class WebSocketASGI:
     async def shutdown(self, code: int = 1001, reason: str = "server shutting down") -> None:
         """Close every ASGI connection, wait for them (bounded), then stop the hub if the
         mount started it."""
-        for conn in list(self.connections):
-            conn.close(code, reason)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + float(self.server.config.close_timeout) + 1.0
-        while self.connections and loop.time() < deadline:
-            await asyncio.sleep(0.01)
+        await close_connections(self.connections, code, reason,
+                                float(self.server.config.close_timeout) + 1.0)
         if self._owns_running:
             self._owns_running = False
             await self.server.stop()

@@ -340,3 +340,16 @@ async def _read_loop(
                 return conn.close_code, conn.close_reason
     finally:
         closed_by_us.cancel()
+
+
+async def close_connections(
+    live: Set[ASGIServerConnection], code: int, reason: str, timeout: float
+) -> None:
+    """Close every connection of a mount (shutdown) and wait, at most ``timeout`` seconds,
+    until their ``serve_websocket`` calls have ended."""
+    for conn in list(live):
+        conn.close(code, reason)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while live and loop.time() < deadline:
+        await asyncio.sleep(0.01)
