@@ -12,7 +12,8 @@ Cells:
   a server handler in both directions;
 - a plain python-socketio client (no maim_message) as the external-client guide of
   wire-0.7.md §8.2 describes, over WebSocket and over long-polling only;
-- a 0.7.5 client with a bad key: refused at CONNECT, nothing of it reaches a handler.
+- a 0.7.5 client with a bad key: refused at CONNECT, nothing of it reaches a handler;
+- the legacy family both ways, hubs mounted in an ASGI app, the standalone hub, TLS.
 """
 
 from __future__ import annotations
@@ -494,3 +495,45 @@ async def test_hub_process_serves_a_06_and_a_07_adapter(spawn07: Any, upstream_p
         assert await hub.terminate() == 0
     finally:
         hub.kill()
+
+
+async def test_07_client_to_our_tls_server(spawn07: Any, tmp_path_factory: Any) -> None:
+    """wss:// with the 0.7.5 client verifying our certificate (trustme CA)."""
+    import trustme
+
+    from maim_message.server import create_ssl_server_config
+
+    ca = trustme.CA()
+    issued = ca.issue_cert("127.0.0.1", "localhost")
+    d = tmp_path_factory.mktemp("tls07")
+    ca_path, cert_path, key_path = d / "ca.pem", d / "server.pem", d / "server.key"
+    ca.cert_pem.write_to_path(str(ca_path))
+    issued.private_key_pem.write_to_path(str(key_path))
+    with open(cert_path, "wb") as fh:
+        for blob in issued.cert_chain_pems:
+            fh.write(blob.bytes())
+    inbox = Inbox("tls server")
+
+    async def on_message(message: APIMessageBase, metadata: Dict[str, Any]) -> None:
+        inbox.put((message, metadata))
+
+    port = free_port()
+    server = WebSocketServer(create_ssl_server_config(
+        host="127.0.0.1", port=port, ssl_certfile=str(cert_path), ssl_keyfile=str(key_path),
+        on_auth=lambda m: m["api_key"] in KEYS, on_auth_extract_user=lambda m: KEYS[m["api_key"]],
+        on_message=on_message))
+    await server.start()
+    try:
+        up = await spawn07("api_client.py", {"url": f"wss://127.0.0.1:{port}/ws",
+                                             "api_key": "key-alpha", "platform": "qq",
+                                             "ca": str(ca_path)}, "client07-tls")
+        await up.ready()
+        reply = await up.call("connect")
+        assert reply["connected"] is True, reply
+        await up.call("send_message", message=make_message("over TLS", "t-1").to_dict())
+        await inbox.get(has_id("t-1"), what="0.7.5 message over TLS")
+        assert await server.send_message(make_message("back over TLS", "t-2")) == {
+            reply["uuid"]: True}
+        await up.events.get(has_id("t-2"), what="TLS message at 0.7.5")
+    finally:
+        await server.stop()
