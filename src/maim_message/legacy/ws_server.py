@@ -22,6 +22,7 @@ from ..transport.asgi import (
     ASGIServerConnection,
     Receive,
     Send,
+    add_websocket_route,
     close_connections,
     serve_websocket,
 )
@@ -31,7 +32,7 @@ from .platforms import CLOSE_SHUTDOWN, Deliver, TokenAuth
 from .ws_app import LegacyWsApp
 
 __all__ = ["MAX_MESSAGE_SIZE", "LegacyWebSocketServer", "MountedLegacyServer",
-           "legacy_server_ssl_context", "mount_route"]
+           "legacy_server_ssl_context"]
 
 _CLOSE_WAIT = 5.0  # seconds stop() waits for connections to close
 
@@ -113,22 +114,6 @@ class LegacyWebSocketServer(LegacyWsApp):
             self.sio = None
 
 
-def mount_route(app: Any, path: str, endpoint: Any) -> None:
-    """Add a WebSocket route to a Starlette/FastAPI app (Starlette 1.x dropped
-    ``add_websocket_route``; appending a ``WebSocketRoute`` works on every version).
-    ``endpoint`` is an ASGI callable object, so Starlette passes it the raw scope."""
-    router = getattr(app, "router", None)
-    if router is not None and isinstance(getattr(router, "routes", None), list):
-        from starlette.routing import WebSocketRoute
-
-        router.routes.append(WebSocketRoute(path, endpoint))
-    elif hasattr(app, "add_websocket_route"):
-        app.add_websocket_route(path, endpoint)
-    else:
-        raise TypeError(f"cannot mount a WebSocket route on {type(app).__name__}: "
-                        "pass a Starlette or FastAPI application")
-
-
 class MountedLegacyServer(LegacyWsApp):
     """``MessageServer(mode="ws", app=...)``: a route on the host application, which
     serves it (its own server, TLS and port)."""
@@ -144,7 +129,7 @@ class MountedLegacyServer(LegacyWsApp):
         self.max_message_size = max_message_size
         self.own_app = False
         self.live: Set[ASGIServerConnection] = set()
-        mount_route(app, path, self)
+        add_websocket_route(app, path, self)
         # 0.7.x legacy clients: Engine.IO routes at "<path>/" on the same application
         self.sio: Optional[SocketIOEndpoint] = SocketIOEndpoint(
             self, path, max_payload=max_message_size)

@@ -28,6 +28,7 @@ from ..transport.asgi import (
     ASGIServerConnection,
     Receive,
     Send,
+    add_websocket_route,
     close_connections,
     refuse,
     serve_http,
@@ -132,10 +133,8 @@ def mount_websocket_server(
 ) -> WebSocketASGI:
     """Add ``server``'s WebSocket route (default ``server.config.path``) to a Starlette or
     FastAPI ``app`` and return the endpoint (use its ``lifespan``/``startup``/``shutdown``)."""
-    from starlette.routing import WebSocketRoute  # only this helper needs starlette
-
     endpoint = WebSocketASGI(server)
-    app.router.routes.append(WebSocketRoute(path or server.config.path, endpoint))
+    add_websocket_route(app, path or server.config.path, endpoint)
     sio = server.socketio_endpoint()
     if sio is not None:  # 0.7.x clients: Engine.IO routes at "<path>/"
         cfg = server.config
