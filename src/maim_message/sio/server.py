@@ -28,7 +28,7 @@ from ..core.defaults import DEFAULT_LIMITS, MAX_MESSAGE_SIZE
 from ..transport.base import Accept, Decision, HandshakeInfo, HttpReply, ServerConnection
 from .packets import EioType, encode_eio, join_payload, message_body, open_packet
 from .session import Closed, ConnectRequest, Event, Message, ProbeAnswer, ServerSession, Upgraded
-from .socket import Link, SioSocket
+from .socket import Link, SioSocket, client_ws_limit
 
 logger = logging.getLogger(__name__)
 
@@ -164,6 +164,7 @@ class SocketIOEndpoint:
             session.send(open_packet(sid, ["websocket"], self.ping_interval,
                                      self.ping_timeout, self.max_payload))
         sock = SioSocket(self, session, decision, info.client_ip)
+        sock.ws_limit = client_ws_limit(info.headers.get("user-agent", ""))
         self.sessions[sid] = sock
         self._born[sid] = time.monotonic()
         if self._sweeper is None:
@@ -303,6 +304,14 @@ class SocketIOEndpoint:
         sock.opened = True
         sock.flush()  # the CONNECT answer goes out before anything the hub sends
         self.app.connection_opened(sock)
+
+    def held_back(self, sock: SioSocket, size: int) -> None:
+        """A message too big for the client's WebSocket: kept in the outbox, not sent."""
+        sock.oversize += 1
+        log = logger.warning if sock.oversize == 1 else logger.debug
+        log("Socket.IO session %s: a %d-byte message exceeds its client's %d-byte WebSocket "
+            "limit (python-engineio/aiohttp); not sent, it stays in the outbox",
+            sock.session.sid, size, sock.ws_limit)
 
     def drop(self, sock: SioSocket, code: int, reason: str) -> None:
         """End the session: close its WebSocket (the client may come back), else let a held
