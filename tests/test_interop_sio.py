@@ -6,8 +6,9 @@ Cells:
   messages and custom messages both ways, acks, and a graceful server restart that the
   0.7.5 client survives (0.7.5's own server would have sent it ``41``: it never returns);
 - our ``WebSocketClient`` (plain ``ws://host:port/ws`` config) -> 0.7.5 ``WebSocketServer``:
-  the generation is detected, messages and custom messages flow both ways, a bad key
-  stops the client without retrying;
+  the generation is detected, messages and custom messages flow both ways, the client
+  comes back after the 0.7.5 server's graceful stop (``41``), a bad key stops the client
+  without retrying;
 - a 0.6.8 client and a 0.7.5 client on one of our servers at once, messages relayed by
   a server handler in both directions;
 - a plain python-socketio client (no maim_message) as the external-client guide of
@@ -161,6 +162,17 @@ async def test_our_client_to_07_server(spawn07: Any) -> None:
                       connection_uuid=client._uuid)
         assert await got.get(lambda i: i[0] == "custom", what="custom at our client") == (
             "custom", {"x": 1})
+
+        # 0.7.5's graceful stop sends 41 (its own clients never come back): ours does
+        connects = client._conn.stats["successful_connects"]
+        await up.call("restart")
+        await until(lambda: client._conn is not None
+                    and client._conn.stats["successful_connects"] > connects
+                    and client._conn.connected, what="our client back after the 0.7.5 stop")
+        await up.call("wait_connections", n=1)
+        reply = await up.call("send_message", message=make_message("again", "s-8").to_dict())
+        assert list(reply["result"].values()) == [True]
+        await got.get(has_id("s-8"), what="message after the 0.7.5 restart")
 
         # a refused key: reported once, not retried (0.7.5 refuses with 41 after CONNECT)
         await bad.connect()
