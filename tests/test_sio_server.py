@@ -275,3 +275,12 @@ async def test_messages_over_the_aiohttp_client_limit_are_held_back(hub: Hub) ->
         assert '"small"' in frame and len(frame) < 10_000  # the big one was not written
         assert hub.server.connection_uuids() == ["raw-good-key"]
         assert hub.server.get_stats()["delivery"]["outbox_depth"] >= 1
+
+
+def test_client_protocol_is_validated() -> None:
+    from maim_message.client import WebSocketClient, create_client_config
+
+    with pytest.raises(ValueError):
+        WebSocketClient(create_client_config("ws://127.0.0.1:1/ws", "k", protocol="carrier"))
+    for ok in ("auto", "websocket", "socketio", "SocketIO"):
+        WebSocketClient(create_client_config("ws://127.0.0.1:1/ws", "k", protocol=ok))
