@@ -8,7 +8,7 @@ Encoding (sans-I/O): a JSON object with a ``type`` field, then ``\\n`` and the r
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, Union
+from typing import Any, Dict, List, Union
 
 import orjson
 
@@ -25,6 +25,7 @@ class PairMessage:
     msg_id: str
     stream_id: str  # its id in the pair's stream ("" when not stored)
     payload: bytes
+    notify: bool = False  # the origin waits for the ack (send_message(ack_timeout=...))
 
     @property
     def pair(self) -> Pair:
@@ -58,7 +59,7 @@ class AckMessage:
 
 ClusterMessage = Union[PairMessage, FanoutMessage, AckMessage]
 
-PAIR, FANOUT, ACK = "pair", "fanout", "ack"
+PAIR, FANOUT, ACK, PAIRS = "pair", "fanout", "ack", "pairs"
 
 
 def encode_message(message: ClusterMessage) -> bytes:
@@ -79,6 +80,35 @@ def encode_message(message: ClusterMessage) -> bytes:
                 "uuid": message.uuid}
     data = orjson.dumps(head)
     return data + b"\n" + payload if payload else data
+
+
+def encode_pairs(origin: str, messages: List[PairMessage]) -> bytes:
+    """Many pair messages from one origin as one channel message (one PUBLISH per node
+    per batch): a header listing ``[user, platform, msg_id, stream_id, length, notify]``
+    per message, then the payloads back to back. The batch script builds the same."""
+    items = [[m.user, m.platform, m.msg_id, m.stream_id, len(m.payload), 1 if m.notify else 0]
+             for m in messages]
+    head = orjson.dumps({"type": PAIRS, "origin": origin, "items": items})
+    return b"".join([head, b"\n", *(m.payload for m in messages)])
+
+
+def decode_batch(data: bytes) -> List[ClusterMessage]:
+    """A channel message as the list of messages it carries (one, or a ``pairs`` batch)."""
+    if not data.startswith(b'{"type":"pairs"'):
+        return [decode_message(data)]
+    head_raw, _, body = data.partition(b"\n")
+    head = orjson.loads(head_raw)
+    origin = head["origin"]
+    out: List[ClusterMessage] = []
+    at = 0
+    for user, platform, msg_id, stream_id, length, notify in head["items"]:
+        end = at + int(length)
+        if end > len(body):
+            raise ValueError("pairs batch shorter than its header says")
+        out.append(PairMessage(origin, user, platform, msg_id, stream_id or "", body[at:end],
+                               bool(notify)))
+        at = end
+    return out
 
 
 def decode_message(data: bytes) -> ClusterMessage:

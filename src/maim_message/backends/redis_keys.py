@@ -154,6 +154,14 @@ if redis.call('XLEN', KEYS[1]) == 0 then redis.call('DEL', KEYS[1], KEYS[2]) end
 return n
 """
 
+# KEYS: stream, index. ARGV: stream ids. Deletes acked entries by id and the pair's keys
+# once the stream is empty (used when the acking node holds nothing else of the pair).
+DEL_IDS = """
+local n = redis.call('XDEL', KEYS[1], unpack(ARGV))
+if redis.call('XLEN', KEYS[1]) == 0 then redis.call('DEL', KEYS[1], KEYS[2]) end
+return n
+"""
+
 # KEYS: where. ARGV: uuid, node. Forget a connection only if this node still owns it (the
 # client may already have reconnected to another node with the same uuid).
 UNREGISTER = """
@@ -163,17 +171,100 @@ end
 return 0
 """
 
-# KEYS: conns of the dead node, nodes set. ARGV: node, key prefix, alive key. Removes a
-# dead node's presence (its where entries, its connection hash, its membership). A node
-# that comes back to life re-registers everything on its next heartbeat.
+# KEYS: conns of the dead node, nodes set. ARGV: node, alive key. Removes a dead node's
+# connection hash and membership (its where-entries are removed per shard first, by
+# REAP_WHERE). A node that comes back to life re-registers everything on its next heartbeat.
 REAP = """
-if redis.call('EXISTS', ARGV[3]) == 1 then return -1 end
-local c = redis.call('HGETALL', KEYS[1])
-for i = 1, #c, 2 do
-  local wk = ARGV[2] .. ':w:' .. cjson.decode(c[i + 1])['pk']
-  if redis.call('HGET', wk, c[i]) == ARGV[1] then redis.call('HDEL', wk, c[i]) end
-end
+if redis.call('EXISTS', ARGV[2]) == 1 then return -1 end
+local n = redis.call('HLEN', KEYS[1])
 redis.call('DEL', KEYS[1])
 redis.call('SREM', KEYS[2], ARGV[1])
-return #c / 2
+return n
+"""
+
+# ARGV: dead node, then (where key, uuid) pairs: forget the uuids the dead node still owns.
+REAP_WHERE = """
+for i = 2, #ARGV, 2 do
+  if redis.call('HGET', ARGV[i], ARGV[i + 1]) == ARGV[1] then
+    redis.call('HDEL', ARGV[i], ARGV[i + 1])
+  end
+end
+return 0
+"""
+
+# One loop turn of sends to one shard, one script call. ARGV: 1 origin node, 2 max
+# entries per stream, 3 stream ttl ms, 4 channel prefix, 5 dedupe set, 6 dedupe ttl ms,
+# 7 number of frame marks, the marks (handled frames, recorded atomically with the sends
+# their handlers made), then per pair: stream, where, user, platform, count, and per
+# message msg_id, payload, flag (0 not stored, 1 stored, 2 stored + origin awaits the ack).
+# Per pair: one XADD per message, one PEXPIRE, one HGETALL of where it is connected; then
+# one PUBLISH per other node holding any of the pairs (a "pairs" batch, pubsub_messages).
+# Returns per pair: the stream ids, and the (uuid, node) entries of other nodes.
+SEND_BATCH = """
+local origin, maxlen, ttl, chan = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local nm = tonumber(ARGV[7])
+local i = 8
+if nm > 0 then
+  redis.call('SADD', ARGV[5], unpack(ARGV, i, i + nm - 1))
+  redis.call('PEXPIRE', ARGV[5], ARGV[6])
+  i = i + nm
+end
+local out = {}
+local items, bodies, order = {}, {}, {}
+while i <= #ARGV do
+  local skey, wkey, user, platform = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  local k = tonumber(ARGV[i + 4])
+  i = i + 5
+  local first = i
+  local ids, stored = {}, false
+  for j = 1, k do
+    local flag = ARGV[i + 2]
+    local id = ''
+    if flag == '1' then
+      id = redis.call('XADD', skey, 'MAXLEN', '~', maxlen, '*', 'm', ARGV[i], 'p', ARGV[i + 1])
+      stored = true
+    elseif flag == '2' then
+      id = redis.call('XADD', skey, 'MAXLEN', '~', maxlen, '*', 'm', ARGV[i], 'p', ARGV[i + 1],
+        'o', origin)
+      stored = true
+    end
+    ids[j] = id
+    i = i + 3
+  end
+  if stored then redis.call('PEXPIRE', skey, ttl) end
+  local w = redis.call('HGETALL', wkey)
+  local remote, seen = {}, {}
+  for x = 1, #w, 2 do
+    local node = w[x + 1]
+    if node ~= origin then
+      remote[#remote + 1] = w[x]
+      remote[#remote + 1] = node
+      if not seen[node] then
+        seen[node] = true
+        local it = items[node]
+        if it == nil then
+          it = {}
+          items[node] = it
+          bodies[node] = {}
+          order[#order + 1] = node
+        end
+        local b = bodies[node]
+        for j = 1, k do
+          local at = first + (j - 1) * 3
+          local notify = 0
+          if ARGV[at + 2] == '2' then notify = 1 end
+          it[#it + 1] = {user, platform, ARGV[at], ids[j], string.len(ARGV[at + 1]), notify}
+          b[#b + 1] = ARGV[at + 1]
+        end
+      end
+    end
+  end
+  out[#out + 1] = ids
+  out[#out + 1] = remote
+end
+for _, node in ipairs(order) do
+  redis.call('PUBLISH', chan .. node, '{"type":"pairs","origin":' .. cjson.encode(origin) ..
+    ',"items":' .. cjson.encode(items[node]) .. '}\\n' .. table.concat(bodies[node]))
+end
+return out
 """

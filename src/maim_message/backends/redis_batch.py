@@ -1,0 +1,72 @@
+"""One loop turn of sends to one Redis shard, as one ``SEND_BATCH`` script call (no I/O).
+
+Sends made during a loop turn (every handler that ran in it) are grouped per pair, so
+a pair's messages cost one XADD each plus, per pair and turn, one PEXPIRE and one
+routing read, and each other node holding any of the pairs gets one PUBLISH. Handled
+frames' marks (``frame_dedupe``) ride in the same call, so a mark and its handler's send
+are written atomically.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Dict, List, Tuple
+
+from .cluster_base import Pair
+from .pubsub_io import SendResult
+from .pubsub_messages import PairMessage
+from .redis_keys import Keys
+
+MAX_TURN = 400  # messages or marks per script call (Lua's unpack() stack stays small)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class SendTurn:
+    __slots__ = ("groups", "marks", "size")
+
+    def __init__(self) -> None:
+        self.groups: Dict[Pair, List[Tuple[PairMessage, str, asyncio.Future[SendResult]]]] = {}
+        self.marks: List[str] = []
+        self.size = 0
+
+    @property
+    def full(self) -> bool:
+        return self.size >= MAX_TURN or len(self.marks) >= MAX_TURN
+
+    def add(self, message: PairMessage, persist: bool,
+            fut: asyncio.Future[SendResult]) -> None:
+        flag = ("2" if message.notify else "1") if persist else "0"
+        self.groups.setdefault(message.pair, []).append((message, flag, fut))
+        self.size += 1
+
+    def args(self, keys: Keys, origin: str, max_entries: str, ttl_ms: str,
+             dedupe_set: str, dedupe_ttl_ms: int) -> Tuple[Any, ...]:
+        """The EVALSHA arguments (``("EVALSHA", "send", 0, ARGV...)``)."""
+        out: List[Any] = ["EVALSHA", "send", 0, origin, max_entries, ttl_ms,
+                          keys.chan_prefix, dedupe_set, dedupe_ttl_ms, len(self.marks),
+                          *self.marks]
+        for pair, sends in self.groups.items():
+            stream, _index, where = keys.pair_keys(pair)
+            out += [stream, where, pair[0], pair[1], len(sends)]
+            for message, flag, _fut in sends:
+                out += [message.msg_id, message.payload, flag]
+        return tuple(out)
+
+    def resolve(self, reply: List[Any]) -> None:
+        """Give every send its stream id and the pair's (uuid, node) entries elsewhere."""
+        for n, sends in enumerate(self.groups.values()):
+            ids = reply[2 * n]
+            flat = reply[2 * n + 1]
+            remote = [(_text(flat[i]), _text(flat[i + 1])) for i in range(0, len(flat), 2)]
+            for (_message, _flag, fut), sid in zip(sends, ids):
+                if not fut.done():
+                    fut.set_result((_text(sid), remote))
+
+    def fail(self, exc: BaseException) -> None:
+        for sends in self.groups.values():
+            for _message, _flag, fut in sends:
+                if not fut.done():
+                    fut.set_exception(exc)
