@@ -70,6 +70,13 @@ async def node_main(port: int, backend: str, url: str, node_id: str) -> None:
         on_message=forward, enable_connection_log=False, enable_message_log=False,
         rate_limit_per_second=None, max_connections_per_key=None, **extra))
     await server.start()
+    profile_dir = os.environ.get("MAIM_BENCH_PROFILE")  # a cProfile dump per "stats"
+    profiler = None
+    if profile_dir:
+        import cProfile
+
+        profiler = cProfile.Profile()
+        profiler.enable()
     print("READY", flush=True)
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
@@ -82,6 +89,9 @@ async def node_main(port: int, backend: str, url: str, node_id: str) -> None:
             cluster = server.cluster
             stats = cluster.stats() if backend == "redis" else {}  # type: ignore[union-attr]
             stats["connections"] = server.get_connection_count()
+            if profiler is not None:
+                profiler.dump_stats(f"{profile_dir}/{node_id}.prof")  # stops it
+                profiler.enable()
             print("STATS " + json.dumps(stats), flush=True)
     await server.stop()
 

@@ -105,6 +105,9 @@ class PubSubCluster(PubSubIO):
     """A hub node in a cluster coordinated through a pub/sub bus with a store."""
 
     distributed = True
+    # s: acks are collected this long before their stream entries are deleted, so a
+    # pair's acks cost one delete (a later delete only means a redelivery after a crash)
+    ack_delay = 0.0
 
     def __init__(self, *, node_id: str, heartbeat_interval: float = 1.0,
                  node_ttl: float = 5.0, outbox_ttl: float = DEFAULT_OUTBOX.ttl) -> None:
@@ -286,7 +289,11 @@ class PubSubCluster(PubSubIO):
         one delete per pair per loop turn), tell origins that wait."""
         turn = self._ack_turn
         if not turn:
-            asyncio.get_running_loop().call_soon(self._flush_acks)
+            loop = asyncio.get_running_loop()
+            if self.ack_delay > 0:
+                loop.call_later(self.ack_delay, self._flush_acks)
+            else:
+                loop.call_soon(self._flush_acks)
         queued = turn.get(pair)
         if queued is None:
             turn[pair] = (list(msg_ids), acker)

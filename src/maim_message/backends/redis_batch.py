@@ -25,16 +25,24 @@ def _text(value: Any) -> str:
 
 
 class SendTurn:
-    __slots__ = ("groups", "marks", "size")
+    __slots__ = ("delete_groups", "deletes", "groups", "marks", "size")
 
     def __init__(self) -> None:
         self.groups: Dict[Pair, List[Tuple[PairMessage, str, asyncio.Future[SendResult]]]] = {}
         self.marks: List[str] = []
+        self.deletes: List[Any] = []  # flat: stream, index, idle, count, ids... per group
+        self.delete_groups = 0
         self.size = 0
 
     @property
     def full(self) -> bool:
         return self.size >= MAX_TURN or len(self.marks) >= MAX_TURN
+
+    def delete(self, stream: str, index: str, idle: bool, stream_ids: List[str]) -> None:
+        """Acked entries to delete in this call (before its appends)."""
+        self.deletes += [stream, index, "1" if idle else "0", len(stream_ids), *stream_ids]
+        self.delete_groups += 1
+        self.size += len(stream_ids)
 
     def add(self, message: PairMessage, persist: bool,
             fut: asyncio.Future[SendResult]) -> None:
@@ -47,7 +55,8 @@ class SendTurn:
         """The EVALSHA arguments (``("EVALSHA", "send", 0, ARGV...)``)."""
         out: List[Any] = ["EVALSHA", "send", 0, origin, max_entries, ttl_ms,
                           keys.chan_prefix, dedupe_set, dedupe_ttl_ms, len(self.marks),
-                          *self.marks]
+                          *self.marks, self.delete_groups,
+                          *self.deletes]
         for pair, sends in self.groups.items():
             stream, _index, where = keys.pair_keys(pair)
             out += [stream, where, pair[0], pair[1], len(sends)]
@@ -58,9 +67,9 @@ class SendTurn:
     def resolve(self, reply: List[Any]) -> None:
         """Give every send its stream id and the pair's (uuid, node) entries elsewhere."""
         for n, sends in enumerate(self.groups.values()):
-            ids = reply[2 * n]
-            flat = reply[2 * n + 1]
-            remote = [(_text(flat[i]), _text(flat[i + 1])) for i in range(0, len(flat), 2)]
+            ids = _text(reply[2 * n]).split("\n")
+            flat = _text(reply[2 * n + 1]).split("\n") if reply[2 * n + 1] else []
+            remote = [(flat[i], flat[i + 1]) for i in range(0, len(flat) - 1, 2)]
             for (_message, _flag, fut), sid in zip(sends, ids):
                 if not fut.done():
                     fut.set_result((_text(sid), remote))

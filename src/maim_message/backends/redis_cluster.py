@@ -48,7 +48,7 @@ from .pubsub_messages import (
     encode_message,
 )
 from .redis_batch import SendTurn
-from .redis_keys import ACK, ADD_ONCE, DEL_IDS, REAP, REAP_WHERE, SEND_BATCH, UNREGISTER, Keys
+from .redis_keys import ACK, ADD_ONCE, CHECK_FRAMES, REAP, REAP_WHERE, SEND_BATCH, UNREGISTER, Keys
 from .redis_pipeline import CommandQueue, Script
 from .shard_ring import ShardRing
 
@@ -89,6 +89,7 @@ class _Shard:
 
 
 class RedisCluster(PubSubCluster):
+    ack_delay = 0.005
     def __init__(
         self, url: Union[str, Sequence[str]], *, node_id: str, prefix: str = "maim_hub",
         heartbeat_interval: float = 1.0, node_ttl: float = 5.0,
@@ -108,7 +109,7 @@ class RedisCluster(PubSubCluster):
         self.write_timeout = write_timeout
         self._sources = (("send", SEND_BATCH), ("add_once", ADD_ONCE), ("ack", ACK),
                          ("unregister", UNREGISTER), ("reap", REAP), ("reap_where", REAP_WHERE),
-                         ("del_ids", DEL_IDS))
+                         ("check", CHECK_FRAMES))
         self._shards = [_Shard(i, u) for i, u in enumerate(self.urls)]
         self._shard_of: Dict[Pair, _Shard] = {}
         self._inbox: asyncio.Queue[Optional[bytes]] = asyncio.Queue()
@@ -309,24 +310,26 @@ class RedisCluster(PubSubCluster):
 
     def _push_checks(self, checks: List[Tuple[str, asyncio.Future[bool]]]) -> None:
         tokens = [token for token, _ in checks]
+        current, previous = self.dedupe.both()
         replies: List[asyncio.Future[Any]] = []
         for shard in self._shards:
-            queue = self._q(shard)
-            for bucket in self.dedupe.both():
-                fut = queue.push(("SMISMEMBER", bucket, *tokens), want_result=True)
-                assert fut is not None
-                replies.append(fut)
+            fut = self._q(shard).push(("EVALSHA", "check", 0, current, previous, *tokens),
+                                      want_result=True)
+            assert fut is not None
+            replies.append(fut)
         gathered = asyncio.gather(*replies)
 
         def done(f: asyncio.Future[Any]) -> None:
             exc = None if f.cancelled() else f.exception()
+            flags = [] if exc is not None or f.cancelled() else [
+                _text(r) for r in f.result()]
             for n, (_token, waiter) in enumerate(checks):
                 if waiter.done():
                     continue
-                if f.cancelled() or exc is not None:
+                if not flags:
                     waiter.set_exception(exc or ClusterError("frame check cancelled"))
                 else:
-                    waiter.set_result(any(int(flags[n]) for flags in f.result()))
+                    waiter.set_result(any(r[n] == "1" for r in flags))
         gathered.add_done_callback(done)
 
     def _send_pair(self, message: PairMessage, persist: bool,
@@ -364,10 +367,7 @@ class RedisCluster(PubSubCluster):
         if shard.queue is None:
             return
         stream, index, _ = self.keys.pair_keys(pair)
-        if idle:  # the stream may be empty now: drop its keys then (one script)
-            shard.queue.push(("EVALSHA", "del_ids", 2, stream, index, *stream_ids))
-        else:
-            shard.queue.push(("XDEL", stream, *stream_ids))
+        self._turn(shard).delete(stream, index, idle, stream_ids)  # rides in the send call
 
     def _store_ack(self, pair: Pair, msg_ids: List[str], acker: str) -> None:
         shard = self._shard(pair)
@@ -480,6 +480,10 @@ class RedisCluster(PubSubCluster):
             "queue_depth": sum(q.depth for q in queues),
         })
         return out
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 async def _entries(reply: Awaitable[Any]) -> List[StoredMessage]:

@@ -154,12 +154,16 @@ if redis.call('XLEN', KEYS[1]) == 0 then redis.call('DEL', KEYS[1], KEYS[2]) end
 return n
 """
 
-# KEYS: stream, index. ARGV: stream ids. Deletes acked entries by id and the pair's keys
-# once the stream is empty (used when the acking node holds nothing else of the pair).
-DEL_IDS = """
-local n = redis.call('XDEL', KEYS[1], unpack(ARGV))
-if redis.call('XLEN', KEYS[1]) == 0 then redis.call('DEL', KEYS[1], KEYS[2]) end
-return n
+# ARGV: current bucket, previous bucket, frame tokens. Which frames some node recorded as
+# handled, as one string of '0' / '1' (one reply element, whatever the batch size).
+CHECK_FRAMES = """
+local a = redis.call('SMISMEMBER', ARGV[1], unpack(ARGV, 3))
+local b = redis.call('SMISMEMBER', ARGV[2], unpack(ARGV, 3))
+local out = {}
+for n = 1, #a do
+  if a[n] == 1 or b[n] == 1 then out[n] = '1' else out[n] = '0' end
+end
+return table.concat(out)
 """
 
 # KEYS: where. ARGV: uuid, node. Forget a connection only if this node still owns it (the
@@ -195,11 +199,14 @@ return 0
 # One loop turn of sends to one shard, one script call. ARGV: 1 origin node, 2 max
 # entries per stream, 3 stream ttl ms, 4 channel prefix, 5 dedupe set, 6 dedupe ttl ms,
 # 7 number of frame marks, the marks (handled frames, recorded atomically with the sends
-# their handlers made), then per pair: stream, where, user, platform, count, and per
-# message msg_id, payload, flag (0 not stored, 1 stored, 2 stored + origin awaits the ack).
-# Per pair: one XADD per message, one PEXPIRE, one HGETALL of where it is connected; then
-# one PUBLISH per other node holding any of the pairs (a "pairs" batch, pubsub_messages).
-# Returns per pair: the stream ids, and the (uuid, node) entries of other nodes.
+# their handlers made), then the number of ack groups and per group: stream, index, idle
+# (1: drop the keys if the stream is now empty), count, stream ids to delete; then per
+# pair: stream, where, user, platform, count, and per message msg_id, payload, flag (0
+# not stored, 1 stored, 2 stored + origin awaits the ack).
+# Per ack group one XDEL; per pair one XADD per message, one PEXPIRE, one HGETALL of where
+# it is connected; then one PUBLISH per other node holding any of the pairs (a "pairs"
+# batch, pubsub_messages). Returns per pair: the stream ids and the (uuid, node) entries
+# of other nodes, each joined by newlines (one reply element each: cheap to parse).
 SEND_BATCH = """
 local origin, maxlen, ttl, chan = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local nm = tonumber(ARGV[7])
@@ -208,6 +215,14 @@ if nm > 0 then
   redis.call('SADD', ARGV[5], unpack(ARGV, i, i + nm - 1))
   redis.call('PEXPIRE', ARGV[5], ARGV[6])
   i = i + nm
+end
+local nd = tonumber(ARGV[i])
+i = i + 1
+for g = 1, nd do
+  local skey, ikey, idle, c = ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
+  redis.call('XDEL', skey, unpack(ARGV, i + 4, i + 3 + c))
+  if idle == '1' and redis.call('XLEN', skey) == 0 then redis.call('DEL', skey, ikey) end
+  i = i + 4 + c
 end
 local out = {}
 local items, bodies, order = {}, {}, {}
@@ -259,8 +274,8 @@ while i <= #ARGV do
       end
     end
   end
-  out[#out + 1] = ids
-  out[#out + 1] = remote
+  out[#out + 1] = table.concat(ids, '\\n')
+  out[#out + 1] = table.concat(remote, '\\n')
 end
 for _, node in ipairs(order) do
   redis.call('PUBLISH', chan .. node, '{"type":"pairs","origin":' .. cjson.encode(origin) ..
