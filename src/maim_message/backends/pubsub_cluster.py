@@ -273,7 +273,7 @@ class PubSubCluster(PubSubIO):
                 results = self._deliver(pair, msg_id, payload)
         sid, remote = await sent
         if state is not None and persist and self._sids.resolved(pair, msg_id, sid):
-            self._store_delete(pair, [sid], self._sids.idle(pair))  # acked before the answer
+            self._acked(pair, [msg_id], "")  # acked before Redis answered with its id
         if notify and delivery.enabled:
             assert ack_timeout is not None
             acker = await delivery.wait_ack(pair, msg_id, ack_timeout)

@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Tuple
 
 from .cluster_base import Pair
 from .pubsub_io import SendResult
-from .pubsub_messages import PairMessage
+from .pubsub_messages import PairMessage, pairs_group_head, pairs_head
 from .redis_keys import Keys
 
 MAX_TURN = 400  # messages or marks per script call (Lua's unpack() stack stays small)
@@ -54,12 +54,15 @@ class SendTurn:
              dedupe_set: str, dedupe_ttl_ms: int) -> Tuple[Any, ...]:
         """The EVALSHA arguments (``("EVALSHA", "send", 0, ARGV...)``)."""
         out: List[Any] = ["EVALSHA", "send", 0, origin, max_entries, ttl_ms,
-                          keys.chan_prefix, dedupe_set, dedupe_ttl_ms, len(self.marks),
+                          keys.chan_prefix, dedupe_set, dedupe_ttl_ms, pairs_head(origin),
+                          len(self.marks),
                           *self.marks, self.delete_groups,
                           *self.deletes]
         for pair, sends in self.groups.items():
             stream, _index, where = keys.pair_keys(pair)
-            out += [stream, where, pair[0], pair[1], len(sends)]
+            out += [stream, where, pairs_group_head(pair[0], pair[1], [
+                (m.msg_id, len(m.payload), 1 if m.notify else 0) for m, _f, _w in sends]),
+                len(sends)]
             for message, flag, _fut in sends:
                 out += [message.msg_id, message.payload, flag]
         return tuple(out)
@@ -67,7 +70,7 @@ class SendTurn:
     def resolve(self, reply: List[Any]) -> None:
         """Give every send its stream id and the pair's (uuid, node) entries elsewhere."""
         for n, sends in enumerate(self.groups.values()):
-            ids = _text(reply[2 * n]).split("\n")
+            ids = _text(reply[2 * n]).split(" ")
             flat = _text(reply[2 * n + 1]).split("\n") if reply[2 * n + 1] else []
             remote = [(flat[i], flat[i + 1]) for i in range(0, len(flat) - 1, 2)]
             for (_message, _flag, fut), sid in zip(sends, ids):

@@ -73,52 +73,6 @@ class Keys:
         return self.pair_keys(pair)[1]
 
 
-# KEYS: stream, index, where. ARGV: 1 msg_id, 2 payload, 3 origin node, 4 notify origin
-# on ack (0/1), 5 max entries, 6 ttl ms, 7 alive prefix, 8 channel prefix, 9 user,
-# 10 platform, 11 persist (0/1). Appends to the pair's stream (unless persist is 0), then
-# publishes to every other live node holding the pair, dropping dead nodes' entries.
-# Returns the uuids of the pair's connections on other live nodes.
-ADD_PUBLISH = """
-local id = ''
-if ARGV[11] == '1' then
-  id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[5], '*', 'm', ARGV[1], 'p', ARGV[2])
-  if ARGV[4] == '1' then
-    redis.call('HSET', KEYS[2], ARGV[1], id .. '|' .. ARGV[3])
-  else
-    redis.call('HSET', KEYS[2], ARGV[1], id)
-  end
-  redis.call('PEXPIRE', KEYS[1], ARGV[6])
-  redis.call('PEXPIRE', KEYS[2], ARGV[6])
-end
-local w = redis.call('HGETALL', KEYS[3])
-local out = {}
-local alive = {}
-local msg = nil
-for i = 1, #w, 2 do
-  local node = w[i + 1]
-  if node ~= ARGV[3] then
-    local ok = alive[node]
-    if ok == nil then
-      ok = redis.call('EXISTS', ARGV[7] .. node) == 1
-      alive[node] = ok
-      if ok then
-        if msg == nil then
-          msg = cjson.encode({type = 'pair', origin = ARGV[3], user = ARGV[9],
-            platform = ARGV[10], msg_id = ARGV[1], stream_id = id}) .. '\\n' .. ARGV[2]
-        end
-        redis.call('PUBLISH', ARGV[8] .. node, msg)
-      end
-    end
-    if ok then
-      out[#out + 1] = w[i]
-    else
-      redis.call('HDEL', KEYS[3], w[i])
-    end
-  end
-end
-return out
-"""
-
 # KEYS: stream, index. ARGV: msg_id, payload, max entries, ttl ms. Idempotent append (a
 # fan-out reaching a pair held on two nodes is stored once). Returns the id or false.
 ADD_ONCE = """
@@ -198,19 +152,20 @@ return 0
 
 # One loop turn of sends to one shard, one script call. ARGV: 1 origin node, 2 max
 # entries per stream, 3 stream ttl ms, 4 channel prefix, 5 dedupe set, 6 dedupe ttl ms,
-# 7 number of frame marks, the marks (handled frames, recorded atomically with the sends
-# their handlers made), then the number of ack groups and per group: stream, index, idle
-# (1: drop the keys if the stream is now empty), count, stream ids to delete; then per
-# pair: stream, where, user, platform, count, and per message msg_id, payload, flag (0
-# not stored, 1 stored, 2 stored + origin awaits the ack).
+# 7 the channel message's head up to its group count, 8 number of frame marks, the marks
+# (handled frames, recorded atomically with the sends their handlers made), then the
+# number of ack groups and per group: stream, index, idle (1: drop the keys if the stream
+# is now empty), count, stream ids to delete; then per pair: stream, where, the group's
+# JSON line (pubsub_messages.pairs_group_head), count, and per message msg_id, payload,
+# flag (0 not stored, 1 stored, 2 stored + origin awaits the ack).
 # Per ack group one XDEL; per pair one XADD per message, one PEXPIRE, one HGETALL of where
 # it is connected; then one PUBLISH per other node holding any of the pairs (a "pairs"
-# batch, pubsub_messages). Returns per pair: the stream ids and the (uuid, node) entries
-# of other nodes, each joined by newlines (one reply element each: cheap to parse).
+# batch: no JSON is built here, only strings joined). Returns per pair: its stream ids
+# joined by spaces and its (uuid, node) entries on other nodes joined by newlines.
 SEND_BATCH = """
 local origin, maxlen, ttl, chan = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local nm = tonumber(ARGV[7])
-local i = 8
+local nm = tonumber(ARGV[8])
+local i = 9
 if nm > 0 then
   redis.call('SADD', ARGV[5], unpack(ARGV, i, i + nm - 1))
   redis.call('PEXPIRE', ARGV[5], ARGV[6])
@@ -225,11 +180,11 @@ for g = 1, nd do
   i = i + 4 + c
 end
 local out = {}
-local items, bodies, order = {}, {}, {}
+local heads, bodies, counts, order = {}, {}, {}, {}
 while i <= #ARGV do
-  local skey, wkey, user, platform = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
-  local k = tonumber(ARGV[i + 4])
-  i = i + 5
+  local skey, wkey, ghead = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  local k = tonumber(ARGV[i + 3])
+  i = i + 4
   local first = i
   local ids, stored = {}, false
   for j = 1, k do
@@ -247,6 +202,7 @@ while i <= #ARGV do
     i = i + 3
   end
   if stored then redis.call('PEXPIRE', skey, ttl) end
+  local idline = table.concat(ids, ' ')
   local w = redis.call('HGETALL', wkey)
   local remote, seen = {}, {}
   for x = 1, #w, 2 do
@@ -256,30 +212,28 @@ while i <= #ARGV do
       remote[#remote + 1] = node
       if not seen[node] then
         seen[node] = true
-        local it = items[node]
-        if it == nil then
-          it = {}
-          items[node] = it
+        local h = heads[node]
+        if h == nil then
+          h = {}
+          heads[node] = h
           bodies[node] = {}
+          counts[node] = 0
           order[#order + 1] = node
         end
+        h[#h + 1] = ghead
+        h[#h + 1] = idline
+        counts[node] = counts[node] + 1
         local b = bodies[node]
-        for j = 1, k do
-          local at = first + (j - 1) * 3
-          local notify = 0
-          if ARGV[at + 2] == '2' then notify = 1 end
-          it[#it + 1] = {user, platform, ARGV[at], ids[j], string.len(ARGV[at + 1]), notify}
-          b[#b + 1] = ARGV[at + 1]
-        end
+        for j = 1, k do b[#b + 1] = ARGV[first + (j - 1) * 3 + 1] end
       end
     end
   end
-  out[#out + 1] = table.concat(ids, '\\n')
+  out[#out + 1] = idline
   out[#out + 1] = table.concat(remote, '\\n')
 end
 for _, node in ipairs(order) do
-  redis.call('PUBLISH', chan .. node, '{"type":"pairs","origin":' .. cjson.encode(origin) ..
-    ',"items":' .. cjson.encode(items[node]) .. '}\\n' .. table.concat(bodies[node]))
+  redis.call('PUBLISH', chan .. node, ARGV[7] .. counts[node] .. '}\\n' ..
+    table.concat(heads[node], '\\n') .. '\\n' .. table.concat(bodies[node]))
 end
 return out
 """

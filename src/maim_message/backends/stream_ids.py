@@ -49,14 +49,17 @@ class StreamIds:
 
     def resolved(self, pair: Pair, msg_id: str, sid: str) -> bool:
         """Redis answered with the id of a PENDING message; True: it was acked meanwhile
-        (the caller deletes the entry now)."""
+        (the caller acks it again, now that its id is known)."""
         ids = self._pairs.get(pair)
         state = ids.get(msg_id) if ids is not None else None
         if ids is None or state is None:
             return False  # the pair left this node: its stream keeps the message
         if state == ACKED:
-            del ids[msg_id]
-            return bool(sid)
+            if not sid:
+                del ids[msg_id]
+                return False
+            ids[msg_id] = (sid, None)  # the caller acks it again: deleted with the batch
+            return True
         if state == PENDING:
             if sid:
                 ids[msg_id] = (sid, None)
