@@ -296,6 +296,11 @@ async def run_config(name: str, nodes: List[Proc], ports: List[int], cross: bool
     }
     if redises:
         executed = sum([await r.executed() for r in redises])
+        if os.environ.get("MAIM_BENCH_CMDSTATS"):
+            for r in redises:
+                stats = await r.client.info("commandstats")
+                log(f"{name}: " + ", ".join(f"{k[8:]} {v['calls']}x{v['usec_per_call']:.1f}us"
+                                             for k, v in stats.items()))
         after_cmds = [json.loads(await n.ask("stats", "STATS"))["redis_commands"]
                       for n in nodes]
         sent_cmds = sum(a - b for a, b in zip(after_cmds, before_cmds))

@@ -115,6 +115,8 @@ class MemoryCluster(PubSubCluster):
         if mark is not None:
             bus.frames.add(mark)
         sid = bus.append(pair, message.msg_id, message.payload) if persist else ""
+        if sid:
+            asyncio.get_running_loop().call_soon(self._stored, pair, [message.msg_id], sid)
         remote: List[Tuple[str, str]] = []
         nodes: Set[str] = set()
         for uuid, node in list(bus.where.get(pair, {}).items()):

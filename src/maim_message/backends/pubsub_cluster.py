@@ -271,9 +271,7 @@ class PubSubCluster(PubSubIO):
                 results = {uuid: True for uuid in host.routes.lookup(*pair)}
             else:
                 results = self._deliver(pair, msg_id, payload)
-        sid, remote = await sent
-        if state is not None and persist and self._sids.resolved(pair, msg_id, sid):
-            self._acked(pair, [msg_id], "")  # acked before Redis answered with its id
+        _sid, remote = await sent
         if notify and delivery.enabled:
             assert ack_timeout is not None
             acker = await delivery.wait_ack(pair, msg_id, ack_timeout)
@@ -283,6 +281,13 @@ class PubSubCluster(PubSubIO):
             if alive is None or node in alive:
                 results.setdefault(uuid, True)
         return results
+
+    def _stored(self, pair: Pair, msg_ids: List[str], sid: str) -> None:
+        """The store answered with the entry of messages this node sent (called by the
+        subclass as soon as the answer arrives, before anything else runs)."""
+        again = self._sids.stored(pair, msg_ids, sid)
+        if again:
+            self._acked(pair, again, "")  # acked before the answer: delete them now
 
     def _acked(self, pair: Pair, msg_ids: List[str], acker: str) -> None:
         """Connections here acked these messages: delete them from the stream (batched:

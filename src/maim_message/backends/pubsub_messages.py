@@ -96,7 +96,8 @@ def pairs_group_head(user: str, platform: str, items: List[Tuple[str, int, int]]
 def encode_pairs(origin: str, messages: List[PairMessage]) -> bytes:
     """Pair messages from one origin as one channel message (one PUBLISH per node per
     batch): a head line with the group count, then two lines per pair (its
-    :func:`pairs_group_head` and its stream ids), then the payloads back to back. The
+    :func:`pairs_group_head` and its stream ids, or the one id of the entry holding
+    them all), then the payloads back to back. The
     batch script (``redis_keys.SEND_BATCH``) joins the same strings."""
     groups: Dict[Tuple[str, str], List[PairMessage]] = {}
     for m in messages:
@@ -126,6 +127,8 @@ def decode_batch(data: bytes) -> List[ClusterMessage]:
     for g in range(count):
         user, platform, items = orjson.loads(parts[2 * g])
         ids = parts[2 * g + 1].decode().split(" ")
+        if len(ids) == 1:  # one entry holds them all (the batch script's form)
+            ids = ids * len(items)
         if len(ids) != len(items):
             raise ValueError("pairs batch: stream ids do not match the items")
         for (msg_id, length, notify), sid in zip(items, ids):

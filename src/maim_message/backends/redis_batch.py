@@ -10,7 +10,7 @@ are written atomically.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Dict, List, Tuple
+from typing import Any, Callable, Dict, List, Tuple
 
 from .cluster_base import Pair
 from .pubsub_io import SendResult
@@ -46,8 +46,8 @@ class SendTurn:
 
     def add(self, message: PairMessage, persist: bool,
             fut: asyncio.Future[SendResult]) -> None:
-        flag = ("2" if message.notify else "1") if persist else "0"
-        self.groups.setdefault(message.pair, []).append((message, flag, fut))
+        """One send; a turn's sends all have the same ``persist`` (the outbox is on)."""
+        self.groups.setdefault(message.pair, []).append((message, "1" if persist else "0", fut))
         self.size += 1
 
     def args(self, keys: Keys, origin: str, max_entries: str, ttl_ms: str,
@@ -55,27 +55,30 @@ class SendTurn:
         """The EVALSHA arguments (``("EVALSHA", "send", 0, ARGV...)``)."""
         out: List[Any] = ["EVALSHA", "send", 0, origin, max_entries, ttl_ms,
                           keys.chan_prefix, dedupe_set, dedupe_ttl_ms, pairs_head(origin),
-                          len(self.marks),
-                          *self.marks, self.delete_groups,
-                          *self.deletes]
+                          len(self.marks), *self.marks, self.delete_groups, *self.deletes]
         for pair, sends in self.groups.items():
             stream, _index, where = keys.pair_keys(pair)
             out += [stream, where, pairs_group_head(pair[0], pair[1], [
                 (m.msg_id, len(m.payload), 1 if m.notify else 0) for m, _f, _w in sends]),
-                len(sends)]
-            for message, flag, _fut in sends:
-                out += [message.msg_id, message.payload, flag]
+                sends[0][1], len(sends)]
+            for message, _flag, _fut in sends:
+                out += [message.msg_id, message.payload]
         return tuple(out)
 
-    def resolve(self, reply: List[Any]) -> None:
-        """Give every send its stream id and the pair's (uuid, node) entries elsewhere."""
-        for n, sends in enumerate(self.groups.values()):
-            ids = _text(reply[2 * n]).split(" ")
+    def resolve(self, reply: List[Any],
+                stored: Callable[[Pair, List[str], str], None]) -> None:
+        """Give every send its stream id (one per pair: its messages share an entry) and
+        the pair's (uuid, node) entries elsewhere; ``stored(pair, msg_ids, sid)`` is told
+        first, synchronously, so no ack can see part of an entry."""
+        for n, (pair, sends) in enumerate(self.groups.items()):
+            sid = _text(reply[2 * n])
             flat = _text(reply[2 * n + 1]).split("\n") if reply[2 * n + 1] else []
             remote = [(flat[i], flat[i + 1]) for i in range(0, len(flat) - 1, 2)]
-            for (_message, _flag, fut), sid in zip(sends, ids):
+            if sid:
+                stored(pair, [m.msg_id for m, _f, _w in sends], sid)
+            for _message, _flag, fut in sends:
                 if not fut.done():
-                    fut.set_result((_text(sid), remote))
+                    fut.set_result((sid, remote))
 
     def fail(self, exc: BaseException) -> None:
         for sends in self.groups.values():

@@ -77,7 +77,7 @@ class Keys:
 # fan-out reaching a pair held on two nodes is stored once). Returns the id or false.
 ADD_ONCE = """
 if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then return false end
-local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*', 'm', ARGV[1], 'p', ARGV[2])
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*', ARGV[1], ARGV[2])
 redis.call('HSET', KEYS[2], ARGV[1], id)
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 redis.call('PEXPIRE', KEYS[2], ARGV[4])
@@ -156,12 +156,13 @@ return 0
 # (handled frames, recorded atomically with the sends their handlers made), then the
 # number of ack groups and per group: stream, index, idle (1: drop the keys if the stream
 # is now empty), count, stream ids to delete; then per pair: stream, where, the group's
-# JSON line (pubsub_messages.pairs_group_head), count, and per message msg_id, payload,
-# flag (0 not stored, 1 stored, 2 stored + origin awaits the ack).
-# Per ack group one XDEL; per pair one XADD per message, one PEXPIRE, one HGETALL of where
-# it is connected; then one PUBLISH per other node holding any of the pairs (a "pairs"
-# batch: no JSON is built here, only strings joined). Returns per pair: its stream ids
-# joined by spaces and its (uuid, node) entries on other nodes joined by newlines.
+# JSON line (pubsub_messages.pairs_group_head), stored (0/1), count, and per message
+# msg_id, payload.
+# Per ack group one XDEL; per pair ONE XADD for all its messages of the turn (an entry's
+# fields are msg_id, payload, msg_id, payload, ...), one PEXPIRE, one HGETALL of where it
+# is connected; then one PUBLISH per other node holding any of the pairs (a "pairs"
+# batch: no JSON is built here, only strings joined). Returns per pair: its stream id and
+# its (uuid, node) entries on other nodes joined by newlines.
 SEND_BATCH = """
 local origin, maxlen, ttl, chan = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local nm = tonumber(ARGV[8])
@@ -182,27 +183,15 @@ end
 local out = {}
 local heads, bodies, counts, order = {}, {}, {}, {}
 while i <= #ARGV do
-  local skey, wkey, ghead = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  local k = tonumber(ARGV[i + 3])
-  i = i + 4
-  local first = i
-  local ids, stored = {}, false
-  for j = 1, k do
-    local flag = ARGV[i + 2]
-    local id = ''
-    if flag == '1' then
-      id = redis.call('XADD', skey, 'MAXLEN', '~', maxlen, '*', 'm', ARGV[i], 'p', ARGV[i + 1])
-      stored = true
-    elseif flag == '2' then
-      id = redis.call('XADD', skey, 'MAXLEN', '~', maxlen, '*', 'm', ARGV[i], 'p', ARGV[i + 1],
-        'o', origin)
-      stored = true
-    end
-    ids[j] = id
-    i = i + 3
+  local skey, wkey, ghead, stored = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  local k = tonumber(ARGV[i + 4])
+  local first = i + 5
+  i = first + 2 * k
+  local id = ''
+  if stored == '1' then
+    id = redis.call('XADD', skey, 'MAXLEN', '~', maxlen, '*', unpack(ARGV, first, i - 1))
+    redis.call('PEXPIRE', skey, ttl)
   end
-  if stored then redis.call('PEXPIRE', skey, ttl) end
-  local idline = table.concat(ids, ' ')
   local w = redis.call('HGETALL', wkey)
   local remote, seen = {}, {}
   for x = 1, #w, 2 do
@@ -221,14 +210,14 @@ while i <= #ARGV do
           order[#order + 1] = node
         end
         h[#h + 1] = ghead
-        h[#h + 1] = idline
+        h[#h + 1] = id
         counts[node] = counts[node] + 1
         local b = bodies[node]
-        for j = 1, k do b[#b + 1] = ARGV[first + (j - 1) * 3 + 1] end
+        for j = first + 1, i - 1, 2 do b[#b + 1] = ARGV[j] end
       end
     end
   end
-  out[#out + 1] = idline
+  out[#out + 1] = id
   out[#out + 1] = table.concat(remote, '\\n')
 end
 for _, node in ipairs(order) do

@@ -1,10 +1,11 @@
 """Where each unacked message of the pairs held here sits in its pair's stream (no I/O).
 
 An ack then deletes the stream entry by id (``XDEL``, batched per pair) instead of
-looking the id up in Redis by msg_id. Messages a node sends to its own connections are
-delivered before Redis has answered with their stream id: they are ``PENDING`` until the
-answer arrives, and an ack that arrives first marks them ``ACKED`` so the answer
-deletes the entry at once.
+looking the id up in Redis by msg_id; an entry holds all messages one node sent to the
+pair in one batch, and goes once all of them are acked. Messages a node sends to its own
+connections are delivered before Redis has answered with their entry: they are
+``PENDING`` until the answer arrives, and an ack that arrives first marks them ``ACKED``
+so the answer deletes them at once.
 """
 
 from __future__ import annotations
@@ -32,44 +33,55 @@ class Acked:
 
 
 class StreamIds:
-    __slots__ = ("_pairs",)
+    """Per held pair: msg_id -> stream entry, and how many messages of each entry are
+    still unacked here (an entry holds a turn's messages for the pair; it is deleted once
+    all of them are acked)."""
+
+    __slots__ = ("_left", "_pairs")
 
     def __init__(self) -> None:
         self._pairs: Dict[Pair, Dict[str, _Entry]] = {}
+        self._left: Dict[Pair, Dict[str, int]] = {}
 
     def __len__(self) -> int:
         return sum(len(ids) for ids in self._pairs.values())
+
+    def _count(self, pair: Pair, sid: str) -> None:
+        left = self._left.setdefault(pair, {})
+        left[sid] = left.get(sid, 0) + 1
 
     def pending(self, pair: Pair, msg_id: str) -> None:
         self._pairs.setdefault(pair, {})[msg_id] = PENDING
 
     def known(self, pair: Pair, msg_id: str, sid: str, origin: Optional[str] = None) -> None:
-        if sid:
-            self._pairs.setdefault(pair, {})[msg_id] = (sid, origin)
+        """A message of the pair read from its stream or received from another node."""
+        if not sid:
+            return
+        ids = self._pairs.setdefault(pair, {})
+        if msg_id not in ids:
+            ids[msg_id] = (sid, origin)
+            self._count(pair, sid)
 
-    def resolved(self, pair: Pair, msg_id: str, sid: str) -> bool:
-        """Redis answered with the id of a PENDING message; True: it was acked meanwhile
-        (the caller acks it again, now that its id is known)."""
+    def stored(self, pair: Pair, msg_ids: List[str], sid: str) -> List[str]:
+        """Redis answered with the entry of PENDING messages; returns those acked
+        meanwhile (the caller acks them again, now that their entry is known)."""
         ids = self._pairs.get(pair)
-        state = ids.get(msg_id) if ids is not None else None
-        if ids is None or state is None:
-            return False  # the pair left this node: its stream keeps the message
-        if state == ACKED:
-            if not sid:
-                del ids[msg_id]
-                return False
-            ids[msg_id] = (sid, None)  # the caller acks it again: deleted with the batch
-            return True
-        if state == PENDING:
-            if sid:
+        again: List[str] = []
+        if ids is None:
+            return again  # the pair left this node: its stream keeps the messages
+        for msg_id in msg_ids:
+            state = ids.get(msg_id)
+            if state == PENDING or state == ACKED:
                 ids[msg_id] = (sid, None)
-            else:
-                del ids[msg_id]
-        return False
+                self._count(pair, sid)
+                if state == ACKED:
+                    again.append(msg_id)
+        return again
 
     def acked(self, pair: Pair, msg_ids: List[str]) -> Acked:
         out = Acked()
         ids = self._pairs.get(pair, {})
+        left = self._left.get(pair, {})
         for msg_id in msg_ids:
             state = ids.get(msg_id)
             if state is None:
@@ -78,7 +90,13 @@ class StreamIds:
                 ids[msg_id] = ACKED
             elif isinstance(state, tuple):
                 del ids[msg_id]
-                out.sids.append(state[0])
+                sid = state[0]
+                n = left.get(sid, 1) - 1
+                if n <= 0:
+                    left.pop(sid, None)
+                    out.sids.append(sid)  # every message of the entry is acked
+                else:
+                    left[sid] = n
                 if state[1] is not None:
                     out.notify.append((state[1], msg_id))
         return out
@@ -89,6 +107,8 @@ class StreamIds:
 
     def forget(self, pair: Pair) -> None:
         self._pairs.pop(pair, None)
+        self._left.pop(pair, None)
 
     def clear(self) -> None:
         self._pairs.clear()
+        self._left.clear()
