@@ -47,6 +47,7 @@ from .pubsub_messages import (
     PairMessage,
     decode_batch,
     encode_message,
+    encode_pairs,
 )
 from .redis_batch import SendTurn
 from .redis_keys import ACK, ADD_ONCE, CHECK_FRAMES, REAP, REAP_WHERE, SEND_BATCH, UNREGISTER, Keys
@@ -301,9 +302,10 @@ class RedisCluster(PubSubCluster):
             flushed.set_result(None)
 
     def _push_turn(self, shard: _Shard, turn: SendTurn) -> None:
-        fut = self._q(shard).push(turn.args(
-            self.keys, self.node_id, self.max_per_pair, self.ttl_ms, self.dedupe.current(),
-            self.dedupe.ttl_ms), want_result=True)
+        queue = self._q(shard)
+        fut = queue.push(turn.args(self.keys, self.max_per_pair, self.ttl_ms,
+                                   self.dedupe.current(), self.dedupe.ttl_ms),
+                         want_result=True)
         assert fut is not None
 
         def done(f: asyncio.Future[Any]) -> None:
@@ -312,7 +314,10 @@ class RedisCluster(PubSubCluster):
             elif f.exception() is not None:
                 turn.fail(f.exception())  # type: ignore[arg-type]
             else:
-                turn.resolve(f.result(), self._stored)
+                publish = turn.resolve(f.result(), self.node_id, self._stored)
+                for node, messages in publish.items():  # in order, after the store has it
+                    queue.push(("PUBLISH", self.keys.channel(node),
+                                encode_pairs(self.node_id, messages)))
         fut.add_done_callback(done)
 
     def _push_checks(self, checks: List[Tuple[str, asyncio.Future[bool]]]) -> None:

@@ -150,26 +150,22 @@ end
 return 0
 """
 
-# One loop turn of sends to one shard, one script call. ARGV: 1 origin node, 2 max
-# entries per stream, 3 stream ttl ms, 4 channel prefix, 5 dedupe set, 6 dedupe ttl ms,
-# 7 the channel message's head up to its group count, 8 number of frame marks, the marks
+# One batch of sends to one shard, one script call. ARGV: 1 max entries per stream, 2
+# stream ttl ms, 3 dedupe set, 4 dedupe ttl ms, 5 number of frame marks, the marks
 # (handled frames, recorded atomically with the sends their handlers made), then the
 # number of ack groups and per group: stream, index, idle (1: drop the keys if the stream
-# is now empty), count, stream ids to delete; then per pair: stream, where, the group's
-# JSON line (pubsub_messages.pairs_group_head), stored (0/1), count, and per message
-# msg_id, payload.
-# Per ack group one XDEL; per pair ONE XADD for all its messages of the turn (an entry's
+# is now empty), count, stream ids to delete; then per pair: stream, where, stored (0/1),
+# count, and per message msg_id, payload.
+# Per ack group one XDEL; per pair ONE XADD for all its messages of the batch (an entry's
 # fields are msg_id, payload, msg_id, payload, ...), one PEXPIRE, one HGETALL of where it
-# is connected; then one PUBLISH per other node holding any of the pairs (a "pairs"
-# batch: no JSON is built here, only strings joined). Returns per pair: its stream id and
-# its (uuid, node) entries on other nodes joined by newlines.
+# is connected. Returns per pair its stream id and its where-entries (uuid, node, ...).
+# The node then publishes to the other nodes itself (no payload is copied in Lua).
 SEND_BATCH = """
-local origin, maxlen, ttl, chan = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local nm = tonumber(ARGV[8])
-local i = 9
+local nm = tonumber(ARGV[5])
+local i = 6
 if nm > 0 then
-  redis.call('SADD', ARGV[5], unpack(ARGV, i, i + nm - 1))
-  redis.call('PEXPIRE', ARGV[5], ARGV[6])
+  redis.call('SADD', ARGV[3], unpack(ARGV, i, i + nm - 1))
+  redis.call('PEXPIRE', ARGV[3], ARGV[4])
   i = i + nm
 end
 local nd = tonumber(ARGV[i])
@@ -181,48 +177,17 @@ for g = 1, nd do
   i = i + 4 + c
 end
 local out = {}
-local heads, bodies, counts, order = {}, {}, {}, {}
 while i <= #ARGV do
-  local skey, wkey, ghead, stored = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
-  local k = tonumber(ARGV[i + 4])
-  local first = i + 5
-  i = first + 2 * k
+  local skey, wkey, stored = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  local first = i + 4
+  i = first + 2 * tonumber(ARGV[i + 3])
   local id = ''
   if stored == '1' then
-    id = redis.call('XADD', skey, 'MAXLEN', '~', maxlen, '*', unpack(ARGV, first, i - 1))
-    redis.call('PEXPIRE', skey, ttl)
-  end
-  local w = redis.call('HGETALL', wkey)
-  local remote, seen = {}, {}
-  for x = 1, #w, 2 do
-    local node = w[x + 1]
-    if node ~= origin then
-      remote[#remote + 1] = w[x]
-      remote[#remote + 1] = node
-      if not seen[node] then
-        seen[node] = true
-        local h = heads[node]
-        if h == nil then
-          h = {}
-          heads[node] = h
-          bodies[node] = {}
-          counts[node] = 0
-          order[#order + 1] = node
-        end
-        h[#h + 1] = ghead
-        h[#h + 1] = id
-        counts[node] = counts[node] + 1
-        local b = bodies[node]
-        for j = first + 1, i - 1, 2 do b[#b + 1] = ARGV[j] end
-      end
-    end
+    id = redis.call('XADD', skey, 'MAXLEN', '~', ARGV[1], '*', unpack(ARGV, first, i - 1))
+    redis.call('PEXPIRE', skey, ARGV[2])
   end
   out[#out + 1] = id
-  out[#out + 1] = table.concat(remote, '\\n')
-end
-for _, node in ipairs(order) do
-  redis.call('PUBLISH', chan .. node, ARGV[7] .. counts[node] .. '}\\n' ..
-    table.concat(heads[node], '\\n') .. '\\n' .. table.concat(bodies[node]))
+  out[#out + 1] = redis.call('HGETALL', wkey)
 end
 return out
 """
