@@ -4,6 +4,9 @@ LocalCluster, and the pub/sub base driven through the in-memory bus."""
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import time
 from typing import Any, Callable, List, Tuple
 
@@ -244,3 +247,23 @@ async def test_the_backend_refuses_sends_before_it_joined() -> None:
     host.cluster = MemoryCluster(MemoryBus(), "n1")
     with pytest.raises(ClusterError):
         await host.cluster.send_to_pair(("a", "qq"), "m1", b"{}")
+
+
+def test_cluster_error_and_the_seam_import_without_redis_installed() -> None:
+    code = (
+        "import sys\n"
+        "sys.modules['redis'] = None  # as if redis-py were not installed\n"
+        "from maim_message.errors import ClusterError, ConfigError\n"
+        "from maim_message.backends.cluster_base import create_cluster\n"
+        "from maim_message.backends.memory_bus import MemoryCluster\n"
+        "from maim_message.server import create_server_config\n"
+        "try:\n"
+        "    create_cluster(create_server_config(cluster_backend='redis',\n"
+        "                                        cluster_redis_url='redis://x'))\n"
+        "except ConfigError as exc:\n"
+        "    print('refused:', 'maim_message[cluster]' in str(exc))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, env=dict(os.environ))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "refused: True"

@@ -424,3 +424,73 @@ async def test_07_clients_on_servers_mounted_in_an_asgi_app(spawn07: Any, upstre
         finally:
             await client.stop()
             await legacy.stop()
+
+
+async def test_our_legacy_client_to_07_message_server(upstream07_python: str,
+                                                      tmp_path: Path) -> None:
+    """Our ``MessageClient`` with its 0.6 config (``ws://host:port/ws``) reaches a 0.7.5
+    ``MessageServer``: the generation is detected, messages and custom messages flow both
+    ways (0.7.5 adds ``_platform``/``_sid`` to what its handlers get, wire-0.7.md §3.2)."""
+    from .test_legacy_interop import PLATFORM, OurClient, UpServer, canon, sample_message
+
+    port = free_port()
+    server = UpServer(upstream07_python, "ws", port, tmp_path)
+    client = OurClient(f"ws://127.0.0.1:{port}/ws")
+    try:
+        await server.start()
+        await client.start()
+        await client.wait_connected()
+        await server.wait_connected()
+        assert client.client.connection.socketio is True
+        up = sample_message("our legacy client ✓")
+        assert await client.send(canon(up))
+        got = await server.next_message(0)
+        assert {k: v for k, v in got.items() if k not in ("_platform", "_sid")} == canon(up)
+        assert got["_platform"] == PLATFORM
+        down = sample_message("0.7.5 legacy server")
+        assert await server.send(canon(down))
+        assert await client.next_message(0) == canon(down)
+        assert await client.custom({"a": 1})
+        got = await server.next_custom(0)
+        assert (got["platform"], got["message_type_name"], got["content"]) == (
+            PLATFORM, "cust", {"a": 1})
+        assert await server.custom({"b": 2})
+        assert (await client.next_custom(0))["content"] == {"b": 2}
+    finally:
+        await client.stop()
+        await server.stop()
+
+
+# -- the standalone hub (python -m maim_message serve) ---------------------------------------
+
+
+async def test_hub_process_serves_a_06_and_a_07_adapter(spawn07: Any, upstream_python: str,
+                                                        tmp_path: Path) -> None:
+    """The README's hub: a 0.7.5 adapter (forward_to the bot core) and a 0.6.8 bot core on
+    one port exchange messages through the hub's routing."""
+    from .test_hub_process import ADAPTER_KEY, CONFIG, CORE_KEY, HubProcess
+
+    workdir = tmp_path / "hub"
+    workdir.mkdir()
+    hub = HubProcess(workdir)
+    try:
+        await hub.start(CONFIG)
+        adapter = await client07(spawn07, hub.port, ADAPTER_KEY, platform="qq")
+        core = await spawn07("api_client.py", {"url": hub.ws_url, "api_key": CORE_KEY,
+                                               "platform": "qq"}, "core06",
+                             python=upstream_python)
+        await core.ready()
+        assert (await adapter.call("connect"))["connected"] is True
+        assert (await core.call("connect"))["connected"] is True
+
+        await adapter.call("send_message", message=make_message(
+            "adapter 0.7.5 -> core 0.6.8", "h-1", ADAPTER_KEY, "qq").to_dict())
+        event = await core.events.get(has_id("h-1"), what="0.7.5 adapter message at the core")
+        assert event["meta"]["target_user"] == "maibot"
+        await core.call("send_message", message=make_message(
+            "core 0.6.8 -> adapter 0.7.5", "h-2", ADAPTER_KEY, "qq").to_dict())
+        event = await adapter.events.get(has_id("h-2"), what="core reply at the 0.7.5 adapter")
+        assert event["meta"]["target_user"] == "napcat"
+        assert await hub.terminate() == 0
+    finally:
+        hub.kill()

@@ -268,3 +268,27 @@ async def test_custom_frame_shape() -> None:
                            "is_custom_message"]
     assert frame["is_custom_message"] is True
     assert abs(frame["timestamp"] - asyncio.get_running_loop().time()) < 1
+
+
+async def test_068_base_connection_runs_handlers_on_the_shared_tracker() -> None:
+    from maim_message.connection_interface import BaseConnection
+
+    class Conn(BaseConnection):
+        pass
+
+    conn, got = Conn(), []
+
+    async def async_handler(m: Any) -> None:
+        got.append(("async", m))
+
+    conn.register_message_handler(got.append)
+    conn.register_message_handler(async_handler)
+    conn.register_message_handler(got.append)  # duplicate ignored
+    await conn.process_message({"x": 1})
+    assert got == [{"x": 1}, ("async", {"x": 1})]
+    assert not conn.background_tasks
+    sleeper = asyncio.ensure_future(asyncio.sleep(10))
+    conn.add_background_task(sleeper)
+    assert conn.background_tasks == {sleeper}
+    await conn.cleanup_tasks()
+    assert sleeper.cancelled() and not conn.background_tasks

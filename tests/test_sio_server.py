@@ -211,3 +211,43 @@ async def test_socketio_can_be_turned_off() -> None:
         assert status == 404
     finally:
         await h.server.stop()
+
+
+async def test_sessions_waiting_for_connect_are_bounded(hub: Hub) -> None:
+    endpoint = hub.server.socketio_endpoint()
+    assert endpoint is not None
+    endpoint.max_pending = 2
+    await polling_session(hub.port)
+    await polling_session(hub.port, key="bad")
+    status, _ = await http(hub.port, "GET", "/ws/?EIO=4&transport=polling", headers=auth())
+    assert status == 503
+
+
+async def test_our_client_on_the_socketio_wire_of_our_server(hub: Hub) -> None:
+    """``ClientConfig.protocol="socketio"``: our client and our hub on the 0.7 wire."""
+    from maim_message.client import WebSocketClient, create_client_config
+    from maim_message.message import APIMessageBase
+
+    got: List[Any] = []
+    url = f"ws://127.0.0.1:{hub.port}/ws"
+    client = WebSocketClient(create_client_config(
+        url, KEY, platform="raw", protocol="socketio", on_message=lambda m, meta: got.append(m)))
+    bad = WebSocketClient(create_client_config(url, "bad", platform="raw", protocol="socketio"))
+    try:
+        assert await client.connect()
+        assert client._conn is not None and client._conn.generation == "socketio"
+        assert await client.send_message(APIMessageBase.from_dict(envelope("o-1")["payload"]))
+        await asyncio.wait_for(_until(lambda: len(hub.received) == 1), 5)
+        assert hub.received[0][1]["uuid"] == client._uuid
+        await asyncio.wait_for(_until(lambda: client.get_stats()["pending_messages"] == 0), 5)
+        msg = APIMessageBase.from_dict(envelope("o-2")["payload"])
+        assert await hub.server.send_message(msg) == {client._uuid: True}
+        await asyncio.wait_for(_until(lambda: len(got) == 1), 5)
+        assert got[0].message_info.message_id == "o-2"
+
+        assert await bad.connect() is False
+        assert bad._conn is not None and "Authentication failed" in (bad._conn.last_error or "")
+        assert len(hub.received) == 1
+    finally:
+        await bad.stop()
+        await client.stop()

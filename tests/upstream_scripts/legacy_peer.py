@@ -1,4 +1,4 @@
-"""Drive the published maim-message 0.6.8 legacy API from a test (run by the 0.6.8 venv).
+"""Drive the published maim-message legacy API from a test (run by the 0.6.8 or 0.7.5 venv).
 
     legacy_peer.py server <ws|tcp> <port> [token]
     legacy_peer.py client <url> <platform> [token]
@@ -44,6 +44,8 @@ async def stdin_lines():
 def platforms_of(server):
     conn = server.connection
     table = getattr(conn, "platform_websockets", None)
+    if table is None:  # 0.7.5: platform -> Socket.IO sid
+        table = getattr(conn, "platform_sids", None)
     if table is None:
         table = getattr(conn, "platform_connections", {})
     return sorted(table)
@@ -53,6 +55,8 @@ def server_listening(server):
     conn = server.connection
     if server.mode == "tcp":
         return conn._server is not None
+    if hasattr(conn, "sio"):  # 0.7.5: aiohttp site behind a Socket.IO server
+        return getattr(conn, "_runner", None) is not None
     return conn.server is not None and getattr(conn.server, "started", False)
 
 

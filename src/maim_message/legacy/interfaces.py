@@ -4,10 +4,10 @@ subclassed or type-annotated with them. The transports here do not derive from t
 from __future__ import annotations
 
 import asyncio
-import inspect
-import logging
 from abc import ABC, abstractmethod
 from typing import Any, Callable, Dict, List, Set
+
+from ..runtime.callbacks import HandlerTasks
 
 __all__ = [
     "BaseConnection",
@@ -15,8 +15,6 @@ __all__ = [
     "ConnectionInterface",
     "ServerConnectionInterface",
 ]
-
-_logger = logging.getLogger(__name__)
 
 
 class ConnectionInterface(ABC):
@@ -51,35 +49,26 @@ class BaseConnection(ABC):  # noqa: B024 - abstract by convention, as in 0.6.8
 
     def __init__(self) -> None:
         self.message_handlers: List[Callable[[Any], Any]] = []
-        self.background_tasks: Set[asyncio.Future[Any]] = set()
+        self._tasks = HandlerTasks(type(self).__name__)
         self._running = False
 
+    @property
+    def background_tasks(self) -> Set[asyncio.Future[Any]]:
+        return self._tasks.tasks
+
     def add_background_task(self, task: asyncio.Future[Any]) -> None:
-        self.background_tasks.add(task)
-        task.add_done_callback(self.background_tasks.discard)
+        self._tasks.track(task)
 
     def register_message_handler(self, handler: Callable[[Any], Any]) -> None:
         if handler not in self.message_handlers:
             self.message_handlers.append(handler)
 
     async def process_message(self, message: Dict[str, Any]) -> None:
-        tasks = []
-        for handler in self.message_handlers:
-            try:
-                result = handler(message)
-            except Exception:
-                _logger.exception("message handler raised")
-                continue
-            if inspect.isawaitable(result):
-                task = asyncio.ensure_future(result)
-                self.add_background_task(task)
-                tasks.append(task)
+        """Every handler (sync inline, async as a tracked task); waits for the tasks."""
+        spawned = [self._tasks.spawn(handler, message) for handler in self.message_handlers]
+        tasks = [task for task in spawned if task is not None]
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
 
     async def cleanup_tasks(self) -> None:
-        for task in self.background_tasks:
-            task.cancel()
-        if self.background_tasks:
-            await asyncio.gather(*self.background_tasks, return_exceptions=True)
-        self.background_tasks.clear()
+        await self._tasks.cancel_all(grace=0)

@@ -17,11 +17,14 @@ from its handler) is answered with ``sys_error`` and never acked.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from contextvars import ContextVar
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from ..core.dedupe import DedupeWindow
+from ..errors import DeliveryRefused
+from ..runtime.callbacks import HandlerTasks
 from ..transport.base import ServerConnection
 
 RECEIPT = "receipt"
@@ -77,10 +80,68 @@ class InFlight:
         return len(self._frames)
 
 
-def preload_dedupe(dedupe: DedupeWindow, keys: List[FrameKey]) -> None:
-    """Remember the frames a previous process handled (durable outbox, after a restart)."""
-    for key in keys:
-        dedupe.seen(key)
+class AckAfterHandling:
+    """The ``handled`` policy: run the handler, ack once it returned and its sends are
+    committed; refuse (``sys_error``, no ack) when it raised :class:`DeliveryRefused`.
 
+    ``delivery()`` returns the server's current Delivery (it is replaced on restart);
+    ``send_ack(conn, msg_id)`` and ``refuse(conns, exc, msg_id)`` write the answers.
+    """
 
-AckSender = Callable[[List[ServerConnection], str], Any]
+    __slots__ = ("_dedupe", "_delivery", "_handlers", "_inflight", "_refuse", "_send_ack",
+                 "duplicates")
+
+    def __init__(
+        self, dedupe: DedupeWindow, handlers: HandlerTasks, delivery: Callable[[], Any],
+        send_ack: Callable[[ServerConnection, str], None],
+        refuse: Callable[[List[ServerConnection], DeliveryRefused, str], None],
+    ) -> None:
+        self._dedupe = dedupe
+        self._handlers = handlers
+        self._delivery = delivery
+        self._send_ack = send_ack
+        self._refuse = refuse
+        self._inflight = InFlight()
+        self.duplicates = 0
+
+    def duplicate(self, conn: ServerConnection, key: FrameKey) -> bool:
+        """True when ``key`` was taken before (``conn`` gets its ack when it is handled);
+        else ``key`` is recorded as taken now and the frame must be handled or forgotten."""
+        if self._inflight.join(key, conn):  # a re-send while the first is being handled
+            self.duplicates += 1
+            return True
+        if self._dedupe.seen(key):  # handled before (by this process or a previous one)
+            self.duplicates += 1
+            self._delivery().after_commit(lambda: self._send_ack(conn, key[2]))
+            return True
+        return False
+
+    def receive(self, conn: ServerConnection, key: FrameKey, handler: Callable[..., Any],
+                args: Tuple[Any, ...]) -> None:
+        """Run the handler of a new frame (``duplicate`` returned False for it)."""
+        self._inflight.start(key, conn)
+        receipt = Receipt(key)
+        token = CURRENT_RECEIPT.set(receipt)  # the handler's task copies the context
+        try:
+            self._handlers.spawn(handler, *args, on_done=lambda exc: self._done(receipt, exc))
+        finally:
+            CURRENT_RECEIPT.reset(token)
+
+    def _done(self, receipt: Receipt, exc: Optional[BaseException]) -> bool:
+        """The handler of a frame ended: ack it (after the commit), or refuse it."""
+        key = receipt.key
+        waiting = self._inflight.finish(key)
+        if isinstance(exc, (DeliveryRefused, asyncio.CancelledError)):
+            self._dedupe.forget(key)  # not handled: a re-send is tried again
+            if isinstance(exc, DeliveryRefused):
+                self._refuse(waiting, exc, key[2])
+            return True
+        delivery = self._delivery()
+        delivery.consumed(receipt)
+
+        def send_acks() -> None:
+            for conn in waiting:
+                if conn.is_open:
+                    self._send_ack(conn, key[2])
+        delivery.after_commit(send_acks)
+        return False  # any other exception is logged as a handler failure (and acked)

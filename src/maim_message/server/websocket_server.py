@@ -19,7 +19,6 @@ from ..core.codec import (
     SYS_STD,
     decode_envelope,
     dumps,
-    has_standard_payload,
 )
 from ..core.dedupe import DedupeWindow
 from ..core.defaults import limit_values
@@ -46,7 +45,6 @@ from ..core.limits import (
     TokenBucket,
 )
 from ..core.models.api import APIMessageBase
-from ..core.payload_checks import check_standard_payload
 from ..core.redact import log_safe
 from ..core.routing import RoutingTable
 from ..errors import ConfigError, DeliveryRefused, EnvelopeError, ServerStartError
@@ -55,9 +53,10 @@ from ..runtime.unused_fields import SERVER_UNUSED, warn_unused_fields
 from ..sio.server import GenerationMux, SocketIOEndpoint
 from ..transport.base import Accept, Decision, HandshakeInfo, HttpReply, ServerConnection
 from ..transport.ws_server import ServerOptions, WebSocketServerTransport
-from .acks import ACK_POLICIES, CURRENT_RECEIPT, HANDLED, FrameKey, InFlight, Receipt
+from .acks import ACK_POLICIES, HANDLED, AckAfterHandling, FrameKey
 from .config import ServerConfig, config_field_names
 from .delivery import Delivery
+from .inbound import standard_message
 from .peer import Peer
 from .tls import describe_peer_cert, server_ssl_context
 
@@ -96,7 +95,9 @@ class WebSocketServer:
         self._key_conns = KeyConnectionCounter(self.config.max_connections_per_key)
         self._origins = OriginPolicy(self.config.allowed_origins)
         self._limit_logged = FirstSeen()
-        self._inflight = InFlight()  # frames being handled under ack="handled"
+        # ack="handled": frames being handled, acked once done and committed
+        self._after_handling = AckAfterHandling(
+            self._dedupe, self._handlers, lambda: self.delivery, self._send_ack, self._refuse_frame)
         self._ack_handled = self._ack_policy() == HANDLED
         self.delivery = Delivery(self.config, self.peers, self.stats)
         self._delivery_closed = False
@@ -382,116 +383,71 @@ class WebSocketServer:
                 self.delivery.acked(peer, acked)
             return
         peer.messages_in += 1
+        msg_id = env.get("msg_id")
+        key = (peer.user_id, peer.platform, msg_id) if msg_id else None
+        # A re-send of a frame already taken is acked (at once, or once its first copy is
+        # handled) without being parsed again; this also records the key of a new frame.
+        if key is not None and self._duplicate(conn, key):
+            return
         # Parsed and checked before the ack: what is dropped is never acked.
         handler: Optional[Callable[..., Any]] = None
         args: Tuple[Any, ...] = ()
         if kind == SYS_STD:
-            message = self._parse_standard(conn, peer, env)
-            if message is None:
-                return  # answered with sys_error
+            try:
+                message = standard_message(env, peer.platform, peer.api_key)
+            except EnvelopeError as exc:
+                if key is not None:
+                    self._dedupe.forget(key)  # not taken: a corrected re-send is new
+                self._bad_frame(conn, peer, exc, None, ref=msg_id)
+                return
             handler, args = self.config.on_message, (message, dict(peer.metadata))
         elif kind.startswith(CUSTOM_PREFIX):
             handler = self._custom_handler(peer, kind)
             args = (env, dict(peer.metadata))
-            if handler is not None:  # counted when received, duplicates included
+            if handler is not None:
                 stats["custom_messages_processed"] += 1
         elif not kind.startswith("sys_"):
             self._warn_once(peer, "unknown_type", "unknown message type %r from %s",
                             kind[:80], peer.uuid_label)
-        msg_id = env.get("msg_id")
-        if not msg_id:  # nothing to ack, nothing to dedupe
+        if key is None:  # nothing to ack, nothing to dedupe
             if handler is not None:
                 self._handlers.spawn(handler, *args)
             return
-        key = (peer.user_id, peer.platform, msg_id)
-        if self._ack_handled and handler is not None:
-            self._receive_handled(conn, peer, key, handler, args)
-            return
-        self._send_ack(conn, peer, msg_id)
-        if self._dedupe.seen(key):
-            stats["duplicate_messages_ignored"] += 1
-            return
-        if handler is not None:
+        if handler is None:
+            self._send_ack(conn, key[2])
+        elif self._ack_handled:
+            self._after_handling.receive(conn, key, handler, args)
+        else:
+            self._send_ack(conn, key[2])
             self._handlers.spawn(handler, *args)
 
-    def _send_ack(self, conn: ServerConnection, peer: Peer, msg_id: str) -> None:
-        ack = encode_ack(self._ids.new("ack_"), peer.uuid, msg_id, from_server=True)
+    def _duplicate(self, conn: ServerConnection, key: FrameKey) -> bool:
+        """True (and acked or to be acked) when ``key`` was taken before."""
+        if self._ack_handled:
+            return self._after_handling.duplicate(conn, key)
+        if self._dedupe.seen(key):
+            self._send_ack(conn, key[2])
+            self.stats["duplicate_messages_ignored"] += 1
+            return True
+        return False
+
+    def _send_ack(self, conn: ServerConnection, msg_id: str) -> None:
+        ack = encode_ack(self._ids.new("ack_"), conn.context.uuid, msg_id, from_server=True)
         if conn.send_text(ack):
             self.stats["messages_sent"] += 1
             self.stats["bytes_sent"] += len(ack)
 
-    def _receive_handled(self, conn: ServerConnection, peer: Peer, key: FrameKey,
-                         handler: Callable[..., Any], args: Tuple[Any, ...]) -> None:
-        """``ack="handled"``: ack once the handler returned and its sends are committed."""
-        if self._inflight.join(key, conn):  # a re-send while the first is being handled
-            self.stats["duplicate_messages_ignored"] += 1
-            return
-        if self._dedupe.seen(key):  # handled before (by this process or a previous one)
-            self.stats["duplicate_messages_ignored"] += 1
-            self.delivery.after_commit(lambda: self._send_ack(conn, peer, key[2]))
-            return
-        self._inflight.start(key, conn)
-        receipt = Receipt(key)
-        token = CURRENT_RECEIPT.set(receipt)
-        try:
-            self._handlers.spawn(handler, *args,
-                                 on_done=lambda exc: self._handled(receipt, peer, exc))
-        finally:
-            CURRENT_RECEIPT.reset(token)
-
-    def _handled(self, receipt: Receipt, peer: Peer, exc: Optional[BaseException]) -> bool:
-        """The handler of a frame ended: ack it (after the commit), or refuse it."""
-        key = receipt.key
-        waiting = self._inflight.finish(key)
-        if isinstance(exc, (DeliveryRefused, asyncio.CancelledError)):
-            self._dedupe.forget(key)  # not handled: a re-send is tried again
-            if isinstance(exc, DeliveryRefused):
+    def _refuse_frame(
+        self, conns: List[ServerConnection], exc: DeliveryRefused, msg_id: str
+    ) -> None:
+        """A handler refused its frame (ack="handled"): sys_error instead of an ack."""
+        frame = encode_error(str(exc), field=exc.field, ref_msg_id=msg_id)
+        for conn in conns:
+            peer = conn.context
+            if peer is not None:
                 self._warn_once(peer, "refused", "message from %s refused: %s",
-                                peer.uuid_label, exc)
-                frame = encode_error(str(exc), field=exc.field, ref_msg_id=key[2])
-                for conn in waiting:
-                    conn.send_text(frame)
-            return True
-        self.delivery.consumed(receipt)
-
-        def send_acks() -> None:
-            for conn in waiting:
-                if conn.is_open:
-                    self._send_ack(conn, conn.context or peer, key[2])
-        self.delivery.after_commit(send_acks)
-        return False  # any other exception is logged as a handler failure (and acked)
-
-    def _parse_standard(
-        self, conn: ServerConnection, peer: Peer, env: Dict[str, Any]
-    ) -> Optional[APIMessageBase]:
-        """The message of a sys_std frame, or None after answering it with sys_error."""
-        payload = env.get("payload")
-        ref = env.get("msg_id")
-        if type(payload) is dict and has_standard_payload(payload):
-            try:
-                check_standard_payload(payload)
-                return APIMessageBase.from_dict(payload)
-            except EnvelopeError as exc:
-                self._bad_frame(conn, peer, exc, None, ref=ref)
-            except (ValueError, TypeError, AttributeError, RecursionError) as exc:  # deep seglist
-                self._bad_frame(conn, peer, EnvelopeError(str(exc)[:200], "payload"), None,
-                                ref=ref)
-            return None
-        try:
-            return self._wrap_payload(peer, payload)
-        except RecursionError:  # str() of a payload nested ~1000 deep
-            self._bad_frame(conn, peer, EnvelopeError("payload nested too deeply", "payload"),
-                            None, ref=ref)
-            return None
-
-    def _wrap_payload(self, peer: Peer, payload: Any) -> APIMessageBase:
-        """0.6.8 turns a sys_std without message_info/segment into a text message [keep]."""
-        now = time.time()
-        return APIMessageBase.from_dict({
-            "message_info": {"platform": peer.platform, "message_id": str(now), "time": now},
-            "message_segment": {"type": "text", "data": str({} if payload is None else payload)},
-            "message_dim": {"api_key": peer.api_key, "platform": peer.platform},
-        })
+                                peer.uuid_label, log_safe(exc))
+            conn.send_text(frame)
 
     def _custom_handler(self, peer: Peer, kind: str) -> Optional[Callable[..., Any]]:
         handlers = self.config.custom_handlers
@@ -734,7 +690,8 @@ class WebSocketServer:
             "current_users": self.routes.user_count,
             "current_connections": self.routes.connection_count,
             "active_handler_tasks": self._handlers.active,
-            "duplicate_messages_ignored": s["duplicate_messages_ignored"],
+            "duplicate_messages_ignored": (s["duplicate_messages_ignored"]
+                                           + self._after_handling.duplicates),
             "invalid_frames": s["invalid_frames"],
             "handler_errors": self._handlers.failed,
             "limits": self.limits.snapshot(),

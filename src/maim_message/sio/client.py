@@ -23,6 +23,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, ConnectionClosedOK
+from websockets.protocol import State
 
 from ..core.codec import loads
 from ..errors import AuthRejectedError, EnvelopeError
@@ -196,6 +197,10 @@ class SocketIOClientSocket:
         except ConnectionClosed:
             pass
         await self.ws.close(code, reason)
+
+    @property
+    def state(self) -> State:
+        return self.ws.state
 
     @property
     def close_code(self) -> Optional[int]:

@@ -35,6 +35,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["GenerationMux", "HubApp", "SocketIOEndpoint"]
 
 _TEXT = "text/plain; charset=UTF-8"
+MAX_PENDING_SESSIONS = 10_000  # opened, CONNECT not answered yet (each lives connect_timeout)
 _NOOP = encode_eio(EioType.NOOP)
 _BAD_VERSION = b"The client is using an unsupported version of the Socket.IO or Engine.IO protocols"
 
@@ -69,6 +70,7 @@ class SocketIOEndpoint:
         self.max_payload = max_payload
         self.poll_buffer_high = poll_buffer_high
         self.connect_timeout = connect_timeout
+        self.max_pending = MAX_PENDING_SESSIONS
         self.sessions: Dict[str, SioSocket] = {}
         self._sweeper: Optional[asyncio.Task[None]] = None
         self._born: Dict[str, float] = {}  # sid -> created (CONNECT must follow in time)
@@ -122,6 +124,9 @@ class SocketIOEndpoint:
             return self._cors(info, HttpReply(204))
         transport = info.query.get("transport")
         sid = info.query.get("sid")
+        if sid is None and len(self._born) >= self.max_pending:
+            # sessions that have not sent their CONNECT yet are bounded (a handshake flood)
+            return HttpReply(503, b"too many Engine.IO sessions being opened\n")
         if transport == "websocket" and info.is_upgrade:
             if sid is None:
                 sock = await self._new(info, websocket=True)

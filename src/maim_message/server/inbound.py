@@ -1,0 +1,40 @@
+"""The message a received ``sys_std`` frame carries, checked before it is acked.
+
+Sans-I/O: an envelope in, an :class:`APIMessageBase` out, or an
+:class:`~maim_message.errors.EnvelopeError` naming the field (the server answers it with
+``sys_error`` and never acks it).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Dict
+
+from ..core.codec import has_standard_payload
+from ..core.models.api import APIMessageBase
+from ..core.payload_checks import check_standard_payload
+from ..errors import EnvelopeError
+
+
+def standard_message(env: Dict[str, Any], platform: str, api_key: str) -> APIMessageBase:
+    """The message of a sys_std envelope received on a (``platform``, ``api_key``)
+    connection; a payload without message_info/segment is wrapped as text (0.6.8 [keep])."""
+    payload = env.get("payload")
+    if type(payload) is dict and has_standard_payload(payload):
+        check_standard_payload(payload)
+        try:
+            return APIMessageBase.from_dict(payload)
+        except (ValueError, TypeError, AttributeError, RecursionError) as exc:  # deep seglist
+            if isinstance(exc, EnvelopeError):
+                raise
+            raise EnvelopeError(str(exc)[:200], "payload") from None
+    now = time.time()
+    try:
+        text = str({} if payload is None else payload)
+    except RecursionError:  # str() of a payload nested ~1000 deep
+        raise EnvelopeError("payload nested too deeply", "payload") from None
+    return APIMessageBase.from_dict({
+        "message_info": {"platform": platform, "message_id": str(now), "time": now},
+        "message_segment": {"type": "text", "data": text},
+        "message_dim": {"api_key": api_key, "platform": platform},
+    })
