@@ -17,7 +17,8 @@ from .. import errors
 from ..core.defaults import MAX_MESSAGE_SIZE
 from ..server.tls import server_ssl_context
 from ..sio.asgi import SocketIOASGI, mount_socketio
-from ..sio.server import GenerationMux, SocketIOEndpoint
+from ..sio.mux import GenerationMux
+from ..sio.server import SocketIOEndpoint
 from ..transport.asgi import (
     ASGIServerConnection,
     Receive,

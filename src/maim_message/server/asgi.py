@@ -23,7 +23,7 @@ from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator, Dict, Optional, Set
 
 from ..sio.asgi import SocketIOASGI, mount_socketio
-from ..sio.server import GenerationMux
+from ..sio.mux import GenerationMux
 from ..transport.asgi import (
     ASGIServerConnection,
     Receive,

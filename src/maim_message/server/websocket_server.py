@@ -50,7 +50,8 @@ from ..core.routing import RoutingTable
 from ..errors import ConfigError, DeliveryRefused, EnvelopeError, ServerStartError
 from ..runtime.callbacks import HandlerTasks, call_maybe_async
 from ..runtime.unused_fields import SERVER_UNUSED, warn_unused_fields
-from ..sio.server import GenerationMux, SocketIOEndpoint
+from ..sio.mux import GenerationMux
+from ..sio.server import SocketIOEndpoint
 from ..transport.base import Accept, Decision, HandshakeInfo, HttpReply, ServerConnection
 from ..transport.ws_server import ServerOptions, WebSocketServerTransport
 from .acks import ACK_POLICIES, HANDLED, AckAfterHandling, FrameKey

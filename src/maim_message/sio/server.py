@@ -9,8 +9,7 @@ through the hub's own auth (``authorize``), and an accepted client becomes a
 ``text_received`` / ``connection_closed`` calls (same dispatch, delivery, routing and
 limits as a 0.6 peer).
 
-:class:`GenerationMux` is the transport's app: it sends Engine.IO requests (``EIO`` in the
-query) and the WebSockets they open to the endpoint, everything else to the hub.
+``sio/mux.py`` puts the endpoint between the transport and the hub.
 
 Refusals never reach a handler: a refused client gets its Engine.IO session, then
 ``44{"message":...}`` for its CONNECT, and nothing it sends is read.
@@ -32,7 +31,7 @@ from .socket import Link, SioSocket, client_ws_limit
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["GenerationMux", "HubApp", "SocketIOEndpoint"]
+__all__ = ["HubApp", "SocketIOEndpoint"]
 
 _TEXT = "text/plain; charset=UTF-8"
 MAX_PENDING_SESSIONS = 10_000  # opened, CONNECT not answered yet (each lives connect_timeout)
@@ -340,52 +339,3 @@ class SocketIOEndpoint:
                 self.app.connection_closed(sock, code, reason)
             except Exception:
                 logger.exception("connection_closed callback failed")
-
-
-class GenerationMux:
-    """The transport's app: Engine.IO traffic to the endpoint, the rest to the hub."""
-
-    def __init__(self, hub: Any, endpoint: Optional[SocketIOEndpoint],
-                 path: Optional[str]) -> None:
-        self.hub = hub
-        self.endpoint = endpoint
-        self.path = path  # where 0.6 upgrades are served (None: anywhere)
-
-    async def handshake(self, info: HandshakeInfo) -> Decision:
-        endpoint = self.endpoint
-        if endpoint is not None and endpoint.owns(info):
-            return await endpoint.handshake(info)
-        if info.is_upgrade and self.path is not None and info.path != self.path:
-            return HttpReply(404, f"no WebSocket endpoint at {info.path}\n".encode())
-        result: Decision = await self.hub.handshake(info)
-        return result
-
-    def connection_opened(self, conn: ServerConnection) -> None:
-        if conn.context.__class__ is Link:
-            self.endpoint.ws_opened(conn)  # type: ignore[union-attr]
-        else:
-            self.hub.connection_opened(conn)
-
-    def text_received(self, conn: ServerConnection, payload: bytes) -> None:
-        if conn.context.__class__ is Link:
-            self.endpoint.ws_text(conn, payload)  # type: ignore[union-attr]
-        else:
-            self.hub.text_received(conn, payload)
-
-    def binary_received(self, conn: ServerConnection, payload: bytes) -> None:
-        if conn.context.__class__ is Link:
-            self.endpoint.ws_binary(conn)  # type: ignore[union-attr]
-        else:
-            self.hub.binary_received(conn, payload)
-
-    def connection_writable(self, conn: ServerConnection) -> None:
-        if conn.context.__class__ is Link:
-            self.endpoint.ws_writable(conn)  # type: ignore[union-attr]
-        else:
-            self.hub.connection_writable(conn)
-
-    def connection_closed(self, conn: ServerConnection, code: int, reason: str) -> None:
-        if conn.context.__class__ is Link:
-            self.endpoint.ws_closed(conn, code, reason)  # type: ignore[union-attr]
-        else:
-            self.hub.connection_closed(conn, code, reason)
