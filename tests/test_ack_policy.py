@@ -81,8 +81,8 @@ async def test_handled_acks_once_the_handler_returned(gate: Gate) -> None:
             assert await no_frame(ws), "acked before the handler finished"
             assert gate.calls == ["one"], "the re-send ran the handler again"
             gate.go.set()
-            acks = [await recv_json(ws), await recv_json(ws)]
-            assert [a["meta"]["acked_msg_id"] for a in acks] == ["h-1", "h-1"]
+            ack = await recv_json(ws)  # one ack answers both copies on this connection
+            assert ack["type"] == "sys_ack" and ack["meta"]["acked_msg_id"] == "h-1"
             await ws.send(envelope("h-1", payload("one")))  # after: a duplicate, acked
             assert (await recv_json(ws))["type"] == "sys_ack"
             assert gate.calls == ["one"]

@@ -3,13 +3,15 @@
 Each test reproduces one defect of the adversarial pass and shows it fixed: log lines
 forged through a query parameter, made-up platforms growing the outbox without bound,
 one key evicting another user's queue, bad ``message_dim`` types acked then dropped with
-a traceback each, same-pair traffic skipping backpressure.
+a traceback each; and, on an in-process hub whose buffers the test can read, same-pair
+traffic skipping backpressure.
 """
 
 from __future__ import annotations
 
 import asyncio
 import socket
+import textwrap
 from pathlib import Path
 from typing import Any, Dict, List
 from urllib.parse import quote
@@ -18,7 +20,10 @@ import orjson
 import websockets
 
 from maim_message.client import WebSocketClient, create_client_config
+from maim_message.hub.config import load_config
+from maim_message.hub.runner import Hub
 
+from .conftest import free_port
 from .helpers_api import envelope, make_message, recv_json
 from .rawws import RawWS, request
 from .test_hub_process import HubProcess
@@ -214,12 +219,18 @@ async def test_bad_message_dim_types_are_refused_once_logged(tmp_path: Path) -> 
 
 
 async def test_same_pair_receiver_that_never_reads_is_held_back(tmp_path: Path) -> None:
-    hub = await start_hub(tmp_path, """
+    """In-process hub (to read the receiver's send buffer exactly), raw receiver socket."""
+    high = 1024 * 1024
+    path = tmp_path / "hub.toml"
+    path.write_text(textwrap.dedent(f"""
         [hub]
+        host = "127.0.0.1"
+        port = {free_port()}
         status_interval = 0
         [limits]
         ping_interval = 1.0
         ping_timeout = 60.0
+        send_buffer_high = {high}
         slow_consumer_timeout = 2.0
         rate_limit_per_second = 0
         [outbox]
@@ -227,34 +238,47 @@ async def test_same_pair_receiver_that_never_reads_is_held_back(tmp_path: Path) 
         [[keys]]
         key = "pair-key-0000001"
         user = "u"
-    """)
+    """), encoding="utf-8")
+    hub = Hub(load_config(path, env={}))
+    await hub.start()
+    port = hub.port
+    assert port is not None
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     sock.setblocking(False)
     try:
-        assert hub.proc is not None
-        await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", hub.port))
+        await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
         reader, writer = await asyncio.open_connection(sock=sock)
         receiver = RawWS(reader, writer)
-        receiver.send(request(query={"api_key": "pair-key-0000001", "platform": "qq"}))
+        receiver.send(request(query={"api_key": "pair-key-0000001", "platform": "qq"},
+                              headers={"x-uuid": "never-reads"}))
         assert await receiver.read_head() == 101  # and then never reads again
+        slow = hub.server.peers["never-reads"]
+        assert slow.conn is not None
+        conn = slow.conn
+        blob = "b" * (1024 * 1024)
+        peak_buffer = peak_outbox = 0
         async with websockets.connect(
-                f"{hub.ws_url}?api_key=pair-key-0000001&platform=qq", max_size=None) as ws:
-            rss_before = rss_bytes(hub.proc.pid)
-            blob = "b" * (1024 * 1024)
-            peak = 0
+                f"ws://127.0.0.1:{port}/ws?api_key=pair-key-0000001&platform=qq",
+                max_size=None) as ws:
             for n in range(150):  # 150 MB for a receiver that reads nothing
                 await ws.send(std(f"s{n}", blob, "pair-key-0000001", "qq"))
                 assert (await recv_json(ws, 30))["type"] == "sys_ack"
-                peak = max(peak, rss_bytes(hub.proc.pid) - rss_before)
-        print(f"same pair, receiver not reading: 150 MB sent, hub peak +{peak / 2**20:.0f} MiB")
-        assert peak < 80 * 1024 * 1024, f"hub grew {peak / 2**20:.0f} MiB"
+                peak_buffer = max(peak_buffer, conn.write_buffer_size())
+                peak_outbox = max(peak_outbox, hub.server.delivery.stats()["outbox_bytes"])
+        print(f"same pair, receiver not reading: 150 MB sent, send buffer peak "
+              f"{peak_buffer / 2**20:.1f} MiB (mark {high / 2**20:.0f} MiB), "
+              f"outbox peak {peak_outbox / 2**20:.1f} MiB")
+        assert peak_buffer <= 2 * high + len(blob) + 4096, peak_buffer
+        assert peak_outbox <= 16777216
+        assert hub.server.delivery.stats()["evicted"] > 0
         loop = asyncio.get_running_loop()
         deadline = loop.time() + 10
-        while "slow consumer" not in hub.stderr() and loop.time() < deadline:
+        while "never-reads" in hub.server.peers and loop.time() < deadline:
             await asyncio.sleep(0.1)
-        assert "slow consumer" in hub.stderr(), hub.logs()
+        assert "never-reads" not in hub.server.peers, "the slow consumer was not closed"
+        assert hub.server.get_stats()["limits"]["write_buffer"] >= 1
         writer.close()
     finally:
         sock.close()
-        hub.kill()
+        await hub.shutdown()

@@ -6,13 +6,15 @@ Cells:
   messages and custom messages both ways, acks, and a graceful server restart that the
   0.7.5 client survives (0.7.5's own server would have sent it ``41``: it never returns);
 - our ``WebSocketClient`` (plain ``ws://host:port/ws`` config) -> 0.7.5 ``WebSocketServer``:
-  the generation is detected, messages and custom messages flow both ways, a bad key
-  stops the client without retrying;
+  the generation is detected, messages and custom messages flow both ways, the client
+  comes back after the 0.7.5 server's graceful stop (``41``), a bad key stops the client
+  without retrying;
 - a 0.6.8 client and a 0.7.5 client on one of our servers at once, messages relayed by
   a server handler in both directions;
 - a plain python-socketio client (no maim_message) as the external-client guide of
   wire-0.7.md §8.2 describes, over WebSocket and over long-polling only;
-- a 0.7.5 client with a bad key: refused at CONNECT, nothing of it reaches a handler.
+- a 0.7.5 client with a bad key: refused at CONNECT, nothing of it reaches a handler;
+- the legacy family both ways, hubs mounted in an ASGI app, the standalone hub, TLS.
 """
 
 from __future__ import annotations
@@ -160,6 +162,17 @@ async def test_our_client_to_07_server(spawn07: Any) -> None:
                       connection_uuid=client._uuid)
         assert await got.get(lambda i: i[0] == "custom", what="custom at our client") == (
             "custom", {"x": 1})
+
+        # 0.7.5's graceful stop sends 41 (its own clients never come back): ours does
+        connects = client._conn.stats["successful_connects"]
+        await up.call("restart")
+        await until(lambda: client._conn is not None
+                    and client._conn.stats["successful_connects"] > connects
+                    and client._conn.connected, what="our client back after the 0.7.5 stop")
+        await up.call("wait_connections", n=1)
+        reply = await up.call("send_message", message=make_message("again", "s-8").to_dict())
+        assert list(reply["result"].values()) == [True]
+        await got.get(has_id("s-8"), what="message after the 0.7.5 restart")
 
         # a refused key: reported once, not retried (0.7.5 refuses with 41 after CONNECT)
         await bad.connect()
@@ -494,3 +507,45 @@ async def test_hub_process_serves_a_06_and_a_07_adapter(spawn07: Any, upstream_p
         assert await hub.terminate() == 0
     finally:
         hub.kill()
+
+
+async def test_07_client_to_our_tls_server(spawn07: Any, tmp_path_factory: Any) -> None:
+    """wss:// with the 0.7.5 client verifying our certificate (trustme CA)."""
+    import trustme
+
+    from maim_message.server import create_ssl_server_config
+
+    ca = trustme.CA()
+    issued = ca.issue_cert("127.0.0.1", "localhost")
+    d = tmp_path_factory.mktemp("tls07")
+    ca_path, cert_path, key_path = d / "ca.pem", d / "server.pem", d / "server.key"
+    ca.cert_pem.write_to_path(str(ca_path))
+    issued.private_key_pem.write_to_path(str(key_path))
+    with open(cert_path, "wb") as fh:
+        for blob in issued.cert_chain_pems:
+            fh.write(blob.bytes())
+    inbox = Inbox("tls server")
+
+    async def on_message(message: APIMessageBase, metadata: Dict[str, Any]) -> None:
+        inbox.put((message, metadata))
+
+    port = free_port()
+    server = WebSocketServer(create_ssl_server_config(
+        host="127.0.0.1", port=port, ssl_certfile=str(cert_path), ssl_keyfile=str(key_path),
+        on_auth=lambda m: m["api_key"] in KEYS, on_auth_extract_user=lambda m: KEYS[m["api_key"]],
+        on_message=on_message))
+    await server.start()
+    try:
+        up = await spawn07("api_client.py", {"url": f"wss://127.0.0.1:{port}/ws",
+                                             "api_key": "key-alpha", "platform": "qq",
+                                             "ca": str(ca_path)}, "client07-tls")
+        await up.ready()
+        reply = await up.call("connect")
+        assert reply["connected"] is True, reply
+        await up.call("send_message", message=make_message("over TLS", "t-1").to_dict())
+        await inbox.get(has_id("t-1"), what="0.7.5 message over TLS")
+        assert await server.send_message(make_message("back over TLS", "t-2")) == {
+            reply["uuid"]: True}
+        await up.events.get(has_id("t-2"), what="TLS message at 0.7.5")
+    finally:
+        await server.stop()

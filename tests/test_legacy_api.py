@@ -295,6 +295,23 @@ def test_client_ssl_context_options(tmp_path: Path) -> None:
     assert off is not None and off.verify_mode is ssl.CERT_NONE
 
 
+def test_legacy_tls_needs_tls12_on_both_sides(tmp_path: Path) -> None:
+    """The legacy side builds its contexts with the shared builders (TLS >= 1.2)."""
+    from maim_message.legacy.ws_server import legacy_server_ssl_context
+    from maim_message.legacy.ws_transport import client_ssl_context
+
+    cert = trustme.CA().issue_cert("127.0.0.1")
+    both = tmp_path / "both.pem"  # certificate and key in one file, as 0.6.8 allowed
+    cert.private_key_and_cert_chain_pem.write_to_path(str(both))
+    server_ctx = legacy_server_ssl_context(str(both), None)
+    assert server_ctx is not None
+    assert server_ctx.minimum_version is ssl.TLSVersion.TLSv1_2
+    client_ctx = client_ssl_context("wss://x", None)
+    assert client_ctx is not None
+    assert client_ctx.minimum_version is ssl.TLSVersion.TLSv1_2
+    assert legacy_server_ssl_context(None, None) is None
+
+
 # -- app= mounting ------------------------------------------------------------------------
 async def test_mount_on_existing_asgi_app() -> None:
     uvicorn = pytest.importorskip("uvicorn")

@@ -213,3 +213,66 @@ def test_disconnect_only_when_connected() -> None:
     assert s.take() == [b"41"]
     s.disconnect()
     assert s.take() == []
+
+
+# -- SioSocket: what a close sends (no sockets: a fake WebSocket and endpoint) ----------------
+
+
+class FakeWs:
+    def __init__(self) -> None:
+        self.sent: List[bytes] = []
+        self.closed: List[int] = []
+        self.is_writable = True
+
+    def send_text(self, payload: bytes) -> bool:
+        self.sent.append(payload)
+        return True
+
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        self.closed.append(code)
+
+
+class FakeEndpoint:
+    poll_buffer_high = 1024
+
+    def __init__(self) -> None:
+        self.dropped: List[int] = []
+        self.held: List[int] = []
+
+    def drop(self, sock: object, code: int, reason: str) -> None:
+        self.dropped.append(code)
+
+    def held_back(self, sock: object, size: int) -> None:
+        self.held.append(size)
+
+
+def open_socket() -> tuple:
+    from maim_message.sio.socket import SioSocket
+
+    endpoint, ws = FakeEndpoint(), FakeWs()
+    sock = SioSocket(endpoint, connected(), None, "127.0.0.1")  # type: ignore[arg-type]
+    sock.ws = ws  # type: ignore[assignment]
+    return sock, endpoint, ws
+
+
+@pytest.mark.parametrize("code,sends_41", [(1000, True), (4000, True), (1001, False),
+                                           (1011, False), (1008, False)])
+def test_close_sends_41_only_when_the_session_ends_on_purpose(code: int, sends_41: bool) -> None:
+    sock, endpoint, ws = open_socket()
+    sock.close(code, "why")
+    assert (b"41" in ws.sent) is sends_41  # 0.7.5 clients never come back after a 41
+    assert endpoint.dropped == [code]
+
+
+def test_send_text_frames_the_body_and_respects_the_client_limit() -> None:
+    from maim_message.sio.socket import AIOHTTP_CLIENT_MAX, client_ws_limit, ws_payload
+
+    sock, endpoint, ws = open_socket()
+    assert sock.send_text(b'{"a":1}') and ws.sent == [b'42["message",{"a":1}]']
+    sock.ws_limit = client_ws_limit("Python/3.11 aiohttp/3.14.5")
+    assert sock.ws_limit == AIOHTTP_CLIENT_MAX and client_ws_limit("node-XMLHttpRequest") is None
+    assert sock.send_text(b"x" * AIOHTTP_CLIENT_MAX) is False
+    assert endpoint.held == [AIOHTTP_CLIENT_MAX] and len(ws.sent) == 1
+    # delivery's pre-framed bytes: the payload is unwrapped once
+    assert ws_payload(b"\x81\x07" + b'{"b":2}', b"") == b'{"b":2}'
+    assert ws_payload(b"\x81\x7e\x00\x07", b'{"b":2}') == b'{"b":2}'

@@ -251,3 +251,36 @@ async def test_our_client_on_the_socketio_wire_of_our_server(hub: Hub) -> None:
     finally:
         await bad.stop()
         await client.stop()
+
+
+async def test_messages_over_the_aiohttp_client_limit_are_held_back(hub: Hub) -> None:
+    """A python-engineio client (aiohttp) drops its WebSocket on messages over 4 MiB and
+    would get them resent forever: the hub keeps them in the outbox instead."""
+    from maim_message.message import APIMessageBase
+
+    url = f"ws://127.0.0.1:{hub.port}/ws/?EIO=4&transport=websocket"
+    headers = {**auth(), "User-Agent": "Python/3.11 aiohttp/3.14.5"}
+    async with ws_connect(url, additional_headers=headers, user_agent_header=None,
+                          max_size=None) as ws:
+        await ws.recv()
+        await ws.send("40")
+        await ws.recv()
+        big = envelope("big")
+        big["payload"]["message_segment"]["data"] = "x" * (5 * 1024 * 1024)
+        assert await hub.server.send_message(APIMessageBase.from_dict(big["payload"])) == {
+            "raw-good-key": True}  # accepted into the outbox
+        small = APIMessageBase.from_dict(envelope("small")["payload"])
+        assert await hub.server.send_message(small) == {"raw-good-key": True}
+        frame = await asyncio.wait_for(ws.recv(), 5)
+        assert '"small"' in frame and len(frame) < 10_000  # the big one was not written
+        assert hub.server.connection_uuids() == ["raw-good-key"]
+        assert hub.server.get_stats()["delivery"]["outbox_depth"] >= 1
+
+
+def test_client_protocol_is_validated() -> None:
+    from maim_message.client import WebSocketClient, create_client_config
+
+    with pytest.raises(ValueError):
+        WebSocketClient(create_client_config("ws://127.0.0.1:1/ws", "k", protocol="carrier"))
+    for ok in ("auto", "websocket", "socketio", "SocketIO"):
+        WebSocketClient(create_client_config("ws://127.0.0.1:1/ws", "k", protocol=ok))

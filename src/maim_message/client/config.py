@@ -12,6 +12,7 @@ from ..core.envelope import normalize_custom_type
 _logger = logging.getLogger("maim_message.client")
 
 Callback = Callable[..., Any]
+PROTOCOLS = ("auto", "websocket", "socketio")  # ClientConfig.protocol: the wire generation
 
 
 @dataclass
@@ -69,6 +70,9 @@ class ClientConfig:
             return False
         if not (self.url.startswith("ws://") or self.url.startswith("wss://")):
             _logger.error("client url must start with ws:// or wss://")
+            return False
+        if (self.protocol or "auto").lower() not in PROTOCOLS:
+            _logger.error("client protocol must be one of %s, not %r", PROTOCOLS, self.protocol)
             return False
         return True
 

@@ -9,7 +9,6 @@ client falls back to plain frames when the server does not accept permessage-def
 
 from __future__ import annotations
 
-import asyncio
 import ssl
 from pathlib import Path
 from typing import Any, Dict, Optional, Set
@@ -18,15 +17,23 @@ from .. import errors
 from ..core.defaults import MAX_MESSAGE_SIZE
 from ..server.tls import server_ssl_context
 from ..sio.asgi import SocketIOASGI, mount_socketio
-from ..sio.server import GenerationMux, SocketIOEndpoint
-from ..transport.asgi import ASGIServerConnection, Receive, Send, serve_websocket
+from ..sio.mux import GenerationMux
+from ..sio.server import SocketIOEndpoint
+from ..transport.asgi import (
+    ASGIServerConnection,
+    Receive,
+    Send,
+    add_websocket_route,
+    close_connections,
+    serve_websocket,
+)
 from ..transport.ws_server import ServerOptions, WebSocketServerTransport
 from .logsupport import Log
 from .platforms import CLOSE_SHUTDOWN, Deliver, TokenAuth
 from .ws_app import LegacyWsApp
 
 __all__ = ["MAX_MESSAGE_SIZE", "LegacyWebSocketServer", "MountedLegacyServer",
-           "legacy_server_ssl_context", "mount_route"]
+           "legacy_server_ssl_context"]
 
 _CLOSE_WAIT = 5.0  # seconds stop() waits for connections to close
 
@@ -108,22 +115,6 @@ class LegacyWebSocketServer(LegacyWsApp):
             self.sio = None
 
 
-def mount_route(app: Any, path: str, endpoint: Any) -> None:
-    """Add a WebSocket route to a Starlette/FastAPI app (Starlette 1.x dropped
-    ``add_websocket_route``; appending a ``WebSocketRoute`` works on every version).
-    ``endpoint`` is an ASGI callable object, so Starlette passes it the raw scope."""
-    router = getattr(app, "router", None)
-    if router is not None and isinstance(getattr(router, "routes", None), list):
-        from starlette.routing import WebSocketRoute
-
-        router.routes.append(WebSocketRoute(path, endpoint))
-    elif hasattr(app, "add_websocket_route"):
-        app.add_websocket_route(path, endpoint)
-    else:
-        raise TypeError(f"cannot mount a WebSocket route on {type(app).__name__}: "
-                        "pass a Starlette or FastAPI application")
-
-
 class MountedLegacyServer(LegacyWsApp):
     """``MessageServer(mode="ws", app=...)``: a route on the host application, which
     serves it (its own server, TLS and port)."""
@@ -139,7 +130,7 @@ class MountedLegacyServer(LegacyWsApp):
         self.max_message_size = max_message_size
         self.own_app = False
         self.live: Set[ASGIServerConnection] = set()
-        mount_route(app, path, self)
+        add_websocket_route(app, path, self)
         # 0.7.x legacy clients: Engine.IO routes at "<path>/" on the same application
         self.sio: Optional[SocketIOEndpoint] = SocketIOEndpoint(
             self, path, max_payload=max_message_size)
@@ -162,9 +153,4 @@ class MountedLegacyServer(LegacyWsApp):
         self.table.clear()
         if self.sio is not None:
             self.sio.stop()  # polling-only 0.7 sessions; WebSocket ones are in self.live
-        for conn in list(self.live):
-            conn.close(1000, CLOSE_SHUTDOWN)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + _CLOSE_WAIT
-        while self.live and loop.time() < deadline:
-            await asyncio.sleep(0.01)
+        await close_connections(self.live, 1000, CLOSE_SHUTDOWN, _CLOSE_WAIT)

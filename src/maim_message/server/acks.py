@@ -67,7 +67,8 @@ class InFlight:
         waiting = self._frames.get(key)
         if waiting is None:
             return False
-        waiting.append(conn)
+        if conn not in waiting:  # a flood of one id costs one entry per connection
+            waiting.append(conn)
         return True
 
     def start(self, key: FrameKey, conn: ServerConnection) -> None:

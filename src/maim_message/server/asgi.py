@@ -18,17 +18,18 @@ framework. Starlette is imported only by :func:`mount_websocket_server`.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator, Dict, Optional, Set
 
 from ..sio.asgi import SocketIOASGI, mount_socketio
-from ..sio.server import GenerationMux
+from ..sio.mux import GenerationMux
 from ..transport.asgi import (
     ASGIServerConnection,
     Receive,
     Send,
+    add_websocket_route,
+    close_connections,
     refuse,
     serve_http,
     serve_websocket,
@@ -107,12 +108,8 @@ class WebSocketASGI:
     async def shutdown(self, code: int = 1001, reason: str = "server shutting down") -> None:
         """Close every ASGI connection, wait for them (bounded), then stop the hub if the
         mount started it."""
-        for conn in list(self.connections):
-            conn.close(code, reason)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + float(self.server.config.close_timeout) + 1.0
-        while self.connections and loop.time() < deadline:
-            await asyncio.sleep(0.01)
+        await close_connections(self.connections, code, reason,
+                                float(self.server.config.close_timeout) + 1.0)
         if self._owns_running:
             self._owns_running = False
             await self.server.stop()
@@ -136,10 +133,8 @@ def mount_websocket_server(
 ) -> WebSocketASGI:
     """Add ``server``'s WebSocket route (default ``server.config.path``) to a Starlette or
     FastAPI ``app`` and return the endpoint (use its ``lifespan``/``startup``/``shutdown``)."""
-    from starlette.routing import WebSocketRoute  # only this helper needs starlette
-
     endpoint = WebSocketASGI(server)
-    app.router.routes.append(WebSocketRoute(path or server.config.path, endpoint))
+    add_websocket_route(app, path or server.config.path, endpoint)
     sio = server.socketio_endpoint()
     if sio is not None:  # 0.7.x clients: Engine.IO routes at "<path>/"
         cfg = server.config

@@ -8,7 +8,8 @@ Sans-I/O: an envelope in, an :class:`APIMessageBase` out, or an
 from __future__ import annotations
 
 import time
-from typing import Any, Dict
+from collections import OrderedDict
+from typing import Any, Dict, Hashable, Optional
 
 from ..core.codec import has_standard_payload
 from ..core.models.api import APIMessageBase
@@ -38,3 +39,26 @@ def standard_message(env: Dict[str, Any], platform: str, api_key: str) -> APIMes
         "message_segment": {"type": "text", "data": text},
         "message_dim": {"api_key": api_key, "platform": platform},
     })
+
+
+class RefusedFrames:
+    """The ``sys_error`` answers of recently refused frames, by (user, platform, msg_id).
+
+    A client re-sends a frame it saw no ack for, unchanged; answering the re-send from
+    here keeps a malformed frame (e.g. a segment list nested 1,000 deep) from being
+    parsed again on every reconnect. Bounded: the oldest answers are forgotten.
+    """
+
+    __slots__ = ("_frames", "limit")
+
+    def __init__(self, limit: int = 10_000) -> None:
+        self.limit = limit
+        self._frames: OrderedDict[Hashable, bytes] = OrderedDict()
+
+    def add(self, key: Hashable, frame: bytes) -> None:
+        self._frames[key] = frame
+        if len(self._frames) > self.limit:
+            self._frames.popitem(last=False)
+
+    def get(self, key: Hashable) -> Optional[bytes]:
+        return self._frames.get(key) if self._frames else None

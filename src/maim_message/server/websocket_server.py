@@ -50,13 +50,14 @@ from ..core.routing import RoutingTable
 from ..errors import ConfigError, DeliveryRefused, EnvelopeError, ServerStartError
 from ..runtime.callbacks import HandlerTasks, call_maybe_async
 from ..runtime.unused_fields import SERVER_UNUSED, warn_unused_fields
-from ..sio.server import GenerationMux, SocketIOEndpoint
+from ..sio.mux import GenerationMux
+from ..sio.server import SocketIOEndpoint
 from ..transport.base import Accept, Decision, HandshakeInfo, HttpReply, ServerConnection
 from ..transport.ws_server import ServerOptions, WebSocketServerTransport
 from .acks import ACK_POLICIES, HANDLED, AckAfterHandling, FrameKey
 from .config import ServerConfig, config_field_names
 from .delivery import Delivery
-from .inbound import standard_message
+from .inbound import RefusedFrames, standard_message
 from .peer import Peer
 from .tls import describe_peer_cert, server_ssl_context
 
@@ -95,6 +96,7 @@ class WebSocketServer:
         self._key_conns = KeyConnectionCounter(self.config.max_connections_per_key)
         self._origins = OriginPolicy(self.config.allowed_origins)
         self._limit_logged = FirstSeen()
+        self._refused = RefusedFrames()  # malformed frames by key: re-sends not re-parsed
         # ack="handled": frames being handled, acked once done and committed
         self._after_handling = AckAfterHandling(
             self._dedupe, self._handlers, lambda: self.delivery, self._send_ack, self._refuse_frame)
@@ -396,9 +398,11 @@ class WebSocketServer:
             try:
                 message = standard_message(env, peer.platform, peer.api_key)
             except EnvelopeError as exc:
-                if key is not None:
-                    self._dedupe.forget(key)  # not taken: a corrected re-send is new
-                self._bad_frame(conn, peer, exc, None, ref=msg_id)
+                frame = self._bad_frame(conn, peer, exc, None, ref=msg_id)
+                if key is not None:  # not taken; a re-send of it is refused unparsed
+                    self._dedupe.forget(key)
+                    if frame is not None:
+                        self._refused.add(key, frame)
                 return
             handler, args = self.config.on_message, (message, dict(peer.metadata))
         elif kind.startswith(CUSTOM_PREFIX):
@@ -422,7 +426,12 @@ class WebSocketServer:
             self._handlers.spawn(handler, *args)
 
     def _duplicate(self, conn: ServerConnection, key: FrameKey) -> bool:
-        """True (and acked or to be acked) when ``key`` was taken before."""
+        """True (and acked, to be acked, or refused again) when ``key`` was seen before."""
+        refused = self._refused.get(key)
+        if refused is not None:  # the same malformed frame again (a client's re-send)
+            self.stats["invalid_frames"] += 1
+            conn.send_text(refused)
+            return True
         if self._ack_handled:
             return self._after_handling.duplicate(conn, key)
         if self._dedupe.seen(key):
@@ -462,17 +471,20 @@ class WebSocketServer:
     def _bad_frame(
         self, conn: ServerConnection, peer: Peer, exc: EnvelopeError, payload: Optional[bytes],
         ref: Optional[str] = None,
-    ) -> None:
+    ) -> Optional[bytes]:
+        """Answer a refused frame with sys_error (returned), or close on invalid UTF-8."""
         self.stats["invalid_frames"] += 1
         if payload is not None and exc.field is None:
             try:
                 payload.decode("utf-8")
             except UnicodeDecodeError:
                 self._limit_close(conn, peer, INVALID_UTF8, 1007, "text frame is not valid UTF-8")
-                return
+                return None
         self._warn_once(peer, f"bad_frame:{exc.field}", "bad frame from %s: %s",
                         peer.uuid_label, log_safe(exc))
-        conn.send_text(encode_error(str(exc), field=exc.field, ref_msg_id=ref))
+        frame = encode_error(str(exc), field=exc.field, ref_msg_id=ref)
+        conn.send_text(frame)
+        return frame
 
     # -- limits -----------------------------------------------------------------------------
 

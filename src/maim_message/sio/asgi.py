@@ -14,7 +14,7 @@ import logging
 from typing import Any, Dict, Optional, Set
 
 from ..transport.asgi import ASGIServerConnection, Receive, Send, serve_http, serve_websocket
-from .server import GenerationMux
+from .mux import GenerationMux
 
 logger = logging.getLogger(__name__)
 

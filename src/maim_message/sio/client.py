@@ -49,6 +49,7 @@ _PONG = encode_eio(EioType.PONG)
 # A 41 this soon after the CONNECT answer, before any message, is a 0.7.5 key refusal.
 REFUSED_AFTER_CONNECT = 2.0
 _SETTLE = 0.25  # how long open() waits for such a 41 before reporting success
+_CLOSE_WAIT = 1.0  # close handshake after the server ended the session
 
 
 class SocketIORefused(AuthRejectedError):
@@ -91,7 +92,7 @@ class SocketIOClientSocket:
         try:
             await asyncio.wait_for(sock._handshake(), timeout)
         except BaseException:
-            await ws.close(1000)
+            await sock._finish()
             raise
         return sock
 
@@ -166,6 +167,14 @@ class SocketIOClientSocket:
             self._received = True
             return body
 
+    async def _finish(self) -> None:
+        """Close after the server ended the session: a server shutting down may never answer
+        the close handshake (0.7.5's aiohttp does not), so wait briefly, then abort."""
+        try:
+            await asyncio.wait_for(asyncio.shield(self.ws.close(1000)), _CLOSE_WAIT)
+        except asyncio.TimeoutError:
+            self.ws.transport.abort()
+
     # -- what SupervisedConnection uses ----------------------------------------------------
 
     def __aiter__(self) -> AsyncIterator[bytes]:
@@ -179,7 +188,7 @@ class SocketIOClientSocket:
             try:
                 body = await self._next_body()
             except (ConnectionClosedOK, SocketIORefused):
-                await self.ws.close(1000)
+                await self._finish()
                 raise
             except (PacketError, EnvelopeError) as exc:
                 self._reason = f"protocol error: {exc}"
@@ -204,7 +213,10 @@ class SocketIOClientSocket:
 
     @property
     def close_code(self) -> Optional[int]:
-        return self.ws.close_code
+        code = self.ws.close_code
+        if self._reason is not None and code in (None, 1006):
+            return 1000  # the server ended the session (41 / 1), then went silent
+        return code
 
     @property
     def close_reason(self) -> Optional[str]:

@@ -9,8 +9,7 @@ through the hub's own auth (``authorize``), and an accepted client becomes a
 ``text_received`` / ``connection_closed`` calls (same dispatch, delivery, routing and
 limits as a 0.6 peer).
 
-:class:`GenerationMux` is the transport's app: it sends Engine.IO requests (``EIO`` in the
-query) and the WebSockets they open to the endpoint, everything else to the hub.
+``sio/mux.py`` puts the endpoint between the transport and the hub.
 
 Refusals never reach a handler: a refused client gets its Engine.IO session, then
 ``44{"message":...}`` for its CONNECT, and nothing it sends is read.
@@ -28,11 +27,11 @@ from ..core.defaults import DEFAULT_LIMITS, MAX_MESSAGE_SIZE
 from ..transport.base import Accept, Decision, HandshakeInfo, HttpReply, ServerConnection
 from .packets import EioType, encode_eio, join_payload, message_body, open_packet
 from .session import Closed, ConnectRequest, Event, Message, ProbeAnswer, ServerSession, Upgraded
-from .socket import Link, SioSocket
+from .socket import Link, SioSocket, client_ws_limit
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["GenerationMux", "HubApp", "SocketIOEndpoint"]
+__all__ = ["HubApp", "SocketIOEndpoint"]
 
 _TEXT = "text/plain; charset=UTF-8"
 MAX_PENDING_SESSIONS = 10_000  # opened, CONNECT not answered yet (each lives connect_timeout)
@@ -164,6 +163,7 @@ class SocketIOEndpoint:
             session.send(open_packet(sid, ["websocket"], self.ping_interval,
                                      self.ping_timeout, self.max_payload))
         sock = SioSocket(self, session, decision, info.client_ip)
+        sock.ws_limit = client_ws_limit(info.headers.get("user-agent", ""))
         self.sessions[sid] = sock
         self._born[sid] = time.monotonic()
         if self._sweeper is None:
@@ -304,6 +304,14 @@ class SocketIOEndpoint:
         sock.flush()  # the CONNECT answer goes out before anything the hub sends
         self.app.connection_opened(sock)
 
+    def held_back(self, sock: SioSocket, size: int) -> None:
+        """A message too big for the client's WebSocket: kept in the outbox, not sent."""
+        sock.oversize += 1
+        log = logger.warning if sock.oversize == 1 else logger.debug
+        log("Socket.IO session %s: a %d-byte message exceeds its client's %d-byte WebSocket "
+            "limit (python-engineio/aiohttp); not sent, it stays in the outbox",
+            sock.session.sid, size, sock.ws_limit)
+
     def drop(self, sock: SioSocket, code: int, reason: str) -> None:
         """End the session: close its WebSocket (the client may come back), else let a held
         poll fail; the hub hears connection_closed once."""
@@ -331,52 +339,3 @@ class SocketIOEndpoint:
                 self.app.connection_closed(sock, code, reason)
             except Exception:
                 logger.exception("connection_closed callback failed")
-
-
-class GenerationMux:
-    """The transport's app: Engine.IO traffic to the endpoint, the rest to the hub."""
-
-    def __init__(self, hub: Any, endpoint: Optional[SocketIOEndpoint],
-                 path: Optional[str]) -> None:
-        self.hub = hub
-        self.endpoint = endpoint
-        self.path = path  # where 0.6 upgrades are served (None: anywhere)
-
-    async def handshake(self, info: HandshakeInfo) -> Decision:
-        endpoint = self.endpoint
-        if endpoint is not None and endpoint.owns(info):
-            return await endpoint.handshake(info)
-        if info.is_upgrade and self.path is not None and info.path != self.path:
-            return HttpReply(404, f"no WebSocket endpoint at {info.path}\n".encode())
-        result: Decision = await self.hub.handshake(info)
-        return result
-
-    def connection_opened(self, conn: ServerConnection) -> None:
-        if conn.context.__class__ is Link:
-            self.endpoint.ws_opened(conn)  # type: ignore[union-attr]
-        else:
-            self.hub.connection_opened(conn)
-
-    def text_received(self, conn: ServerConnection, payload: bytes) -> None:
-        if conn.context.__class__ is Link:
-            self.endpoint.ws_text(conn, payload)  # type: ignore[union-attr]
-        else:
-            self.hub.text_received(conn, payload)
-
-    def binary_received(self, conn: ServerConnection, payload: bytes) -> None:
-        if conn.context.__class__ is Link:
-            self.endpoint.ws_binary(conn)  # type: ignore[union-attr]
-        else:
-            self.hub.binary_received(conn, payload)
-
-    def connection_writable(self, conn: ServerConnection) -> None:
-        if conn.context.__class__ is Link:
-            self.endpoint.ws_writable(conn)  # type: ignore[union-attr]
-        else:
-            self.hub.connection_writable(conn)
-
-    def connection_closed(self, conn: ServerConnection, code: int, reason: str) -> None:
-        if conn.context.__class__ is Link:
-            self.endpoint.ws_closed(conn, code, reason)  # type: ignore[union-attr]
-        else:
-            self.hub.connection_closed(conn, code, reason)

@@ -32,6 +32,17 @@ DROP_CODES = frozenset({1001, 1006, 1011, 1012, 1013})
 _FINAL_CODES = frozenset({1000, 4000})  # ended on purpose: 41, do not come back
 
 
+# python-engineio's client (aiohttp ws_connect, no options from maim 0.7.5) closes its
+# WebSocket on any message over 4 MiB, reconnects, and would get the same message resent
+# forever (wire-0.7.md §1.4, §7 item 8): such messages are held back and logged instead.
+AIOHTTP_CLIENT_MAX = 4 * 1024 * 1024
+
+
+def client_ws_limit(user_agent: str) -> Optional[int]:
+    """The largest WebSocket message a 0.7 client can take, known from its User-Agent."""
+    return AIOHTTP_CLIENT_MAX if "aiohttp" in user_agent else None
+
+
 def ws_payload(frame: bytes, body: bytes) -> bytes:
     """The payload of a server text frame built by the delivery code (header [+ body])."""
     if body:
@@ -65,6 +76,8 @@ class SioSocket:
         self.poll: Optional[asyncio.Future[None]] = None  # a held long-polling GET
         self.opened = False  # the hub's connection_opened ran (connection_closed is owed)
         self.ended = False
+        self.ws_limit: Optional[int] = None  # largest message its WebSocket client takes
+        self.oversize = 0  # messages held back because of ws_limit
         self.close_code = 1006
         self.close_reason = ""
 
@@ -88,8 +101,13 @@ class SioSocket:
         if not session.namespace_connected or session.closed:
             return False
         ws = self.ws
-        if ws is not None and not session.queue:  # the hot path: straight onto the socket
-            return ws.send_text(message_frame(payload))
+        if ws is not None:
+            limit = self.ws_limit
+            if limit is not None and len(payload) + 14 > limit:
+                self.endpoint.held_back(self, len(payload))
+                return False
+            if not session.queue:  # the hot path: straight onto the socket
+                return ws.send_text(message_frame(payload))
         session.send_message(payload)
         self.flush()
         return True

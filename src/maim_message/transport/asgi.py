@@ -3,7 +3,8 @@
 The hub is the same object the asyncio transport drives; this module only translates ASGI
 messages (``websocket.connect`` / ``.receive`` / ``.disconnect`` in, ``websocket.accept`` /
 ``.send`` / ``.close`` out) into the :mod:`.base` contract. It imports no framework: any
-ASGI server (uvicorn, hypercorn) or framework route (Starlette / FastAPI) can call it.
+ASGI server (uvicorn, hypercorn) or framework route (Starlette / FastAPI) can call it
+(Starlette is imported only by :func:`add_websocket_route`, which mounts such a route).
 
 Authentication is answered before ``websocket.accept``: with the ASGI
 ``websocket.http.response`` extension the refusal is a real HTTP response (401/403 with a
@@ -336,3 +337,32 @@ async def _read_loop(
                 return conn.close_code, conn.close_reason
     finally:
         closed_by_us.cancel()
+
+
+async def close_connections(
+    live: Set[ASGIServerConnection], code: int, reason: str, timeout: float
+) -> None:
+    """Close every connection of a mount (shutdown) and wait, at most ``timeout`` seconds,
+    until their ``serve_websocket`` calls have ended."""
+    for conn in list(live):
+        conn.close(code, reason)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while live and loop.time() < deadline:
+        await asyncio.sleep(0.01)
+
+
+def add_websocket_route(app: Any, path: str, endpoint: Any) -> None:
+    """Add a WebSocket route to a Starlette/FastAPI app (Starlette 1.x dropped
+    ``add_websocket_route``; appending a ``WebSocketRoute`` works on every version).
+    ``endpoint`` is an ASGI callable object, so Starlette passes it the raw scope."""
+    router = getattr(app, "router", None)
+    if router is not None and isinstance(getattr(router, "routes", None), list):
+        from starlette.routing import WebSocketRoute
+
+        router.routes.append(WebSocketRoute(path, endpoint))
+    elif hasattr(app, "add_websocket_route"):
+        app.add_websocket_route(path, endpoint)
+    else:
+        raise TypeError(f"cannot mount a WebSocket route on {type(app).__name__}: "
+                        "pass a Starlette or FastAPI application")
