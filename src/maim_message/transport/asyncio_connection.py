@@ -384,9 +384,11 @@ class WSConnection(asyncio.Protocol):
             self._turn_pending = True
             asyncio.get_running_loop().call_soon(self._end_of_turn)
             self._flush()
-        elif self._proto.bytes_to_send >= self._server.options.send_buffer_high:
-            # write now, so that the transport's high-water mark (pause_writing, hence
-            # is_writable) sees it and the outbox holds the rest back
+        elif (self._proto.views_pending
+              or self._proto.bytes_to_send >= self._server.options.send_buffer_high):
+            # a big payload, or the mark reached: write now, so that the transport's
+            # high-water mark (pause_writing, hence is_writable) sees it and the outbox
+            # holds the rest back
             self._flush()
 
     def _end_of_turn(self) -> None:
