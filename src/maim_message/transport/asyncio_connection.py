@@ -347,6 +347,7 @@ class WSConnection(asyncio.Protocol):
         size = proto.bytes_to_send
         if not size:
             return
+        views = proto.views_pending
         chunks = proto.data_to_send()
         transport = self._transport
         if transport is None or transport.is_closing():
@@ -356,6 +357,8 @@ class WSConnection(asyncio.Protocol):
             return
         if len(chunks) == 1:
             transport.write(chunks[0])
+        elif not views:
+            transport.write(b"".join(chunks))
         else:
             _write_chunks(transport, chunks)
 
