@@ -38,7 +38,7 @@ logger = logging.getLogger(__name__)
 # Frames handled per turn of the event loop. The handler tasks of one slice run before the
 # next slice is handled, so per-message objects die young (cheap garbage collection) and
 # one flooding connection cannot hold the loop for a whole 256 KiB read.
-_SLICE = 16
+_SLICE = 64
 _BACKLOG_PAUSE = 4096  # parsed frames waiting -> stop reading that socket until drained
 
 
