@@ -56,6 +56,16 @@ def proc_status(pid: int) -> Dict[str, int]:
 
 
 def proc_cpu(pid: int) -> float:
+    """CPU seconds of every thread of ``pid``: nanoseconds from schedstat where the kernel
+    has it (short windows need better than /proc/<pid>/stat's 10 ms ticks)."""
+    try:
+        total = 0
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                total += int(f.read().split()[0])
+        return total / 1e9
+    except (OSError, ValueError, IndexError):
+        pass
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICK
@@ -77,6 +87,7 @@ class Clock:
         self.wall = wall
         return {
             "wall_s": round(wall, 4),
+            "server_cpu_s": round(proc_cpu(self.pid) - self.s_cpu, 6),
             "server_cpu_pct": round(100 * (proc_cpu(self.pid) - self.s_cpu) / wall, 1),
             "loadgen_cpu_pct": round(100 * (time.process_time() - self.l_cpu) / wall, 1),
         }
@@ -190,7 +201,7 @@ async def inbound(port, pid, tag, clients=1, per_client=50000, window=2048, batc
     t1 = await waiter.wait(timeout, f"{total} acks")
     cpu = clock.stop(t1)
     await close_all(cs)
-    return {"msgs_per_s": total / clock.wall, **cpu}
+    return {"msgs_per_s": total / clock.wall, "units": total, **cpu}
 
 
 async def rtt_latency(port, pid, tag, count=2000, warm=100, timeout=120, ack_messages=False):
@@ -220,7 +231,8 @@ async def rtt_latency(port, pid, tag, count=2000, warm=100, timeout=120, ack_mes
     await close_all([c])
     rtts = sorted((d - s) * 1000 for s, d in zip(sent_at[warm:], done_at[warm:]))
     pick = lambda q: rtts[min(len(rtts) - 1, int(q * len(rtts)))]  # noqa: E731
-    return {"p50_ms": pick(0.50), "p99_ms": pick(0.99), "samples": len(rtts), **cpu}
+    return {"p50_ms": pick(0.50), "p99_ms": pick(0.99), "samples": len(rtts),
+            "units": len(frames), **cpu}
 
 
 async def rtt_throughput(port, pid, tag, count=20000, inflight=32, timeout=120,
@@ -245,7 +257,7 @@ async def rtt_throughput(port, pid, tag, count=20000, inflight=32, timeout=120,
     t1 = await waiter.wait(timeout, f"{count} replies")
     cpu = clock.stop(t1)
     await close_all([c])
-    return {"msgs_per_s": count / clock.wall, **cpu}
+    return {"msgs_per_s": count / clock.wall, "units": count, **cpu}
 
 
 async def broadcast(port, pid, tag, clients=100, count=1000, timeout=120):
@@ -263,7 +275,7 @@ async def broadcast(port, pid, tag, clients=100, count=1000, timeout=120):
     t1 = await waiter.wait(timeout, f"{total} deliveries")
     cpu = clock.stop(t1)
     await close_all(cs)
-    return {"deliveries_per_s": total / clock.wall, **cpu}
+    return {"deliveries_per_s": total / clock.wall, "units": total, **cpu}
 
 
 async def settle_rss(pid: int, limit: float = 10.0) -> int:
@@ -298,6 +310,7 @@ async def idle(port, pid, tag, count=1000, conc=100, timeout=300):
         "kib_per_conn": (rss1 - rss0) / count,
         "rss_before_kib": rss0,
         "rss_after_kib": rss1,
+        "units": count,
         **cpu,
     }
 
@@ -328,6 +341,7 @@ async def media(port, pid, tag, size=5 * 2**20, timeout=120):
         "peak_over_payload": (hwm - rss0) * 1024 / size,
         "intact": intact,
         "frame_bytes": len(big),
+        "units": 1,
         **cpu,
     }
 

@@ -13,6 +13,7 @@ run goes on.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import select
@@ -35,8 +36,8 @@ from .scenarios import BY_ID, SCENARIOS, Scenario
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGETS_DIR = ROOT / "bench" / "targets"
-ALL_TARGETS = ("bare", "0.6.8", "ours", "0.7.5", "ours-0.6")
-BASE_TARGETS = ("bare", "0.6.8", "ours")  # scenarios without their own target list
+ALL_TARGETS = ("picows", "bare", "0.6.8", "ours", "0.7.5", "ours-0.6")
+BASE_TARGETS = ("picows", "bare", "0.6.8", "ours")  # scenarios without their own target list
 OURS_06 = "ours-0.6"  # ours, driven over the 0.6 wire in the Socket.IO scenarios (S7)
 NULL = "null"
 
@@ -88,9 +89,13 @@ def make_targets(names: List[str]) -> Dict[str, Target]:
     base_env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     out: Dict[str, Target] = {}
     for name in names:
-        if name in ("bare", NULL):
-            script = "bare_server.py" if name == "bare" else "null_server.py"
-            out[name] = Target(name, sys.executable, str(TARGETS_DIR / script), base_env)
+        if name in ("bare", "picows", NULL):
+            script = {"bare": "bare_server.py", "picows": "picows_server.py"}.get(
+                name, "null_server.py")
+            t = Target(name, sys.executable, str(TARGETS_DIR / script), base_env)
+            if name == "picows" and importlib.util.find_spec("picows") is None:
+                t.error = "picows is not installed (pip install picows)"
+            out[name] = t
         elif name in ("0.6.8", "0.7.5"):
             t = Target(name, "", str(TARGETS_DIR / "api_server.py"), base_env)
             try:

@@ -82,3 +82,35 @@ def test_sqlite_store_groups_writes_and_keeps_handled_ids(tmp_path: Path) -> Non
     assert reader.load_seen(200.0) == []  # older than asked for
     reader.close()
     store.close()
+
+
+def test_sqlite_store_keeps_the_target_connection_of_an_entry(tmp_path: Path) -> None:
+    """The hub's traffic between two connections of one pair: after a restart such an
+    entry still goes to its one connection, not back to its sender."""
+    db = str(tmp_path / "o.sqlite3")
+    store = SqliteOutboxStore(db)
+    outbox = Outbox(store=store)
+    outbox.append(("u", "qq"), "to-b", b"{}", only="conn-b")
+    outbox.append(("u", "qq"), "to-all", b"{}")
+    store.close()
+    again = Outbox(store=SqliteOutboxStore(db))
+    entries = {e.msg_id: e.only for e in again.pending_after(("u", "qq"), 0)}
+    assert entries == {"to-b": "conn-b", "to-all": None}
+    again.close()
+
+
+def test_sqlite_store_opens_a_file_of_the_previous_schema(tmp_path: Path) -> None:
+    import sqlite3
+
+    db = str(tmp_path / "old.sqlite3")
+    old = sqlite3.connect(db)
+    old.execute("CREATE TABLE outbox (user_id TEXT NOT NULL, platform TEXT NOT NULL, "
+                "seq INTEGER NOT NULL, msg_id TEXT NOT NULL, payload BLOB NOT NULL, "
+                "created REAL NOT NULL, PRIMARY KEY (user_id, platform, msg_id))")
+    old.execute("INSERT INTO outbox VALUES ('u', 'qq', 1, 'm1', x'7b7d', 1.0)")
+    old.commit()
+    old.close()
+    outbox = Outbox(store=SqliteOutboxStore(db))
+    assert [e.msg_id for e in outbox.pending_after(("u", "qq"), 0)] == ["m1"]
+    outbox.append(("u", "qq"), "m2", b"{}", only="c")
+    outbox.close()

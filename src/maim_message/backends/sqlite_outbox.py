@@ -14,7 +14,7 @@ process had already forwarded is recognised and not forwarded twice.
 from __future__ import annotations
 
 import sqlite3
-from typing import Iterable, List, Tuple
+from typing import Dict, Iterable, List, Tuple
 
 from ..core.outbox import OutboxEntry, Pair
 
@@ -26,6 +26,7 @@ CREATE TABLE IF NOT EXISTS outbox (
     msg_id TEXT NOT NULL,
     payload BLOB NOT NULL,
     created REAL NOT NULL,
+    only_uuid TEXT,
     PRIMARY KEY (user_id, platform, msg_id)
 );
 CREATE INDEX IF NOT EXISTS outbox_pair_seq ON outbox (user_id, platform, seq);
@@ -50,6 +51,9 @@ class SqliteOutboxStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(outbox)")}
+        if "only_uuid" not in columns:  # a file written by an older version
+            self._db.execute("ALTER TABLE outbox ADD COLUMN only_uuid TEXT")
 
     # -- transactions -------------------------------------------------------------------
 
@@ -78,9 +82,18 @@ class SqliteOutboxStore:
     def add(self, pair: Pair, entry: OutboxEntry) -> None:
         self._begin()
         self._db.execute(
-            "INSERT OR REPLACE INTO outbox VALUES (?, ?, ?, ?, ?, ?)",
-            (pair[0], pair[1], entry.seq, entry.msg_id, entry.payload, entry.created),
+            "INSERT OR REPLACE INTO outbox VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (pair[0], pair[1], entry.seq, entry.msg_id, entry.payload, entry.created,
+             entry.only),
         )
+
+    def load_targets(self) -> Dict[Tuple[str, str, str], str]:
+        """Entries addressed to one connection of their pair: (user, platform, msg_id) ->
+        that connection's uuid (the hub's traffic between connections of one pair)."""
+        rows = self._db.execute(
+            "SELECT user_id, platform, msg_id, only_uuid FROM outbox WHERE only_uuid IS NOT NULL"
+        ).fetchall()
+        return {(str(u), str(p), str(m)): str(o) for u, p, m, o in rows}
 
     def remove(self, pair: Pair, msg_ids: List[str]) -> None:
         self._begin()

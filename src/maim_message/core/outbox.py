@@ -41,7 +41,7 @@ class OutboxEntry:
     def __init__(self, seq: int, msg_id: str, payload: bytes, created: float,
                  prev_seq: int = 0, only: Optional[str] = None) -> None:
         self.seq = seq
-        # for one connection (uuid) of the pair only; kept in memory, not in a store
+        # for one connection (uuid) of the pair only (a store may keep it: load_targets)
         self.only = only
         self.prev_seq = prev_seq  # seq of the pair's previous entry when this one was added
         self.msg_id = msg_id
@@ -118,6 +118,13 @@ class Outbox:
             self._seq = max(self._seq, seq)
             self._account(pair, queue, entry_cost(msg_id, payload))
             self.total_count += 1
+        load_targets = getattr(store, "load_targets", None)
+        if load_targets is not None:  # entries for one connection of their pair
+            for (user, platform, msg_id), uuid in load_targets().items():
+                held = self.pairs.get((user, platform))
+                loaded = held.entries.get(msg_id) if held is not None else None
+                if loaded is not None:
+                    loaded.only = uuid
 
     # -- accounting -------------------------------------------------------------------------
 

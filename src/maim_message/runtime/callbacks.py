@@ -9,7 +9,10 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+from types import CoroutineType
 from typing import Any, Awaitable, Callable, Dict, Optional, Set
+
+from .eager import start_eagerly
 
 # Told how a handler call ended (None: returned; an exception: raised or was cancelled).
 # Returning True means it took care of the exception (it is not logged as a failure).
@@ -82,6 +85,46 @@ class HandlerTasks:
         if on_done is not None:
             on_done(None)
         return None
+
+    def start(self, func: Callable[..., Any], *args: Any, on_done: Optional[OnDone] = None
+              ) -> Optional[asyncio.Future[Any]]:
+        """Like :meth:`spawn`, but a coroutine's first step runs now (eager task start,
+        :mod:`.eager`): a handler that never waits costs no task and no loop turn, and
+        what it sends goes out with the frame's ack. Its exception is still isolated
+        and logged; it gets a task of its own only if it suspends (returned)."""
+        try:
+            result = func(*args)
+        except Exception as exc:
+            self._failed(func, exc, on_done)
+            return None
+        if type(result) is not CoroutineType:
+            if inspect.isawaitable(result):
+                return self.track(asyncio.ensure_future(result), on_done)
+            self.completed += 1
+            if on_done is not None:
+                on_done(None)
+            return None
+        task, _value, error = start_eagerly(result)
+        if task is not None:
+            return self.track(task, on_done)
+        if error is None:
+            self.completed += 1
+            if on_done is not None:
+                on_done(None)
+        elif isinstance(error, asyncio.CancelledError):
+            if on_done is not None:
+                on_done(error)
+        else:
+            self._failed(func, error, on_done)
+        return None
+
+    def _failed(self, func: Callable[..., Any], exc: BaseException,
+                on_done: Optional[OnDone]) -> None:
+        self.failed += 1
+        if on_done is not None and on_done(exc):
+            return
+        self._log.error("%s: handler %s raised", self._owner, _name_of(func),
+                        exc_info=(type(exc), exc, exc.__traceback__))
 
     def track(self, task: asyncio.Future[Any], on_done: Optional[OnDone] = None
               ) -> asyncio.Future[Any]:

@@ -124,7 +124,7 @@ class AckAfterHandling:
         receipt = Receipt(key)
         token = CURRENT_RECEIPT.set(receipt)  # the handler's task copies the context
         try:
-            self._handlers.spawn(handler, *args, on_done=lambda exc: self._done(receipt, exc))
+            self._handlers.start(handler, *args, on_done=lambda exc: self._done(receipt, exc))
         finally:
             CURRENT_RECEIPT.reset(token)
 

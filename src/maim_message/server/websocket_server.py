@@ -415,7 +415,7 @@ class WebSocketServer:
                             kind[:80], peer.uuid_label)
         if key is None:  # nothing to ack, nothing to dedupe
             if handler is not None:
-                self._handlers.spawn(handler, *args)
+                self._handlers.start(handler, *args)
             return
         if handler is not None and self.cluster.distributed:  # exactly-once across nodes
             handler = self.cluster.guard(key, handler)  # type: ignore[attr-defined]
@@ -425,7 +425,7 @@ class WebSocketServer:
             self._after_handling.receive(conn, key, handler, args)
         else:
             self._send_ack(conn, key[2])
-            self._handlers.spawn(handler, *args)
+            self._handlers.start(handler, *args)
 
     def _duplicate(self, conn: ServerConnection, key: FrameKey) -> bool:
         """True (and acked, to be acked, or refused again) when ``key`` was seen before."""

@@ -321,20 +321,16 @@ async def _read_loop(
             kind = message["type"]
             if kind == "websocket.receive":
                 text = message.get("text")
-                if text is not None:
-                    data = text.encode("utf-8")
-                    if len(data) > max_size:
-                        conn.close(1009, f"frame with {len(data)} bytes exceeds limit "
-                                         f"of {max_size} bytes")
-                    elif conn.is_open:
-                        app.text_received(conn, data)
-                elif conn.is_open:
-                    data = message.get("bytes") or b""
-                    if len(data) > max_size:
-                        conn.close(1009, f"frame with {len(data)} bytes exceeds limit "
-                                         f"of {max_size} bytes")
-                    else:
-                        app.binary_received(conn, data)
+                data = text.encode("utf-8") if text is not None else message.get("bytes") or b""
+                if len(data) > max_size:  # the ASGI server framed it: only the size is ours
+                    conn.close(1009, f"message of {len(data)} bytes exceeds limit of "
+                                     f"{max_size} bytes")
+                elif not conn.is_open:
+                    continue
+                elif text is not None:
+                    app.text_received(conn, data)
+                else:
+                    app.binary_received(conn, data)
             elif kind == "websocket.disconnect":
                 conn.closed_by_peer(int(message.get("code", 1005)),
                                     str(message.get("reason") or ""))

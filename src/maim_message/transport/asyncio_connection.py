@@ -38,7 +38,7 @@ logger = logging.getLogger(__name__)
 # Frames handled per turn of the event loop. The handler tasks of one slice run before the
 # next slice is handled, so per-message objects die young (cheap garbage collection) and
 # one flooding connection cannot hold the loop for a whole 256 KiB read.
-_SLICE = 16
+_SLICE = 64
 _BACKLOG_PAUSE = 4096  # parsed frames waiting -> stop reading that socket until drained
 
 
@@ -347,6 +347,7 @@ class WSConnection(asyncio.Protocol):
         size = proto.bytes_to_send
         if not size:
             return
+        views = proto.views_pending
         chunks = proto.data_to_send()
         transport = self._transport
         if transport is None or transport.is_closing():
@@ -356,6 +357,8 @@ class WSConnection(asyncio.Protocol):
             return
         if len(chunks) == 1:
             transport.write(chunks[0])
+        elif not views:
+            transport.write(b"".join(chunks))
         else:
             _write_chunks(transport, chunks)
 
@@ -381,9 +384,11 @@ class WSConnection(asyncio.Protocol):
             self._turn_pending = True
             asyncio.get_running_loop().call_soon(self._end_of_turn)
             self._flush()
-        elif self._proto.bytes_to_send >= self._server.options.send_buffer_high:
-            # write now, so that the transport's high-water mark (pause_writing, hence
-            # is_writable) sees it and the outbox holds the rest back
+        elif (self._proto.views_pending
+              or self._proto.bytes_to_send >= self._server.options.send_buffer_high):
+            # a big payload, or the mark reached: write now, so that the transport's
+            # high-water mark (pause_writing, hence is_writable) sees it and the outbox
+            # holds the rest back
             self._flush()
 
     def _end_of_turn(self) -> None:

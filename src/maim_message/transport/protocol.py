@@ -114,7 +114,7 @@ class ServerProtocol(SessionState):
 
     __slots__ = (
         "_body_need", "_buf", "_head", "_head_only", "_out", "_out_bytes", "_reader",
-        "failed", "max_request_body", "max_request_head", "request",
+        "failed", "max_request_body", "max_request_head", "request", "views_pending",
     )
 
     def __init__(
@@ -133,6 +133,7 @@ class ServerProtocol(SessionState):
         self._buf = bytearray()  # the HTTP request, and frames that come before our answer
         self._out: List[Chunk] = []
         self._out_bytes = 0
+        self.views_pending = False  # a big payload waits as a memoryview: do not join it
         self.failed = False  # we failed the connection: close TCP once our close is out
         self.request: Optional[HttpRequest] = None
         self._head: Optional[HttpRequest] = None
@@ -246,28 +247,44 @@ class ServerProtocol(SessionState):
     # -- sending --------------------------------------------------------------------------
 
     def send_text(self, payload: bytes) -> None:
-        self._send_data(OP_TEXT, payload)
-
-    def send_binary(self, payload: bytes) -> None:
-        self._send_data(OP_BINARY, payload)
-
-    def _send_data(self, opcode: int, payload: bytes) -> None:
+        """Queue one text frame (the hot path: one concatenation, one append)."""
         if self.state is not OPEN:
             raise ProtocolStateError(f"cannot send: connection is {self.state.name}")
-        head = frame_header(opcode, len(payload))
-        if len(payload) >= SPLIT_AT:
-            self._out.append(head)
-            self._out.append(memoryview(payload))
-            self._out_bytes += len(head) + len(payload)
+        n = len(payload)
+        if n < 126:
+            data = bytes((0x81, n)) + payload
+        elif n < SPLIT_AT:
+            data = frame_header(OP_TEXT, n) + payload
         else:
-            self._write(head + payload)
+            self._send_big(OP_TEXT, payload)
+            return
+        self._out.append(data)
+        self._out_bytes += len(data)
+
+    def send_binary(self, payload: bytes) -> None:
+        if self.state is not OPEN:
+            raise ProtocolStateError(f"cannot send: connection is {self.state.name}")
+        if len(payload) >= SPLIT_AT:
+            self._send_big(OP_BINARY, payload)
+        else:
+            self._write(frame_header(OP_BINARY, len(payload)) + payload)
+
+    def _send_big(self, opcode: int, payload: bytes) -> None:
+        head = frame_header(opcode, len(payload))
+        self._out.append(head)
+        self._out.append(memoryview(payload))
+        self._out_bytes += len(head) + len(payload)
+        self.views_pending = True
 
     def send_prepared(self, frame: PreparedFrame) -> None:
         """A frame built once for many connections (no copy here)."""
         if self.state is not OPEN:
             raise ProtocolStateError(f"cannot send: connection is {self.state.name}")
-        self._out.extend(frame.chunks)
+        chunks = frame.chunks
+        self._out.extend(chunks)
         self._out_bytes += frame.nbytes
+        if len(chunks) > 1:
+            self.views_pending = True
 
     def send_ping(self, payload: bytes = b"") -> None:
         if self.state is not OPEN:
@@ -292,9 +309,11 @@ class ServerProtocol(SessionState):
         self._out_bytes += len(data)
 
     def data_to_send(self) -> List[Chunk]:
-        """What to write to the network, in order (big payloads as memoryviews)."""
+        """What to write to the network, in order (big payloads as memoryviews;
+        ``views_pending`` tells beforehand whether there are any)."""
         out, self._out = self._out, []
         self._out_bytes = 0
+        self.views_pending = False
         return out
 
     @property
@@ -307,4 +326,5 @@ class ServerProtocol(SessionState):
         self._reader.stop()
         self._out = []
         self._out_bytes = 0
+        self.views_pending = False
         self.request = None

@@ -135,6 +135,11 @@ class FrameReader:
                 mask = bytes(buf[pos + head - 4:pos + head])
                 payload = apply_mask(buf[pos + head:pos + head + length], mask)  # type: ignore[arg-type]
                 pos += head + length
+                if opcode == OP_TEXT and fin and not self._frag_op:  # the common case, inline
+                    if not payload.isascii():
+                        _check_utf8(payload)
+                    events.append((OP_TEXT, payload))
+                    continue
                 self._frame(events, opcode, fin, payload, length)
                 if self.stopped:  # a close frame: nothing after it is read
                     return
