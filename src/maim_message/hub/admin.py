@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional
 import orjson
 
 from ..core.outbox import Outbox, Pair
+from ..core.redact import log_safe
 from ..errors import MaimMessageError
 from ..server.peer import Peer
 from ..sio.socket import SioSocket
@@ -104,7 +105,7 @@ class AdminPlane:
             raise AdminError(404, "no such connection")
         for target in targets:
             peer = peers[target]
-            logger.info("admin: disconnecting %s", target, extra=peer.log_fields())
+            logger.info("admin: disconnecting %s", log_safe(target), extra=peer.log_fields())
             self.hub.server.close_connection(target, ADMIN_DISCONNECT,
                                              "disconnected by an administrator")
         return targets
@@ -187,6 +188,8 @@ class AdminPlane:
         if outbox is None or pair not in outbox.pairs:
             return 0
         dropped = outbox.drop_through(pair, outbox.last_seq(pair))
-        logger.warning("admin: drained %d message(s) of user=%s platform=%s", dropped, user,
-                       platform, extra={"user": user, "platform": platform})
+        safe_user, safe_platform = log_safe(user), log_safe(platform)
+        logger.warning("admin: drained %d message(s) of user=%s platform=%s", dropped,
+                       safe_user, safe_platform,
+                       extra={"user": safe_user, "platform": safe_platform})
         return dropped
