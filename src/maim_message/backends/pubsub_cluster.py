@@ -27,6 +27,7 @@ import asyncio
 import inspect
 import logging
 import time
+from contextvars import ContextVar
 from typing import (
     TYPE_CHECKING,
     Any,
@@ -56,6 +57,10 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 SNAPSHOT_DEMAND_WINDOW = 30.0  # s: keep refreshing the presence snapshot this long after use
+
+# The frame a guarded handler is handling and its token (set around the handler call).
+_FRAME: ContextVar[Optional[Tuple[Receipt, str]]] = ContextVar("maim_cluster_frame",
+                                                                default=None)
 
 
 
@@ -255,11 +260,17 @@ class PubSubCluster(PubSubIO):
         delivery = host.delivery
         notify = ack_timeout is not None
         persist = delivery.enabled
-        receipt = CURRENT_RECEIPT.get()
         mark = None
-        if receipt is not None and not receipt.recorded:  # atomic with the handler's send
-            receipt.recorded = True
-            mark = frame_token(receipt.key)
+        frame = _FRAME.get()  # the guarded handler's frame (token computed once)
+        if frame is not None:
+            if not frame[0].recorded:  # recorded atomically with the handler's first send
+                frame[0].recorded = True
+                mark = frame[1]
+        else:
+            receipt = CURRENT_RECEIPT.get()
+            if receipt is not None and not receipt.recorded:
+                receipt.recorded = True
+                mark = frame_token(receipt.key)
         sent = self._send_pair(PairMessage(self.node_id, pair[0], pair[1], msg_id, "",
                                            payload, notify), persist, mark)
         results: Dict[str, bool] = {}
@@ -329,21 +340,19 @@ class PubSubCluster(PubSubIO):
         handled with the handler's first send, or once it returns."""
         async def guarded(*args: Any) -> Any:
             token = frame_token(key)
-            if await self._frame_seen(token):
+            if token in await self._frame_seen(token):
                 self.duplicate_frames += 1
                 return None
             receipt = CURRENT_RECEIPT.get()
-            reset = None
             if receipt is None or receipt.key != key:
                 receipt = Receipt(key)
-                reset = CURRENT_RECEIPT.set(receipt)
+            reset = _FRAME.set((receipt, token))
             try:
                 result = handler(*args)
                 if inspect.isawaitable(result):
                     result = await result
             finally:
-                if reset is not None:
-                    CURRENT_RECEIPT.reset(reset)
+                _FRAME.reset(reset)
             if not receipt.recorded:
                 receipt.recorded = True
                 self._mark_frame(token)

@@ -20,6 +20,7 @@ from typing import (
     Any,
     AsyncIterator,
     Awaitable,
+    Collection,
     Dict,
     List,
     Optional,
@@ -118,7 +119,9 @@ class RedisCluster(PubSubCluster):
         self._shards = [_Shard(i, u) for i, u in enumerate(self.urls)]
         self._shard_of: Dict[Pair, _Shard] = {}
         self._inbox: asyncio.Queue[Optional[bytes]] = asyncio.Queue()
-        self._checks: List[Tuple[str, asyncio.Future[bool]]] = []
+        # frame tokens to check in this batch, and one waiter each (a future shared by
+        # several coroutines would break eagerly started handlers: runtime/eager.py)
+        self._checks: List[Tuple[str, asyncio.Future[Collection[str]]]] = []
         self._flush_scheduled = False
         self._flushed: Optional[asyncio.Future[None]] = None
 
@@ -267,7 +270,7 @@ class RedisCluster(PubSubCluster):
         for shard in self._shards:
             done = self._q(shard).written()
             if done is not None:
-                await done
+                await asyncio.shield(done)  # one future per waiter (eager handler starts)
 
     # -- the loop turn's batch -----------------------------------------------------------------
 
@@ -320,7 +323,9 @@ class RedisCluster(PubSubCluster):
                                 encode_pairs(self.node_id, messages)))
         fut.add_done_callback(done)
 
-    def _push_checks(self, checks: List[Tuple[str, asyncio.Future[bool]]]) -> None:
+    def _push_checks(self, checks: List[Tuple[str, asyncio.Future[Collection[str]]]]
+                     ) -> None:
+        """One CHECK_FRAMES call per shard; every waiter gets the tokens any shard has."""
         tokens = [token for token, _ in checks]
         current, previous = self.dedupe.both()
         replies: List[asyncio.Future[Any]] = []
@@ -332,16 +337,22 @@ class RedisCluster(PubSubCluster):
         gathered = asyncio.gather(*replies)
 
         def done(f: asyncio.Future[Any]) -> None:
-            exc = None if f.cancelled() else f.exception()
-            flags = [] if exc is not None or f.cancelled() else [
-                _text(r) for r in f.result()]
-            for n, (_token, waiter) in enumerate(checks):
+            exc: Optional[BaseException] = None
+            seen: Collection[str] = ()
+            if f.cancelled():
+                exc = ClusterError("frame check cancelled")
+            elif f.exception() is not None:
+                exc = f.exception()
+            else:
+                flags = [_text(r) for r in f.result()]
+                seen = {t for n, t in enumerate(tokens) if any(r[n] == "1" for r in flags)}
+            for _token, waiter in checks:
                 if waiter.done():
                     continue
-                if not flags:
-                    waiter.set_exception(exc or ClusterError("frame check cancelled"))
+                if exc is not None:
+                    waiter.set_exception(exc)
                 else:
-                    waiter.set_result(any(r[n] == "1" for r in flags))
+                    waiter.set_result(seen)
         gathered.add_done_callback(done)
 
     def _send_pair(self, message: PairMessage, persist: bool,
@@ -354,8 +365,8 @@ class RedisCluster(PubSubCluster):
             turn.marks.append(mark)
         return fut
 
-    def _frame_seen(self, token: str) -> Awaitable[bool]:
-        fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+    def _frame_seen(self, token: str) -> Awaitable[Collection[str]]:
+        fut: asyncio.Future[Collection[str]] = asyncio.get_running_loop().create_future()
         self._turn(self._shards[0])  # schedules the flush
         self._checks.append((token, fut))
         return fut
