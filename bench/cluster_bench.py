@@ -1,7 +1,11 @@
-"""Cluster benchmark: 1 hub node vs 1 node + Redis vs 2 nodes + Redis, side by side.
+"""Cluster benchmark: 1 node alone, 1 node + Redis, 2 nodes + Redis, 2 nodes + 2 Redis.
 
-    python bench/cluster_bench.py            # writes docs/cluster-benchmark.md (~1-2 min)
-    python bench/cluster_bench.py --quick    # small counts, prints only
+    python -m bench cluster            # writes docs/cluster-benchmark.md (~1-2 min)
+    python -m bench cluster --smoke    # small counts, prints only (CI: never asserts speed)
+
+The last line printed is one JSON object with the headline figures
+(``node_cpu_us_per_msg_single`` / ``_cluster``, ``redis_cmds_per_msg``,
+``redis_cpu_us_per_msg``, ``lost``, ``duplicates``) and every row.
 
 Workload ("relay"): P sender clients each send messages addressed to a receiver user; the
 hub forwards every message (``on_message`` -> ``send_message``, the hub's routing) and the
@@ -41,7 +45,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from bench.wsclient import WSClient, build_frames, connect  # noqa: E402
 
-OUT = ROOT / "docs" / "_cluster_bench.md"
+OUT = ROOT / "docs" / "cluster-benchmark.md"
 CLK = os.sysconf("SC_CLK_TCK")
 TAGS: List[str] = []
 
@@ -66,6 +70,13 @@ async def node_main(port: int, backend: str, url: str, node_id: str) -> None:
         on_message=forward, enable_connection_log=False, enable_message_log=False,
         rate_limit_per_second=None, max_connections_per_key=None, **extra))
     await server.start()
+    profile_dir = os.environ.get("MAIM_BENCH_PROFILE")  # a cProfile dump per "stats"
+    profiler = None
+    if profile_dir:
+        import cProfile
+
+        profiler = cProfile.Profile()
+        profiler.enable()
     print("READY", flush=True)
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
@@ -78,6 +89,9 @@ async def node_main(port: int, backend: str, url: str, node_id: str) -> None:
             cluster = server.cluster
             stats = cluster.stats() if backend == "redis" else {}  # type: ignore[union-attr]
             stats["connections"] = server.get_connection_count()
+            if profiler is not None:
+                profiler.dump_stats(f"{profile_dir}/{node_id}.prof")  # stops it
+                profiler.enable()
             print("STATS " + json.dumps(stats), flush=True)
     await server.stop()
 
@@ -208,6 +222,7 @@ async def relay(ports_tx: List[int], ports_rx: List[int], pairs: int, count: int
                                      f"{tag}tx{i}", f"{tag}tx{i}"))
     for r in receivers:
         r.ack_messages = True
+        r.acked_ids = []
     frames = [build_frames(f"{tag}rx{i}", f"{tag}{i}", count) for i in range(pairs)]
     sent = [0] * pairs
     done = asyncio.get_running_loop().create_future()
@@ -237,9 +252,12 @@ async def relay(ports_tx: List[int], ports_rx: List[int], pairs: int, count: int
     finally:
         elapsed = time.perf_counter() - t0
         got = sum(r.msgs for r in receivers)
+        ids = [m for r in receivers for m in (r.acked_ids or ())]
         for c in senders + receivers:
             c.abort()
-    return {"messages": got, "seconds": elapsed, "rate": got / elapsed}
+    unique = len(set(ids))
+    return {"messages": got, "seconds": elapsed, "rate": got / elapsed,
+            "lost": total - unique, "duplicates": len(ids) - unique}
 
 
 def log(text: str) -> None:
@@ -247,7 +265,7 @@ def log(text: str) -> None:
 
 
 async def run_config(name: str, nodes: List[Proc], ports: List[int], cross: bool,
-                     redis: Optional[Redis], pairs: int, count: int, window: int,
+                     redises: List[Redis], pairs: int, count: int, window: int,
                      warm: int) -> Dict[str, Any]:
     tx = ports
     rx = list(reversed(ports)) if cross else ports
@@ -255,11 +273,12 @@ async def run_config(name: str, nodes: List[Proc], ports: List[int], cross: bool
     tag = f"c{len(TAGS)}"  # unique user names and msg ids per configuration
     TAGS.append(tag)
     await relay(tx, rx, pairs, warm, window, f"w{tag}")
-    if redis is not None:
-        await redis.client.config_resetstat()
+    if redises:
+        for redis in redises:
+            await redis.client.config_resetstat()
         before_cmds = [json.loads(await n.ask("stats", "STATS"))["redis_commands"]
                        for n in nodes]
-        redis_cpu0 = cpu_seconds(redis.proc.pid)
+        redis_cpu0 = [cpu_seconds(r.proc.pid) for r in redises]
     log(f"{name}: measuring")
     cpu0 = [cpu_seconds(n.pid) for n in nodes]
     own0 = time.process_time()
@@ -273,18 +292,25 @@ async def run_config(name: str, nodes: List[Proc], ports: List[int], cross: bool
         "per_node": round(result["rate"] / len(nodes)),
         "node_cpu": [round(c, 2) for c in cpu], "loadgen_cpu": round(own, 2),
         "node_cpu_us_per_msg": round(sum(cpu) / msgs * 1e6, 1),
+        "lost": result["lost"], "duplicates": result["duplicates"],
     }
-    if redis is not None:
-        executed = await redis.executed()
+    if redises:
+        executed = sum([await r.executed() for r in redises])
+        if os.environ.get("MAIM_BENCH_CMDSTATS"):
+            for r in redises:
+                stats = await r.client.info("commandstats")
+                log(f"{name}: " + ", ".join(f"{k[8:]} {v['calls']}x{v['usec_per_call']:.1f}us"
+                                             for k, v in stats.items()))
         after_cmds = [json.loads(await n.ask("stats", "STATS"))["redis_commands"]
                       for n in nodes]
         sent_cmds = sum(a - b for a, b in zip(after_cmds, before_cmds))
-        redis_cpu = cpu_seconds(redis.proc.pid) - redis_cpu0
+        redis_cpu = sum(cpu_seconds(r.proc.pid) - c for r, c in zip(redises, redis_cpu0))
         row.update({
             "redis_cmds_per_msg": round(sent_cmds / msgs, 2),
             "redis_executed_per_msg": round(executed / msgs, 2),
             "redis_cpu": round(redis_cpu, 2),
             "redis_cpu_us_per_msg": round(redis_cpu / msgs * 1e6, 1),
+            "redis_servers": len(redises),
         })
     return row
 
@@ -323,7 +349,6 @@ def render(rows: List[Dict[str, Any]], idle: Dict[str, float], args: argparse.Na
            redis_version: str) -> str:
     import redis as redis_py
 
-    base = rows[0]["rate"]
     lines = [
         "## Cluster mode (bench/cluster_bench.py)",
         "",
@@ -333,19 +358,19 @@ def render(rows: List[Dict[str, Any]], idle: Dict[str, float], args: argparse.Na
         "(`on_message` -> `send_message`) and the receiver acks it (outbox written and "
         "trimmed per message). One run, all configurations in the same run.",
         "",
-        "| configuration | delivered msgs/s | per node | vs 1 node | node CPU (s) | "
-        "load gen CPU (s) | Redis CPU (s) | Redis cmds/msg sent (executed) | "
-        "Redis CPU us/msg |",
-        "|---|---:|---:|---:|---|---:|---:|---:|---:|",
+        "| configuration | delivered msgs/s | per node | node CPU (s) | node CPU us/msg | "
+        "load gen CPU (s) | Redis CPU (s) | Redis cmds/msg executed (sent by nodes) | "
+        "Redis CPU us/msg | lost / duplicates |",
+        "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
-        redis_cells = (f"{r['redis_cpu']} | {r['redis_cmds_per_msg']} "
-                       f"({r['redis_executed_per_msg']}) | {r['redis_cpu_us_per_msg']}"
+        redis_cells = (f"{r['redis_cpu']} | {r['redis_executed_per_msg']} "
+                       f"({r['redis_cmds_per_msg']}) | {r['redis_cpu_us_per_msg']}"
                        if "redis_cpu" in r else "- | - | -")
         lines.append(
             f"| {r['config']} | {r['rate']:,} | {r['per_node']:,} | "
-            f"{r['rate'] / base:.2f}x | {' + '.join(str(c) for c in r['node_cpu'])} | "
-            f"{r['loadgen_cpu']} | {redis_cells} |")
+            f"{' + '.join(str(c) for c in r['node_cpu'])} | {r['node_cpu_us_per_msg']} | "
+            f"{r['loadgen_cpu']} | {redis_cells} | {r['lost']} / {r['duplicates']} |")
     lines += [
         "",
         f"Idle connections on one cluster node: {idle['connections']:,} opened at "
@@ -364,46 +389,85 @@ def render(rows: List[Dict[str, Any]], idle: Dict[str, float], args: argparse.Na
 
 
 async def bench(args: argparse.Namespace) -> None:
-    redis = Redis()
+    redises = [Redis(), Redis()]
     procs: List[Proc] = []
     rows: List[Dict[str, Any]] = []
+    cfg = (args.pairs, args.count, args.window, args.warm)
+
+    async def nodes(n: int, url: str, prefix: str) -> List[int]:
+        nonlocal procs
+        ports = [free_port() for _ in range(n)]
+        procs = [await start_node(p, "redis", url, f"{prefix}{i}") for i, p in enumerate(ports)]
+        return ports
+
+    async def stop_nodes() -> None:
+        for p in procs:
+            await p.kill()
+        procs.clear()
+        for r in redises:
+            await r.flush()
+
     try:
-        await redis.ready()
+        for r in redises:
+            await r.ready()
         ports = [free_port()]
         procs = [await start_node(ports[0], "local", "", "local")]
-        rows.append(await run_config("1 node (local)", procs, ports, False, None,
-                                     args.pairs, args.count, args.window, args.warm))
-        await procs[0].kill()
-        await redis.flush()
-        ports = [free_port()]
-        procs = [await start_node(ports[0], "redis", redis.url, "solo")]
+        rows.append(await run_config("1 node (local)", procs, ports, False, [], *cfg))
+        await stop_nodes()
+        one = redises[:1]
+        ports = await nodes(1, one[0].url, "solo")
         log("idle connections on a fresh cluster node")
-        idle = await idle_cost(ports[0], procs[0], redis, args.idle)
-        rows.append(await run_config("1 node + Redis", procs, ports, False, redis,
-                                     args.pairs, args.count, args.window, args.warm))
-        await procs[0].kill()
-        await redis.flush()
-        ports = [free_port(), free_port()]
-        procs = [await start_node(p, "redis", redis.url, f"n{i}") for i, p in enumerate(ports)]
+        idle = await idle_cost(ports[0], procs[0], one[0], args.idle)
+        rows.append(await run_config("1 node + Redis", procs, ports, False, one, *cfg))
+        await stop_nodes()
+        ports = await nodes(2, one[0].url, "n")
         rows.append(await run_config("2 nodes + Redis, all cross-node", procs, ports, True,
-                                     redis, args.pairs, args.count, args.window, args.warm))
+                                     one, *cfg))
         rows.append(await run_config("2 nodes + Redis, same-node pairs", procs, ports, False,
-                                     redis, args.pairs, args.count, args.window, args.warm))
+                                     one, *cfg))
+        await stop_nodes()
+        ports = await nodes(2, ",".join(r.url for r in redises), "s")
+        rows.append(await run_config("2 nodes + 2 Redis (sharded), all cross-node", procs,
+                                     ports, True, redises, *cfg))
     finally:
         for p in procs:
             await p.kill()
-        await redis.stop()
-    text = render(rows, idle, args, redis.version)
+        for r in redises:
+            await r.stop()
+    text = render(rows, idle, args, redises[0].version)
     print(text)
     print(json.dumps(rows, indent=1), file=sys.stderr)
     if not args.quick:
         OUT.write_text(text)
         print(f"wrote {OUT}", file=sys.stderr)
+    print(json.dumps(headline(rows)))
 
 
-def main() -> None:
-    if len(sys.argv) > 1 and sys.argv[1] == "--node":
-        port, backend, url, node_id = sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
+def headline(rows: List[Dict[str, Any]]) -> Dict[str, Any]:
+    """The figures the cluster goals are checked against (one JSON line)."""
+    single = rows[0]["node_cpu_us_per_msg"]
+    clustered = [r for r in rows if "redis_cpu" in r]
+    worst_node = max(r["node_cpu_us_per_msg"] for r in clustered)
+    return {
+        "node_cpu_us_per_msg_single": single,
+        "node_cpu_us_per_msg_cluster": worst_node,
+        "node_cpu_ratio": round(worst_node / single, 2),
+        "redis_cmds_per_msg": max(r["redis_executed_per_msg"] for r in clustered),
+        "redis_cmds_per_msg_sent": max(r["redis_cmds_per_msg"] for r in clustered),
+        "redis_cpu_us_per_msg": max(r["redis_cpu_us_per_msg"] for r in clustered),
+        "lost": sum(r["lost"] for r in rows),
+        "duplicates": sum(r["duplicates"] for r in rows),
+        "rows": {r["config"]: {k: r[k] for k in ("node_cpu_us_per_msg", "rate", "lost",
+                                                 "duplicates", "redis_executed_per_msg",
+                                                 "redis_cpu_us_per_msg") if k in r}
+                 for r in rows},
+    }
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "--node":
+        port, backend, url, node_id = argv[1], argv[2], argv[3], argv[4]
         asyncio.run(node_main(int(port), backend, url, node_id))
         return
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -412,8 +476,9 @@ def main() -> None:
     parser.add_argument("--window", type=int, default=32)
     parser.add_argument("--warm", type=int, default=100)
     parser.add_argument("--idle", type=int, default=2000)
-    parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args()
+    parser.add_argument("--quick", "--smoke", action="store_true",
+                        help="small counts, prints only (CI)")
+    args = parser.parse_args(argv)
     if args.quick:
         args.pairs, args.count, args.warm, args.idle = 4, 200, 20, 200
     asyncio.run(bench(args))

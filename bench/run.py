@@ -318,6 +318,12 @@ def run_all(args) -> Dict:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    args_in = sys.argv[1:] if argv is None else argv
+    if args_in and args_in[0] == "cluster":  # python -m bench cluster [--smoke]
+        from .cluster_bench import main as cluster_main
+
+        cluster_main(args_in[1:])
+        return 0
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--smoke", action="store_true", help="tiny counts, 1 run (CI)")

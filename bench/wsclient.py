@@ -142,6 +142,7 @@ class WSClient(asyncio.Protocol):
         self.msgs = 0
         self.on_progress: Optional[Callable[[WSClient], None]] = None
         self.ack_messages = False  # S6 hook: ack every server message like a 0.6.8 client
+        self.acked_ids: Optional[List[str]] = None  # a list: every acked msg_id goes in it
         self.keep_messages = False  # S5: keep message payloads for an integrity check
         self.kept: List[bytes] = []
 
@@ -250,6 +251,8 @@ class WSClient(asyncio.Protocol):
             payload = payload[len(SIO_PREFIX):-len(SIO_SUFFIX)]
         msg_id = json.loads(payload).get("msg_id")
         if msg_id:
+            if self.acked_ids is not None:
+                self.acked_ids.append(msg_id)
             ack = {
                 "ver": 1,
                 "msg_id": os.urandom(16).hex(),

@@ -97,14 +97,18 @@ async def test_cancelling_the_task_reaches_the_handler() -> None:
             cleaned.append("finally")
 
     for settle in (True, False):  # cancelled while waiting, and before the task's first step
-        task, _result, error = start_eagerly(stuck())
-        assert task is not None and error is None
+        task = start_eagerly(stuck())
+        assert task is not None
         if settle:
             await asyncio.sleep(0)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await asyncio.wait_for(task, 5)
     assert cleaned == ["finally", "finally"]
+
+
+async def _raises_key_error() -> None:
+    raise KeyError("k")
 
 
 async def test_results_errors_and_cancellation_of_the_first_step() -> None:
@@ -114,9 +118,11 @@ async def test_results_errors_and_cancellation_of_the_first_step() -> None:
     async def cancelled() -> None:
         raise asyncio.CancelledError()
 
-    assert start_eagerly(value()) == (None, 42, None)
-    task, result, error = start_eagerly(cancelled())
-    assert task is None and result is None and isinstance(error, asyncio.CancelledError)
+    assert start_eagerly(value()) is None  # returned at once: no task
+    with pytest.raises(asyncio.CancelledError):
+        start_eagerly(cancelled())
+    with pytest.raises(KeyError):
+        start_eagerly(_raises_key_error())
     tasks = HandlerTasks("test")
     ended: List[Optional[BaseException]] = []
     tasks.start(cancelled, on_done=lambda exc: ended.append(exc) or True)

@@ -16,14 +16,15 @@ from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Dict, List, Opt
 from ..core.defaults import DEFAULT_OUTBOX
 from .cluster_base import Pair
 from .pubsub_cluster import PubSubCluster
-from .pubsub_io import Presence, StoredMessage
+from .pubsub_io import Presence, SendResult, StoredMessage
 from .pubsub_messages import (
     AckMessage,
     ClusterMessage,
     FanoutMessage,
     PairMessage,
-    decode_message,
+    decode_batch,
     encode_message,
+    encode_pairs,
 )
 
 if TYPE_CHECKING:
@@ -47,6 +48,7 @@ class MemoryBus:
         self.presence: Dict[str, Dict[str, Dict[str, Any]]] = {}  # node -> uuid -> info
         self.members: Set[str] = set()
         self.channels: Dict[str, asyncio.Queue[bytes]] = {}
+        self.frames: Set[str] = set()  # handled frames (frame_dedupe tokens)
         self._last_id = (0, 0)
 
     def next_id(self) -> str:
@@ -58,7 +60,8 @@ class MemoryBus:
     def publish(self, node: str, message: ClusterMessage) -> None:
         channel = self.channels.get(node)
         if channel is not None:
-            channel.put_nowait(encode_message(message))
+            channel.put_nowait(encode_pairs(message.origin, [message])
+                               if isinstance(message, PairMessage) else encode_message(message))
 
     def append(self, pair: Pair, msg_id: str, payload: bytes) -> str:
         stream = self.streams.setdefault(pair, _Stream())
@@ -96,7 +99,8 @@ class MemoryCluster(PubSubCluster):
     async def _listen(self) -> AsyncIterator[Optional[ClusterMessage]]:
         channel = self.bus.channels[self.node_id]
         while True:
-            yield decode_message(await channel.get())
+            for message in decode_batch(await channel.get()):
+                yield message
 
     def _publish(self, message: FanoutMessage) -> None:
         for node in list(self.bus.members):
@@ -105,29 +109,44 @@ class MemoryCluster(PubSubCluster):
     async def _written(self) -> None:
         return None  # every bus operation is done when it returns
 
-    def _send_pair(self, message: PairMessage, notify: bool, persist: bool,
-                   want_result: bool) -> Optional[Awaitable[List[Any]]]:
+    def _send_pair(self, message: PairMessage, persist: bool,
+                   mark: Optional[str]) -> Awaitable[SendResult]:
         bus, pair = self.bus, message.pair
-        sid = ""
-        if persist:
-            sid = bus.append(pair, message.msg_id, message.payload)
-            if notify:
-                bus.streams[pair].waiting[message.msg_id] = self.node_id
-        remote: List[str] = []
+        if mark is not None:
+            bus.frames.add(mark)
+        sid = bus.append(pair, message.msg_id, message.payload) if persist else ""
+        if sid:
+            asyncio.get_running_loop().call_soon(self._stored, pair, [message.msg_id], sid)
+        remote: List[Tuple[str, str]] = []
         nodes: Set[str] = set()
         for uuid, node in list(bus.where.get(pair, {}).items()):
-            if node == self.node_id:
-                continue
-            if node not in bus.members:
-                del bus.where[pair][uuid]  # a dead node's entry
-                continue
-            remote.append(uuid)
-            nodes.add(node)
+            if node != self.node_id:
+                remote.append((uuid, node))
+                nodes.add(node)
         stored = PairMessage(message.origin, message.user, message.platform, message.msg_id,
-                             sid, message.payload)
+                             sid, message.payload, message.notify)
         for node in nodes:
             bus.publish(node, stored)
-        return _done(remote) if want_result else None
+        return _done((sid, remote))
+
+    def _store_delete(self, pair: Pair, stream_ids: List[str], idle: bool) -> None:
+        stream = self.bus.streams.get(pair)
+        if stream is None:
+            return
+        gone = set(stream_ids)
+        for msg_id in [m for m, (sid, _p) in stream.entries.items() if sid in gone]:
+            del stream.entries[msg_id]
+        if not stream.entries:
+            del self.bus.streams[pair]
+
+    def _notify_ack(self, origin: str, message: AckMessage) -> None:
+        self.bus.publish(origin, message)
+
+    def _frame_seen(self, token: str) -> Awaitable[bool]:
+        return _done(token in self.bus.frames)
+
+    def _mark_frame(self, token: str) -> None:
+        self.bus.frames.add(token)
 
     def _store_add(self, pair: Pair, msg_id: str, payload: bytes) -> None:
         stream = self.bus.streams.get(pair)

@@ -24,12 +24,14 @@ Model (docs/cluster.md has the long version):
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import time
 from typing import (
     TYPE_CHECKING,
     Any,
     Awaitable,
+    Callable,
     Coroutine,
     Dict,
     List,
@@ -40,9 +42,12 @@ from typing import (
 
 from ..core.defaults import DEFAULT_OUTBOX
 from ..errors import ClusterError
+from ..server.acks import CURRENT_RECEIPT, FrameKey, Receipt
 from .cluster_base import CONN, ClusterHost, Pair, Selector, user_key
+from .frame_dedupe import frame_token
 from .pubsub_io import RESUBSCRIBED, Presence, PubSubIO, StoredMessage
 from .pubsub_messages import AckMessage, ClusterMessage, FanoutMessage, PairMessage
+from .stream_ids import StreamIds
 
 if TYPE_CHECKING:
     from ..core.outbox import OutboxEntry
@@ -90,7 +95,7 @@ class ClusterOutboxStore:
         if host is None or not msg_ids:
             return
         local = host.routes.lookup(*pair)
-        self._cluster._store_ack(pair, msg_ids, min(local) if local else "")
+        self._cluster._acked(pair, msg_ids, min(local) if local else "")
 
     def close(self) -> None:
         return None
@@ -100,6 +105,9 @@ class PubSubCluster(PubSubIO):
     """A hub node in a cluster coordinated through a pub/sub bus with a store."""
 
     distributed = True
+    # s: acks are collected this long before their stream entries are deleted, so a
+    # pair's acks cost one delete (a later delete only means a redelivery after a crash)
+    ack_delay = 0.0
 
     def __init__(self, *, node_id: str, heartbeat_interval: float = 1.0,
                  node_ttl: float = 5.0, outbox_ttl: float = DEFAULT_OUTBOX.ttl) -> None:
@@ -118,9 +126,16 @@ class PubSubCluster(PubSubIO):
         self._snapshot_used = 0.0  # last use of the snapshot (the heartbeat refreshes it)
         self._snapshot_at = 0.0  # last refresh
         self._joined = False
+        self._sids = StreamIds()  # stream ids of the held pairs' unacked messages
+        self._ack_turn: Dict[Pair, Tuple[List[str], str]] = {}  # acks of this loop turn
+        self._alive: Optional[Set[str]] = None  # other live nodes (None: not read yet)
         self.received = 0  # channel messages handled
+        self.remote_deliveries = 0  # messages for connections here sent by other nodes
+        self.takeovers = 0  # pairs whose stream had a backlog when they connected here
+        self.duplicate_frames = 0  # re-sent frames another node (or this one) had handled
         self.reaped = 0
         self.rejoins = 0
+        self.node_deaths = 0  # other nodes seen dying (each makes this node re-read)
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -146,6 +161,7 @@ class PubSubCluster(PubSubIO):
                 self._presence_remove(peer)
         await self._leave()
         self._pairs.clear()
+        self._sids.clear()
         self._snapshot = {}
 
     def _running(self) -> ClusterHost:
@@ -185,7 +201,10 @@ class PubSubCluster(PubSubIO):
         if not host.routes.lookup(*pair):
             # Last connection of the pair here: the store holds its unacked messages; the
             # next node it connects to (maybe this one) reads them from the stream.
+            if pair in self._ack_turn:
+                self._flush_acks()  # its acks go out before another node reads its stream
             self._pairs.pop(pair, None)
+            self._sids.forget(pair)
             host.delivery.forget_pair(pair)
 
     def _presence_info(self, peer: Peer) -> Dict[str, Any]:
@@ -211,8 +230,11 @@ class PubSubCluster(PubSubIO):
             return  # the pair left this node meanwhile
         delivery = host.delivery
         cutoff = (time.time() - self.outbox_ttl) * 1000
+        if entries:
+            self.takeovers += 1
         for sid, msg_id, payload in entries:
             state.loaded_upto = stream_id_key(sid)
+            self._sids.known(pair, msg_id, sid)
             if state.loaded_upto[0] >= cutoff and not delivery.is_queued(pair, msg_id):
                 delivery.enqueue(pair, msg_id, payload, persist=False)
         for msg_id, payload, persist in state.buffer:
@@ -232,24 +254,102 @@ class PubSubCluster(PubSubIO):
         host = self._running()
         delivery = host.delivery
         notify = ack_timeout is not None
-        remote = self._send_pair(PairMessage(self.node_id, pair[0], pair[1], msg_id, "",
-                                             payload),
-                                 notify=notify, persist=delivery.enabled, want_result=not notify)
+        persist = delivery.enabled
+        receipt = CURRENT_RECEIPT.get()
+        mark = None
+        if receipt is not None and not receipt.recorded:  # atomic with the handler's send
+            receipt.recorded = True
+            mark = frame_token(receipt.key)
+        sent = self._send_pair(PairMessage(self.node_id, pair[0], pair[1], msg_id, "",
+                                           payload, notify), persist, mark)
         results: Dict[str, bool] = {}
         state = self._pairs.get(pair)
         if state is not None:
+            if persist:
+                self._sids.pending(pair, msg_id)
             if state.loading:
                 state.buffer.append((msg_id, payload, False))
                 results = {uuid: True for uuid in host.routes.lookup(*pair)}
             else:
                 results = self._deliver(pair, msg_id, payload)
-        if ack_timeout is not None and delivery.enabled:
+        _sid, remote = await sent
+        if notify and delivery.enabled:
+            assert ack_timeout is not None
             acker = await delivery.wait_ack(pair, msg_id, ack_timeout)
             return {acker: True} if acker is not None else {}
-        if remote is not None:
-            for uuid in await remote:
-                results.setdefault(uuid.decode() if isinstance(uuid, bytes) else uuid, True)
+        alive = self._alive
+        for uuid, node in remote:
+            if alive is None or node in alive:
+                results.setdefault(uuid, True)
         return results
+
+    def _stored(self, pair: Pair, msg_ids: List[str], sid: str) -> None:
+        """The store answered with the entry of messages this node sent (called by the
+        subclass as soon as the answer arrives, before anything else runs)."""
+        again = self._sids.stored(pair, msg_ids, sid)
+        if again:
+            self._acked(pair, again, "")  # acked before the answer: delete them now
+
+    def _acked(self, pair: Pair, msg_ids: List[str], acker: str) -> None:
+        """Connections here acked these messages: delete them from the stream (batched:
+        one delete per pair per loop turn), tell origins that wait."""
+        turn = self._ack_turn
+        if not turn:
+            loop = asyncio.get_running_loop()
+            if self.ack_delay > 0:
+                loop.call_later(self.ack_delay, self._flush_acks)
+            else:
+                loop.call_soon(self._flush_acks)
+        queued = turn.get(pair)
+        if queued is None:
+            turn[pair] = (list(msg_ids), acker)
+        else:
+            queued[0].extend(msg_ids)
+
+    def _flush_acks(self) -> None:
+        turn, self._ack_turn = self._ack_turn, {}
+        if not self._joined or not turn:
+            return
+        for pair, (msg_ids, acker) in turn.items():
+            acked = self._sids.acked(pair, msg_ids)
+            if acked.sids:
+                self._store_delete(pair, acked.sids, self._sids.idle(pair))
+            if acked.by_msg_id:
+                self._store_ack(pair, acked.by_msg_id, acker)
+            for origin, msg_id in acked.notify:
+                if origin != self.node_id:
+                    self._notify_ack(origin, AckMessage(self.node_id, pair[0], pair[1],
+                                                        msg_id, acker))
+
+    # -- exactly-once to handlers across nodes (frame_dedupe.py) -------------------------------
+
+    def guard(self, key: FrameKey, handler: Callable[..., Any]) -> Callable[..., Any]:
+        """``handler`` wrapped: skipped when another node already handled frame ``key``
+        (a client re-sending after its node died); otherwise the frame is recorded as
+        handled with the handler's first send, or once it returns."""
+        async def guarded(*args: Any) -> Any:
+            token = frame_token(key)
+            if await self._frame_seen(token):
+                self.duplicate_frames += 1
+                return None
+            receipt = CURRENT_RECEIPT.get()
+            reset = None
+            if receipt is None or receipt.key != key:
+                receipt = Receipt(key)
+                reset = CURRENT_RECEIPT.set(receipt)
+            try:
+                result = handler(*args)
+                if inspect.isawaitable(result):
+                    result = await result
+            finally:
+                if reset is not None:
+                    CURRENT_RECEIPT.reset(reset)
+            if not receipt.recorded:
+                receipt.recorded = True
+                self._mark_frame(token)
+                await self._written()
+            return result
+        return guarded
 
     def _deliver(self, pair: Pair, msg_id: str, payload: bytes) -> Dict[str, bool]:
         """Queue (the store has it already) and push to the pair's connections here."""
@@ -326,6 +426,9 @@ class PubSubCluster(PubSubIO):
             state = self._pairs.get(message.pair)
             if state is None:
                 return  # not here any more; the stream keeps it for the next node
+            self.remote_deliveries += 1
+            self._sids.known(message.pair, message.msg_id, message.stream_id,
+                             message.origin if message.notify else None)
             if state.loading:
                 state.buffer.append((message.msg_id, message.payload, False))
             elif not message.stream_id or (
@@ -358,6 +461,7 @@ class PubSubCluster(PubSubIO):
             return
         for sid, msg_id, payload in entries:
             state.loaded_upto = max(state.loaded_upto, stream_id_key(sid))
+            self._sids.known(pair, msg_id, sid)
             self._deliver(pair, msg_id, payload)
 
     # -- presence -----------------------------------------------------------------------------
@@ -367,6 +471,13 @@ class PubSubCluster(PubSubIO):
             await asyncio.sleep(self.heartbeat_interval)
             try:
                 still_member, alive = await self._heartbeat()
+                gone = self._alive - set(alive) if self._alive is not None else set()
+                self._alive = set(alive)
+                if gone:
+                    # A node that died after storing a batch but before publishing it:
+                    # what it stored for pairs held here is read from the streams.
+                    self.node_deaths += len(gone)
+                    self._resync_all(f"node(s) {', '.join(sorted(gone))} died")
                 if not still_member:
                     self._rejoin()
                 if not alive:
@@ -427,6 +538,11 @@ class PubSubCluster(PubSubIO):
         return out
 
     def stats(self) -> Dict[str, Any]:
+        alive = self._alive
         return {"node_id": self.node_id, "pairs": len(self._pairs),
+                "nodes_alive": (len(alive) if alive is not None else len(self._snapshot)) + 1,
                 "nodes_seen": len(self._snapshot) + 1, "received": self.received,
+                "remote_deliveries": self.remote_deliveries,
+                "stream_backlog": len(self._sids), "takeovers": self.takeovers,
+                "duplicate_frames": self.duplicate_frames, "node_deaths": self.node_deaths,
                 "reaped": self.reaped, "rejoins": self.rejoins}

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Dict, List, Optional, Tuple
 
 from .cluster_base import Pair
-from .pubsub_messages import ClusterMessage, FanoutMessage, PairMessage
+from .pubsub_messages import AckMessage, ClusterMessage, FanoutMessage, PairMessage
 
 if TYPE_CHECKING:
     from ..server.peer import Peer
@@ -22,6 +22,7 @@ RESUBSCRIBED = None
 
 StoredMessage = Tuple[str, str, bytes]  # (stream id "<ms>-<seq>", msg_id, payload)
 Presence = Dict[str, Dict[str, Dict[str, Any]]]  # node -> uuid -> connection info
+SendResult = Tuple[str, List[Tuple[str, str]]]  # (stream id, [(uuid, node) elsewhere])
 
 
 class PubSubIO:
@@ -44,12 +45,30 @@ class PubSubIO:
         """Queue a fan-out to every node."""
         raise NotImplementedError
 
-    def _send_pair(self, message: PairMessage, notify: bool, persist: bool,
-                   want_result: bool) -> Optional[Awaitable[List[Any]]]:
-        """Append to the pair's stream (if ``persist``) and publish to every other live
-        node holding the pair, as one store operation. With ``want_result``: resolves to
-        the uuids (str or bytes) of the pair's connections on those nodes. ``notify``: the
-        origin wants an :class:`AckMessage` when the message is acked."""
+    def _send_pair(self, message: PairMessage, persist: bool,
+                   mark: Optional[str]) -> Awaitable[SendResult]:
+        """Append to the pair's stream (if ``persist``) and publish to every other node
+        holding the pair, in one atomic store operation (batched per loop turn), together
+        with ``mark`` (a handled frame's token, ``frame_dedupe``) when given. Resolves to
+        the stream id and the (uuid, node) entries of the pair on other nodes.
+        ``message.notify``: the origin wants an :class:`AckMessage` once it is acked."""
+        raise NotImplementedError
+
+    def _store_delete(self, pair: Pair, stream_ids: List[str], idle: bool) -> None:
+        """Delete acked entries of a pair's stream by id; ``idle``: nothing else of the
+        pair is unacked here, so drop the stream's keys if it is now empty."""
+        raise NotImplementedError
+
+    def _notify_ack(self, origin: str, message: AckMessage) -> None:
+        """Tell ``origin`` (waiting in ``send_message(ack_timeout=...)``) about an ack."""
+        raise NotImplementedError
+
+    def _frame_seen(self, token: str) -> Awaitable[bool]:
+        """Whether any node recorded this handled frame (batched per loop turn)."""
+        raise NotImplementedError
+
+    def _mark_frame(self, token: str) -> None:
+        """Record a handled frame whose handler sent nothing."""
         raise NotImplementedError
 
     def _store_add(self, pair: Pair, msg_id: str, payload: bytes) -> None:
@@ -57,7 +76,8 @@ class PubSubIO:
         raise NotImplementedError
 
     def _store_ack(self, pair: Pair, msg_ids: List[str], acker: str) -> None:
-        """Delete acked messages; tell an origin that waits on one (AckMessage)."""
+        """Delete acked messages by msg_id (their stream id is not known here); tell an
+        origin that waits on one (AckMessage)."""
         raise NotImplementedError
 
     def _read_pair(self, pair: Pair) -> Awaitable[List[StoredMessage]]:

@@ -8,7 +8,7 @@ Encoding (sans-I/O): a JSON object with a ``type`` field, then ``\\n`` and the r
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, Union
+from typing import Any, Dict, List, Tuple, Union
 
 import orjson
 
@@ -25,6 +25,7 @@ class PairMessage:
     msg_id: str
     stream_id: str  # its id in the pair's stream ("" when not stored)
     payload: bytes
+    notify: bool = False  # the origin waits for the ack (send_message(ack_timeout=...))
 
     @property
     def pair(self) -> Pair:
@@ -58,7 +59,7 @@ class AckMessage:
 
 ClusterMessage = Union[PairMessage, FanoutMessage, AckMessage]
 
-PAIR, FANOUT, ACK = "pair", "fanout", "ack"
+PAIR, FANOUT, ACK, PAIRS = "pair", "fanout", "ack", "pairs"
 
 
 def encode_message(message: ClusterMessage) -> bytes:
@@ -79,6 +80,65 @@ def encode_message(message: ClusterMessage) -> bytes:
                 "uuid": message.uuid}
     data = orjson.dumps(head)
     return data + b"\n" + payload if payload else data
+
+
+def pairs_head(origin: str) -> bytes:
+    """The start of a ``pairs`` batch's first line (the group count and ``}`` follow)."""
+    return b'{"type":"pairs","origin":' + orjson.dumps(origin) + b',"groups":'
+
+
+def pairs_group_head(user: str, platform: str, items: List[Tuple[str, int, int]]) -> bytes:
+    """One pair's line in a ``pairs`` batch: ``[user, platform, [[msg_id, length,
+    notify], ...]]`` (its stream ids follow on the next line, joined by spaces)."""
+    return orjson.dumps([user, platform, items])
+
+
+def encode_pairs(origin: str, messages: List[PairMessage]) -> bytes:
+    """Pair messages from one origin as one channel message (one PUBLISH per node per
+    batch): a head line with the group count, then two lines per pair (its
+    :func:`pairs_group_head` and its stream ids, or the one id of the entry holding
+    them all), then the payloads back to back. The
+    batch script (``redis_keys.SEND_BATCH``) joins the same strings."""
+    groups: Dict[Tuple[str, str], List[PairMessage]] = {}
+    for m in messages:
+        groups.setdefault((m.user, m.platform), []).append(m)
+    lines = [pairs_head(origin) + b"%d}" % len(groups)]
+    for (user, platform), group in groups.items():
+        lines.append(pairs_group_head(user, platform, [
+            (m.msg_id, len(m.payload), 1 if m.notify else 0) for m in group]))
+        lines.append(" ".join(m.stream_id for m in group).encode())
+    return b"\n".join(lines) + b"\n" + b"".join(
+        m.payload for group in groups.values() for m in group)
+
+
+def decode_batch(data: bytes) -> List[ClusterMessage]:
+    """A channel message as the list of messages it carries (one, or a ``pairs`` batch)."""
+    if not data.startswith(b'{"type":"pairs"'):
+        return [decode_message(data)]
+    first, _, rest = data.partition(b"\n")
+    head = orjson.loads(first)
+    origin, count = head["origin"], int(head["groups"])
+    parts = rest.split(b"\n", 2 * count)
+    if len(parts) != 2 * count + 1:
+        raise ValueError("pairs batch shorter than its header says")
+    body = parts[-1]
+    out: List[ClusterMessage] = []
+    at = 0
+    for g in range(count):
+        user, platform, items = orjson.loads(parts[2 * g])
+        ids = parts[2 * g + 1].decode().split(" ")
+        if len(ids) == 1:  # one entry holds them all (the batch script's form)
+            ids = ids * len(items)
+        if len(ids) != len(items):
+            raise ValueError("pairs batch: stream ids do not match the items")
+        for (msg_id, length, notify), sid in zip(items, ids):
+            end = at + int(length)
+            if end > len(body):
+                raise ValueError("pairs batch shorter than its header says")
+            out.append(PairMessage(origin, user, platform, msg_id, sid, body[at:end],
+                                   bool(notify)))
+            at = end
+    return out
 
 
 def decode_message(data: bytes) -> ClusterMessage:

@@ -1,18 +1,32 @@
 """The cluster backend on Redis (redis-py asyncio): publish, listen, store.
 
 :class:`~.pubsub_cluster.PubSubCluster` decides everything; this class maps its hooks onto
-Redis: a stream per pair (the outbox), hashes for routing and presence, one channel per
-node plus one for fan-outs, and Lua scripts (``redis_keys``) so that a send is one
-command: append + route + publish. Commands are pipelined in order through
-``redis_pipeline.CommandQueue``; 2 commands per message leave the node (send, ack).
+one or more Redis primaries. Each pair's keys (stream, index, where-hash) live on the shard
+``shard_ring.ShardRing`` picks for it; shard 0 also holds node liveness, presence and the
+fan-out channel. A node subscribes to its own channel on every shard. Sends made in one
+loop turn go to each shard as one ``SEND_BATCH`` script call (``redis_batch``); acks are
+one XDEL per pair and turn; frame checks one SMISMEMBER per bucket and shard and turn.
+Commands are pipelined in order per shard through ``redis_pipeline.CommandQueue``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
-from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Dict, List, Optional, Tuple
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    AsyncIterator,
+    Awaitable,
+    Dict,
+    List,
+    Optional,
+    Sequence,
+    Tuple,
+    Union,
+)
 
 import orjson
 from redis.asyncio import Redis
@@ -23,118 +37,195 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from ..core.defaults import DEFAULT_OUTBOX
 from ..errors import ClusterError, ServerStartError
 from .cluster_base import Pair
+from .frame_dedupe import DedupeBuckets
 from .pubsub_cluster import PubSubCluster
-from .pubsub_io import RESUBSCRIBED, Presence, StoredMessage
+from .pubsub_io import RESUBSCRIBED, Presence, SendResult, StoredMessage
 from .pubsub_messages import (
+    AckMessage,
     ClusterMessage,
     FanoutMessage,
     PairMessage,
-    decode_message,
+    decode_batch,
     encode_message,
+    encode_pairs,
 )
-from .redis_keys import ACK, ADD_ONCE, ADD_PUBLISH, REAP, UNREGISTER, Keys
+from .redis_batch import SendTurn
+from .redis_keys import ACK, ADD_ONCE, CHECK_FRAMES, REAP, REAP_WHERE, SEND_BATCH, UNREGISTER, Keys
 from .redis_pipeline import CommandQueue, Script
+from .shard_ring import ShardRing
 
 if TYPE_CHECKING:
     from ..server.peer import Peer
 
-__all__ = ["ClusterError", "RedisCluster"]  # ClusterError lives in errors.py
+__all__ = ["ClusterError", "RedisCluster", "split_urls"]  # ClusterError lives in errors.py
 
 logger = logging.getLogger(__name__)
 
 _RETRYABLE = (RedisConnectionError, RedisTimeoutError, OSError)
 
 
+def split_urls(url: Union[str, Sequence[str]]) -> List[str]:
+    """``cluster_redis_url``: one URL, several separated by commas, or a list (shards)."""
+    urls = url.split(",") if isinstance(url, str) else list(url)
+    out = [u.strip() for u in urls if u and u.strip()]
+    if not out:
+        raise ValueError("cluster_redis_url names no Redis")
+    return out
+
+
+def _safe(url: str) -> str:
+    _, sep, tail = url.rpartition("@")
+    return f"{url.split('://', 1)[0]}://***@{tail}" if sep else url
+
+
+class _Shard:
+    __slots__ = ("index", "pubsub", "queue", "reader", "redis", "turn", "url")
+
+    def __init__(self, index: int, url: str) -> None:
+        self.index, self.url = index, url
+        self.redis: Optional[Redis] = None
+        self.queue: Optional[CommandQueue] = None
+        self.pubsub: Any = None
+        self.reader: Optional[asyncio.Task[None]] = None
+        self.turn: Optional[SendTurn] = None
+
+
 class RedisCluster(PubSubCluster):
+    ack_delay = 0.005
+    # s: sends and frame checks are collected this long (several loop turns) into one
+    # script call per shard: fewer, larger batches cost less CPU per message on both sides
+    flush_delay = float(os.environ.get("MAIM_CLUSTER_FLUSH_DELAY", "0.001"))
     def __init__(
-        self, url: str, *, node_id: str, prefix: str = "maim_hub",
+        self, url: Union[str, Sequence[str]], *, node_id: str, prefix: str = "maim_hub",
         heartbeat_interval: float = 1.0, node_ttl: float = 5.0,
         outbox_max_per_pair: int = DEFAULT_OUTBOX.max_per_pair,
         outbox_ttl: float = DEFAULT_OUTBOX.ttl,
-        write_timeout: float = 10.0,
+        write_timeout: float = 10.0, dedupe_ttl: float = 60.0,
     ) -> None:
         super().__init__(node_id=node_id, heartbeat_interval=heartbeat_interval,
                          node_ttl=node_ttl, outbox_ttl=outbox_ttl)
-        self.url = url
+        self.urls = split_urls(url)
+        self.url = self.urls[0]
         self.keys = Keys(prefix)
+        self.ring = ShardRing(self.urls)
+        self.dedupe = DedupeBuckets(prefix, dedupe_ttl)
         self.max_per_pair = str(max(1, outbox_max_per_pair))
         self.ttl_ms = str(max(1000, int(outbox_ttl * 1000)))
         self.write_timeout = write_timeout
-        self._scripts = {name: Script(src) for name, src in (
-            ("add_pub", ADD_PUBLISH), ("add_once", ADD_ONCE), ("ack", ACK),
-            ("unregister", UNREGISTER), ("reap", REAP))}
-        self._redis: Optional[Redis] = None
-        self._queue: Optional[CommandQueue] = None
-        self._pubsub: Any = None
+        self._sources = (("send", SEND_BATCH), ("add_once", ADD_ONCE), ("ack", ACK),
+                         ("unregister", UNREGISTER), ("reap", REAP), ("reap_where", REAP_WHERE),
+                         ("check", CHECK_FRAMES))
+        self._shards = [_Shard(i, u) for i, u in enumerate(self.urls)]
+        self._shard_of: Dict[Pair, _Shard] = {}
+        self._inbox: asyncio.Queue[Optional[bytes]] = asyncio.Queue()
+        self._checks: List[Tuple[str, asyncio.Future[bool]]] = []
+        self._flush_scheduled = False
+        self._flushed: Optional[asyncio.Future[None]] = None
 
-    def _safe_url(self) -> str:
-        _, sep, tail = self.url.rpartition("@")
-        return f"{self.url.split('://', 1)[0]}://***@{tail}" if sep else self.url
+    # -- shards ----------------------------------------------------------------------------------
 
-    def _q(self) -> CommandQueue:
-        if self._queue is None:
+    def _shard(self, pair: Pair) -> _Shard:
+        shard = self._shard_of.get(pair)
+        if shard is None:
+            if len(self._shard_of) >= 100_000:
+                self._shard_of.clear()
+            shard = self._shard_of[pair] = self._shards[
+                self.ring.shard_of(self.keys.pair_id(pair))]
+        return shard
+
+    @staticmethod
+    def _q(shard: _Shard) -> CommandQueue:
+        if shard.queue is None:
             raise ClusterError("cluster backend is not running (server not started)")
-        return self._queue
+        return shard.queue
+
+    @property
+    def _redis(self) -> Optional[Redis]:
+        return self._shards[0].redis
 
     # -- joining and leaving -------------------------------------------------------------------
 
     async def _join(self) -> None:
-        redis = Redis.from_url(self.url, socket_connect_timeout=5.0, socket_keepalive=True)
+        channels = [self.keys.channel(self.node_id)]
         try:
-            await redis.ping()
-            queue = CommandQueue(redis, self._scripts, self.write_timeout)
-            await queue.load_scripts()
-            pubsub = redis.pubsub()
-            await pubsub.subscribe(self.keys.channel(self.node_id), self.keys.all_channel)
-            confirmed = 0
-            deadline = time.monotonic() + 5.0
-            while confirmed < 2:  # both subscriptions live before we announce ourselves
-                if time.monotonic() > deadline:
-                    raise RedisTimeoutError("no subscribe confirmation")
-                msg = await pubsub.get_message(timeout=1.0)
-                if msg is not None and msg.get("type") == "subscribe":
-                    confirmed += 1
+            for shard in self._shards:
+                await self._connect(shard, channels + ([self.keys.all_channel]
+                                                       if shard.index == 0 else []))
+            redis = self._shards[0].redis
+            assert redis is not None
             pipe = redis.pipeline(transaction=False)
             pipe.set(self.keys.alive(self.node_id), b"1", px=int(self.node_ttl * 1000))
             pipe.sadd(self.keys.nodes, self.node_id)
             pipe.delete(self.keys.conns(self.node_id))
             await pipe.execute()
         except (RedisError, OSError) as exc:
-            await redis.aclose()
-            raise ServerStartError(f"cluster: cannot use Redis at {self._safe_url()}: "
+            failed = next((s for s in self._shards if s.queue is None), self._shards[0])
+            for shard in self._shards:
+                if shard.redis is not None:
+                    await shard.redis.aclose()
+                shard.redis = shard.queue = shard.pubsub = None
+            raise ServerStartError(f"cluster: cannot use Redis at {_safe(failed.url)}: "
                                    f"{type(exc).__name__}: {exc}") from exc
-        self._redis, self._queue, self._pubsub = redis, queue, pubsub
-        queue.start()
-        logger.info("cluster: node %s joined via %s", self.node_id, self._safe_url())
+        for shard in self._shards:
+            assert shard.queue is not None
+            shard.queue.start()
+            shard.reader = asyncio.ensure_future(self._read_shard(shard))
+        logger.info("cluster: node %s joined via %s", self.node_id,
+                    ", ".join(_safe(u) for u in self.urls))
+
+    async def _connect(self, shard: _Shard, channels: List[str]) -> None:
+        redis = Redis.from_url(shard.url, socket_connect_timeout=5.0, socket_keepalive=True)
+        shard.redis = redis
+        await redis.ping()
+        queue = CommandQueue(redis, {n: Script(src) for n, src in self._sources},
+                             self.write_timeout)
+        await queue.load_scripts()
+        pubsub = redis.pubsub()
+        await pubsub.subscribe(*channels)
+        confirmed = 0
+        deadline = time.monotonic() + 5.0
+        while confirmed < len(channels):  # subscribed before we announce ourselves
+            if time.monotonic() > deadline:
+                raise RedisTimeoutError("no subscribe confirmation")
+            msg = await pubsub.get_message(timeout=1.0)
+            if msg is not None and msg.get("type") == "subscribe":
+                confirmed += 1
+        shard.queue, shard.pubsub = queue, pubsub
 
     async def _leave(self) -> None:
-        queue, redis = self._queue, self._redis
-        if queue is not None:
+        first = self._shards[0].queue
+        if first is not None:
             node = self.node_id
-            queue.push(("DEL", self.keys.conns(node), self.keys.alive(node)))
-            queue.push(("SREM", self.keys.nodes, node))
-            await queue.close()
-        if self._pubsub is not None:
-            try:
-                await self._pubsub.aclose()
-            except (RedisError, OSError):
-                pass
-        if redis is not None:
-            await redis.aclose()
-        self._redis = self._queue = self._pubsub = None
+            self._flush()
+            first.push(("DEL", self.keys.conns(node), self.keys.alive(node)))
+            first.push(("SREM", self.keys.nodes, node))
+        for shard in self._shards:
+            if shard.reader is not None:
+                shard.reader.cancel()
+                await asyncio.gather(shard.reader, return_exceptions=True)
+            if shard.queue is not None:
+                await shard.queue.close()
+            if shard.pubsub is not None:
+                try:
+                    await shard.pubsub.aclose()
+                except (RedisError, OSError):
+                    pass
+            if shard.redis is not None:
+                await shard.redis.aclose()
+            shard.redis = shard.queue = shard.pubsub = shard.reader = None
         logger.info("cluster: node %s left", self.node_id)
 
     # -- publish and listen --------------------------------------------------------------------
 
-    async def _listen(self) -> AsyncIterator[Optional[ClusterMessage]]:
-        pubsub = self._pubsub
+    async def _read_shard(self, shard: _Shard) -> None:
+        pubsub = shard.pubsub
         backoff = 0.05
         while True:
             try:
                 msg = await pubsub.get_message(timeout=None)
             except _RETRYABLE as exc:
-                logger.warning("cluster: channel connection lost (%s); retrying",
-                               type(exc).__name__)
+                logger.warning("cluster: channel connection to shard %d lost (%s); retrying",
+                               shard.index, type(exc).__name__)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
                 continue
@@ -143,64 +234,179 @@ class RedisCluster(PubSubCluster):
                 continue
             kind = msg.get("type")
             if kind == "message":
-                try:
-                    yield decode_message(msg["data"])
-                except (ValueError, KeyError) as exc:
-                    logger.warning("cluster: undecodable channel message dropped: %s", exc)
+                self._inbox.put_nowait(msg["data"])
             elif kind == "subscribe":
-                yield RESUBSCRIBED  # redis-py re-subscribed after a reconnect
+                self._inbox.put_nowait(None)  # redis-py re-subscribed after a reconnect
+
+    async def _listen(self) -> AsyncIterator[Optional[ClusterMessage]]:
+        inbox = self._inbox
+        while True:
+            data = await inbox.get()
+            if data is None:
+                yield RESUBSCRIBED
+                continue
+            try:
+                messages = decode_batch(data)
+            except (ValueError, KeyError, TypeError) as exc:
+                logger.warning("cluster: undecodable channel message dropped: %s", exc)
+                continue
+            for message in messages:
+                yield message
 
     def _publish(self, message: FanoutMessage) -> None:
-        self._q().push(("PUBLISH", self.keys.all_channel, encode_message(message)))
+        self._q(self._shards[0]).push(("PUBLISH", self.keys.all_channel,
+                                       encode_message(message)))
+
+    def _notify_ack(self, origin: str, message: AckMessage) -> None:
+        self._q(self._shards[0]).push(("PUBLISH", self.keys.channel(origin),
+                                       encode_message(message)))
 
     async def _written(self) -> None:
-        done = self._q().written()
-        if done is not None:
-            await done
+        if self._flush_scheduled and self._flushed is not None:
+            await asyncio.shield(self._flushed)
+        for shard in self._shards:
+            done = self._q(shard).written()
+            if done is not None:
+                await done
+
+    # -- the loop turn's batch -----------------------------------------------------------------
+
+    def _turn(self, shard: _Shard) -> SendTurn:
+        turn = shard.turn
+        if turn is None or turn.full:
+            if turn is not None:
+                self._push_turn(shard, turn)
+            turn = shard.turn = SendTurn()
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            loop = asyncio.get_running_loop()
+            self._flushed = loop.create_future()
+            if self.flush_delay > 0:
+                loop.call_later(self.flush_delay, self._flush)
+            else:
+                loop.call_soon(self._flush)
+        return turn
+
+    def _flush(self) -> None:
+        """End of the loop turn: one script call per shard, one check read per shard."""
+        self._flush_scheduled = False
+        for shard in self._shards:
+            turn, shard.turn = shard.turn, None
+            if turn is not None and shard.queue is not None:
+                self._push_turn(shard, turn)
+        checks, self._checks = self._checks, []
+        if checks:
+            self._push_checks(checks)
+        flushed, self._flushed = self._flushed, None
+        if flushed is not None and not flushed.done():
+            flushed.set_result(None)
+
+    def _push_turn(self, shard: _Shard, turn: SendTurn) -> None:
+        queue = self._q(shard)
+        fut = queue.push(turn.args(self.keys, self.max_per_pair, self.ttl_ms,
+                                   self.dedupe.current(), self.dedupe.ttl_ms),
+                         want_result=True)
+        assert fut is not None
+
+        def done(f: asyncio.Future[Any]) -> None:
+            if f.cancelled():
+                turn.fail(ClusterError("cluster send cancelled"))
+            elif f.exception() is not None:
+                turn.fail(f.exception())  # type: ignore[arg-type]
+            else:
+                publish = turn.resolve(f.result(), self.node_id, self._stored)
+                for node, messages in publish.items():  # in order, after the store has it
+                    queue.push(("PUBLISH", self.keys.channel(node),
+                                encode_pairs(self.node_id, messages)))
+        fut.add_done_callback(done)
+
+    def _push_checks(self, checks: List[Tuple[str, asyncio.Future[bool]]]) -> None:
+        tokens = [token for token, _ in checks]
+        current, previous = self.dedupe.both()
+        replies: List[asyncio.Future[Any]] = []
+        for shard in self._shards:
+            fut = self._q(shard).push(("EVALSHA", "check", 0, current, previous, *tokens),
+                                      want_result=True)
+            assert fut is not None
+            replies.append(fut)
+        gathered = asyncio.gather(*replies)
+
+        def done(f: asyncio.Future[Any]) -> None:
+            exc = None if f.cancelled() else f.exception()
+            flags = [] if exc is not None or f.cancelled() else [
+                _text(r) for r in f.result()]
+            for n, (_token, waiter) in enumerate(checks):
+                if waiter.done():
+                    continue
+                if not flags:
+                    waiter.set_exception(exc or ClusterError("frame check cancelled"))
+                else:
+                    waiter.set_result(any(r[n] == "1" for r in flags))
+        gathered.add_done_callback(done)
+
+    def _send_pair(self, message: PairMessage, persist: bool,
+                   mark: Optional[str]) -> Awaitable[SendResult]:
+        shard = self._shard(message.pair)
+        turn = self._turn(shard)
+        fut: asyncio.Future[SendResult] = asyncio.get_running_loop().create_future()
+        turn.add(message, persist, fut)
+        if mark is not None:
+            turn.marks.append(mark)
+        return fut
+
+    def _frame_seen(self, token: str) -> Awaitable[bool]:
+        fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._turn(self._shards[0])  # schedules the flush
+        self._checks.append((token, fut))
+        return fut
+
+    def _mark_frame(self, token: str) -> None:
+        shard = self._shards[self.ring.shard_of(token)]
+        self._turn(shard).marks.append(token)
 
     # -- store ---------------------------------------------------------------------------------
 
-    def _send_pair(self, message: PairMessage, notify: bool, persist: bool,
-                   want_result: bool) -> Optional[Awaitable[List[Any]]]:
-        keys = self.keys
-        stream, index, where = keys.pair_keys(message.pair)
-        return self._q().push(
-            ("EVALSHA", "add_pub", 3, stream, index, where, message.msg_id, message.payload,
-             self.node_id, "1" if notify else "0", self.max_per_pair, self.ttl_ms,
-             keys.alive_prefix, keys.chan_prefix, message.user, message.platform,
-             "1" if persist else "0"),
-            want_result=want_result)
-
     def _store_add(self, pair: Pair, msg_id: str, payload: bytes) -> None:
-        if self._queue is None:
+        shard = self._shard(pair)
+        if shard.queue is None:
             return
         stream, index, _ = self.keys.pair_keys(pair)
-        self._queue.push(("EVALSHA", "add_once", 2, stream, index, msg_id, payload,
+        shard.queue.push(("EVALSHA", "add_once", 2, stream, index, msg_id, payload,
                           self.max_per_pair, self.ttl_ms))
 
-    def _store_ack(self, pair: Pair, msg_ids: List[str], acker: str) -> None:
-        if self._queue is None:
+    def _store_delete(self, pair: Pair, stream_ids: List[str], idle: bool) -> None:
+        shard = self._shard(pair)
+        if shard.queue is None:
             return
         stream, index, _ = self.keys.pair_keys(pair)
-        self._queue.push(("EVALSHA", "ack", 2, stream, index, self.keys.chan_prefix,
+        self._turn(shard).delete(stream, index, idle, stream_ids)  # rides in the send call
+
+    def _store_ack(self, pair: Pair, msg_ids: List[str], acker: str) -> None:
+        shard = self._shard(pair)
+        if shard.queue is None:
+            return
+        stream, index, _ = self.keys.pair_keys(pair)
+        shard.queue.push(("EVALSHA", "ack", 2, stream, index, self.keys.chan_prefix,
                           self.node_id, pair[0], pair[1], acker, *msg_ids))
 
     def _read_pair(self, pair: Pair) -> Awaitable[List[StoredMessage]]:
-        fut = self._q().push(("XRANGE", self.keys.stream(pair), "-", "+"), want_result=True)
+        fut = self._q(self._shard(pair)).push(("XRANGE", self.keys.stream(pair), "-", "+"),
+                                              want_result=True)
         assert fut is not None
         return _entries(fut)
 
     def _presence_add(self, peer: Peer, info: Dict[str, Any]) -> None:
-        queue = self._q()
         info["pk"] = self.keys.pair_id(peer.pair)  # the reaper finds the where-entry by it
-        queue.push(("HSET", self.keys.where(peer.pair), peer.uuid, self.node_id))
-        queue.push(("HSET", self.keys.conns(self.node_id), peer.uuid, orjson.dumps(info)))
+        self._q(self._shard(peer.pair)).push(("HSET", self.keys.where(peer.pair), peer.uuid,
+                                              self.node_id))
+        self._q(self._shards[0]).push(("HSET", self.keys.conns(self.node_id), peer.uuid,
+                                       orjson.dumps(info)))
 
     def _presence_remove(self, peer: Peer) -> None:
-        queue = self._q()
-        queue.push(("EVALSHA", "unregister", 1, self.keys.where(peer.pair), peer.uuid,
-                    self.node_id))
-        queue.push(("HDEL", self.keys.conns(self.node_id), peer.uuid))
+        self._q(self._shard(peer.pair)).push(("EVALSHA", "unregister", 1,
+                                              self.keys.where(peer.pair), peer.uuid,
+                                              self.node_id))
+        self._q(self._shards[0]).push(("HDEL", self.keys.conns(self.node_id), peer.uuid))
 
     # -- liveness ------------------------------------------------------------------------------
 
@@ -213,18 +419,38 @@ class RedisCluster(PubSubCluster):
         pipe.sadd(keys.nodes, node)
         pipe.smembers(keys.nodes)
         previous, _, members = await pipe.execute()
-        others = sorted(m.decode() for m in members if m.decode() != node)
-        alive = await self._alive(others)
+        names = [m.decode() if isinstance(m, bytes) else str(m) for m in members]
+        others = sorted(m for m in names if m != node)
+        alive = await self._alive_of(others)
         for dead in (o for o in others if o not in alive):
-            n = await redis.evalsha(self._scripts["reap"].sha, 2, keys.conns(dead), keys.nodes,
-                                    dead, keys.prefix, keys.alive(dead))
-            if n and n > 0:
-                self.reaped += int(n)
-                logger.warning("cluster: node %s is gone; removed its %d connection(s)",
-                               dead, n)
+            await self._reap(dead)
         return previous is not None, alive
 
-    async def _alive(self, nodes: List[str]) -> List[str]:
+    async def _reap(self, dead: str) -> None:
+        """Remove a dead node's where-entries (on every shard), then its presence."""
+        keys = self.keys
+        first = self._shards[0].redis
+        assert first is not None
+        conns = await first.hgetall(keys.conns(dead))
+        per_shard: Dict[int, List[str]] = {}
+        for uuid, raw in conns.items():
+            pk = orjson.loads(raw).get("pk")
+            if pk:
+                shard = self.ring.shard_of(pk)
+                per_shard.setdefault(shard, []).extend([
+                    f"{keys.prefix}:w:{pk}", uuid.decode() if isinstance(uuid, bytes) else uuid])
+        for index, args in per_shard.items():
+            redis = self._shards[index].redis
+            if redis is not None:
+                await redis.evalsha(self._q(self._shards[index])._scripts["reap_where"].sha,
+                                    0, dead, *args)
+        n = await first.evalsha(self._q(self._shards[0])._scripts["reap"].sha, 2,
+                                keys.conns(dead), keys.nodes, dead, keys.alive(dead))
+        if n and n > 0:
+            self.reaped += int(n)
+            logger.warning("cluster: node %s is gone; removed its %d connection(s)", dead, n)
+
+    async def _alive_of(self, nodes: List[str]) -> List[str]:
         if not nodes:
             return []
         redis = self._redis
@@ -236,7 +462,7 @@ class RedisCluster(PubSubCluster):
         return [o for o, flag in zip(nodes, flags) if flag]
 
     def _rejoin_store(self) -> None:
-        self._q().push(("SADD", self.keys.nodes, self.node_id))
+        self._q(self._shards[0]).push(("SADD", self.keys.nodes, self.node_id))
 
     async def _read_presence(self, nodes: Optional[List[str]]) -> Presence:
         redis = self._redis
@@ -246,7 +472,7 @@ class RedisCluster(PubSubCluster):
         if nodes is None:
             members = await redis.smembers(keys.nodes)
             names = (m.decode() if isinstance(m, bytes) else m for m in members)
-            nodes = await self._alive(sorted(m for m in names if m != self.node_id))
+            nodes = await self._alive_of(sorted(m for m in names if m != self.node_id))
         pipe = redis.pipeline(transaction=False)
         for other in nodes:
             pipe.hgetall(keys.conns(other))
@@ -255,21 +481,29 @@ class RedisCluster(PubSubCluster):
                 for other, table in zip(nodes, tables)}
 
     def stats(self) -> Dict[str, Any]:
-        queue = self._queue
         out = super().stats()
+        queues = [s.queue for s in self._shards if s.queue is not None]
         out.update({
-            "redis_commands": queue.commands if queue else 0,
-            "redis_batches": queue.batches if queue else 0,
-            "redis_failures": queue.failures if queue else 0,
-            "queue_depth": queue.depth if queue else 0,
+            "shards": len(self._shards),
+            "redis_commands": sum(q.commands for q in queues),
+            "redis_batches": sum(q.batches for q in queues),
+            "redis_failures": sum(q.failures for q in queues),
+            "redis_rtt_seconds": max((q.rtt for q in queues), default=0.0),
+            "queue_depth": sum(q.depth for q in queues),
         })
         return out
 
 
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 async def _entries(reply: Awaitable[Any]) -> List[StoredMessage]:
-    """XRANGE's raw reply as (stream id, msg_id, payload)."""
+    """XRANGE's raw reply as (stream id, msg_id, payload), oldest first (an entry holds
+    one or more messages: fields msg_id, payload, msg_id, payload, ...)."""
     out: List[StoredMessage] = []
     for raw_id, fields in await reply or ():
-        values = dict(zip(fields[::2], fields[1::2]))
-        out.append((raw_id.decode(), values[b"m"].decode(), values[b"p"]))
+        sid = raw_id.decode()
+        for i in range(0, len(fields) - 1, 2):
+            out.append((sid, fields[i].decode(), fields[i + 1]))
     return out

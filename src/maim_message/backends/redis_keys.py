@@ -73,57 +73,11 @@ class Keys:
         return self.pair_keys(pair)[1]
 
 
-# KEYS: stream, index, where. ARGV: 1 msg_id, 2 payload, 3 origin node, 4 notify origin
-# on ack (0/1), 5 max entries, 6 ttl ms, 7 alive prefix, 8 channel prefix, 9 user,
-# 10 platform, 11 persist (0/1). Appends to the pair's stream (unless persist is 0), then
-# publishes to every other live node holding the pair, dropping dead nodes' entries.
-# Returns the uuids of the pair's connections on other live nodes.
-ADD_PUBLISH = """
-local id = ''
-if ARGV[11] == '1' then
-  id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[5], '*', 'm', ARGV[1], 'p', ARGV[2])
-  if ARGV[4] == '1' then
-    redis.call('HSET', KEYS[2], ARGV[1], id .. '|' .. ARGV[3])
-  else
-    redis.call('HSET', KEYS[2], ARGV[1], id)
-  end
-  redis.call('PEXPIRE', KEYS[1], ARGV[6])
-  redis.call('PEXPIRE', KEYS[2], ARGV[6])
-end
-local w = redis.call('HGETALL', KEYS[3])
-local out = {}
-local alive = {}
-local msg = nil
-for i = 1, #w, 2 do
-  local node = w[i + 1]
-  if node ~= ARGV[3] then
-    local ok = alive[node]
-    if ok == nil then
-      ok = redis.call('EXISTS', ARGV[7] .. node) == 1
-      alive[node] = ok
-      if ok then
-        if msg == nil then
-          msg = cjson.encode({type = 'pair', origin = ARGV[3], user = ARGV[9],
-            platform = ARGV[10], msg_id = ARGV[1], stream_id = id}) .. '\\n' .. ARGV[2]
-        end
-        redis.call('PUBLISH', ARGV[8] .. node, msg)
-      end
-    end
-    if ok then
-      out[#out + 1] = w[i]
-    else
-      redis.call('HDEL', KEYS[3], w[i])
-    end
-  end
-end
-return out
-"""
-
 # KEYS: stream, index. ARGV: msg_id, payload, max entries, ttl ms. Idempotent append (a
 # fan-out reaching a pair held on two nodes is stored once). Returns the id or false.
 ADD_ONCE = """
 if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then return false end
-local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*', 'm', ARGV[1], 'p', ARGV[2])
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*', ARGV[1], ARGV[2])
 redis.call('HSET', KEYS[2], ARGV[1], id)
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 redis.call('PEXPIRE', KEYS[2], ARGV[4])
@@ -154,6 +108,18 @@ if redis.call('XLEN', KEYS[1]) == 0 then redis.call('DEL', KEYS[1], KEYS[2]) end
 return n
 """
 
+# ARGV: current bucket, previous bucket, frame tokens. Which frames some node recorded as
+# handled, as one string of '0' / '1' (one reply element, whatever the batch size).
+CHECK_FRAMES = """
+local a = redis.call('SMISMEMBER', ARGV[1], unpack(ARGV, 3))
+local b = redis.call('SMISMEMBER', ARGV[2], unpack(ARGV, 3))
+local out = {}
+for n = 1, #a do
+  if a[n] == 1 or b[n] == 1 then out[n] = '1' else out[n] = '0' end
+end
+return table.concat(out)
+"""
+
 # KEYS: where. ARGV: uuid, node. Forget a connection only if this node still owns it (the
 # client may already have reconnected to another node with the same uuid).
 UNREGISTER = """
@@ -163,17 +129,65 @@ end
 return 0
 """
 
-# KEYS: conns of the dead node, nodes set. ARGV: node, key prefix, alive key. Removes a
-# dead node's presence (its where entries, its connection hash, its membership). A node
-# that comes back to life re-registers everything on its next heartbeat.
+# KEYS: conns of the dead node, nodes set. ARGV: node, alive key. Removes a dead node's
+# connection hash and membership (its where-entries are removed per shard first, by
+# REAP_WHERE). A node that comes back to life re-registers everything on its next heartbeat.
 REAP = """
-if redis.call('EXISTS', ARGV[3]) == 1 then return -1 end
-local c = redis.call('HGETALL', KEYS[1])
-for i = 1, #c, 2 do
-  local wk = ARGV[2] .. ':w:' .. cjson.decode(c[i + 1])['pk']
-  if redis.call('HGET', wk, c[i]) == ARGV[1] then redis.call('HDEL', wk, c[i]) end
-end
+if redis.call('EXISTS', ARGV[2]) == 1 then return -1 end
+local n = redis.call('HLEN', KEYS[1])
 redis.call('DEL', KEYS[1])
 redis.call('SREM', KEYS[2], ARGV[1])
-return #c / 2
+return n
+"""
+
+# ARGV: dead node, then (where key, uuid) pairs: forget the uuids the dead node still owns.
+REAP_WHERE = """
+for i = 2, #ARGV, 2 do
+  if redis.call('HGET', ARGV[i], ARGV[i + 1]) == ARGV[1] then
+    redis.call('HDEL', ARGV[i], ARGV[i + 1])
+  end
+end
+return 0
+"""
+
+# One batch of sends to one shard, one script call. ARGV: 1 max entries per stream, 2
+# stream ttl ms, 3 dedupe set, 4 dedupe ttl ms, 5 number of frame marks, the marks
+# (handled frames, recorded atomically with the sends their handlers made), then the
+# number of ack groups and per group: stream, index, idle (1: drop the keys if the stream
+# is now empty), count, stream ids to delete; then per pair: stream, where, stored (0/1),
+# count, and per message msg_id, payload.
+# Per ack group one XDEL; per pair ONE XADD for all its messages of the batch (an entry's
+# fields are msg_id, payload, msg_id, payload, ...), one PEXPIRE, one HGETALL of where it
+# is connected. Returns per pair its stream id and its where-entries (uuid, node, ...).
+# The node then publishes to the other nodes itself (no payload is copied in Lua).
+SEND_BATCH = """
+local nm = tonumber(ARGV[5])
+local i = 6
+if nm > 0 then
+  redis.call('SADD', ARGV[3], unpack(ARGV, i, i + nm - 1))
+  redis.call('PEXPIRE', ARGV[3], ARGV[4])
+  i = i + nm
+end
+local nd = tonumber(ARGV[i])
+i = i + 1
+for g = 1, nd do
+  local skey, ikey, idle, c = ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
+  redis.call('XDEL', skey, unpack(ARGV, i + 4, i + 3 + c))
+  if idle == '1' and redis.call('XLEN', skey) == 0 then redis.call('DEL', skey, ikey) end
+  i = i + 4 + c
+end
+local out = {}
+while i <= #ARGV do
+  local skey, wkey, stored = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  local first = i + 4
+  i = first + 2 * tonumber(ARGV[i + 3])
+  local id = ''
+  if stored == '1' then
+    id = redis.call('XADD', skey, 'MAXLEN', '~', ARGV[1], '*', unpack(ARGV, first, i - 1))
+    redis.call('PEXPIRE', skey, ARGV[2])
+  end
+  out[#out + 1] = id
+  out[#out + 1] = redis.call('HGETALL', wkey)
+end
+return out
 """

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any, Dict, List, Optional, Tuple
 
 from redis.asyncio import Redis
@@ -80,6 +81,7 @@ class CommandQueue:
         self.commands = 0  # sent to Redis (a script call counts one)
         self.batches = 0
         self.failures = 0
+        self.rtt = 0.0  # s: moving average of a batch's round trip (send to last reply)
 
     async def load_scripts(self) -> None:
         for script in self._scripts.values():
@@ -192,6 +194,7 @@ class CommandQueue:
             packed = [pack(("EVALSHA", scripts[args[1]].sha, *args[2:]))
                       if args[0] == "EVALSHA" else pack(args) for args, _fut in batch]
             results = []
+            started = time.monotonic()
             try:
                 await conn.send_packed_command(packed, check_health=False)
                 for _ in batch:
@@ -204,6 +207,8 @@ class CommandQueue:
                 raise
             self.commands += len(batch)
             self.batches += 1
+            elapsed = time.monotonic() - started
+            self.rtt = elapsed if not self.rtt else self.rtt * 0.9 + elapsed * 0.1
             if attempt == 0 and any(_is_noscript(r) for r in results):
                 # Redis restarted (scripts flushed): load them and run the batch again.
                 await self.load_scripts()

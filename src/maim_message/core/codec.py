@@ -84,7 +84,10 @@ def decode_envelope(data: Union[bytes, bytearray, memoryview, str]) -> Dict[str,
     spec send), which becomes an implicit ``sys_std`` envelope without ``msg_id``.
     Raises :class:`EnvelopeError` with the dotted name of the first bad field.
     """
-    obj = loads(data)
+    try:  # :func:`loads` inlined: this runs once per received frame
+        obj = _loads(data)
+    except (_JSONDecodeError, UnicodeDecodeError, TypeError) as exc:
+        raise EnvelopeError(f"frame is not valid JSON: {exc}") from None
     return validate_envelope(obj)
 
 

@@ -30,10 +30,11 @@ class DedupeWindow:
         now = self._clock()
         seen = self._seen
         stamp = seen.get(key)
-        if stamp is not None and now - stamp <= self.ttl:
-            return True
+        if stamp is not None:
+            if now - stamp <= self.ttl:
+                return True
+            seen.move_to_end(key)  # expired: seen anew (a new key is appended anyway)
         seen[key] = now
-        seen.move_to_end(key)
         # Evict from the old end: by count first, then by age (cheap, amortised O(1)).
         while len(seen) > self.max_entries:
             seen.popitem(last=False)

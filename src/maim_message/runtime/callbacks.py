@@ -104,18 +104,20 @@ class HandlerTasks:
             if on_done is not None:
                 on_done(None)
             return None
-        task, _value, error = start_eagerly(result)
+        try:
+            task = start_eagerly(result)
+        except asyncio.CancelledError as exc:
+            if on_done is not None:
+                on_done(exc)
+            return None
+        except Exception as exc:
+            self._failed(func, exc, on_done)
+            return None
         if task is not None:
             return self.track(task, on_done)
-        if error is None:
-            self.completed += 1
-            if on_done is not None:
-                on_done(None)
-        elif isinstance(error, asyncio.CancelledError):
-            if on_done is not None:
-                on_done(error)
-        else:
-            self._failed(func, error, on_done)
+        self.completed += 1
+        if on_done is not None:
+            on_done(None)
         return None
 
     def _failed(self, func: Callable[..., Any], exc: BaseException,

@@ -18,7 +18,7 @@ import asyncio
 import collections.abc
 import contextvars
 import sys
-from typing import Any, Coroutine, Generator, Optional, Tuple
+from typing import Any, Coroutine, Generator, Optional
 
 _NATIVE = sys.version_info >= (3, 12)
 
@@ -79,30 +79,23 @@ def _drive(resume: _Resume) -> Generator[Any, Any, Any]:
                 return stop.value
 
 
-def start_eagerly(
-    coro: Coroutine[Any, Any, Any],
-) -> Tuple[Optional[asyncio.Future[Any]], Any, Optional[BaseException]]:
+def start_eagerly(coro: Coroutine[Any, Any, Any]) -> Optional[asyncio.Future[Any]]:
     """Run ``coro`` until it first suspends.
 
-    Returns ``(task, None, None)`` when it suspended (the task runs the rest),
-    ``(None, result, None)`` when it returned, ``(None, None, exc)`` when it raised
-    (``asyncio.CancelledError`` included; other ``BaseException``\\ s such as
-    ``KeyboardInterrupt`` propagate, as they would out of a task's step).
+    Returns the task that runs the rest when it suspended, ``None`` when it returned (its
+    result is dropped); raises what its first step raised (``asyncio.CancelledError``
+    included), as awaiting a task that failed at once would.
     """
-    loop = asyncio.get_running_loop()
     if _NATIVE:
-        task = asyncio.Task(coro, loop=loop, eager_start=True)  # type: ignore[call-arg]
+        task = asyncio.Task(coro, loop=asyncio.get_running_loop(),  # type: ignore[call-arg]
+                            eager_start=True)
         if not task.done():
-            return task, None, None
-        if task.cancelled():
-            return None, None, asyncio.CancelledError()
-        exc = task.exception()
-        return (None, None, exc) if exc is not None else (None, task.result(), None)
+            return task
+        task.result()  # raises the exception (or CancelledError) of the first step
+        return None
     ctx = contextvars.copy_context()
     try:
         first = ctx.run(coro.send, None)
-    except StopIteration as stop:
-        return None, stop.value, None
-    except (Exception, asyncio.CancelledError) as exc:
-        return None, None, exc
-    return loop.create_task(_Resume(coro, first, ctx)), None, None
+    except StopIteration:
+        return None
+    return asyncio.get_running_loop().create_task(_Resume(coro, first, ctx))

@@ -417,6 +417,8 @@ class WebSocketServer:
             if handler is not None:
                 self._handlers.start(handler, *args)
             return
+        if handler is not None and self.cluster.distributed:  # exactly-once across nodes
+            handler = self.cluster.guard(key, handler)  # type: ignore[attr-defined]
         if handler is None:
             self._send_ack(conn, key[2])
         elif self._ack_handled:

@@ -1,0 +1,95 @@
+"""One batch of sends to one Redis shard, as one ``SEND_BATCH`` script call (no I/O).
+
+Sends made during a batch (every handler that ran in the last loop turns) are grouped
+per pair: a pair's messages become ONE stream entry (one XADD) plus one PEXPIRE and one
+routing read; acks of the batch ride along (one XDEL per pair); each other node holding
+any of the pairs then gets one PUBLISH from the node. Handled frames' marks
+(``frame_dedupe``) ride in the same call, so a mark and its handler's send are written
+atomically.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Callable, Dict, List, Tuple
+
+from .cluster_base import Pair
+from .pubsub_io import SendResult
+from .pubsub_messages import PairMessage
+from .redis_keys import Keys
+
+MAX_TURN = 400  # messages or marks per script call (Lua's unpack() stack stays small)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class SendTurn:
+    __slots__ = ("delete_groups", "deletes", "groups", "marks", "size")
+
+    def __init__(self) -> None:
+        self.groups: Dict[Pair, List[Tuple[PairMessage, str, asyncio.Future[SendResult]]]] = {}
+        self.marks: List[str] = []
+        self.deletes: List[Any] = []  # flat: stream, index, idle, count, ids... per group
+        self.delete_groups = 0
+        self.size = 0
+
+    @property
+    def full(self) -> bool:
+        return self.size >= MAX_TURN or len(self.marks) >= MAX_TURN
+
+    def delete(self, stream: str, index: str, idle: bool, stream_ids: List[str]) -> None:
+        """Acked entries to delete in this call (before its appends)."""
+        self.deletes += [stream, index, "1" if idle else "0", len(stream_ids), *stream_ids]
+        self.delete_groups += 1
+        self.size += len(stream_ids)
+
+    def add(self, message: PairMessage, persist: bool,
+            fut: asyncio.Future[SendResult]) -> None:
+        """One send; a turn's sends all have the same ``persist`` (the outbox is on)."""
+        self.groups.setdefault(message.pair, []).append((message, "1" if persist else "0", fut))
+        self.size += 1
+
+    def args(self, keys: Keys, max_entries: str, ttl_ms: str, dedupe_set: str,
+             dedupe_ttl_ms: int) -> Tuple[Any, ...]:
+        """The EVALSHA arguments (``("EVALSHA", "send", 0, ARGV...)``)."""
+        out: List[Any] = ["EVALSHA", "send", 0, max_entries, ttl_ms, dedupe_set,
+                          dedupe_ttl_ms, len(self.marks), *self.marks, self.delete_groups,
+                          *self.deletes]
+        for pair, sends in self.groups.items():
+            stream, _index, where = keys.pair_keys(pair)
+            out += [stream, where, sends[0][1], len(sends)]
+            for message, _flag, _fut in sends:
+                out += [message.msg_id, message.payload]
+        return tuple(out)
+
+    def resolve(self, reply: List[Any], origin: str,
+                stored: Callable[[Pair, List[str], str], None]
+                ) -> Dict[str, List[PairMessage]]:
+        """Give every send its stream id (one per pair: its messages share an entry) and
+        the pair's (uuid, node) entries elsewhere; ``stored(pair, msg_ids, sid)`` is told
+        first, synchronously, so no ack can see part of an entry. Returns what each other
+        node holding one of the pairs must be sent (one "pairs" message per node)."""
+        publish: Dict[str, List[PairMessage]] = {}
+        for n, (pair, sends) in enumerate(self.groups.items()):
+            sid = _text(reply[2 * n])
+            flat = reply[2 * n + 1]
+            remote = [(_text(flat[i]), _text(flat[i + 1])) for i in range(0, len(flat) - 1, 2)]
+            remote = [(uuid, node) for uuid, node in remote if node != origin]
+            if sid:
+                stored(pair, [m.msg_id for m, _f, _w in sends], sid)
+            for node in {node for _uuid, node in remote}:
+                publish.setdefault(node, []).extend(
+                    PairMessage(m.origin, m.user, m.platform, m.msg_id, sid, m.payload,
+                                m.notify) for m, _f, _w in sends)
+            for _message, _flag, fut in sends:
+                if not fut.done():
+                    fut.set_result((sid, remote))
+        return publish
+
+    def fail(self, exc: BaseException) -> None:
+        for sends in self.groups.values():
+            for _message, _flag, fut in sends:
+                if not fut.done():
+                    fut.set_exception(exc)

@@ -1,0 +1,114 @@
+"""Where each unacked message of the pairs held here sits in its pair's stream (no I/O).
+
+An ack then deletes the stream entry by id (``XDEL``, batched per pair) instead of
+looking the id up in Redis by msg_id; an entry holds all messages one node sent to the
+pair in one batch, and goes once all of them are acked. Messages a node sends to its own
+connections are delivered before Redis has answered with their entry: they are
+``PENDING`` until the answer arrives, and an ack that arrives first marks them ``ACKED``
+so the answer deletes them at once.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Tuple, Union
+
+from .cluster_base import Pair
+
+PENDING = "pending"
+ACKED = "acked"
+
+# (stream id, origin awaiting the ack or None) once known, else PENDING / ACKED
+_Entry = Union[Tuple[str, Optional[str]], str]
+
+
+class Acked:
+    """What one batch of acks of a pair turns into."""
+
+    __slots__ = ("by_msg_id", "notify", "sids")
+
+    def __init__(self) -> None:
+        self.sids: List[str] = []  # delete these stream entries
+        self.by_msg_id: List[str] = []  # id unknown here: delete through the index
+        self.notify: List[Tuple[str, str]] = []  # (origin, msg_id): tell the waiting origin
+
+
+class StreamIds:
+    """Per held pair: msg_id -> stream entry, and how many messages of each entry are
+    still unacked here (an entry holds a turn's messages for the pair; it is deleted once
+    all of them are acked)."""
+
+    __slots__ = ("_left", "_pairs")
+
+    def __init__(self) -> None:
+        self._pairs: Dict[Pair, Dict[str, _Entry]] = {}
+        self._left: Dict[Pair, Dict[str, int]] = {}
+
+    def __len__(self) -> int:
+        return sum(len(ids) for ids in self._pairs.values())
+
+    def _count(self, pair: Pair, sid: str) -> None:
+        left = self._left.setdefault(pair, {})
+        left[sid] = left.get(sid, 0) + 1
+
+    def pending(self, pair: Pair, msg_id: str) -> None:
+        self._pairs.setdefault(pair, {})[msg_id] = PENDING
+
+    def known(self, pair: Pair, msg_id: str, sid: str, origin: Optional[str] = None) -> None:
+        """A message of the pair read from its stream or received from another node."""
+        if not sid:
+            return
+        ids = self._pairs.setdefault(pair, {})
+        if msg_id not in ids:
+            ids[msg_id] = (sid, origin)
+            self._count(pair, sid)
+
+    def stored(self, pair: Pair, msg_ids: List[str], sid: str) -> List[str]:
+        """Redis answered with the entry of PENDING messages; returns those acked
+        meanwhile (the caller acks them again, now that their entry is known)."""
+        ids = self._pairs.get(pair)
+        again: List[str] = []
+        if ids is None:
+            return again  # the pair left this node: its stream keeps the messages
+        for msg_id in msg_ids:
+            state = ids.get(msg_id)
+            if state == PENDING or state == ACKED:
+                ids[msg_id] = (sid, None)
+                self._count(pair, sid)
+                if state == ACKED:
+                    again.append(msg_id)
+        return again
+
+    def acked(self, pair: Pair, msg_ids: List[str]) -> Acked:
+        out = Acked()
+        ids = self._pairs.get(pair, {})
+        left = self._left.get(pair, {})
+        for msg_id in msg_ids:
+            state = ids.get(msg_id)
+            if state is None:
+                out.by_msg_id.append(msg_id)
+            elif state == PENDING:
+                ids[msg_id] = ACKED
+            elif isinstance(state, tuple):
+                del ids[msg_id]
+                sid = state[0]
+                n = left.get(sid, 1) - 1
+                if n <= 0:
+                    left.pop(sid, None)
+                    out.sids.append(sid)  # every message of the entry is acked
+                else:
+                    left[sid] = n
+                if state[1] is not None:
+                    out.notify.append((state[1], msg_id))
+        return out
+
+    def idle(self, pair: Pair) -> bool:
+        """Nothing of the pair is unacked here (its stream may now be empty)."""
+        return not self._pairs.get(pair)
+
+    def forget(self, pair: Pair) -> None:
+        self._pairs.pop(pair, None)
+        self._left.pop(pair, None)
+
+    def clear(self) -> None:
+        self._pairs.clear()
+        self._left.clear()
