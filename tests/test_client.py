@@ -194,3 +194,61 @@ async def test_bad_frames_from_the_server_do_not_kill_the_client() -> None:
             assert client.is_connected()
         finally:
             await client.stop()
+
+
+async def test_a_frame_the_server_refused_is_not_resent_after_a_reconnect() -> None:
+    """``sys_error`` naming a frame is final: the frame leaves the resend queue."""
+    import json
+
+    from websockets.asyncio.server import serve
+
+    seen: List[str] = []
+    second = asyncio.Event()
+
+    async def handler(ws: Any) -> None:
+        if seen:
+            second.set()  # the reconnect: anything re-sent arrives now
+            try:
+                async for raw in ws:
+                    env = json.loads(raw)
+                    if env.get("type") == "sys_std":
+                        seen.append(env["msg_id"])
+            except Exception:
+                pass
+            return
+        raw = await ws.recv()
+        env = json.loads(raw)
+        seen.append(env["msg_id"])
+        await ws.send(json.dumps({"ver": 1, "type": "sys_error",
+                                  "meta": {"ref_msg_id": env["msg_id"]},
+                                  "payload": {"code": "bad_frame", "reason": "no"}}))
+        refused_seen.set()
+        await refused_done.wait()
+        await ws.close()
+
+    refused_seen, refused_done = asyncio.Event(), asyncio.Event()
+    async with serve(handler, "127.0.0.1", 0) as srv:
+        port = srv.sockets[0].getsockname()[1]
+        client = WebSocketClient(create_client_config(
+            f"ws://127.0.0.1:{port}/ws", "k", reconnect_delay=0.05))
+        try:
+            assert await client.connect()
+            assert await client.send_message(make_message("refused", "k", "qq"))
+            await asyncio.wait_for(refused_seen.wait(), 5)
+            for _ in range(500):  # bounded: until the client has read the sys_error
+                if client.get_stats()["messages_refused"] == 1:
+                    break
+                await asyncio.sleep(0.01)
+            assert client.get_stats()["messages_refused"] == 1
+            refused_done.set()
+            await asyncio.wait_for(second.wait(), 10)
+            await client.send_message(make_message("after", "k", "qq"))
+            for _ in range(500):  # bounded: until the new message arrived
+                if len(seen) >= 2:
+                    break
+                await asyncio.sleep(0.01)
+        finally:
+            refused_done.set()
+            await client.stop()
+    assert len(seen) == 2, seen  # the refused frame once, then only the new one
+    assert seen[0] != seen[1]

@@ -29,9 +29,11 @@ class Node:
         self.proc, self.name, self.port = proc, name, port
 
     @classmethod
-    async def start(cls, port: int, url: str, name: str, reuse: bool = False) -> Node:
+    async def start(cls, port: int, url: str, name: str, reuse: bool = False,
+                    handled: bool = False) -> Node:
         env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
-        args = [str(SCRIPT), str(port), url, name] + (["reuse"] if reuse else [])
+        args = [str(SCRIPT), str(port), url, name] + (["reuse"] if reuse else []) + (
+            ["handled"] if handled else [])
         proc = await asyncio.create_subprocess_exec(
             sys.executable, *args, stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE, env=env)

@@ -1,6 +1,7 @@
 """One hub node of a Redis cluster, for the multi-process cluster tests, driven by stdin.
 
-argv: <port> <redis url> <node id> [reuse]. Users are API keys; a client's message is
+argv: <port> <redis url(s, comma separated)> <node id> [reuse] [handled] (handled: the
+``ack="handled"`` policy). Users are API keys; a client's message is
 forwarded to the user its message_dim names (a hub between users). Prints ``READY`` when
 listening. Commands (one per line):
 
@@ -23,7 +24,9 @@ from maim_message.server import WebSocketServer, create_server_config
 
 async def main() -> None:
     port, url, node_id = int(sys.argv[1]), sys.argv[2], sys.argv[3]
-    reuse = len(sys.argv) > 4 and sys.argv[4] == "reuse"
+    flags = sys.argv[4:]
+    reuse = "reuse" in flags
+    extra = {"ack": "handled"} if "handled" in flags else {}
     server: WebSocketServer
 
     async def forward(message: APIMessageBase, meta: dict) -> None:
@@ -32,8 +35,9 @@ async def main() -> None:
     server = WebSocketServer(create_server_config(
         host="127.0.0.1", port=port, reuse_port=reuse,
         on_auth_extract_user=lambda m: m["api_key"], on_message=forward,
-        enable_connection_log=False, cluster_backend="redis", cluster_redis_url=url,
-        cluster_node_id=node_id, cluster_heartbeat_interval=0.2, cluster_node_ttl=1.0))
+        enable_connection_log=False, cluster_backend="redis",
+        cluster_redis_url=url,  # several, comma separated: pairs sharded over them
+        cluster_node_id=node_id, cluster_heartbeat_interval=0.2, cluster_node_ttl=1.0, **extra))
     await server.start()
     cluster = server.cluster
     print("READY", flush=True)

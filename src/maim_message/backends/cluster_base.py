@@ -230,6 +230,6 @@ def create_cluster(config: Any) -> ClusterBackend:
             node_ttl=getattr(config, "cluster_node_ttl", 5.0),
             outbox_max_per_pair=config.outbox_max_per_pair,
             outbox_ttl=config.outbox_ttl,
-            dedupe_ttl=getattr(config, "cluster_dedupe_ttl", 300.0),
+            dedupe_ttl=getattr(config, "cluster_dedupe_ttl", 60.0),
         )
     raise ConfigError(f"cluster_backend: unknown backend {backend!r} (local or redis)")

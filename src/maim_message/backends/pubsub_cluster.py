@@ -135,6 +135,7 @@ class PubSubCluster(PubSubIO):
         self.duplicate_frames = 0  # re-sent frames another node (or this one) had handled
         self.reaped = 0
         self.rejoins = 0
+        self.node_deaths = 0  # other nodes seen dying (each makes this node re-read)
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -470,7 +471,13 @@ class PubSubCluster(PubSubIO):
             await asyncio.sleep(self.heartbeat_interval)
             try:
                 still_member, alive = await self._heartbeat()
+                gone = self._alive - set(alive) if self._alive is not None else set()
                 self._alive = set(alive)
+                if gone:
+                    # A node that died after storing a batch but before publishing it:
+                    # what it stored for pairs held here is read from the streams.
+                    self.node_deaths += len(gone)
+                    self._resync_all(f"node(s) {', '.join(sorted(gone))} died")
                 if not still_member:
                     self._rejoin()
                 if not alive:
@@ -537,5 +544,5 @@ class PubSubCluster(PubSubIO):
                 "nodes_seen": len(self._snapshot) + 1, "received": self.received,
                 "remote_deliveries": self.remote_deliveries,
                 "stream_backlog": len(self._sids), "takeovers": self.takeovers,
-                "duplicate_frames": self.duplicate_frames,
+                "duplicate_frames": self.duplicate_frames, "node_deaths": self.node_deaths,
                 "reaped": self.reaped, "rejoins": self.rejoins}

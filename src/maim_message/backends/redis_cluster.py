@@ -100,7 +100,7 @@ class RedisCluster(PubSubCluster):
         heartbeat_interval: float = 1.0, node_ttl: float = 5.0,
         outbox_max_per_pair: int = DEFAULT_OUTBOX.max_per_pair,
         outbox_ttl: float = DEFAULT_OUTBOX.ttl,
-        write_timeout: float = 10.0, dedupe_ttl: float = 300.0,
+        write_timeout: float = 10.0, dedupe_ttl: float = 60.0,
     ) -> None:
         super().__init__(node_id=node_id, heartbeat_interval=heartbeat_interval,
                          node_ttl=node_ttl, outbox_ttl=outbox_ttl)

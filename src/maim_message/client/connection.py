@@ -31,7 +31,7 @@ from ..core.envelope import (
 from ..core.identity import fingerprint
 from ..core.models.api import APIMessageBase
 from ..core.outbox import Outbox
-from ..core.redact import Redactor, redacting_logger
+from ..core.redact import Redactor, log_safe, redacting_logger
 from ..errors import AuthRejectedError, EnvelopeError
 from ..runtime.callbacks import HandlerTasks, positional_arity
 from ..runtime.reconnect import ReconnectPolicy, keep_connected, refusal_for_status
@@ -94,8 +94,22 @@ class SupervisedConnection:
             "connect_attempts": 0, "successful_connects": 0, "failed_connects": 0,
             "messages_received": 0, "messages_sent": 0, "custom_messages_processed": 0,
             "reconnect_attempts": 0, "bytes_received": 0, "bytes_sent": 0,
-            "resent": 0,
+            "resent": 0, "refused": 0,
         }
+
+    def _refused(self, env: Dict[str, Any]) -> None:
+        """A ``sys_error`` is the server's final answer to the frame it names: re-sending
+        that frame on every reconnect would only be refused again, so it leaves the queue."""
+        meta = env.get("meta")
+        ref = meta.get("ref_msg_id") if type(meta) is dict else None
+        payload = env.get("payload")
+        reason = payload.get("reason") if type(payload) is dict else payload
+        if type(ref) is str and self._outbox.ack(_OUTBOX_PAIR, ref):
+            self.stats["refused"] += 1
+            logger.warning("connection %s: server refused message %s: %s", self.uuid,
+                           log_safe(ref), log_safe(reason))
+        else:
+            logger.warning("connection %s: server error: %s", self.uuid, log_safe(reason))
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -329,7 +343,7 @@ class SupervisedConnection:
                 self._outbox.ack(_OUTBOX_PAIR, acked)
             return
         if kind == "sys_error":
-            logger.warning("server refused a frame: %s", env.get("payload"))
+            self._refused(env)
             return
         msg_id = env.get("msg_id")
         if msg_id is not None and type(msg_id) is not str:

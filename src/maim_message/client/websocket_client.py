@@ -153,6 +153,7 @@ class WebSocketClient:
             },
             "connected": self.connected,
             "pending_messages": self._conn.pending_count if self._conn is not None else 0,
+            "messages_refused": s.get("refused", 0),  # answered with sys_error, not re-sent
             "last_error": self.last_error,
             "connected_count": int(self.connected),
         }

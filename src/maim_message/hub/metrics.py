@@ -57,6 +57,17 @@ METRICS = (
     ("handler_latency_seconds", "histogram", "Time to route one received message."),
     ("handshakes_rejected_total", "counter", "Refused WebSocket handshakes, by reason."),
     ("limit_hits_total", "counter", "Server limits hit (connection closed or refused), by reason."),
+    ("cluster_nodes_alive", "gauge", "Hub nodes alive in the cluster, this one included."),
+    ("cluster_remote_deliveries_total", "counter",
+     "Messages for connections on this node sent by other nodes."),
+    ("cluster_redis_rtt_seconds", "gauge",
+     "Round trip of a batch of Redis commands (moving average, slowest shard)."),
+    ("cluster_stream_backlog", "gauge",
+     "Unacked messages in the Redis streams of the pairs connected to this node."),
+    ("cluster_takeovers_total", "counter",
+     "Pairs that connected here with a backlog in their stream (taken over from elsewhere)."),
+    ("cluster_duplicate_frames_total", "counter",
+     "Re-sent frames not handled again because a node had handled them already."),
     ("ready", "gauge", "1 while the hub accepts connections, 0 while starting or draining."),
     ("start_time_seconds", "gauge", "Unix time the hub started."),
 )
@@ -110,6 +121,13 @@ class _HubCollector:
         for reason, count in sorted(snap["limits"].items()):
             limits.add_metric([reason], count)
         yield limits
+        cluster = snap["cluster"]
+        for name in ("nodes_alive", "redis_rtt_seconds", "stream_backlog"):
+            yield GaugeMetricFamily(PREFIX + "cluster_" + name, docs["cluster_" + name],
+                                    value=cluster[name])
+        for name in ("remote_deliveries", "takeovers", "duplicate_frames"):
+            yield CounterMetricFamily(PREFIX + "cluster_" + name,
+                                      docs["cluster_" + name + "_total"], value=cluster[name])
         yield GaugeMetricFamily(PREFIX + "ready", docs["ready"],
                                 value=1 if snap["state"] == "ready" else 0)
         yield GaugeMetricFamily(PREFIX + "start_time_seconds", docs["start_time_seconds"],

@@ -90,4 +90,21 @@ def hub_snapshot(hub: Hub) -> Dict[str, Any]:
         },
         "rejected": hub.metrics.rejected_by_reason(stats.get("limits") or {}),
         "limits": dict(stats.get("limits") or {}),
+        "cluster": cluster_snapshot(server),
     }
+
+
+def cluster_snapshot(server: Any) -> Dict[str, Any]:
+    """The cluster figures (docs/cluster.md): a single node reports itself alone."""
+    cluster = server.cluster
+    base: Dict[str, Any] = {
+        "backend": "redis" if cluster.distributed else "local", "node_id": cluster.node_id,
+        "nodes_alive": 1, "remote_deliveries": 0, "redis_rtt_seconds": 0.0,
+        "stream_backlog": 0, "takeovers": 0, "duplicate_frames": 0, "node_deaths": 0,
+        "shards": 0,
+    }
+    stats = getattr(cluster, "stats", None)
+    if cluster.distributed and stats is not None:
+        figures = stats()
+        base.update({k: figures[k] for k in base if k in figures and k != "backend"})
+    return base

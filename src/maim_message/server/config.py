@@ -116,7 +116,7 @@ class ServerConfig:
     cluster_node_ttl: float = 5.0  # s without a heartbeat before a node counts as dead
     # s a handled frame stays recorded cluster-wide (a re-send to another node within it
     # is not handled again); several URLs in cluster_redis_url (commas) shard the pairs
-    cluster_dedupe_ttl: float = 300.0
+    cluster_dedupe_ttl: float = 60.0
 
     def validate(self) -> bool:
         return not self.get_missing_fields()

@@ -1,0 +1,204 @@
+"""The scaling pieces of the cluster without sockets or Redis: the shard ring, the
+"pairs" batch codec, the send batch, stream-entry bookkeeping, the handled-frame record,
+and the pub/sub base's batching and cross-node dedupe on the in-memory bus."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, List, Tuple
+
+import pytest
+
+from maim_message.backends.frame_dedupe import DedupeBuckets, frame_token
+from maim_message.backends.memory_bus import MemoryBus, MemoryCluster
+from maim_message.backends.pubsub_messages import (
+    AckMessage,
+    PairMessage,
+    decode_batch,
+    encode_message,
+    encode_pairs,
+)
+from maim_message.backends.redis_batch import SendTurn
+from maim_message.backends.redis_keys import Keys
+from maim_message.backends.shard_ring import ShardRing
+from maim_message.backends.stream_ids import StreamIds
+from maim_message.server.acks import CURRENT_RECEIPT, Receipt
+
+from .fakes import FakeHost, make_peer
+from .test_cluster_seam import settle, stop, texts, two_nodes
+
+# -- shard ring ----------------------------------------------------------------------------
+
+
+def test_the_ring_spreads_pairs_and_moves_few_when_a_shard_is_added() -> None:
+    pairs = [Keys.pair_id((f"user{i}", "qq")) for i in range(3000)]
+    two = ShardRing(["redis://a", "redis://b"])
+    placed = [two.shard_of(p) for p in pairs]
+    assert placed == [two.shard_of(p) for p in pairs]  # stable
+    assert 1000 < placed.count(0) < 2000  # both shards carry a fair share
+    three = ShardRing(["redis://a", "redis://b", "redis://c"])
+    moved = sum(1 for p, s in zip(pairs, placed) if three.shard_of(p) != s)
+    assert moved < len(pairs) / 2  # ~1/3 move to the new shard, not most of them
+    assert all(three.shard_of(p) == 2 for p, s in zip(pairs, placed)
+               if three.shard_of(p) != s)  # and only to the new one
+    assert ShardRing(["only"]).shard_of(pairs[0]) == 0
+    with pytest.raises(ValueError):
+        ShardRing([])
+
+
+# -- the "pairs" batch on the channels ------------------------------------------------------
+
+
+def test_a_pairs_batch_round_trips_and_single_messages_still_decode() -> None:
+    msgs = [PairMessage("n1", "alice", "qq", "m1", "5-0", b'{"a":"x\\ny"}'),
+            PairMessage("n1", "alice", "qq", "m2", "5-0", b"", notify=True),
+            PairMessage("n1", "bob", "tg", "m3", "6-1", b"\n\n")]
+    assert decode_batch(encode_pairs("n1", msgs)) == msgs
+    ack = AckMessage("n2", "alice", "qq", "m1", "u1")
+    assert decode_batch(encode_message(ack)) == [ack]
+    one_entry = (b'{"type":"pairs","origin":"n1","groups":1}\n'
+                 b'["a","qq",[["m1",1,0],["m2",2,0]]]\n7-0\nxyy')
+    assert [(m.msg_id, m.stream_id, m.payload) for m in decode_batch(one_entry)] == [
+        ("m1", "7-0", b"x"), ("m2", "7-0", b"yy")]  # the batch script's form: one id
+    with pytest.raises(ValueError):
+        decode_batch(one_entry[:-1])  # shorter than its header says
+
+
+# -- the send batch (what one script call carries) ------------------------------------------
+
+
+async def test_a_send_batch_makes_one_entry_per_pair_and_publishes_per_node() -> None:
+    loop = asyncio.get_running_loop()
+    keys = Keys("p")
+    turn = SendTurn()
+    futs = [loop.create_future() for _ in range(3)]
+    turn.add(PairMessage("n1", "alice", "qq", "m1", "", b"a"), True, futs[0])
+    turn.add(PairMessage("n1", "alice", "qq", "m2", "", b"b"), True, futs[1])
+    turn.add(PairMessage("n1", "bob", "qq", "m3", "", b"c"), True, futs[2])
+    turn.marks.append("tok")
+    turn.delete(*keys.pair_keys(("carol", "qq"))[:2], True, ["1-0", "2-0"])
+    args = turn.args(keys, "100", "60000", "p:d:1", 2000)
+    stream_a, _, where_a = keys.pair_keys(("alice", "qq"))
+    assert args[:9] == ("EVALSHA", "send", 0, "100", "60000", "p:d:1", 2000, 1, "tok")
+    assert args[9:16] == (1, keys.stream(("carol", "qq")), keys.index(("carol", "qq")), "1", 2,
+                          "1-0", "2-0")
+    assert args[16:24] == (stream_a, where_a, "1", 2, "m1", b"a", "m2", b"b")
+    stored: List[Tuple[Any, ...]] = []
+    reply = [b"9-0", [b"ua", b"n2", b"ua2", b"n1"], b"9-1", []]
+    publish = turn.resolve(reply, "n1", lambda *a: stored.append(a))
+    assert stored == [(("alice", "qq"), ["m1", "m2"], "9-0"), (("bob", "qq"), ["m3"], "9-1")]
+    assert [(m.msg_id, m.stream_id) for m in publish["n2"]] == [("m1", "9-0"), ("m2", "9-0")]
+    assert set(publish) == {"n2"}  # never to the origin itself
+    assert futs[0].result() == ("9-0", [("ua", "n2")]) and futs[2].result() == ("9-1", [])
+
+
+# -- stream entries: deleted once every message in them is acked -----------------------------
+
+
+def test_an_entry_is_deleted_when_all_its_messages_are_acked() -> None:
+    ids = StreamIds()
+    pair = ("alice", "qq")
+    ids.known(pair, "m1", "5-0")
+    ids.known(pair, "m2", "5-0", origin="n9")
+    ids.known(pair, "m1", "5-0")  # read again (stream + channel): counted once
+    first = ids.acked(pair, ["m1"])
+    assert first.sids == [] and first.by_msg_id == []
+    second = ids.acked(pair, ["m2", "zz"])
+    assert second.sids == ["5-0"] and second.notify == [("n9", "m2")]
+    assert second.by_msg_id == ["zz"]  # not known here: deleted through the index
+    assert ids.idle(pair) and len(ids) == 0
+
+
+def test_an_ack_that_beats_the_store_answer_is_applied_when_it_arrives() -> None:
+    ids = StreamIds()
+    pair = ("alice", "qq")
+    ids.pending(pair, "m1")
+    ids.pending(pair, "m2")
+    assert ids.acked(pair, ["m1"]).sids == []  # its entry is not known yet
+    assert ids.stored(pair, ["m1", "m2"], "7-0") == ["m1"]  # ack it again now
+    assert ids.acked(pair, ["m1"]).sids == []  # m2 of the same entry is still unacked
+    assert ids.acked(pair, ["m2"]).sids == ["7-0"]
+    ids.forget(pair)
+    assert ids.stored(pair, ["m3"], "8-0") == []  # the pair left: nothing to do here
+
+
+# -- the handled-frame record ----------------------------------------------------------------
+
+
+def test_frames_are_recorded_in_expiring_time_buckets() -> None:
+    now = [1000.0]
+    buckets = DedupeBuckets("p", 300.0, clock=lambda: now[0])
+    assert buckets.current() == "p:d:3" and buckets.both() == ("p:d:3", "p:d:2")
+    now[0] = 1300.0
+    assert buckets.both() == ("p:d:4", "p:d:3")  # a frame from 300 s ago is still found
+    assert buckets.ttl_ms == 600_000
+    token = frame_token(("alice", "qq", "m1"))
+    assert token == frame_token(("alice", "qq", "m1")) and len(token) == 20
+    assert token != frame_token(("alice", "qq", "m2"))
+    assert "alice" not in token
+    with pytest.raises(ValueError):
+        DedupeBuckets("p", 0)
+
+
+# -- the pub/sub base on the in-memory bus ----------------------------------------------------
+
+
+async def test_a_frame_handled_on_one_node_is_not_handled_again_on_another() -> None:
+    bus, n1, n2 = await two_nodes()
+    calls: List[str] = []
+    try:
+        bob = n2.open(make_peer("b1", "bob"))
+        await settle(lambda: ("bob", "qq") in bus.where)
+        key = ("alice", "qq", "f1")
+
+        async def forward(text: str) -> None:
+            calls.append(text)
+            await n1.cluster.send_to_pair(("bob", "qq"), f"out-{text}", b'{"payload":"hi"}')
+
+        receipt = Receipt(key)
+        token = CURRENT_RECEIPT.set(receipt)
+        try:
+            await n1.cluster.guard(key, forward)("first")
+        finally:
+            CURRENT_RECEIPT.reset(token)
+        assert receipt.recorded and frame_token(key) in bus.frames  # with the send
+        await n2.cluster.guard(key, forward)("re-sent to n2")  # the client's re-send
+        assert calls == ["first"] and n2.cluster.duplicate_frames == 1
+        await settle(lambda: texts(bob) == ["hi"])
+
+        def quiet() -> None:  # a handler that sends nothing is recorded when it returns
+            calls.append("quiet")
+
+        await n2.cluster.guard(("alice", "qq", "f2"), quiet)()
+        await n1.cluster.guard(("alice", "qq", "f2"), quiet)()
+        assert calls == ["first", "quiet"]
+    finally:
+        await stop(n1, n2)
+
+
+async def test_acks_of_one_loop_turn_become_one_delete_per_pair() -> None:
+    bus = MemoryBus()
+    host = FakeHost()
+    node = host.cluster = MemoryCluster(bus, "n1")
+    await node.start(host)
+    deletes: List[Tuple[Any, List[str], bool]] = []
+    original = node._store_delete
+
+    def spy(pair: Any, sids: List[str], idle: bool) -> None:
+        deletes.append((pair, list(sids), idle))
+        original(pair, sids, idle)
+
+    node._store_delete = spy  # type: ignore[method-assign]
+    try:
+        alice = host.open(make_peer("a1", "alice"))
+        await settle(lambda: not node._pairs[alice.pair].loading)
+        for i in range(3):
+            await node.send_to_pair(alice.pair, f"m{i}", b'{"payload":"%d"}' % i)
+        await settle(lambda: len(node._sids) == 3 and texts(alice) == ["0", "1", "2"])
+        for i in range(3):
+            host.ack(alice, f"m{i}")
+        await settle(lambda: alice.pair not in bus.streams)
+        assert len(deletes) == 1  # one call for the three acks of the turn
+        assert len(deletes[0][1]) == 3 and deletes[0][2] is True  # idle: drop the keys
+    finally:
+        await node.stop()
