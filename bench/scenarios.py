@@ -67,7 +67,7 @@ S2_GOALS = (
 )
 S4_HS = Goal("handshakes_per_s", "0.6.8", 1.5, "handshakes >= 1.5x 0.6.8")
 S3_GOAL = Goal("deliveries_per_s", "bare", 1.0, ">= 1.0x bare")
-S5_GOAL = Goal("peak_over_payload", "abs", 4.0, "intact, peak growth < 4x payload")
+S5_GOAL = Goal("peak_over_payload", "abs", 3.0, "intact, peak growth < 3x payload")
 
 SCENARIOS: List[Scenario] = [
     Scenario("S1a", "inbound, 1 client x 50,000 msgs", "inbound",
