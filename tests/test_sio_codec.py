@@ -102,7 +102,10 @@ def test_bad_engineio_packets_raise(raw: bytes) -> None:
         decode_eio(raw)
 
 
-@pytest.mark.parametrize("raw", [b"", b"7", b'51-["message",{"_placeholder":true}]', b"2{not json"])
+@pytest.mark.parametrize("raw", [b"", b"7", b'51-["message",{"_placeholder":true}]', b"2{not json",
+                                 pytest.param(b"2" + b"1" * 16 + b'["message",{}]', id="ack16"),
+                                 pytest.param(b"2" + b"1" * 5000 + b'["message",{}]',
+                                              id="ack5000")])
 def test_bad_socketio_packets_raise(raw: bytes) -> None:
     with pytest.raises(PacketError):
         decode_sio(raw)

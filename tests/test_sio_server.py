@@ -284,3 +284,28 @@ def test_client_protocol_is_validated() -> None:
         WebSocketClient(create_client_config("ws://127.0.0.1:1/ws", "k", protocol="carrier"))
     for ok in ("auto", "websocket", "socketio", "SocketIO"):
         WebSocketClient(create_client_config("ws://127.0.0.1:1/ws", "k", protocol=ok))
+
+
+async def test_overlong_ack_id_closes_the_session_without_a_loop_error(hub: Hub) -> None:
+    """An ack id int() refuses is a protocol error of that session only: it is closed
+    cleanly, nothing escapes into the event loop, other clients carry on."""
+    loop_errors: List[Dict[str, Any]] = []
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(lambda _loop, context: loop_errors.append(context))
+    url = f"ws://127.0.0.1:{hub.port}/ws/?EIO=4&transport=websocket"
+    try:
+        async with ws_connect(url, additional_headers=auth()) as ws:
+            await ws.recv()
+            await ws.send("40")
+            assert (await ws.recv()).startswith('40{"sid":')
+            await ws.send("42" + "1" * 5000 + json.dumps(["message", envelope("long-ack")]))
+            with pytest.raises(ConnectionClosed):
+                await asyncio.wait_for(ws.recv(), 5)
+        sid = await polling_session(hub.port)  # the hub still serves
+        q = f"/ws/?EIO=4&transport=polling&sid={sid}"
+        assert await http(hub.port, "POST", q, b"40") == (200, b"ok")
+        assert (await http(hub.port, "GET", q))[1].startswith(b'40{"sid":')
+    finally:
+        loop.set_exception_handler(None)
+    assert loop_errors == []
+    assert hub.received == []

@@ -281,6 +281,9 @@ class SocketIOEndpoint:
                 if poll is not None and not poll.done():
                     poll.set_result(None)  # answered with a noop
             elif isinstance(event, Closed):
+                if event.reason.startswith("protocol error"):
+                    logger.info("Socket.IO session %s from %s closed: %s", sock.session.sid,
+                                sock.client_ip, event.reason)
                 self._end(sock, 1000, event.reason)
                 if conn is not None:
                     conn.close(1000, "")

@@ -189,7 +189,7 @@ class ServerSession:
             kind, data = decode_eio(packet)
             if kind is EioType.MESSAGE:
                 return self._sio(decode_sio(data))
-        except PacketError as exc:
+        except (PacketError, ValueError) as exc:  # ValueError: a parse the checks missed
             self.close()
             return [Closed(f"protocol error: {exc}")]
         if kind is EioType.PONG:
