@@ -350,7 +350,7 @@ def render(rows: List[Dict[str, Any]], idle: Dict[str, float], args: argparse.Na
     import redis as redis_py
 
     lines = [
-        "## Cluster mode (bench/cluster_bench.py)",
+        "## Cluster mode (`python -m bench cluster`, bench/cluster_bench.py)",
         "",
         f"Relay workload: {args.pairs} sender -> receiver client pairs, {args.count} "
         f"messages each ({args.pairs * args.count} measured, after {args.warm} per pair "

@@ -196,6 +196,23 @@ def test_heartbeat_ping_pong_and_timeout() -> None:
     assert not s.heartbeat()  # no pong within pingTimeout
 
 
+def test_pong_counts_only_after_the_ping_was_taken() -> None:
+    """A polling client that never GETs cannot keep itself alive with bare pongs."""
+    clock = Clock()
+    s = session(websocket=False, clock=clock)
+    clock.now += 25.0
+    assert s.heartbeat()
+    assert s.receive(b"3", websocket=False) == []  # the PING is still in the queue
+    clock.now += 20.5
+    assert not s.heartbeat()
+    s = session(websocket=False, clock=clock)
+    clock.now += 25.0
+    assert s.heartbeat() and s.take() == [b"2"]
+    assert s.receive(b"3", websocket=False) == []  # read, then answered
+    clock.now += 20.5
+    assert s.heartbeat()
+
+
 @pytest.mark.parametrize("packet,reason", [
     (b"1", "client closed the session"),
     (b"41", "client disconnected"),

@@ -69,10 +69,10 @@ _RETRYABLE = (RedisConnectionError, RedisTimeoutError, OSError)
 class RedisCluster(PubSubCluster, RedisPresence):
     """A hub node on one or more Redis primaries (pairs sharded over them)."""
 
-    ack_delay = 0.005
+    ack_delay = 0.02
     # s: sends and frame checks are collected this long (several loop turns) into one
     # script call per shard: fewer, larger batches cost less CPU per message on both sides
-    flush_delay = 0.001
+    flush_delay = 0.002
 
     def __init__(
         self, url: Union[str, Sequence[str]], *, node_id: str, prefix: str = "maim_hub",

@@ -234,6 +234,7 @@ class WebSocketServer:
             self, cfg.path, ping_interval=cfg.ping_interval or 25.0,
             ping_timeout=cfg.ping_timeout or 20.0, max_payload=cfg.max_message_size,
             poll_buffer_high=cfg.send_buffer_high, connect_timeout=cfg.handshake_timeout,
+            max_queue=cfg.max_write_buffer,
         )
 
     # -- handshake (transport callback) ----------------------------------------------------
