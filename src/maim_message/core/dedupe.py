@@ -17,6 +17,7 @@ import time
 from collections import OrderedDict
 from typing import Any, Callable, Hashable, Optional, Tuple
 
+
 def _split(key: Any) -> Tuple[Hashable, Hashable]:
     if type(key) is tuple:
         return key[:-1], key[-1]
@@ -69,7 +70,7 @@ class DedupeWindow:
         self._trim(sender, window, now)
         return False
 
-    def _trim(self, sender: Hashable, window: "OrderedDict[Hashable, float]",
+    def _trim(self, sender: Hashable, window: OrderedDict[Hashable, float],
               now: float) -> None:
         """Evict from the old ends (amortised O(1) per call)."""
         while len(window) > self.max_entries:
@@ -95,7 +96,7 @@ class DedupeWindow:
             if not victim_window and victim != sender:
                 del senders[victim]
 
-    def _expire(self, window: "OrderedDict[Hashable, float]", cutoff: float) -> None:
+    def _expire(self, window: OrderedDict[Hashable, float], cutoff: float) -> None:
         while window:
             oldest = next(iter(window.values()))
             if oldest >= cutoff:
