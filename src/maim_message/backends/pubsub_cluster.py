@@ -333,6 +333,8 @@ class PubSubCluster(AckBatching, FrameGuard):
             return
         for sid, msg_id, payload in entries:
             state.loaded_upto = max(state.loaded_upto, stream_id_key(sid))
+            if self._sids.has(pair, msg_id):
+                continue  # delivered here already (maybe acked, its delete not yet sent)
             self._sids.known(pair, msg_id, sid)
             self._deliver(pair, msg_id, payload)
 

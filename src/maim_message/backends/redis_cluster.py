@@ -358,6 +358,8 @@ class RedisCluster(PubSubCluster, RedisPresence):
                           self.node_id, pair[0], pair[1], acker, *msg_ids))
 
     def _read_pair(self, pair: Pair) -> Awaitable[List[StoredMessage]]:
+        if self._flush_scheduled:  # the read must see the sends and deletes queued before it
+            self._flush()
         fut = self._q(self._shard(pair)).push(("XRANGE", self.keys.stream(pair), "-", "+"),
                                               want_result=True)
         assert fut is not None

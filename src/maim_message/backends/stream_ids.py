@@ -101,6 +101,11 @@ class StreamIds:
                     out.notify.append((state[1], msg_id))
         return out
 
+    def has(self, pair: Pair, msg_id: str) -> bool:
+        """The message is known here (delivered, unacked or its ack not yet applied)."""
+        ids = self._pairs.get(pair)
+        return ids is not None and msg_id in ids
+
     def idle(self, pair: Pair) -> bool:
         """Nothing of the pair is unacked here (its stream may now be empty)."""
         return not self._pairs.get(pair)
