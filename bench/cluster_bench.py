@@ -3,6 +3,9 @@
     python -m bench cluster            # writes docs/cluster-benchmark.md (~1-2 min)
     python -m bench cluster --smoke    # small counts, prints only (CI: never asserts speed)
 
+Diagnostics: ``MAIM_BENCH_CMDSTATS=1`` logs Redis's per-command statistics per
+configuration; ``MAIM_BENCH_PROFILE=<dir>`` makes every node dump a cProfile there.
+
 The last line printed is one JSON object with the headline figures
 (``node_cpu_us_per_msg_single`` / ``_cluster``, ``redis_cmds_per_msg``,
 ``redis_cpu_us_per_msg``, ``lost``, ``duplicates``) and every row.
@@ -350,7 +353,7 @@ def render(rows: List[Dict[str, Any]], idle: Dict[str, float], args: argparse.Na
     import redis as redis_py
 
     lines = [
-        "## Cluster mode (bench/cluster_bench.py)",
+        "## Cluster mode (`python -m bench cluster`, bench/cluster_bench.py)",
         "",
         f"Relay workload: {args.pairs} sender -> receiver client pairs, {args.count} "
         f"messages each ({args.pairs * args.count} measured, after {args.warm} per pair "

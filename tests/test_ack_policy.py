@@ -189,3 +189,136 @@ async def test_receipt_frames_without_msg_id_are_handled_not_acked() -> None:
         assert [m.message_segment.data for m in calls] == ["bare", "after"]
     finally:
         await server.stop()
+
+
+# -- ack="handled": a frame that was not handled is never acked ------------------------------
+
+
+class FailingStore:
+    """Makes the durable outbox's ``add`` fail the way a full disk or a locked db does."""
+
+    def __init__(self, server: WebSocketServer) -> None:
+        outbox = server.delivery.outbox
+        assert outbox is not None and outbox.store is not None
+        self.store: Any = outbox.store
+        self.real_add = self.store.add
+        self.store.add = self.add
+        self.failing = True
+
+    def add(self, pair: Any, entry: Any) -> None:
+        if self.failing:
+            import sqlite3
+
+            raise sqlite3.OperationalError("database or disk is full")
+        self.real_add(pair, entry)
+
+    def rows(self) -> int:
+        self.store.commit()
+        return int(self.store._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+
+
+async def start_forwarder(tmp_path: Any, swallow: bool = False) -> WebSocketServer:
+    """ack="handled", durable outbox, a handler forwarding to an offline user."""
+    calls: List[str] = []
+    server: WebSocketServer
+
+    async def forward(message: Any, metadata: Dict[str, Any]) -> None:
+        calls.append(message.message_info.message_id)
+        try:
+            await server.send_message(message, target_user="offline-user")
+        except Exception:
+            if not swallow:
+                raise
+
+    server = WebSocketServer(create_server_config(
+        host="127.0.0.1", port=0, ack="handled", on_message=forward,
+        outbox_path=str(tmp_path / "outbox.db"), on_auth_extract_user=lambda meta: "user1"))
+    server.calls = calls  # type: ignore[attr-defined]
+    await server.start()
+    return server
+
+
+@pytest.mark.parametrize("swallow", [False, True], ids=["raised", "swallowed-by-handler"])
+async def test_handled_frame_whose_forward_was_not_stored_is_not_acked_and_resent(
+        tmp_path: Any, caplog: pytest.LogCaptureFixture, swallow: bool) -> None:
+    server = await start_forwarder(tmp_path, swallow)
+    failing = FailingStore(server)
+    try:
+        with caplog.at_level(logging.DEBUG, logger="maim_message"):
+            async with websockets.connect(
+                    f"ws://127.0.0.1:{server.port}/ws?api_key=k1&platform=qq") as ws:
+                for _ in range(3):
+                    await ws.send(envelope("f-1", payload("one")))
+                    assert await no_frame(ws), "a frame whose forward was lost was answered"
+                # each copy was tried again (not a duplicate of a frame never handled)
+                assert len(server.calls) == 3  # type: ignore[attr-defined]
+                assert failing.rows() == 0
+                failing.failing = False  # the disk has room again: the client's re-send
+                await ws.send(envelope("f-1", payload("one")))
+                ack = await recv_json(ws)
+                assert ack["type"] == "sys_ack" and ack["meta"]["acked_msg_id"] == "f-1"
+                assert failing.rows() == 1
+        warnings = [r for r in caplog.records if r.levelno >= logging.WARNING
+                    and "could not be stored" in r.getMessage()]
+        assert len(warnings) == 1, [r.getMessage() for r in warnings]  # once per peer
+        assert warnings[0].exc_info is None
+        assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    finally:
+        await server.stop()
+
+
+async def test_handled_frame_whose_handler_raised_gets_sys_error_not_ack(
+        caplog: pytest.LogCaptureFixture) -> None:
+    calls: List[str] = []
+
+    async def buggy(message: Any, metadata: Dict[str, Any]) -> None:
+        calls.append(message.message_info.message_id)
+        raise KeyError("a bug in the handler")
+
+    server = await start("handled", buggy)
+    try:
+        with caplog.at_level(logging.DEBUG, logger="maim_message"):
+            async with websockets.connect(f"ws://127.0.0.1:{server.port}/ws?api_key=k1") as ws:
+                for _ in range(3):
+                    await ws.send(envelope("b-1", payload("one")))
+                    error = await recv_json(ws)
+                    assert error["type"] == "sys_error", error
+                    assert error["meta"]["ref_msg_id"] == "b-1"
+                    assert "a bug in the handler" not in orjson.dumps(error).decode()
+                assert await no_frame(ws), "a frame whose handler raised was acked"
+        assert len(calls) == 3  # not remembered as handled
+        logged = [r for r in caplog.records if r.levelno >= logging.WARNING]
+        assert len(logged) == 1 and logged[0].exc_info is not None  # one traceback
+        assert server.get_stats()["handler_errors"] == 3
+    finally:
+        await server.stop()
+
+
+async def test_another_users_burst_of_fresh_ids_does_not_evict_my_dedupe_ids() -> None:
+    """One sender's window per (user, platform): a re-send after the burst is a duplicate."""
+    handled: List[str] = []
+
+    async def record(message: Any, metadata: Dict[str, Any]) -> None:
+        handled.append(metadata["user_id"])
+
+    server = WebSocketServer(create_server_config(
+        host="127.0.0.1", port=0, dedupe_window=50, on_message=record,
+        on_auth_extract_user=lambda meta: {"k1": "u1", "k2": "u2"}.get(meta.get("api_key"))))
+    await server.start()
+    base = f"ws://127.0.0.1:{server.port}/ws"
+    try:
+        async with websockets.connect(f"{base}?api_key=k1&platform=qq") as victim:
+            await victim.send(envelope("victim-1", payload("hello")))
+            assert (await recv_json(victim))["type"] == "sys_ack"
+        async with websockets.connect(f"{base}?api_key=k2&platform=qq") as flooder:
+            for n in range(200):
+                await flooder.send(envelope(f"flood-{n}", payload("x")))
+            for _ in range(200):
+                assert (await recv_json(flooder))["type"] == "sys_ack"
+        async with websockets.connect(f"{base}?api_key=k1&platform=qq") as victim:
+            await victim.send(envelope("victim-1", payload("hello")))  # the re-send
+            assert (await recv_json(victim))["type"] == "sys_ack"
+        assert handled.count("u1") == 1, "u1's re-send was handled twice"
+        assert server.get_stats()["duplicate_messages_ignored"] == 1
+    finally:
+        await server.stop()

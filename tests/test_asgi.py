@@ -267,3 +267,41 @@ def test_importing_the_server_does_not_import_starlette() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=30, cwd=str(PACKAGE_DIR.parent))
     assert out.returncode == 0, out.stderr
+
+
+async def test_send_queue_accounting_counts_bytes_both_ways_for_non_ascii_text() -> None:
+    """The queue counts UTF-8 bytes in and the same bytes out: non-ASCII traffic that was
+    fully written leaves nothing counted, and the connection turns writable again."""
+    from maim_message.transport.asgi import ASGIServerConnection
+
+    class App:
+        writable = 0
+
+        def connection_writable(self, conn: Any) -> None:
+            App.writable += 1
+
+    sent: List[Dict[str, Any]] = []
+    all_written = asyncio.Event()
+    payload = ('{"type":"sys_std","payload":"' + "你好" * 500 + '"}').encode()
+
+    async def send(message: Dict[str, Any]) -> None:
+        sent.append(message)
+        if len(sent) == 100:
+            all_written.set()
+
+    conn = ASGIServerConnection(App(), send, "127.0.0.1", None,  # type: ignore[arg-type]
+                                high_water=64 * 1024, max_queue=1 << 20)
+    try:
+        for _ in range(100):  # 300 KB queued at once: over high water, under max_queue
+            assert conn.send_text(payload)
+        assert not conn.is_writable
+        await asyncio.wait_for(all_written.wait(), 5)
+        await wait_for(lambda: conn.write_buffer_size() == 0)
+        assert conn.is_writable and conn.is_open
+        assert App.writable == 1
+        for _ in range(300):  # steady traffic never accumulates a phantom count
+            conn.send_text(payload)
+            await wait_for(lambda: conn.write_buffer_size() == 0)
+        assert conn.is_open and conn.is_writable
+    finally:
+        await conn.finish()

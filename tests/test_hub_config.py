@@ -250,3 +250,13 @@ def test_the_example_config_is_valid() -> None:
 def test_forward_to_must_name_a_known_user(tmp_path: Path) -> None:
     path = write(tmp_path, '[[keys]]\nkey = "k"\nuser = "a"\nforward_to = "b"\n')
     assert f"{path}:1: forward_to: no key maps to user 'b'" in problems_of(path, env={})
+
+
+def test_without_tomli_before_python_3_11_the_error_names_the_package(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setattr(sys, "version_info", (3, 10, 0))
+    monkeypatch.setitem(sys.modules, "tomli", None)  # import tomli -> ImportError
+    text = problems_of(write(tmp_path, "[hub]\nport = 1\n"))
+    assert "tomli" in text and "maim_message[hub]" in text

@@ -102,7 +102,10 @@ def test_bad_engineio_packets_raise(raw: bytes) -> None:
         decode_eio(raw)
 
 
-@pytest.mark.parametrize("raw", [b"", b"7", b'51-["message",{"_placeholder":true}]', b"2{not json"])
+@pytest.mark.parametrize("raw", [b"", b"7", b'51-["message",{"_placeholder":true}]', b"2{not json",
+                                 pytest.param(b"2" + b"1" * 16 + b'["message",{}]', id="ack16"),
+                                 pytest.param(b"2" + b"1" * 5000 + b'["message",{}]',
+                                              id="ack5000")])
 def test_bad_socketio_packets_raise(raw: bytes) -> None:
     with pytest.raises(PacketError):
         decode_sio(raw)
@@ -191,6 +194,23 @@ def test_heartbeat_ping_pong_and_timeout() -> None:
     assert s.heartbeat() and s.take() == [b"2"]
     clock.now += 20.5
     assert not s.heartbeat()  # no pong within pingTimeout
+
+
+def test_pong_counts_only_after_the_ping_was_taken() -> None:
+    """A polling client that never GETs cannot keep itself alive with bare pongs."""
+    clock = Clock()
+    s = session(websocket=False, clock=clock)
+    clock.now += 25.0
+    assert s.heartbeat()
+    assert s.receive(b"3", websocket=False) == []  # the PING is still in the queue
+    clock.now += 20.5
+    assert not s.heartbeat()
+    s = session(websocket=False, clock=clock)
+    clock.now += 25.0
+    assert s.heartbeat() and s.take() == [b"2"]
+    assert s.receive(b"3", websocket=False) == []  # read, then answered
+    clock.now += 20.5
+    assert s.heartbeat()
 
 
 @pytest.mark.parametrize("packet,reason", [

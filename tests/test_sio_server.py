@@ -284,3 +284,79 @@ def test_client_protocol_is_validated() -> None:
         WebSocketClient(create_client_config("ws://127.0.0.1:1/ws", "k", protocol="carrier"))
     for ok in ("auto", "websocket", "socketio", "SocketIO"):
         WebSocketClient(create_client_config("ws://127.0.0.1:1/ws", "k", protocol=ok))
+
+
+async def test_overlong_ack_id_closes_the_session_without_a_loop_error(hub: Hub) -> None:
+    """An ack id int() refuses is a protocol error of that session only: it is closed
+    cleanly, nothing escapes into the event loop, other clients carry on."""
+    loop_errors: List[Dict[str, Any]] = []
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(lambda _loop, context: loop_errors.append(context))
+    url = f"ws://127.0.0.1:{hub.port}/ws/?EIO=4&transport=websocket"
+    try:
+        async with ws_connect(url, additional_headers=auth()) as ws:
+            await ws.recv()
+            await ws.send("40")
+            assert (await ws.recv()).startswith('40{"sid":')
+            await ws.send("42" + "1" * 5000 + json.dumps(["message", envelope("long-ack")]))
+            with pytest.raises(ConnectionClosed):
+                await asyncio.wait_for(ws.recv(), 5)
+        sid = await polling_session(hub.port)  # the hub still serves
+        q = f"/ws/?EIO=4&transport=polling&sid={sid}"
+        assert await http(hub.port, "POST", q, b"40") == (200, b"ok")
+        assert (await http(hub.port, "GET", q))[1].startswith(b'40{"sid":')
+    finally:
+        loop.set_exception_handler(None)
+    assert loop_errors == []
+    assert hub.received == []
+
+
+def _messages_with_acks(first: int, count: int) -> bytes:
+    return b"\x1e".join(f"42{first + i}".encode() + json.dumps(
+        ["message", envelope(f"q-{first + i}")]).encode() for i in range(count))
+
+
+async def test_polling_client_that_never_reads_is_dropped_by_the_heartbeat() -> None:
+    """Messages and bare pongs without a GET: the PING was never read, so the pong does not
+    count and the session times out."""
+    h = Hub(ping_interval=0.2, ping_timeout=0.3)
+    await h.server.start()
+    try:
+        status, body = await http(h.port, "GET", "/ws/?EIO=4&transport=polling", headers=auth())
+        assert status == 200 and json.loads(body[1:])["pingInterval"] == 200
+        q = f"/ws/?EIO=4&transport=polling&sid={json.loads(body[1:])['sid']}"
+        assert await http(h.port, "POST", q, b"40") == (200, b"ok")
+        for round_ in range(40):
+            status, _ = await http(h.port, "POST", q, _messages_with_acks(round_ * 5, 5)
+                                   + b"\x1e3")
+            if status != 200:
+                break
+            await asyncio.sleep(0.05)
+        assert status == 400  # "Invalid session": it was dropped
+        await asyncio.wait_for(_until(lambda: h.closed == ["raw-good-key"]), 5)
+    finally:
+        await h.server.stop()
+
+
+async def test_polling_send_queue_is_capped_at_max_write_buffer(caplog: Any) -> None:
+    """Acks queued for a polling client that never GETs stop at max_write_buffer: the
+    session is dropped as a slow consumer (1008), as a 0.6 connection would be."""
+    h = Hub(max_write_buffer=64 * 1024)
+    await h.server.start()
+    try:
+        sid = await polling_session(h.port)
+        q = f"/ws/?EIO=4&transport=polling&sid={sid}"
+        assert await http(h.port, "POST", q, b"40") == (200, b"ok")
+        sock = h.server.socketio_endpoint().sessions[sid]  # type: ignore[union-attr]
+        status = 200
+        for round_ in range(100):
+            status, _ = await http(h.port, "POST", q, _messages_with_acks(round_ * 50, 50))
+            if status != 200:
+                break
+            assert sock.session.queued_bytes <= 64 * 1024 + 8192
+        assert status == 400
+        await asyncio.wait_for(_until(lambda: h.closed == ["raw-good-key"]), 5)
+        assert sock.close_code == 1008
+        assert "send queue over limit" in caplog.text
+    finally:
+        await h.server.stop()

@@ -52,6 +52,9 @@ def test_content_length_body_is_measured_and_bounded() -> None:
     (b"Content-Length: -1\r\n", 400),
     (b"Content-Length: 1e3\r\n", 400),
     (b"Content-Length: 3\r\nContent-Length: 4\r\n", 400),
+    pytest.param("Content-Length: \u00b2\r\n".encode("latin-1"), 400, id="superscript-two"),
+    pytest.param(b"Content-Length: " + b"9" * 5000 + b"\r\n", 400, id="5000-digits"),
+    pytest.param(b"Content-Length: " + b"1" * 19 + b"\r\n", 400, id="19-digits"),
 ])
 def test_bad_body_framing_is_refused(headers: bytes, status: int) -> None:
     req = parse(b"POST / HTTP/1.1\r\nHost: a\r\n" + headers + b"\r\n")
@@ -270,3 +273,25 @@ async def test_asyncio_shell_refuses_chunked_and_http10_upgrades_and_names_versi
         assert status == 426 and "sec-websocket-version: 13" in head
     assert status_and_body(plain10)[:2] == (200, b"GET 0:")  # plain HTTP/1.0 is fine
     assert [i.path for i in app.seen] == ["/ws", "/echo"]
+
+
+async def test_asyncio_shell_answers_unparsable_content_length_with_400() -> None:
+    """Digits Python's int() refuses are a 400 on the wire, not an error in the event loop,
+    and the server keeps serving."""
+    loop_errors: List[Dict[str, Any]] = []
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(lambda _loop, context: loop_errors.append(context))
+    app = RecordingApp()
+    try:
+        async with AsyncioShell(app) as port:
+            for value in ("\u00b2".encode("latin-1"), b"9" * 5000):
+                raw = await exchange(port, b"POST /echo HTTP/1.1\r\nHost: a\r\n"
+                                           b"Content-Length: " + value + b"\r\n\r\n")
+                assert status_and_body(raw)[0] == 400
+            ok = await exchange(port, b"POST /echo HTTP/1.1\r\nHost: a\r\n"
+                                      b"Content-Length: 2\r\n\r\nhi")
+            assert status_and_body(ok)[0] == 200
+    finally:
+        loop.set_exception_handler(None)
+    assert loop_errors == []
+    assert [i.path for i in app.seen] == ["/echo"]

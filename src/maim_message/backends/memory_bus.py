@@ -11,7 +11,18 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
-from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Dict, List, Optional, Set, Tuple
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    AsyncIterator,
+    Awaitable,
+    Collection,
+    Dict,
+    List,
+    Optional,
+    Set,
+    Tuple,
+)
 
 from ..core.defaults import DEFAULT_OUTBOX
 from .cluster_base import Pair
@@ -142,8 +153,8 @@ class MemoryCluster(PubSubCluster):
     def _notify_ack(self, origin: str, message: AckMessage) -> None:
         self.bus.publish(origin, message)
 
-    def _frame_seen(self, token: str) -> Awaitable[bool]:
-        return _done(token in self.bus.frames)
+    def _frame_seen(self, token: str) -> Awaitable[Collection[str]]:
+        return _done({token} if token in self.bus.frames else set())
 
     def _mark_frame(self, token: str) -> None:
         self.bus.frames.add(token)

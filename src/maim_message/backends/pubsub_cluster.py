@@ -24,33 +24,21 @@ Model (docs/cluster.md has the long version):
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import time
-from typing import (
-    TYPE_CHECKING,
-    Any,
-    Awaitable,
-    Callable,
-    Coroutine,
-    Dict,
-    List,
-    Optional,
-    Set,
-    Tuple,
-)
+from typing import TYPE_CHECKING, Any, Awaitable, Coroutine, Dict, List, Optional, Set, Tuple
 
 from ..core.defaults import DEFAULT_OUTBOX
 from ..errors import ClusterError
-from ..server.acks import CURRENT_RECEIPT, FrameKey, Receipt
+from .cluster_acks import AckBatching
 from .cluster_base import CONN, ClusterHost, Pair, Selector, user_key
-from .frame_dedupe import frame_token
-from .pubsub_io import RESUBSCRIBED, Presence, PubSubIO, StoredMessage
+from .cluster_guard import FrameGuard, frame_to_record
+from .pubsub_io import RESUBSCRIBED, Presence, StoredMessage
 from .pubsub_messages import AckMessage, ClusterMessage, FanoutMessage, PairMessage
+from .pubsub_state import ClusterOutboxStore, PairState, stream_id_key
 from .stream_ids import StreamIds
 
 if TYPE_CHECKING:
-    from ..core.outbox import OutboxEntry
     from ..server.peer import Peer
 
 logger = logging.getLogger(__name__)
@@ -59,55 +47,11 @@ SNAPSHOT_DEMAND_WINDOW = 30.0  # s: keep refreshing the presence snapshot this l
 
 
 
-def stream_id_key(stream_id: str) -> Tuple[int, int]:
-    """``"<ms>-<seq>"`` as a comparable tuple (``""`` sorts first)."""
-    if not stream_id:
-        return (0, 0)
-    ms, _, seq = stream_id.partition("-")
-    return (int(ms), int(seq or 0))
 
-
-class _PairState:
-    """A pair with connections on this node; ``loading`` until its stream was read."""
-
-    __slots__ = ("buffer", "loaded_upto", "loading")
-
-    def __init__(self, loading: bool) -> None:
-        self.loading = loading
-        self.buffer: List[Tuple[str, bytes, bool]] = []  # (msg_id, payload, persist)
-        self.loaded_upto: Tuple[int, int] = (0, 0)
-
-
-class ClusterOutboxStore:
-    """The Outbox's store in cluster mode: appends and acks go to the pair's stream."""
-
-    def __init__(self, cluster: PubSubCluster) -> None:
-        self._cluster = cluster
-
-    def load(self) -> List[Tuple[str, str, int, str, bytes, float]]:
-        return []  # streams are read per pair, when its first connection opens here
-
-    def add(self, pair: Pair, entry: OutboxEntry) -> None:
-        self._cluster._store_add(pair, entry.msg_id, entry.payload)
-
-    def remove(self, pair: Pair, msg_ids: List[str]) -> None:
-        host = self._cluster._host
-        if host is None or not msg_ids:
-            return
-        local = host.routes.lookup(*pair)
-        self._cluster._acked(pair, msg_ids, min(local) if local else "")
-
-    def close(self) -> None:
-        return None
-
-
-class PubSubCluster(PubSubIO):
+class PubSubCluster(AckBatching, FrameGuard):
     """A hub node in a cluster coordinated through a pub/sub bus with a store."""
 
     distributed = True
-    # s: acks are collected this long before their stream entries are deleted, so a
-    # pair's acks cost one delete (a later delete only means a redelivery after a crash)
-    ack_delay = 0.0
 
     def __init__(self, *, node_id: str, heartbeat_interval: float = 1.0,
                  node_ttl: float = 5.0, outbox_ttl: float = DEFAULT_OUTBOX.ttl) -> None:
@@ -120,7 +64,7 @@ class PubSubCluster(PubSubIO):
         self._host: Optional[ClusterHost] = None
         self._tasks: List[asyncio.Task[None]] = []
         self._loads: Set[asyncio.Future[None]] = set()
-        self._pairs: Dict[Pair, _PairState] = {}
+        self._pairs: Dict[Pair, PairState] = {}
         self._store = ClusterOutboxStore(self)
         self._snapshot: Presence = {}
         self._snapshot_used = 0.0  # last use of the snapshot (the heartbeat refreshes it)
@@ -183,10 +127,10 @@ class PubSubCluster(PubSubIO):
         state = self._pairs.get(pair)
         if state is None:
             if not host.delivery.enabled:
-                self._pairs[pair] = _PairState(loading=False)
+                self._pairs[pair] = PairState(loading=False)
                 host.delivery.peer_opened(peer)
                 return
-            state = self._pairs[pair] = _PairState(loading=True)
+            state = self._pairs[pair] = PairState(loading=True)
             self._spawn(self._finish_load(pair, state, self._read_pair(pair)))
         elif not state.loading:
             host.delivery.peer_opened(peer)
@@ -218,7 +162,7 @@ class PubSubCluster(PubSubIO):
         self._loads.add(task)
         task.add_done_callback(self._loads.discard)
 
-    async def _finish_load(self, pair: Pair, state: _PairState,
+    async def _finish_load(self, pair: Pair, state: PairState,
                            read: Awaitable[List[StoredMessage]]) -> None:
         try:
             entries = await read
@@ -255,11 +199,7 @@ class PubSubCluster(PubSubIO):
         delivery = host.delivery
         notify = ack_timeout is not None
         persist = delivery.enabled
-        receipt = CURRENT_RECEIPT.get()
-        mark = None
-        if receipt is not None and not receipt.recorded:  # atomic with the handler's send
-            receipt.recorded = True
-            mark = frame_token(receipt.key)
+        mark = frame_to_record()  # the handled frame, atomically with its first send
         sent = self._send_pair(PairMessage(self.node_id, pair[0], pair[1], msg_id, "",
                                            payload, notify), persist, mark)
         results: Dict[str, bool] = {}
@@ -282,74 +222,6 @@ class PubSubCluster(PubSubIO):
             if alive is None or node in alive:
                 results.setdefault(uuid, True)
         return results
-
-    def _stored(self, pair: Pair, msg_ids: List[str], sid: str) -> None:
-        """The store answered with the entry of messages this node sent (called by the
-        subclass as soon as the answer arrives, before anything else runs)."""
-        again = self._sids.stored(pair, msg_ids, sid)
-        if again:
-            self._acked(pair, again, "")  # acked before the answer: delete them now
-
-    def _acked(self, pair: Pair, msg_ids: List[str], acker: str) -> None:
-        """Connections here acked these messages: delete them from the stream (batched:
-        one delete per pair per loop turn), tell origins that wait."""
-        turn = self._ack_turn
-        if not turn:
-            loop = asyncio.get_running_loop()
-            if self.ack_delay > 0:
-                loop.call_later(self.ack_delay, self._flush_acks)
-            else:
-                loop.call_soon(self._flush_acks)
-        queued = turn.get(pair)
-        if queued is None:
-            turn[pair] = (list(msg_ids), acker)
-        else:
-            queued[0].extend(msg_ids)
-
-    def _flush_acks(self) -> None:
-        turn, self._ack_turn = self._ack_turn, {}
-        if not self._joined or not turn:
-            return
-        for pair, (msg_ids, acker) in turn.items():
-            acked = self._sids.acked(pair, msg_ids)
-            if acked.sids:
-                self._store_delete(pair, acked.sids, self._sids.idle(pair))
-            if acked.by_msg_id:
-                self._store_ack(pair, acked.by_msg_id, acker)
-            for origin, msg_id in acked.notify:
-                if origin != self.node_id:
-                    self._notify_ack(origin, AckMessage(self.node_id, pair[0], pair[1],
-                                                        msg_id, acker))
-
-    # -- exactly-once to handlers across nodes (frame_dedupe.py) -------------------------------
-
-    def guard(self, key: FrameKey, handler: Callable[..., Any]) -> Callable[..., Any]:
-        """``handler`` wrapped: skipped when another node already handled frame ``key``
-        (a client re-sending after its node died); otherwise the frame is recorded as
-        handled with the handler's first send, or once it returns."""
-        async def guarded(*args: Any) -> Any:
-            token = frame_token(key)
-            if await self._frame_seen(token):
-                self.duplicate_frames += 1
-                return None
-            receipt = CURRENT_RECEIPT.get()
-            reset = None
-            if receipt is None or receipt.key != key:
-                receipt = Receipt(key)
-                reset = CURRENT_RECEIPT.set(receipt)
-            try:
-                result = handler(*args)
-                if inspect.isawaitable(result):
-                    result = await result
-            finally:
-                if reset is not None:
-                    CURRENT_RECEIPT.reset(reset)
-            if not receipt.recorded:
-                receipt.recorded = True
-                self._mark_frame(token)
-                await self._written()
-            return result
-        return guarded
 
     def _deliver(self, pair: Pair, msg_id: str, payload: bytes) -> Dict[str, bool]:
         """Queue (the store has it already) and push to the pair's connections here."""
@@ -451,7 +323,7 @@ class PubSubCluster(PubSubIO):
             if not state.loading:
                 self._spawn(self._finish_resync(pair, state, self._read_pair(pair)))
 
-    async def _finish_resync(self, pair: Pair, state: _PairState,
+    async def _finish_resync(self, pair: Pair, state: PairState,
                              read: Awaitable[List[StoredMessage]]) -> None:
         try:
             entries = await read

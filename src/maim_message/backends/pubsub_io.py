@@ -8,7 +8,17 @@ Writes are queued in order (a read queued after a write sees it) and may complet
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Dict, List, Optional, Tuple
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    AsyncIterator,
+    Awaitable,
+    Collection,
+    Dict,
+    List,
+    Optional,
+    Tuple,
+)
 
 from .cluster_base import Pair
 from .pubsub_messages import AckMessage, ClusterMessage, FanoutMessage, PairMessage
@@ -63,8 +73,9 @@ class PubSubIO:
         """Tell ``origin`` (waiting in ``send_message(ack_timeout=...)``) about an ack."""
         raise NotImplementedError
 
-    def _frame_seen(self, token: str) -> Awaitable[bool]:
-        """Whether any node recorded this handled frame (batched per loop turn)."""
+    def _frame_seen(self, token: str) -> Awaitable[Collection[str]]:
+        """Resolves to the tokens, of those checked in the same batch as this one, that
+        some node recorded as handled (one answer shared by the whole batch)."""
         raise NotImplementedError
 
     def _mark_frame(self, token: str) -> None:

@@ -8,16 +8,16 @@ Encoding (sans-I/O): a JSON object with a ``type`` field, then ``\\n`` and the r
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, List, Tuple, Union
+from typing import Any, Dict, List, NamedTuple, Tuple, Union
 
 import orjson
 
 from .cluster_base import Pair, Selector
 
 
-@dataclass(frozen=True)
-class PairMessage:
-    """A message for one (user, platform), sent to the nodes holding that pair."""
+class PairMessage(NamedTuple):
+    """A message for one (user, platform), sent to the nodes holding that pair (a tuple:
+    one is built per message sent, so it must be cheap)."""
 
     origin: str  # the sending node (it delivered its own connections already)
     user: str

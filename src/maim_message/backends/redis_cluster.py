@@ -1,25 +1,26 @@
 """The cluster backend on Redis (redis-py asyncio): publish, listen, store.
 
 :class:`~.pubsub_cluster.PubSubCluster` decides everything; this class maps its hooks onto
-one or more Redis primaries. Each pair's keys (stream, index, where-hash) live on the shard
-``shard_ring.ShardRing`` picks for it; shard 0 also holds node liveness, presence and the
-fan-out channel. A node subscribes to its own channel on every shard. Sends made in one
-loop turn go to each shard as one ``SEND_BATCH`` script call (``redis_batch``); acks are
-one XDEL per pair and turn; frame checks one SMISMEMBER per bucket and shard and turn.
-Commands are pipelined in order per shard through ``redis_pipeline.CommandQueue``.
+one or more Redis primaries (``redis_shards``: which shard holds a pair;
+``redis_presence``: presence and liveness). Sends and frame checks collected for
+``flush_delay`` go to each shard as one ``SEND_BATCH`` script call (``redis_batch``: a
+pair's messages become one stream entry; acked entries are deleted in the same call) and
+one ``CHECK_FRAMES`` call; once Redis answered, the node publishes one "pairs" message to
+each other node holding any of the pairs. A node subscribes to its own channel on every
+shard. Commands are pipelined in order per shard through ``redis_pipeline.CommandQueue``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from typing import (
     TYPE_CHECKING,
     Any,
     AsyncIterator,
     Awaitable,
+    Collection,
     Dict,
     List,
     Optional,
@@ -28,7 +29,6 @@ from typing import (
     Union,
 )
 
-import orjson
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
@@ -39,7 +39,7 @@ from ..errors import ClusterError, ServerStartError
 from .cluster_base import Pair
 from .frame_dedupe import DedupeBuckets
 from .pubsub_cluster import PubSubCluster
-from .pubsub_io import RESUBSCRIBED, Presence, SendResult, StoredMessage
+from .pubsub_io import RESUBSCRIBED, SendResult, StoredMessage
 from .pubsub_messages import (
     AckMessage,
     ClusterMessage,
@@ -52,10 +52,12 @@ from .pubsub_messages import (
 from .redis_batch import SendTurn
 from .redis_keys import ACK, ADD_ONCE, CHECK_FRAMES, REAP, REAP_WHERE, SEND_BATCH, UNREGISTER, Keys
 from .redis_pipeline import CommandQueue, Script
+from .redis_presence import RedisPresence
+from .redis_shards import Shard, safe_url, split_urls
 from .shard_ring import ShardRing
 
 if TYPE_CHECKING:
-    from ..server.peer import Peer
+    pass
 
 __all__ = ["ClusterError", "RedisCluster", "split_urls"]  # ClusterError lives in errors.py
 
@@ -64,37 +66,14 @@ logger = logging.getLogger(__name__)
 _RETRYABLE = (RedisConnectionError, RedisTimeoutError, OSError)
 
 
-def split_urls(url: Union[str, Sequence[str]]) -> List[str]:
-    """``cluster_redis_url``: one URL, several separated by commas, or a list (shards)."""
-    urls = url.split(",") if isinstance(url, str) else list(url)
-    out = [u.strip() for u in urls if u and u.strip()]
-    if not out:
-        raise ValueError("cluster_redis_url names no Redis")
-    return out
+class RedisCluster(PubSubCluster, RedisPresence):
+    """A hub node on one or more Redis primaries (pairs sharded over them)."""
 
-
-def _safe(url: str) -> str:
-    _, sep, tail = url.rpartition("@")
-    return f"{url.split('://', 1)[0]}://***@{tail}" if sep else url
-
-
-class _Shard:
-    __slots__ = ("index", "pubsub", "queue", "reader", "redis", "turn", "url")
-
-    def __init__(self, index: int, url: str) -> None:
-        self.index, self.url = index, url
-        self.redis: Optional[Redis] = None
-        self.queue: Optional[CommandQueue] = None
-        self.pubsub: Any = None
-        self.reader: Optional[asyncio.Task[None]] = None
-        self.turn: Optional[SendTurn] = None
-
-
-class RedisCluster(PubSubCluster):
-    ack_delay = 0.005
+    ack_delay = 0.02
     # s: sends and frame checks are collected this long (several loop turns) into one
     # script call per shard: fewer, larger batches cost less CPU per message on both sides
-    flush_delay = float(os.environ.get("MAIM_CLUSTER_FLUSH_DELAY", "0.001"))
+    flush_delay = 0.002
+
     def __init__(
         self, url: Union[str, Sequence[str]], *, node_id: str, prefix: str = "maim_hub",
         heartbeat_interval: float = 1.0, node_ttl: float = 5.0,
@@ -115,33 +94,14 @@ class RedisCluster(PubSubCluster):
         self._sources = (("send", SEND_BATCH), ("add_once", ADD_ONCE), ("ack", ACK),
                          ("unregister", UNREGISTER), ("reap", REAP), ("reap_where", REAP_WHERE),
                          ("check", CHECK_FRAMES))
-        self._shards = [_Shard(i, u) for i, u in enumerate(self.urls)]
-        self._shard_of: Dict[Pair, _Shard] = {}
+        self._shards = [Shard(i, u) for i, u in enumerate(self.urls)]
+        self._shard_of: Dict[Pair, Shard] = {}
         self._inbox: asyncio.Queue[Optional[bytes]] = asyncio.Queue()
-        self._checks: List[Tuple[str, asyncio.Future[bool]]] = []
+        # frame tokens to check in this batch, and one waiter each (a future shared by
+        # several coroutines would break eagerly started handlers: runtime/eager.py)
+        self._checks: List[Tuple[str, asyncio.Future[Collection[str]]]] = []
         self._flush_scheduled = False
         self._flushed: Optional[asyncio.Future[None]] = None
-
-    # -- shards ----------------------------------------------------------------------------------
-
-    def _shard(self, pair: Pair) -> _Shard:
-        shard = self._shard_of.get(pair)
-        if shard is None:
-            if len(self._shard_of) >= 100_000:
-                self._shard_of.clear()
-            shard = self._shard_of[pair] = self._shards[
-                self.ring.shard_of(self.keys.pair_id(pair))]
-        return shard
-
-    @staticmethod
-    def _q(shard: _Shard) -> CommandQueue:
-        if shard.queue is None:
-            raise ClusterError("cluster backend is not running (server not started)")
-        return shard.queue
-
-    @property
-    def _redis(self) -> Optional[Redis]:
-        return self._shards[0].redis
 
     # -- joining and leaving -------------------------------------------------------------------
 
@@ -164,16 +124,16 @@ class RedisCluster(PubSubCluster):
                 if shard.redis is not None:
                     await shard.redis.aclose()
                 shard.redis = shard.queue = shard.pubsub = None
-            raise ServerStartError(f"cluster: cannot use Redis at {_safe(failed.url)}: "
+            raise ServerStartError(f"cluster: cannot use Redis at {safe_url(failed.url)}: "
                                    f"{type(exc).__name__}: {exc}") from exc
         for shard in self._shards:
             assert shard.queue is not None
             shard.queue.start()
             shard.reader = asyncio.ensure_future(self._read_shard(shard))
         logger.info("cluster: node %s joined via %s", self.node_id,
-                    ", ".join(_safe(u) for u in self.urls))
+                    ", ".join(safe_url(u) for u in self.urls))
 
-    async def _connect(self, shard: _Shard, channels: List[str]) -> None:
+    async def _connect(self, shard: Shard, channels: List[str]) -> None:
         redis = Redis.from_url(shard.url, socket_connect_timeout=5.0, socket_keepalive=True)
         shard.redis = redis
         await redis.ping()
@@ -217,7 +177,7 @@ class RedisCluster(PubSubCluster):
 
     # -- publish and listen --------------------------------------------------------------------
 
-    async def _read_shard(self, shard: _Shard) -> None:
+    async def _read_shard(self, shard: Shard) -> None:
         pubsub = shard.pubsub
         backoff = 0.05
         while True:
@@ -267,11 +227,11 @@ class RedisCluster(PubSubCluster):
         for shard in self._shards:
             done = self._q(shard).written()
             if done is not None:
-                await done
+                await asyncio.shield(done)  # one future per waiter (eager handler starts)
 
     # -- the loop turn's batch -----------------------------------------------------------------
 
-    def _turn(self, shard: _Shard) -> SendTurn:
+    def _turn(self, shard: Shard) -> SendTurn:
         turn = shard.turn
         if turn is None or turn.full:
             if turn is not None:
@@ -301,7 +261,7 @@ class RedisCluster(PubSubCluster):
         if flushed is not None and not flushed.done():
             flushed.set_result(None)
 
-    def _push_turn(self, shard: _Shard, turn: SendTurn) -> None:
+    def _push_turn(self, shard: Shard, turn: SendTurn) -> None:
         queue = self._q(shard)
         fut = queue.push(turn.args(self.keys, self.max_per_pair, self.ttl_ms,
                                    self.dedupe.current(), self.dedupe.ttl_ms),
@@ -320,7 +280,9 @@ class RedisCluster(PubSubCluster):
                                 encode_pairs(self.node_id, messages)))
         fut.add_done_callback(done)
 
-    def _push_checks(self, checks: List[Tuple[str, asyncio.Future[bool]]]) -> None:
+    def _push_checks(self, checks: List[Tuple[str, asyncio.Future[Collection[str]]]]
+                     ) -> None:
+        """One CHECK_FRAMES call per shard; every waiter gets the tokens any shard has."""
         tokens = [token for token, _ in checks]
         current, previous = self.dedupe.both()
         replies: List[asyncio.Future[Any]] = []
@@ -332,16 +294,22 @@ class RedisCluster(PubSubCluster):
         gathered = asyncio.gather(*replies)
 
         def done(f: asyncio.Future[Any]) -> None:
-            exc = None if f.cancelled() else f.exception()
-            flags = [] if exc is not None or f.cancelled() else [
-                _text(r) for r in f.result()]
-            for n, (_token, waiter) in enumerate(checks):
+            exc: Optional[BaseException] = None
+            seen: Collection[str] = ()
+            if f.cancelled():
+                exc = ClusterError("frame check cancelled")
+            elif f.exception() is not None:
+                exc = f.exception()
+            else:
+                flags = [_text(r) for r in f.result()]
+                seen = {t for n, t in enumerate(tokens) if any(r[n] == "1" for r in flags)}
+            for _token, waiter in checks:
                 if waiter.done():
                     continue
-                if not flags:
-                    waiter.set_exception(exc or ClusterError("frame check cancelled"))
+                if exc is not None:
+                    waiter.set_exception(exc)
                 else:
-                    waiter.set_result(any(r[n] == "1" for r in flags))
+                    waiter.set_result(seen)
         gathered.add_done_callback(done)
 
     def _send_pair(self, message: PairMessage, persist: bool,
@@ -354,8 +322,8 @@ class RedisCluster(PubSubCluster):
             turn.marks.append(mark)
         return fut
 
-    def _frame_seen(self, token: str) -> Awaitable[bool]:
-        fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+    def _frame_seen(self, token: str) -> Awaitable[Collection[str]]:
+        fut: asyncio.Future[Collection[str]] = asyncio.get_running_loop().create_future()
         self._turn(self._shards[0])  # schedules the flush
         self._checks.append((token, fut))
         return fut
@@ -394,91 +362,6 @@ class RedisCluster(PubSubCluster):
                                               want_result=True)
         assert fut is not None
         return _entries(fut)
-
-    def _presence_add(self, peer: Peer, info: Dict[str, Any]) -> None:
-        info["pk"] = self.keys.pair_id(peer.pair)  # the reaper finds the where-entry by it
-        self._q(self._shard(peer.pair)).push(("HSET", self.keys.where(peer.pair), peer.uuid,
-                                              self.node_id))
-        self._q(self._shards[0]).push(("HSET", self.keys.conns(self.node_id), peer.uuid,
-                                       orjson.dumps(info)))
-
-    def _presence_remove(self, peer: Peer) -> None:
-        self._q(self._shard(peer.pair)).push(("EVALSHA", "unregister", 1,
-                                              self.keys.where(peer.pair), peer.uuid,
-                                              self.node_id))
-        self._q(self._shards[0]).push(("HDEL", self.keys.conns(self.node_id), peer.uuid))
-
-    # -- liveness ------------------------------------------------------------------------------
-
-    async def _heartbeat(self) -> Tuple[bool, List[str]]:
-        redis = self._redis
-        assert redis is not None
-        keys, node = self.keys, self.node_id
-        pipe = redis.pipeline(transaction=False)
-        pipe.set(keys.alive(node), b"1", px=int(self.node_ttl * 1000), get=True)
-        pipe.sadd(keys.nodes, node)
-        pipe.smembers(keys.nodes)
-        previous, _, members = await pipe.execute()
-        names = [m.decode() if isinstance(m, bytes) else str(m) for m in members]
-        others = sorted(m for m in names if m != node)
-        alive = await self._alive_of(others)
-        for dead in (o for o in others if o not in alive):
-            await self._reap(dead)
-        return previous is not None, alive
-
-    async def _reap(self, dead: str) -> None:
-        """Remove a dead node's where-entries (on every shard), then its presence."""
-        keys = self.keys
-        first = self._shards[0].redis
-        assert first is not None
-        conns = await first.hgetall(keys.conns(dead))
-        per_shard: Dict[int, List[str]] = {}
-        for uuid, raw in conns.items():
-            pk = orjson.loads(raw).get("pk")
-            if pk:
-                shard = self.ring.shard_of(pk)
-                per_shard.setdefault(shard, []).extend([
-                    f"{keys.prefix}:w:{pk}", uuid.decode() if isinstance(uuid, bytes) else uuid])
-        for index, args in per_shard.items():
-            redis = self._shards[index].redis
-            if redis is not None:
-                await redis.evalsha(self._q(self._shards[index])._scripts["reap_where"].sha,
-                                    0, dead, *args)
-        n = await first.evalsha(self._q(self._shards[0])._scripts["reap"].sha, 2,
-                                keys.conns(dead), keys.nodes, dead, keys.alive(dead))
-        if n and n > 0:
-            self.reaped += int(n)
-            logger.warning("cluster: node %s is gone; removed its %d connection(s)", dead, n)
-
-    async def _alive_of(self, nodes: List[str]) -> List[str]:
-        if not nodes:
-            return []
-        redis = self._redis
-        assert redis is not None
-        pipe = redis.pipeline(transaction=False)
-        for other in nodes:
-            pipe.exists(self.keys.alive(other))
-        flags = await pipe.execute()
-        return [o for o, flag in zip(nodes, flags) if flag]
-
-    def _rejoin_store(self) -> None:
-        self._q(self._shards[0]).push(("SADD", self.keys.nodes, self.node_id))
-
-    async def _read_presence(self, nodes: Optional[List[str]]) -> Presence:
-        redis = self._redis
-        if redis is None:
-            return {}
-        keys = self.keys
-        if nodes is None:
-            members = await redis.smembers(keys.nodes)
-            names = (m.decode() if isinstance(m, bytes) else m for m in members)
-            nodes = await self._alive_of(sorted(m for m in names if m != self.node_id))
-        pipe = redis.pipeline(transaction=False)
-        for other in nodes:
-            pipe.hgetall(keys.conns(other))
-        tables = await pipe.execute()
-        return {other: {k.decode(): orjson.loads(v) for k, v in table.items()}
-                for other, table in zip(nodes, tables)}
 
     def stats(self) -> Dict[str, Any]:
         out = super().stats()

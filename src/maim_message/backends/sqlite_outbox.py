@@ -114,6 +114,12 @@ class SqliteOutboxStore:
                 "DELETE FROM seen WHERE rowid <= (SELECT MAX(rowid) FROM seen) - ?",
                 (self.max_seen,))
 
+    def forget_seen(self, key: SeenKey) -> None:
+        """The frame was not handled after all (its handling failed): not a duplicate."""
+        self._begin()
+        self._db.execute("DELETE FROM seen WHERE user_id = ? AND platform = ? AND msg_id = ?",
+                         key)
+
     def load_seen(self, since: float) -> List[SeenKey]:
         """Ids of handled frames recorded at or after ``since``, oldest first."""
         rows = self._db.execute(

@@ -199,6 +199,8 @@ class Hub:
         apply_reloadable(self.config, new)
         self.keys = KeyTable(self._entries(self.config), self.revoked)
         self.auth.table = self.keys
+        if self.config.admin.configured:  # the printed start-up token stops working
+            self.generated_admin_token = None
         self.admin_check = admin_check(self.config.admin, self.generated_admin_token)
         self.metrics_check = self._metrics_check(self.config)
         self.server.update_config(rate_limit_per_second=self.config.limits.rate_limit_per_second
@@ -296,9 +298,7 @@ class Hub:
             results = server.delivery.to_connections([uuid], msg_id, data, only=True)
             if results.get(uuid):
                 sent += 1
-                server.stats["bytes_sent"] += len(data)
-        self.messages_out += sent
-        server.stats["messages_sent"] += sent
+        self.messages_out += sent  # frames and bytes: counted by Delivery already
 
     # -- state for the page and /metrics ------------------------------------------------------
 

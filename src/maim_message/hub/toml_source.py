@@ -17,10 +17,10 @@ def _toml_module() -> Any:
         return tomllib
     try:
         import tomli
-    except ImportError:  # pragma: no cover - depends on the installation
+    except ImportError:
         raise HubConfigError([
-            "reading a TOML config needs Python 3.11+ or the 'tomli' package "
-            "(pip install tomli)"
+            "reading a TOML config on Python < 3.11 needs the 'tomli' package, which "
+            "the hub extra installs: pip install 'maim_message[hub]' (or pip install tomli)"
         ]) from None
     return tomli
 

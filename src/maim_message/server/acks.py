@@ -12,7 +12,12 @@ message its handler queued (:data:`CURRENT_RECEIPT`), so a re-send after a crash
 recognised and not forwarded twice.
 
 A frame that is refused (bad fields, or :class:`~maim_message.errors.DeliveryRefused`
-from its handler) is answered with ``sys_error`` and never acked.
+from its handler) is answered with ``sys_error`` and never acked. A frame whose forward
+could not be stored or handed on (:func:`delivery_failed`: disk full, database locked, a
+cluster backend down) gets no answer at all: the client re-sends it later. A frame whose
+handler raised anything else (a bug: re-sending would fail the same way) is answered with
+``sys_error``, so the client drops it and says so. None of them is acked, so nothing the
+server acked is lost.
 """
 
 from __future__ import annotations
@@ -38,16 +43,25 @@ class Receipt:
     """A received frame whose handler is running: the delivery layer records ``key`` in
     the durable store with the first message the handler queues (same transaction)."""
 
-    __slots__ = ("at", "key", "recorded")
+    __slots__ = ("at", "failure", "key", "recorded")
 
     def __init__(self, key: FrameKey) -> None:
         self.key = key
         self.at = time.time()
         self.recorded = False
+        self.failure: Optional[BaseException] = None  # a send of its handler failed
 
 
 # Set around the handler call, so the handler's task (and what it awaits) carries it.
 CURRENT_RECEIPT: ContextVar[Optional[Receipt]] = ContextVar("maim_receipt", default=None)
+
+
+def delivery_failed(exc: BaseException) -> None:
+    """A message the running handler sent could not be queued or handed on (storage or
+    backend failure): its frame must not be acked, whatever the handler does next."""
+    receipt = CURRENT_RECEIPT.get()
+    if receipt is not None and receipt.failure is None:
+        receipt.failure = exc
 
 
 class InFlight:
@@ -83,25 +97,30 @@ class InFlight:
 
 class AckAfterHandling:
     """The ``handled`` policy: run the handler, ack once it returned and its sends are
-    committed; refuse (``sys_error``, no ack) when it raised :class:`DeliveryRefused`.
+    committed; refuse (``sys_error``, no ack) when it raised :class:`DeliveryRefused`;
+    neither ack nor answer when a send failed (:func:`delivery_failed`).
 
     ``delivery()`` returns the server's current Delivery (it is replaced on restart);
-    ``send_ack(conn, msg_id)`` and ``refuse(conns, exc, msg_id)`` write the answers.
+    ``send_ack(conn, msg_id)`` and ``refuse(conns, exc, msg_id)`` write the answers;
+    ``unhandled(conns, exc, msg_id, retry)`` logs a failure and, unless ``retry`` (the
+    client is to re-send), answers it with ``sys_error``.
     """
 
     __slots__ = ("_dedupe", "_delivery", "_handlers", "_inflight", "_refuse", "_send_ack",
-                 "duplicates")
+                 "_unhandled", "duplicates")
 
     def __init__(
         self, dedupe: DedupeWindow, handlers: HandlerTasks, delivery: Callable[[], Any],
         send_ack: Callable[[ServerConnection, str], None],
         refuse: Callable[[List[ServerConnection], DeliveryRefused, str], None],
+        unhandled: Callable[[List[ServerConnection], BaseException, str, bool], None],
     ) -> None:
         self._dedupe = dedupe
         self._handlers = handlers
         self._delivery = delivery
         self._send_ack = send_ack
         self._refuse = refuse
+        self._unhandled = unhandled
         self._inflight = InFlight()
         self.duplicates = 0
 
@@ -129,20 +148,27 @@ class AckAfterHandling:
             CURRENT_RECEIPT.reset(token)
 
     def _done(self, receipt: Receipt, exc: Optional[BaseException]) -> bool:
-        """The handler of a frame ended: ack it (after the commit), or refuse it."""
+        """The handler of a frame ended: ack it (after the commit), or not at all."""
         key = receipt.key
         waiting = self._inflight.finish(key)
-        if isinstance(exc, (DeliveryRefused, asyncio.CancelledError)):
-            self._dedupe.forget(key)  # not handled: a re-send is tried again
-            if isinstance(exc, DeliveryRefused):
-                self._refuse(waiting, exc, key[2])
-            return True
+        failure = receipt.failure
         delivery = self._delivery()
-        delivery.consumed(receipt)
+        if exc is None and failure is None:
+            delivery.consumed(receipt)
 
-        def send_acks() -> None:
-            for conn in waiting:
-                if conn.is_open:
-                    self._send_ack(conn, key[2])
-        delivery.after_commit(send_acks)
-        return False  # any other exception is logged as a handler failure (and acked)
+            def send_acks() -> None:
+                for conn in waiting:
+                    if conn.is_open:
+                        self._send_ack(conn, key[2])
+            delivery.after_commit(send_acks)
+            return False
+        # Not handled: never acked, and a re-send is tried again.
+        self._dedupe.forget(key)
+        delivery.unhandled(receipt)
+        if failure is not None:  # storage / backend: no answer, the client re-sends it
+            self._unhandled(waiting, failure, key[2], True)
+        elif isinstance(exc, DeliveryRefused):
+            self._refuse(waiting, exc, key[2])
+        elif exc is not None and not isinstance(exc, asyncio.CancelledError):
+            self._unhandled(waiting, exc, key[2], False)  # a handler bug: sys_error
+        return True

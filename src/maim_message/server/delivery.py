@@ -20,7 +20,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Set, Tuple
 from ..core.outbox import Outbox, OutboxEntry, OutboxStore, Pair
 from ..errors import DeliveryRefused
 from ..transport.frames import PreparedFrame
-from .acks import CURRENT_RECEIPT, FrameKey, Receipt
+from .acks import CURRENT_RECEIPT, FrameKey, Receipt, delivery_failed
 from .config import ServerConfig
 from .peer import Peer
 
@@ -156,6 +156,19 @@ class Delivery:
             store.mark_seen(receipt.key, receipt.at)
             self._touch()
 
+    def unhandled(self, receipt: Receipt) -> None:
+        """A frame was not handled after all: a re-send, even after a restart, is new."""
+        store = self._store()
+        if store is not None and receipt.recorded:
+            receipt.recorded = False
+            forget = getattr(store, "forget_seen", None)
+            try:
+                if forget is not None:
+                    forget(receipt.key)
+            except Exception as exc:  # the store is failing: the re-send is lost on restart only
+                logger.debug("could not un-record frame %s: %s", receipt.key[2], exc)
+            self._touch()
+
     def handled_frames(self, ttl: float) -> List[FrameKey]:
         """Frames a previous process handled within ``ttl`` seconds (for dedupe)."""
         import time
@@ -180,7 +193,11 @@ class Delivery:
                 "the receiver has no live connection on this platform and already has "
                 f"messages queued for {outbox.max_pairs_per_user} platforms; not queued",
                 field="message_dim.platform")
-        entry = outbox.append(pair, msg_id, payload, persist=persist)
+        try:
+            entry = outbox.append(pair, msg_id, payload, persist=persist)
+        except Exception as exc:  # storage failure: the frame that sent it is not acked
+            delivery_failed(exc)
+            raise
         store = self._store()
         if store is not None:  # written once committed (end of this loop turn)
             self._record_receipt(store)
@@ -217,7 +234,11 @@ class Delivery:
             self._record_receipt(store)
         for pair, uuids in by_pair.items():
             target = uuids[0] if only and len(uuids) == 1 else None
-            entry = self.outbox.append(pair, msg_id, payload, target)
+            try:
+                entry = self.outbox.append(pair, msg_id, payload, target)
+            except Exception as exc:  # storage failure: the frame is not acked
+                delivery_failed(exc)
+                raise
             if store is not None:  # written once committed
                 self._later.append((entry, uuids))
                 for uuid in uuids:

@@ -54,7 +54,7 @@ from ..sio.mux import GenerationMux
 from ..sio.server import SocketIOEndpoint
 from ..transport.base import Accept, Decision, HandshakeInfo, HttpReply, ServerConnection
 from ..transport.ws_server import ServerOptions, WebSocketServerTransport
-from .acks import ACK_POLICIES, HANDLED, AckAfterHandling, FrameKey
+from .acks import ACK_POLICIES, HANDLED, AckAfterHandling, FrameKey, delivery_failed
 from .config import ServerConfig, config_field_names
 from .delivery import Delivery
 from .inbound import RefusedFrames, standard_message
@@ -99,7 +99,8 @@ class WebSocketServer:
         self._refused = RefusedFrames()  # malformed frames by key: re-sends not re-parsed
         # ack="handled": frames being handled, acked once done and committed
         self._after_handling = AckAfterHandling(
-            self._dedupe, self._handlers, lambda: self.delivery, self._send_ack, self._refuse_frame)
+            self._dedupe, self._handlers, lambda: self.delivery, self._send_ack, self._refuse_frame,
+            self._unhandled_frame)
         self._ack_handled = self._ack_policy() == HANDLED
         self.delivery = Delivery(self.config, self.peers, self.stats)
         self._delivery_closed = False
@@ -233,6 +234,7 @@ class WebSocketServer:
             self, cfg.path, ping_interval=cfg.ping_interval or 25.0,
             ping_timeout=cfg.ping_timeout or 20.0, max_payload=cfg.max_message_size,
             poll_buffer_high=cfg.send_buffer_high, connect_timeout=cfg.handshake_timeout,
+            max_queue=cfg.max_write_buffer,
         )
 
     # -- handshake (transport callback) ----------------------------------------------------
@@ -460,6 +462,27 @@ class WebSocketServer:
                                 peer.uuid_label, log_safe(exc))
             conn.send_text(frame)
 
+    def _unhandled_frame(
+        self, conns: List[ServerConnection], exc: BaseException, msg_id: str, retry: bool
+    ) -> None:
+        """ack="handled", the frame was not handled: not acked. ``retry`` (its forward
+        could not be stored or handed on): no answer, the client re-sends it later. Else
+        (its handler raised): ``sys_error``, so the client drops it instead of re-sending
+        what would fail the same way. Logged once per connection and reason."""
+        frame = None if retry else encode_error(
+            "the server failed to handle this message", ref_msg_id=msg_id)
+        reason = f"{'not_stored' if retry else 'handler_failed'}:{type(exc).__name__}"
+        what = ("not acked, its forward could not be stored (the client re-sends it)"
+                if retry else "failed in its handler (answered with sys_error)")
+        for conn in conns:
+            peer = conn.context
+            if peer is not None:
+                self._warn_once(peer, reason, "message %s from %s %s: %s: %s",
+                                log_safe(msg_id), peer.uuid_label, what, type(exc).__name__,
+                                log_safe(exc), exc_info=None if retry else exc)
+            if frame is not None and conn.is_open:
+                conn.send_text(frame)
+
     def _custom_handler(self, peer: Peer, kind: str) -> Optional[Callable[..., Any]]:
         handlers = self.config.custom_handlers
         for key in custom_handler_keys(kind):
@@ -528,13 +551,16 @@ class WebSocketServer:
         self._limit_hit(reason, who, detail)
         return HttpReply(status, f"{detail}\n".encode())
 
-    def _warn_once(self, peer: Peer, reason: str, fmt: str, *args: Any) -> None:
-        """WARNING the first time a connection hits ``reason``, DEBUG after that."""
+    def _warn_once(self, peer: Peer, reason: str, fmt: str, *args: Any,
+                   exc_info: Optional[BaseException] = None) -> None:
+        """WARNING the first time a connection hits ``reason`` (with ``exc_info``'s
+        traceback), DEBUG after that."""
         if reason in peer.warned:
             logger.debug(fmt, *args)
         elif len(peer.warned) < 32:
             peer.warned.add(reason)
-            logger.warning(fmt + " (further ones from this connection at DEBUG)", *args)
+            logger.warning(fmt + " (further ones from this connection at DEBUG)", *args,
+                           exc_info=exc_info)
         else:
             logger.debug(fmt, *args)
 
@@ -575,7 +601,13 @@ class WebSocketServer:
                 "timestamp": time.time()}
         msg_id = self._ids.new()
         data = dumps(std_envelope(msg_id, message.to_dict(), meta))
-        return await self.cluster.send_to_pair((user, platform), msg_id, data, ack_timeout)
+        try:
+            return await self.cluster.send_to_pair((user, platform), msg_id, data, ack_timeout)
+        except DeliveryRefused:
+            raise
+        except Exception as exc:  # the backend failed: the frame that sent it is not acked
+            delivery_failed(exc)
+            raise
 
     async def broadcast_message(
         self, message: APIMessageBase, platform: Optional[str] = None
@@ -586,7 +618,13 @@ class WebSocketServer:
         msg_id = self._ids.new()
         data = dumps(std_envelope(msg_id, message.to_dict(), meta))
         selector = Selector("platform", platform) if platform else Selector("all")
-        return await self.cluster.fanout(selector, msg_id, data)
+        try:
+            return await self.cluster.fanout(selector, msg_id, data)
+        except DeliveryRefused:
+            raise
+        except Exception as exc:  # the backend failed: the frame that sent it is not acked
+            delivery_failed(exc)
+            raise
 
     async def send_custom_message(
         self, message_type: str, payload: Any, target_user: Optional[str] = None,
@@ -602,11 +640,19 @@ class WebSocketServer:
                 "platform": target_platform, "timestamp": time.time()}
         msg_id = self._ids.new("custom_")
         data = dumps(custom_envelope(msg_id, normalize_custom_type(message_type), payload, meta))
-        if connection_uuid is None and target_user is not None and target_platform is not None:
-            return await self.cluster.send_to_pair((target_user, target_platform), msg_id, data)
-        selector = (Selector("conn", connection_uuid) if connection_uuid is not None
-                    else Selector.for_target(target_user, target_platform, None))
-        return await self.cluster.fanout(selector, msg_id, data) if selector else {}
+        try:
+            if (connection_uuid is None and target_user is not None
+                    and target_platform is not None):
+                return await self.cluster.send_to_pair(
+                    (target_user, target_platform), msg_id, data)
+            selector = (Selector("conn", connection_uuid) if connection_uuid is not None
+                        else Selector.for_target(target_user, target_platform, None))
+            return await self.cluster.fanout(selector, msg_id, data) if selector else {}
+        except DeliveryRefused:
+            raise
+        except Exception as exc:  # the backend failed: the frame that sent it is not acked
+            delivery_failed(exc)
+            raise
 
     # -- handlers and config -----------------------------------------------------------------
 

@@ -38,6 +38,7 @@ __all__ = [
 ]
 
 RECORD_SEPARATOR = b"\x1e"
+MAX_ACK_ID_DIGITS = 15  # a longer ack id is a PacketError (int() refuses over 4300 digits)
 MESSAGE_EVENT = "message"
 _EVENT_PREFIX = b'42["message",'  # Engine.IO message + Socket.IO EVENT on "/", no ack id
 
@@ -148,6 +149,8 @@ def decode_sio(data: bytes) -> SioPacket:
     start = pos
     while pos < len(data) and 48 <= data[pos] <= 57:
         pos += 1
+    if pos - start > MAX_ACK_ID_DIGITS:
+        raise PacketError("Socket.IO ack id too long")
     ack_id = int(data[start:pos]) if pos > start else None
     payload: Any = None
     if pos < len(data):

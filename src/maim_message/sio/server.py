@@ -60,6 +60,7 @@ class SocketIOEndpoint:
         self, app: HubApp, path: str, *, ping_interval: float = 25.0,
         ping_timeout: float = 20.0, max_payload: int = MAX_MESSAGE_SIZE,
         poll_buffer_high: int = DEFAULT_LIMITS.send_buffer_high, connect_timeout: float = 10.0,
+        max_queue: int = DEFAULT_LIMITS.max_write_buffer,
     ) -> None:
         self.app = app
         self.paths: Set[str] = set()
@@ -68,6 +69,7 @@ class SocketIOEndpoint:
         self.ping_timeout = ping_timeout
         self.max_payload = max_payload
         self.poll_buffer_high = poll_buffer_high
+        self.max_queue = max_queue  # unsent bytes of a session before it is dropped (1008)
         self.connect_timeout = connect_timeout
         self.max_pending = MAX_PENDING_SESSIONS
         self.sessions: Dict[str, SioSocket] = {}
@@ -281,6 +283,9 @@ class SocketIOEndpoint:
                 if poll is not None and not poll.done():
                     poll.set_result(None)  # answered with a noop
             elif isinstance(event, Closed):
+                if event.reason.startswith("protocol error"):
+                    logger.info("Socket.IO session %s from %s closed: %s", sock.session.sid,
+                                sock.client_ip, event.reason)
                 self._end(sock, 1000, event.reason)
                 if conn is not None:
                     conn.close(1000, "")

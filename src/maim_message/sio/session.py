@@ -103,6 +103,7 @@ class ServerSession:
         self.namespace_refused = False
         self._clock = clock
         self.ping_sent_at = 0.0
+        self.ping_unread = False  # the PING still waits in the queue: a PONG answers nothing
         self.last_ping = clock()
 
     @property
@@ -128,6 +129,7 @@ class ServerSession:
         """Everything queued, in order (the shell writes it now)."""
         out, self.queue = self.queue, []
         self.queued_bytes = 0
+        self.ping_unread = False
         return out
 
     def accept(self, namespace_sid: str) -> None:
@@ -165,6 +167,7 @@ class ServerSession:
         if now - self.last_ping >= self.ping_interval:
             self.ping_sent_at = self.last_ping = now
             self.send(encode_eio(EioType.PING))
+            self.ping_unread = True
         return True
 
     # -- receiving ------------------------------------------------------------------------
@@ -189,11 +192,12 @@ class ServerSession:
             kind, data = decode_eio(packet)
             if kind is EioType.MESSAGE:
                 return self._sio(decode_sio(data))
-        except PacketError as exc:
+        except (PacketError, ValueError) as exc:  # ValueError: a parse the checks missed
             self.close()
             return [Closed(f"protocol error: {exc}")]
         if kind is EioType.PONG:
-            self.ping_sent_at = 0.0
+            if not self.ping_unread:  # a client that never reads cannot keep itself alive
+                self.ping_sent_at = 0.0
         elif kind is EioType.PING and websocket and data == PROBE:
             if self.state is State.POLLING:
                 self.state = State.UPGRADING

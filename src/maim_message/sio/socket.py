@@ -15,6 +15,7 @@ newer connection with the same uuid) sends ``41`` first.
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import TYPE_CHECKING, Any, Optional
 
 from ..transport.base import Decision, ServerConnection
@@ -24,6 +25,8 @@ from .session import ServerSession
 
 if TYPE_CHECKING:  # pragma: no cover
     from .server import SocketIOEndpoint
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["DROP_CODES", "Link", "SioSocket", "ws_payload"]
 
@@ -78,6 +81,7 @@ class SioSocket:
         self.ended = False
         self.ws_limit: Optional[int] = None  # largest message its WebSocket client takes
         self.oversize = 0  # messages held back because of ws_limit
+        self.over_limit = False  # queued bytes passed endpoint.max_queue: being dropped
         self.close_code = 1006
         self.close_reason = ""
 
@@ -142,6 +146,14 @@ class SioSocket:
         if ws is not None and session.upgraded:
             for packet in session.take():
                 ws.send_text(packet)
+            return
+        if session.queued_bytes > self.endpoint.max_queue:  # the client does not poll
+            if not self.over_limit:  # dropped from the loop, not inside the hub's send
+                self.over_limit = True
+                logger.warning("closing slow Socket.IO consumer %s: send queue over limit",
+                               self.client_ip)
+                asyncio.get_running_loop().call_soon(
+                    self.endpoint.drop, self, 1008, "slow consumer: write buffer limit exceeded")
             return
         poll = self.poll
         if poll is not None and not poll.done():

@@ -50,7 +50,7 @@ class ASGIServerConnection:
         self.context = context
         self._client_ip = client_ip
         self._send = send
-        self._queue: Deque[Message] = deque()
+        self._queue: Deque[Tuple[Message, int]] = deque()  # (message, bytes counted)
         self._queued = 0
         self._high = high_water
         self._max = max_queue
@@ -92,7 +92,7 @@ class ASGIServerConnection:
     def _queue_message(self, message: Message, size: int) -> bool:
         if self._session.state is not OPEN:
             return False
-        self._queue.append(message)
+        self._queue.append((message, size))
         self._queued += size
         self._wake.set()
         if self._queued > self._high:
@@ -114,7 +114,7 @@ class ASGIServerConnection:
     def close(self, code: int = 1000, reason: str = "") -> None:
         if not self._session.start_close(code, reason):
             return
-        self._queue.append({"type": "websocket.close", "code": code, "reason": reason})
+        self._queue.append(({"type": "websocket.close", "code": code, "reason": reason}, 0))
         self._wake.set()
 
     def write_buffer_size(self) -> int:
@@ -129,11 +129,11 @@ class ASGIServerConnection:
                 await self._wake.wait()
                 self._wake.clear()
                 while queue:
-                    message = queue.popleft()
+                    message, size = queue.popleft()
                     await self._send(message)
                     if message["type"] == "websocket.close":
                         return
-                    self._queued -= len(message.get("text") or message.get("bytes") or "")
+                    self._queued -= size  # the size counted in: text is str, not bytes
                     if self._paused and self._queued <= self._high // 4:
                         self._paused = False
                         writable = getattr(self.app, "connection_writable", None)

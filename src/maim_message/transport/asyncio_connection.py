@@ -157,6 +157,11 @@ class WSConnection(asyncio.Protocol):
             options.limits.hit(REQUEST_HEAD if exc.status in (413, 431) else BAD_HANDSHAKE)
             self._reply(HttpReply(exc.status, (exc.reason + "\n").encode()))
             return
+        except ValueError as exc:  # a parse the checks missed: a 400, not a loop error
+            logger.warning("unparsable request from %s: %s", self.client_ip, exc)
+            options.limits.hit(BAD_HANDSHAKE)
+            self._reply(HttpReply(400, b"bad request\n"))
+            return
         if deciding:
             if proto.buffered > options.max_message_size:  # frames sent before our answer
                 options.limits.hit(MESSAGE_SIZE)

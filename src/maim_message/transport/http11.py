@@ -24,6 +24,7 @@ _HTTP_REASONS = {
     505: "HTTP Version Not Supported",
 }
 MAX_REQUEST_BODY = 1024 * 1024  # default bound of a plain request's body (413 above)
+MAX_LENGTH_DIGITS = 18  # a longer Content-Length is refused (400), never parsed
 
 
 class HandshakeError(MaimMessageError):
@@ -55,9 +56,13 @@ class HttpRequest:
         values = [v for k, v in self.headers if k.lower() == "content-length"]
         if not values:
             return 0
-        if len(set(values)) != 1 or not values[0].isdigit():
+        value = values[0]
+        # ASCII digits only ('\u00b2'.isdigit() is True) and a sane length (int() refuses
+        # over 4300 digits; 18 digits already exceed any limit)
+        if len(set(values)) != 1 or not (value.isascii() and value.isdigit()
+                                          and len(value) <= MAX_LENGTH_DIGITS):
             raise HandshakeError(400, "bad Content-Length")
-        length = int(values[0])
+        length = int(value)
         if length > limit:
             raise HandshakeError(413, f"request body over {limit} bytes")
         return length

@@ -1,0 +1,68 @@
+"""Acks in a cluster: batched deletes of acked stream entries, and waiting origins told.
+
+Acks of connections on this node are collected for ``ack_delay`` seconds; then each
+pair's acked entries are deleted in one operation (``stream_ids`` knows which entry each
+message is in, and deletes an entry once all its messages are acked); messages whose
+entry is unknown here are deleted by msg_id; an origin waiting in
+``send_message(ack_timeout=...)`` on another node gets an :class:`AckMessage`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Dict, List, Tuple
+
+from .cluster_base import Pair
+from .pubsub_io import PubSubIO
+from .pubsub_messages import AckMessage
+from .stream_ids import StreamIds
+
+
+class AckBatching(PubSubIO):
+    """Mixin of :class:`~.pubsub_cluster.PubSubCluster` (which sets the attributes)."""
+
+    # s: acks are collected this long before their stream entries are deleted, so a
+    # pair's acks cost one delete (a later delete only means a redelivery after a crash)
+    ack_delay = 0.0
+    node_id: str
+    _joined: bool
+    _sids: StreamIds
+    _ack_turn: Dict[Pair, Tuple[List[str], str]]
+
+    def _stored(self, pair: Pair, msg_ids: List[str], sid: str) -> None:
+        """The store answered with the entry of messages this node sent (called by the
+        subclass as soon as the answer arrives, before anything else runs)."""
+        again = self._sids.stored(pair, msg_ids, sid)
+        if again:
+            self._acked(pair, again, "")  # acked before the answer: delete them now
+
+    def _acked(self, pair: Pair, msg_ids: List[str], acker: str) -> None:
+        """Connections here acked these messages: delete them from the stream (batched:
+        one delete per pair per ``ack_delay``), tell origins that wait."""
+        turn = self._ack_turn
+        if not turn:
+            loop = asyncio.get_running_loop()
+            if self.ack_delay > 0:
+                loop.call_later(self.ack_delay, self._flush_acks)
+            else:
+                loop.call_soon(self._flush_acks)
+        queued = turn.get(pair)
+        if queued is None:
+            turn[pair] = (list(msg_ids), acker)
+        else:
+            queued[0].extend(msg_ids)
+
+    def _flush_acks(self) -> None:
+        turn, self._ack_turn = self._ack_turn, {}
+        if not self._joined or not turn:
+            return
+        for pair, (msg_ids, acker) in turn.items():
+            acked = self._sids.acked(pair, msg_ids)
+            if acked.sids:
+                self._store_delete(pair, acked.sids, self._sids.idle(pair))
+            if acked.by_msg_id:
+                self._store_ack(pair, acked.by_msg_id, acker)
+            for origin, msg_id in acked.notify:
+                if origin != self.node_id:
+                    self._notify_ack(origin, AckMessage(self.node_id, pair[0], pair[1],
+                                                        msg_id, acker))

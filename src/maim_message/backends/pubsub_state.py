@@ -1,0 +1,52 @@
+"""Per-node state of the pub/sub cluster: held pairs and the outbox's store (no I/O)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, List, Tuple
+
+from .cluster_base import Pair
+
+if TYPE_CHECKING:
+    from ..core.outbox import OutboxEntry
+
+
+def stream_id_key(stream_id: str) -> Tuple[int, int]:
+    """``"<ms>-<seq>"`` as a comparable tuple (``""`` sorts first)."""
+    if not stream_id:
+        return (0, 0)
+    ms, _, seq = stream_id.partition("-")
+    return (int(ms), int(seq or 0))
+
+
+class PairState:
+    """A pair with connections on this node; ``loading`` until its stream was read."""
+
+    __slots__ = ("buffer", "loaded_upto", "loading")
+
+    def __init__(self, loading: bool) -> None:
+        self.loading = loading
+        self.buffer: List[Tuple[str, bytes, bool]] = []  # (msg_id, payload, persist)
+        self.loaded_upto: Tuple[int, int] = (0, 0)
+
+
+class ClusterOutboxStore:
+    """The Outbox's store in cluster mode: appends and acks go to the pair's stream."""
+
+    def __init__(self, cluster: Any) -> None:  # a PubSubCluster
+        self._cluster = cluster
+
+    def load(self) -> List[Tuple[str, str, int, str, bytes, float]]:
+        return []  # streams are read per pair, when its first connection opens here
+
+    def add(self, pair: Pair, entry: OutboxEntry) -> None:
+        self._cluster._store_add(pair, entry.msg_id, entry.payload)
+
+    def remove(self, pair: Pair, msg_ids: List[str]) -> None:
+        host = self._cluster._host
+        if host is None or not msg_ids:
+            return
+        local = host.routes.lookup(*pair)
+        self._cluster._acked(pair, msg_ids, min(local) if local else "")
+
+    def close(self) -> None:
+        return None

@@ -1,0 +1,78 @@
+"""The Redis primaries of a cluster node: which one holds a pair, and their connections.
+
+``cluster_redis_url`` names one Redis or several (comma separated); each pair's keys live
+on the shard ``shard_ring.ShardRing`` picks for it, shard 0 also holds what is not per
+pair (liveness, presence, fan-outs).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Dict, List, Optional, Sequence, Union
+
+from redis.asyncio import Redis
+
+from ..errors import ClusterError
+from .cluster_base import Pair
+from .pubsub_io import PubSubIO
+from .redis_batch import SendTurn
+from .redis_keys import Keys
+from .redis_pipeline import CommandQueue
+from .shard_ring import ShardRing
+
+
+def split_urls(url: Union[str, Sequence[str]]) -> List[str]:
+    """``cluster_redis_url``: one URL, several separated by commas, or a list (shards)."""
+    urls = url.split(",") if isinstance(url, str) else list(url)
+    out = [u.strip() for u in urls if u and u.strip()]
+    if not out:
+        raise ValueError("cluster_redis_url names no Redis")
+    return out
+
+
+def safe_url(url: str) -> str:
+    _, sep, tail = url.rpartition("@")
+    return f"{url.split('://', 1)[0]}://***@{tail}" if sep else url
+
+
+class Shard:
+    """One Redis primary: its clients, command queue, subscription and current batch."""
+
+    __slots__ = ("index", "pubsub", "queue", "reader", "redis", "turn", "url")
+
+    def __init__(self, index: int, url: str) -> None:
+        self.index, self.url = index, url
+        self.redis: Optional[Redis] = None
+        self.queue: Optional[CommandQueue] = None
+        self.pubsub: Any = None
+        self.reader: Optional[asyncio.Task[None]] = None
+        self.turn: Optional[SendTurn] = None
+
+
+class RedisShards(PubSubIO):
+    """Mixin of :class:`~.redis_cluster.RedisCluster`: the shard of a pair, a shard's queue."""
+
+    node_id: str
+    keys: Keys
+    ring: ShardRing
+    _shards: List[Shard]
+    _shard_of: Dict[Pair, Shard]
+
+    def _shard(self, pair: Pair) -> Shard:
+        shard = self._shard_of.get(pair)
+        if shard is None:
+            if len(self._shard_of) >= 100_000:
+                self._shard_of.clear()
+            shard = self._shard_of[pair] = self._shards[
+                self.ring.shard_of(self.keys.pair_id(pair))]
+        return shard
+
+    @staticmethod
+    def _q(shard: Shard) -> CommandQueue:
+        if shard.queue is None:
+            raise ClusterError("cluster backend is not running (server not started)")
+        return shard.queue
+
+    @property
+    def _redis(self) -> Optional[Redis]:
+        return self._shards[0].redis
