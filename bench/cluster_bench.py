@@ -3,6 +3,9 @@
     python -m bench cluster            # writes docs/cluster-benchmark.md (~1-2 min)
     python -m bench cluster --smoke    # small counts, prints only (CI: never asserts speed)
 
+Diagnostics: ``MAIM_BENCH_CMDSTATS=1`` logs Redis's per-command statistics per
+configuration; ``MAIM_BENCH_PROFILE=<dir>`` makes every node dump a cProfile there.
+
 The last line printed is one JSON object with the headline figures
 (``node_cpu_us_per_msg_single`` / ``_cluster``, ``redis_cmds_per_msg``,
 ``redis_cpu_us_per_msg``, ``lost``, ``duplicates``) and every row.

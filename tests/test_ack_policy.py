@@ -292,3 +292,33 @@ async def test_handled_frame_whose_handler_raised_gets_sys_error_not_ack(
         assert server.get_stats()["handler_errors"] == 3
     finally:
         await server.stop()
+
+
+async def test_another_users_burst_of_fresh_ids_does_not_evict_my_dedupe_ids() -> None:
+    """One sender's window per (user, platform): a re-send after the burst is a duplicate."""
+    handled: List[str] = []
+
+    async def record(message: Any, metadata: Dict[str, Any]) -> None:
+        handled.append(metadata["user_id"])
+
+    server = WebSocketServer(create_server_config(
+        host="127.0.0.1", port=0, dedupe_window=50, on_message=record,
+        on_auth_extract_user=lambda meta: {"k1": "u1", "k2": "u2"}.get(meta.get("api_key"))))
+    await server.start()
+    base = f"ws://127.0.0.1:{server.port}/ws"
+    try:
+        async with websockets.connect(f"{base}?api_key=k1&platform=qq") as victim:
+            await victim.send(envelope("victim-1", payload("hello")))
+            assert (await recv_json(victim))["type"] == "sys_ack"
+        async with websockets.connect(f"{base}?api_key=k2&platform=qq") as flooder:
+            for n in range(200):
+                await flooder.send(envelope(f"flood-{n}", payload("x")))
+            for _ in range(200):
+                assert (await recv_json(flooder))["type"] == "sys_ack"
+        async with websockets.connect(f"{base}?api_key=k1&platform=qq") as victim:
+            await victim.send(envelope("victim-1", payload("hello")))  # the re-send
+            assert (await recv_json(victim))["type"] == "sys_ack"
+        assert handled.count("u1") == 1, "u1's re-send was handled twice"
+        assert server.get_stats()["duplicate_messages_ignored"] == 1
+    finally:
+        await server.stop()

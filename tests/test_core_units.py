@@ -221,3 +221,35 @@ def test_frame_parser_big_frames_in_chunks_then_more_frames() -> None:
     assert events == [(OP_TEXT, b"a"), (OP_BINARY, big), (OP_TEXT, b"b"),
                       (OP_BINARY, big[:100] + big)]
     assert parser.buffered == 0
+
+
+def test_dedupe_window_is_per_sender_a_flood_evicts_only_its_own_ids() -> None:
+    window = DedupeWindow(max_entries=100, ttl=3600.0)
+    assert not window.seen(("u1", "qq", "victim-1"))
+    for n in range(10_000):  # another sender's fresh ids
+        assert not window.seen(("u2", "qq", f"flood-{n}"))
+    assert window.seen(("u1", "qq", "victim-1")), "another sender evicted u1's id"
+    assert not window.seen(("u2", "qq", "flood-0"))  # the flooder's oldest went
+    assert window.seen(("u2", "qq", "flood-9999"))
+    assert not window.seen(("u1", "wx", "victim-1"))  # another platform: another sender
+
+
+def test_dedupe_window_bounds_senders_and_total() -> None:
+    now = [0.0]
+    window = DedupeWindow(max_entries=50, ttl=10.0, clock=lambda: now[0], max_senders=4,
+                          max_total=60)
+    for sender in ("a", "b", "c", "d"):
+        assert not window.seen((sender, "p", "1"))
+    for n in range(100):  # over the total: "d" is over its share and evicts its own
+        window.seen(("d", "p", f"x{n}"))
+    assert len(window) <= 60
+    for sender in ("a", "b", "c"):
+        assert window.seen((sender, "p", "1"))
+    assert not window.seen(("e", "p", "1"))  # a fifth sender: the least recently active
+    assert window.senders == 4 and not window.seen(("d", "p", "x99"))  # "d" went
+    now[0] = 100.0  # everything expired: idle senders are dropped as others send
+    for n in range(8):
+        window.seen(("f", "p", str(n)))
+    assert window.senders == 1 and len(window) == 8
+    window.forget(("f", "p", "0"))
+    assert not window.seen(("f", "p", "0")) and len(window) == 8

@@ -64,16 +64,20 @@ async def test_two_hub_processes_route_through_redis(tmp_path: Path, redis_url: 
             assert ADAPTER_KEY not in logs and CORE_KEY not in logs
         # the cluster in /metrics and /api/stats: both nodes, remote deliveries
         deadline = time.monotonic() + 15
-        while (await hubs[0].metrics())["maim_hub_cluster_nodes_alive"] != 2:
-            assert time.monotonic() < deadline, "the other node never showed up"
-            await asyncio.sleep(0.1)
+        for hub in hubs:
+            while (await hub.metrics())["maim_hub_cluster_nodes_alive"] != 2:
+                assert time.monotonic() < deadline, "the other node never showed up"
+                await asyncio.sleep(0.1)
         metrics = await hubs[1].metrics()
-        assert metrics["maim_hub_cluster_remote_deliveries_total"] >= 1  # ping, from hub one
+        # the ping came from hub one: over the channel, or from the stream when hub two's
+        # presence write reached Redis after the send (then it counts as a takeover)
+        assert (metrics["maim_hub_cluster_remote_deliveries_total"]
+                + metrics["maim_hub_cluster_takeovers_total"]) >= 1
         assert metrics["maim_hub_cluster_redis_rtt_seconds"] > 0
         for name in ("stream_backlog", "takeovers_total", "duplicate_frames_total"):
             assert f"maim_hub_cluster_{name}" in metrics
         cluster = (await hubs[1].stats())["cluster"]
-        assert cluster["backend"] == "redis" and cluster["remote_deliveries"] >= 1
+        assert cluster["backend"] == "redis" and cluster["nodes_alive"] == 2
     finally:
         for client in clients:
             await client.stop()

@@ -1,57 +1,129 @@
-"""A bounded window of recently seen message ids, scoped per sender.
+"""A bounded window of recently seen message ids, one window per sender.
 
-0.6.8 kept one unbounded server-wide set purged only when idle; here each sender has its
-own window, bounded both by count and by age, so memory stays flat under steady traffic.
+0.6.8 kept one unbounded server-wide set purged only when idle. One bounded server-wide
+window would let any sender evict every other sender's ids with a burst of fresh ones,
+and their ordinary re-sends (after a lost ack) would then be handled twice. So each
+sender has its own window, bounded by count and by age; the number of senders and the
+total are bounded too, and when the total is over its bound a sender holding more than
+its fair share evicts its own oldest ids, not another sender's. Memory stays flat.
+
+Keys are tuples ``(*sender, msg_id)`` (the server uses ``(user, platform, msg_id)``); any
+other hashable key is an id of one anonymous sender.
 """
 
 from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from typing import Callable, Hashable
+from typing import Any, Callable, Hashable, Optional, Tuple
+
+
+def _split(key: Any) -> Tuple[Hashable, Hashable]:
+    if type(key) is tuple:
+        return key[:-1], key[-1]
+    return None, key
 
 
 class DedupeWindow:
-    """Remembers ids for ``ttl`` seconds, at most ``max_entries`` of them."""
+    """Remembers each sender's ids for ``ttl`` seconds, at most ``max_entries`` of them
+    per sender, for at most ``max_senders`` senders and ``max_total`` ids in all
+    (default: four senders' worth)."""
 
-    __slots__ = ("_clock", "_seen", "max_entries", "ttl")
+    __slots__ = ("_clock", "_senders", "_total", "max_entries", "max_senders", "max_total",
+                 "ttl")
 
     def __init__(
         self, max_entries: int = 10_000, ttl: float = 3600.0,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = time.monotonic, max_senders: int = 10_000,
+        max_total: Optional[int] = None,
     ) -> None:
         self.max_entries = max_entries
         self.ttl = ttl
+        self.max_senders = max(1, max_senders)
+        self.max_total = max(self.max_senders, max_total if max_total is not None
+                             else 4 * max_entries)
         self._clock = clock
-        self._seen: OrderedDict[Hashable, float] = OrderedDict()
+        # least recently active sender first
+        self._senders: OrderedDict[Hashable, OrderedDict[Hashable, float]] = OrderedDict()
+        self._total = 0
 
     def seen(self, key: Hashable) -> bool:
-        """Record ``key``; True when it was already in the window (a duplicate)."""
+        """Record ``key``; True when it was already in its sender's window (a duplicate)."""
+        sender, msg_id = _split(key)
         now = self._clock()
-        seen = self._seen
-        stamp = seen.get(key)
-        if stamp is not None:
-            if now - stamp <= self.ttl:
-                return True
-            seen.move_to_end(key)  # expired: seen anew (a new key is appended anyway)
-        seen[key] = now
-        # Evict from the old end: by count first, then by age (cheap, amortised O(1)).
-        while len(seen) > self.max_entries:
-            seen.popitem(last=False)
-        cutoff = now - self.ttl
-        while seen:
-            oldest_key = next(iter(seen))
-            if seen[oldest_key] >= cutoff:
-                break
-            del seen[oldest_key]
+        senders = self._senders
+        window = senders.get(sender)
+        if window is None:
+            window = senders[sender] = OrderedDict()
+            if len(senders) > self.max_senders:  # the least recently active sender goes
+                self._drop_sender(next(iter(senders)))
+        else:
+            senders.move_to_end(sender)
+            stamp = window.get(msg_id)
+            if stamp is not None:
+                if now - stamp <= self.ttl:
+                    return True
+                del window[msg_id]  # expired: seen anew
+                self._total -= 1
+        window[msg_id] = now
+        self._total += 1
+        self._trim(sender, window, now)
         return False
+
+    def _trim(self, sender: Hashable, window: OrderedDict[Hashable, float],
+              now: float) -> None:
+        """Evict from the old ends (amortised O(1) per call)."""
+        while len(window) > self.max_entries:
+            window.popitem(last=False)
+            self._total -= 1
+        cutoff = now - self.ttl
+        self._expire(window, cutoff)
+        senders = self._senders
+        idle = next(iter(senders))  # expired ids of idle senders go too, one sender a call
+        if idle != sender:
+            idle_window = senders[idle]
+            self._expire(idle_window, cutoff)
+            if not idle_window:
+                del senders[idle]
+        while self._total > self.max_total:
+            if len(window) > self.max_total // len(senders):
+                victim, victim_window = sender, window  # over its share: its own ids
+            else:
+                victim = next(iter(senders))
+                victim_window = senders[victim]
+            victim_window.popitem(last=False)
+            self._total -= 1
+            if not victim_window and victim != sender:
+                del senders[victim]
+
+    def _expire(self, window: OrderedDict[Hashable, float], cutoff: float) -> None:
+        while window:
+            oldest = next(iter(window.values()))
+            if oldest >= cutoff:
+                break
+            window.popitem(last=False)
+            self._total -= 1
+
+    def _drop_sender(self, sender: Hashable) -> None:
+        window = self._senders.pop(sender)
+        self._total -= len(window)
 
     def forget(self, key: Hashable) -> None:
         """Drop ``key`` (it was not handled after all: a re-send must be handled)."""
-        self._seen.pop(key, None)
+        sender, msg_id = _split(key)
+        window = self._senders.get(sender)
+        if window is not None and window.pop(msg_id, None) is not None:
+            self._total -= 1
+            if not window:
+                del self._senders[sender]
 
     def __len__(self) -> int:
-        return len(self._seen)
+        return self._total
+
+    @property
+    def senders(self) -> int:
+        return len(self._senders)
 
     def clear(self) -> None:
-        self._seen.clear()
+        self._senders.clear()
+        self._total = 0

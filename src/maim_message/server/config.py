@@ -77,6 +77,7 @@ class ServerConfig:
     # and valid, before the handler runs (0.6.8, the spec); "handled" = once its handler
     # returned and what it queued is committed (the hub; nothing acked is lost).
     ack: str = "receipt"
+    # ids remembered per sender (user, platform); 4x that in all (core/dedupe.py)
     dedupe_window: int = 100_000
     dedupe_ttl: float = 3600.0
     reuse_port: bool = False
