@@ -68,3 +68,26 @@ async def test_pair_bound_refuses_unserved_platforms() -> None:
     host.peers["live"] = peer  # a live connection is always served
     assert host.delivery.to_pair(("bot", "p3"), ["live"], "m3", b"{}") == {"live": True}
     await asyncio.sleep(0)
+
+
+@pytest.mark.parametrize("broadcast", [False, True], ids=["to_pair", "to_connections"])
+async def test_a_connection_opened_before_the_commit_gets_what_was_queued_for_its_pair(
+        tmp_path: Path, broadcast: bool) -> None:
+    host = FakeHost(outbox_path=str(tmp_path / "o.sqlite3"))
+    delivery = host.delivery
+    if broadcast:  # an old connection of the pair is live when the broadcast is queued
+        old = make_peer("c1", "u")
+        host.peers["c1"] = old
+        delivery.peer_opened(old)
+        delivery.to_connections(["c1"], "m1", b'{"msg_id":"m1"}')
+    else:  # nobody connected: queued, commit scheduled
+        delivery.to_pair(("u", "qq"), [], "m1", b'{"msg_id":"m1"}')
+    new = make_peer("c2", "u")  # connects in the same loop turn, before the commit
+    host.peers["c2"] = new
+    delivery.peer_opened(new)
+    assert conn_of(new).frames == [], "written before it was committed"
+    await delivery.committed()
+    assert [bytes(f).endswith(b'{"msg_id":"m1"}') for f in conn_of(new).frames] == [True]
+    if broadcast:
+        assert len(conn_of(old).frames) == 1
+    delivery.close()

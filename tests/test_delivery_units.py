@@ -253,3 +253,30 @@ async def test_handler_tasks_cancel_all_waits_for_the_grace_then_cancels() -> No
     tasks.spawn(stuck)
     await tasks.cancel_all(grace=0.05)
     assert finished == ["quick"] and tasks.active == 0
+
+
+async def test_delivery_forgets_a_pair_when_its_last_connection_closes_with_nothing_queued(
+) -> None:
+    host = FakeHost()
+    delivery = host.delivery
+    for n in range(200):  # a client reconnecting with a fresh platform name each time
+        peer = make_peer(f"c{n}", "alice", platform=f"plat-{n}")
+        host.peers[peer.uuid] = peer
+        delivery.peer_opened(peer)
+        delivery.to_pair(peer.pair, [peer.uuid], f"m{n}", msg("hi"))
+        delivery.acked(peer, f"m{n}")
+        del host.peers[peer.uuid]
+        delivery.peer_closed(peer)
+    assert len(delivery._acking) == 0 and len(delivery._written) == 0
+    # a pair with messages still queued keeps its state: a reconnect gets them again
+    a1 = make_peer("a1", "alice")
+    host.peers["a1"] = a1
+    delivery.peer_opened(a1)
+    delivery.to_pair(P, ["a1"], "kept", msg("kept"))
+    del host.peers["a1"]
+    delivery.peer_closed(a1)
+    assert P in delivery._acking
+    again = make_peer("a2", "alice")
+    host.peers["a2"] = again
+    delivery.peer_opened(again)
+    assert payloads(again) == ["kept"]

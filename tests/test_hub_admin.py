@@ -236,3 +236,32 @@ async def test_a_socketio_connection_is_listed_as_0_7_and_can_be_disconnected(
     finally:
         await client.stop()
     assert await hub.terminate() == 0
+
+
+async def test_a_key_revoked_after_the_engineio_handshake_does_not_connect(
+    hub_factory: Any,  # noqa: F811
+) -> None:
+    """A Socket.IO session opened before the revoke is asked about again at its CONNECT."""
+    import asyncio
+
+    async def http(method: str, target: str, body: bytes = b"") -> bytes:
+        reader, writer = await asyncio.open_connection("127.0.0.1", hub.port)
+        writer.write(f"{method} {target} HTTP/1.1\r\nHost: x\r\nx-apikey: {ADAPTER_KEY}\r\n"
+                     f"x-platform: qq\r\nContent-Length: {len(body)}\r\n"
+                     "Connection: close\r\n\r\n".encode() + body)
+        try:
+            raw = await asyncio.wait_for(reader.read(), 10)
+        finally:
+            writer.close()
+        return raw.partition(b"\r\n\r\n")[2]
+
+    hub = await hub_factory().start(CONFIG)
+    opened = await http("GET", "/ws/?EIO=4&transport=polling")
+    sid = orjson.loads(opened[1:])["sid"]
+    label = next(k["key"] for k in await hub.admin("/api/admin/keys") if k["user"] == "napcat")
+    await hub.admin("/api/admin/revoke", {"key": label})
+    q = f"/ws/?EIO=4&transport=polling&sid={sid}"
+    assert await http("POST", q, b"40") == b"ok"
+    assert (await http("GET", q)).startswith(b'44{"message":"Authentication failed')
+    assert await rows(hub) == []
+    assert await hub.terminate() == 0

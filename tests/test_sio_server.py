@@ -214,13 +214,84 @@ async def test_socketio_can_be_turned_off() -> None:
 
 
 async def test_sessions_waiting_for_connect_are_bounded(hub: Hub) -> None:
+    """Accepted and refused pending sessions are bounded apart: key-less handshakes never
+    lock valid clients out."""
     endpoint = hub.server.socketio_endpoint()
     assert endpoint is not None
     endpoint.max_pending = 2
-    await polling_session(hub.port)
     await polling_session(hub.port, key="bad")
+    await polling_session(hub.port, key="")
+    status, _ = await http(hub.port, "GET", "/ws/?EIO=4&transport=polling", headers=auth("x"))
+    assert status == 503  # a third refused one
+    await polling_session(hub.port)  # valid clients still get in
+    await polling_session(hub.port)
     status, _ = await http(hub.port, "GET", "/ws/?EIO=4&transport=polling", headers=auth())
     assert status == 503
+
+
+async def test_pending_sessions_are_bounded_per_address_and_a_refused_one_ends_with_44(
+        hub: Hub) -> None:
+    endpoint = hub.server.socketio_endpoint()
+    assert endpoint is not None
+    endpoint.max_pending_per_ip = 2
+    refused = await polling_session(hub.port, key="bad")
+    await polling_session(hub.port)
+    status, _ = await http(hub.port, "GET", "/ws/?EIO=4&transport=polling", headers=auth())
+    assert status == 503  # this address has 2 sessions waiting for their CONNECT
+    q = f"/ws/?EIO=4&transport=polling&sid={refused}"
+    assert await http(hub.port, "POST", q, b"40") == (200, b"ok")
+    status, body = await http(hub.port, "GET", q)
+    assert status == 200 and body.startswith(b'44{"message":')
+    assert (await http(hub.port, "GET", q))[0] == 400  # its 44 went out: session over
+    sid = await polling_session(hub.port)  # and its slot is free again
+    assert sid in endpoint.sessions and refused not in endpoint.sessions
+
+
+async def test_connect_is_refused_when_auth_changed_since_the_handshake() -> None:
+    """The hub's check runs again at CONNECT: a key withdrawn after the Engine.IO handshake
+    (revoked, hub draining) does not connect."""
+    allowed = {KEY}
+    received: List[Any] = []
+
+    async def on_message(message: Any, meta: Dict[str, Any]) -> None:
+        received.append(message)
+
+    port = free_port()
+    server = WebSocketServer(create_server_config(
+        host="127.0.0.1", port=port, on_auth=lambda m: m["api_key"] in allowed,
+        on_auth_extract_user=lambda m: "user", on_message=on_message))
+    await server.start()
+    try:
+        kept = await polling_session(port)
+        withdrawn = await polling_session(port)
+        allowed.clear()
+        q = f"/ws/?EIO=4&transport=polling&sid={withdrawn}"
+        assert await http(port, "POST", q, b"40") == (200, b"ok")
+        status, body = await http(port, "GET", q)
+        assert status == 200 and body.startswith(b'44{"message":"Authentication failed')
+        assert server.connection_uuids() == []
+        allowed.add(KEY)
+        q = f"/ws/?EIO=4&transport=polling&sid={kept}"
+        assert await http(port, "POST", q, b"40") == (200, b"ok")
+        assert (await http(port, "GET", q))[1].startswith(b'40{"sid":')
+        assert server.connection_uuids() == ["raw-good-key"]
+        stats = server.get_stats()
+        assert (stats["total_auth_requests"], stats["successful_auths"],
+                stats["failed_auths"]) == (2, 1, 1)  # one request per client
+    finally:
+        await server.stop()
+
+
+async def test_frames_right_after_connect_on_a_websocket_are_kept_in_order(hub: Hub) -> None:
+    url = f"ws://127.0.0.1:{hub.port}/ws/?EIO=4&transport=websocket"
+    async with ws_connect(url, additional_headers=auth()) as ws:
+        await ws.recv()
+        await ws.send("40")  # no wait for the answer: the next frames follow at once
+        for i in range(3):
+            await ws.send('42["message",' + json.dumps(envelope(f"w-{i}")) + "]")
+        assert (await ws.recv()).startswith('40{"sid":')
+        await asyncio.wait_for(_until(lambda: len(hub.received) == 3), 5)
+    assert [m.message_info.message_id for m, _ in hub.received] == ["w-0", "w-1", "w-2"]
 
 
 async def test_our_client_on_the_socketio_wire_of_our_server(hub: Hub) -> None:

@@ -77,9 +77,10 @@ class LegacyWsApp(PlatformRouter[WsPeer]):
             return HttpReply(404, b"Not Found\n")
         return await self.authorize(info)
 
-    async def authorize(self, info: HandshakeInfo) -> Decision:
+    async def authorize(self, info: HandshakeInfo, recheck: bool = False) -> Decision:
         """Token and platform of a new client of either generation (a 0.7 Socket.IO client
-        gets a refusal as its CONNECT_ERROR message)."""
+        gets a refusal as its CONNECT_ERROR message; ``recheck``: asked again at its
+        CONNECT)."""
         platform = info.headers.get("platform")
         if self.auth.enabled:
             token = _raw_header(info, "authorization")

@@ -57,6 +57,7 @@ class Delivery:
         self._commit_future: Optional[asyncio.Future[None]] = None
         self._committed_seq = 0  # entries up to this seq are committed
         self._later: List[Tuple[OutboxEntry, List[str]]] = []  # to push after the commit
+        self._opened: List[str] = []  # connections opened while a commit was pending
         self._after: List[Callable[[], Any]] = []  # to run after the commit (acks)
         if self.enabled:
             store = None
@@ -114,6 +115,13 @@ class Delivery:
                 peer = peers.get(uuid)
                 if peer is not None:
                     self._push(peer, entry, frame)
+        # A connection that opened after those were queued was flushed only up to the
+        # previous commit; it gets the rest now (the list above predates it).
+        opened, self._opened = self._opened, []
+        for uuid in opened:
+            peer = peers.get(uuid)
+            if peer is not None:
+                self.flush(peer)
         after, self._after = self._after, []
         for callback in after:
             try:
@@ -346,6 +354,8 @@ class Delivery:
             self._acking.add(peer.pair)
         peer.cursor = 0 if peer.pair in self._acking else self._written.get(peer.pair, 0)
         resent = self.flush(peer)
+        if self._commit_handle is not None:  # what is queued but not committed: later
+            self._opened.append(peer.uuid)
         if resent:
             self.resent += resent
             logger.info("resent %d unacked message(s) to %s", resent, peer.uuid_label)
@@ -354,12 +364,17 @@ class Delivery:
         """A connection of a pair that never acked is gone: forget what it was sent
         (but not what another live connection of the pair has still to get)."""
         pair = peer.pair
-        if self.outbox is None or pair in self._acking or not peer.cursor:
-            return
-        through = min([peer.cursor, self._written.get(pair, 0), *(p.cursor for p in siblings)])
-        if through:
-            self.outbox.drop_through(pair, through)
-            self._touch()
+        siblings = list(siblings)
+        if self.outbox is not None and pair not in self._acking and peer.cursor:
+            through = min([peer.cursor, self._written.get(pair, 0),
+                           *(p.cursor for p in siblings)])
+            if through:
+                self.outbox.drop_through(pair, through)
+                self._touch()
+        if not siblings and (self.outbox is None or not self.outbox.depth(pair)):
+            # the pair's last connection, nothing queued: nothing to remember about it
+            self._acking.discard(pair)
+            self._written.pop(pair, None)
 
     def acked(self, peer: Peer, msg_id: str) -> None:
         self._acking.add(peer.pair)

@@ -248,16 +248,22 @@ class WebSocketServer:
             return await call_maybe_async(route, info)
         return await self.authorize(info)
 
-    async def authorize(self, info: HandshakeInfo) -> Decision:
+    async def authorize(self, info: HandshakeInfo, recheck: bool = False) -> Decision:
         """Auth and limits for a new client of either generation: ``Accept(Peer)`` or the
-        refusal (a 0.7 client gets it as its CONNECT_ERROR message)."""
+        refusal (a 0.7 client gets it as its CONNECT_ERROR message).
+
+        ``recheck``: the same client again (a Socket.IO CONNECT after its accepted handshake:
+        a key revoked or a hub draining meanwhile refuses it); counted as one request."""
         if not self._origins.allows(info.headers.get("origin")):
             return self._limit_refusal(ORIGIN, 403, "origin not allowed", info.client_ip)
         ident = identify(info.query, info.headers)
         metadata = connection_metadata(ident, info.headers, info.client_ip, time.time())
         metadata["client_cert"] = describe_peer_cert(info.peer_cert)
         label = fingerprint(ident.api_key)
-        self.stats["total_auth_requests"] += 1
+        if recheck:  # its earlier success is replaced by this outcome
+            self.stats["successful_auths"] -= 1
+        else:
+            self.stats["total_auth_requests"] += 1
         cfg = self.config
         try:
             allowed = await call_maybe_async(cfg.on_auth, metadata)  # type: ignore[arg-type]

@@ -35,6 +35,7 @@ __all__ = ["HubApp", "SocketIOEndpoint"]
 
 _TEXT = "text/plain; charset=UTF-8"
 MAX_PENDING_SESSIONS = 10_000  # opened, CONNECT not answered yet (each lives connect_timeout)
+MAX_PENDING_PER_IP = 100  # the same, from one client address
 _NOOP = encode_eio(EioType.NOOP)
 _BAD_VERSION = b"The client is using an unsupported version of the Socket.IO or Engine.IO protocols"
 
@@ -42,7 +43,7 @@ _BAD_VERSION = b"The client is using an unsupported version of the Socket.IO or 
 class HubApp(Protocol):
     """What the endpoint needs of the hub (``WebSocketServer``)."""
 
-    async def authorize(self, info: HandshakeInfo) -> Decision: ...
+    async def authorize(self, info: HandshakeInfo, recheck: bool = False) -> Decision: ...
     def connection_opened(self, conn: Any) -> None: ...
     def text_received(self, conn: Any, payload: bytes) -> None: ...
     def connection_writable(self, conn: Any) -> None: ...
@@ -71,10 +72,14 @@ class SocketIOEndpoint:
         self.poll_buffer_high = poll_buffer_high
         self.max_queue = max_queue  # unsent bytes of a session before it is dropped (1008)
         self.connect_timeout = connect_timeout
-        self.max_pending = MAX_PENDING_SESSIONS
+        self.max_pending = MAX_PENDING_SESSIONS  # for accepted and refused ones apart
+        self.max_pending_per_ip = MAX_PENDING_PER_IP
         self.sessions: Dict[str, SioSocket] = {}
         self._sweeper: Optional[asyncio.Task[None]] = None
         self._born: Dict[str, float] = {}  # sid -> created (CONNECT must follow in time)
+        self._accepted: Set[str] = set()  # pending sids the hub accepted at the handshake
+        self._per_ip: Dict[str, int] = {}  # client IP -> pending sessions
+        self._connecting: Set[asyncio.Future[None]] = set()  # CONNECTs being decided
 
     def serve_path(self, path: str) -> None:
         """Answer Engine.IO requests on ``path`` too (an ASGI mount at another path)."""
@@ -125,13 +130,10 @@ class SocketIOEndpoint:
             return self._cors(info, HttpReply(204))
         transport = info.query.get("transport")
         sid = info.query.get("sid")
-        if sid is None and len(self._born) >= self.max_pending:
-            # sessions that have not sent their CONNECT yet are bounded (a handshake flood)
-            return HttpReply(503, b"too many Engine.IO sessions being opened\n")
         if transport == "websocket" and info.is_upgrade:
             if sid is None:
                 sock = await self._new(info, websocket=True)
-                return Accept(Link(sock, direct=True))
+                return sock if isinstance(sock, HttpReply) else Accept(Link(sock, direct=True))
             sock_or_error = self._find(sid)
             if isinstance(sock_or_error, HttpReply):
                 return sock_or_error
@@ -144,6 +146,8 @@ class SocketIOEndpoint:
             if method != "GET":
                 return _bad_request("Bad request")
             sock = await self._new(info, websocket=False)
+            if isinstance(sock, HttpReply):
+                return sock
             return self._cors(info, HttpReply(200, sock.session.take()[0], content_type=_TEXT))
         sock_or_error = self._find(sid)
         if isinstance(sock_or_error, HttpReply):
@@ -154,9 +158,12 @@ class SocketIOEndpoint:
             return self._cors(info, await self._poll(sock_or_error))
         return HttpReply(405, b"method not allowed\n")
 
-    async def _new(self, info: HandshakeInfo, websocket: bool) -> SioSocket:
-        """A new session; the hub decides about the client now, from these headers."""
+    async def _new(self, info: HandshakeInfo, websocket: bool) -> Any:
+        """A new session (or a 503); the hub decides about the client now, from these
+        headers, and again when its CONNECT comes."""
         decision = await self.app.authorize(info)
+        if self._pending_full(info.client_ip, isinstance(decision, Accept)):
+            return HttpReply(503, b"too many Engine.IO sessions being opened\n")
         sid = secrets.token_urlsafe(15)
         session = ServerSession(sid, ping_interval=self.ping_interval,
                                 ping_timeout=self.ping_timeout, clock=time.monotonic,
@@ -164,13 +171,38 @@ class SocketIOEndpoint:
         if not websocket:
             session.send(open_packet(sid, ["websocket"], self.ping_interval,
                                      self.ping_timeout, self.max_payload))
-        sock = SioSocket(self, session, decision, info.client_ip)
+        sock = SioSocket(self, session, decision, info.client_ip, info)
         sock.ws_limit = client_ws_limit(info.headers.get("user-agent", ""))
         self.sessions[sid] = sock
         self._born[sid] = time.monotonic()
+        self._per_ip[info.client_ip] = self._per_ip.get(info.client_ip, 0) + 1
+        if isinstance(decision, Accept):
+            self._accepted.add(sid)
         if self._sweeper is None:
             self._sweeper = asyncio.ensure_future(self._sweep())
         return sock
+
+    def _pending_full(self, client_ip: str, accepted: bool) -> bool:
+        """Sessions that have not had their CONNECT answered are bounded (a handshake flood):
+        per client address, and overall with the refused ones counted apart, so that
+        key-less handshakes never lock valid clients out."""
+        if self._per_ip.get(client_ip, 0) >= self.max_pending_per_ip:
+            return True
+        accepted_pending = len(self._accepted)
+        pending = accepted_pending if accepted else len(self._born) - accepted_pending
+        return pending >= self.max_pending
+
+    def _settle(self, sock: SioSocket) -> None:
+        """The session stops counting as pending (CONNECT accepted, or session over)."""
+        sid = sock.session.sid
+        if self._born.pop(sid, None) is None:
+            return
+        self._accepted.discard(sid)
+        left = self._per_ip.get(sock.client_ip, 1) - 1
+        if left > 0:
+            self._per_ip[sock.client_ip] = left
+        else:
+            self._per_ip.pop(sock.client_ip, None)
 
     def _find(self, sid: str) -> Any:
         sock = self.sessions.get(sid)
@@ -182,7 +214,10 @@ class SocketIOEndpoint:
         if len(body) > self.max_payload:
             self.drop(sock, 1009, "polling body too big")
             return HttpReply(413, b"payload too large\n")
-        self._events(sock, sock.session.receive_payload(body), None)
+        if sock.backlog is not None:
+            self._hold(sock, None, body)
+        else:
+            self._events(sock, sock.session.receive_payload(body), None)
         return HttpReply(200, b"ok", content_type=_TEXT)
 
     async def _poll(self, sock: SioSocket) -> HttpReply:
@@ -203,6 +238,8 @@ class SocketIOEndpoint:
         if session.upgraded:
             return HttpReply(200, _NOOP, content_type=_TEXT)
         packets = session.take()
+        if session.namespace_refused:  # its 44 goes out now: the session is over
+            self._end(sock, 1000, "refused")
         if packets:
             if sock.opened and session.queued_bytes < self.poll_buffer_high:
                 self.app.connection_writable(sock)
@@ -246,6 +283,9 @@ class SocketIOEndpoint:
             if body is not None:  # the hot path: no event objects, straight to the hub
                 self.app.text_received(sock, body)
                 return
+        if sock.backlog is not None:
+            self._hold(sock, conn, payload)
+            return
         self._events(sock, sock.session.receive(payload, websocket=True), conn)
 
     def ws_closed(self, conn: ServerConnection, code: int, reason: str) -> None:
@@ -273,7 +313,11 @@ class SocketIOEndpoint:
                 if sock.opened:
                     app.text_received(sock, event.body)
             elif isinstance(event, ConnectRequest):
-                self._connect(sock)
+                if sock.backlog is None:
+                    sock.backlog = []  # what comes next waits for the answer
+                    task = asyncio.ensure_future(self._connect(sock))
+                    self._connecting.add(task)
+                    task.add_done_callback(self._connecting.discard)
             elif isinstance(event, ProbeAnswer):
                 if conn is not None:
                     conn.send_text(event.data)
@@ -292,17 +336,51 @@ class SocketIOEndpoint:
                 return
         sock.flush()
 
-    def _connect(self, sock: SioSocket) -> None:
-        decision = sock.decision
-        sock.decision = None  # the Peer lives on as the socket's context
+    def _hold(self, sock: SioSocket, conn: Optional[ServerConnection], data: bytes) -> None:
+        """Keep a packet (or POST body) that came while the CONNECT is decided."""
+        assert sock.backlog is not None
+        sock.backlog.append((conn, data))
+        sock.backlog_bytes += len(data)
+        if sock.backlog_bytes > self.max_payload:
+            self.drop(sock, 1009, "too much data before the CONNECT was answered")
+
+    async def _connect(self, sock: SioSocket) -> None:
+        """Answer the CONNECT. A client the hub accepted at the handshake is asked about
+        again through the hub's own check: its key may have been revoked, or the hub may
+        have stopped accepting, while the session waited."""
+        decision, info = sock.decision, sock.info
+        sock.decision = sock.info = None  # the Peer lives on as the socket's context
+        if isinstance(decision, Accept) and info is not None:
+            try:
+                decision = await self.app.authorize(info, recheck=True)
+            except Exception:
+                logger.exception("authorize failed for a Socket.IO CONNECT")
+                decision = HttpReply(500, b"internal error")
+        backlog, sock.backlog, sock.backlog_bytes = sock.backlog or [], None, 0
+        if sock.ended:
+            return
+        self._answer_connect(sock, decision)
+        for conn, data in backlog:  # in the order they came
+            if sock.ended:
+                break
+            if conn is None:
+                self._events(sock, sock.session.receive_payload(data), None)
+            else:
+                self.ws_text(conn, data)
+
+    def _answer_connect(self, sock: SioSocket, decision: Optional[Decision]) -> None:
         session = sock.session
         if not isinstance(decision, Accept):
             reason = (decision.body.decode("utf-8", "replace").strip()
                       if isinstance(decision, HttpReply) else "refused")
             session.refuse(reason or "refused")
-            sock.flush()
+            if session.upgraded and sock.ws is not None:
+                sock.flush()
+                self.drop(sock, 1000, "refused")  # the 44 went out: the session is over
+            else:
+                sock.flush()  # the 44 waits for the next polling GET
             return
-        self._born.pop(session.sid, None)
+        self._settle(sock)
         session.accept(secrets.token_urlsafe(15))
         sock.context = decision.context
         sock.opened = True
@@ -335,7 +413,7 @@ class SocketIOEndpoint:
         session.close()
         session.queue = queued  # a final 41 may still go out in a held poll
         self.sessions.pop(session.sid, None)
-        self._born.pop(session.sid, None)
+        self._settle(sock)
         poll = sock.poll
         if poll is not None and not poll.done():
             poll.set_result(None)

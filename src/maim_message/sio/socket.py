@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, List, Optional, Tuple
 
-from ..transport.base import Decision, ServerConnection
+from ..transport.base import Decision, HandshakeInfo, ServerConnection
 from ..transport.frames import PreparedFrame
 from .packets import message_frame
 from .session import ServerSession
@@ -68,11 +68,15 @@ class SioSocket:
     """One Engine.IO session, seen by the hub as a connection (``context`` is its Peer)."""
 
     def __init__(self, endpoint: SocketIOEndpoint, session: ServerSession, decision: Decision,
-                 client_ip: str) -> None:
+                 client_ip: str, info: Optional[HandshakeInfo] = None) -> None:
         self.endpoint = endpoint
         self.session = session
         self.decision: Optional[Decision] = decision  # the hub's answer to the first request
+        self.info = info  # the first request: the hub is asked again when the CONNECT comes
         self.client_ip = client_ip
+        # packets that came while the CONNECT is decided, in order (conn None: a POST body)
+        self.backlog: Optional[List[Tuple[Optional[ServerConnection], bytes]]] = None
+        self.backlog_bytes = 0
         self.context: Any = None
         self.ws: Optional[ServerConnection] = None  # the WebSocket carrying the session
         self.probe: Optional[ServerConnection] = None  # a WebSocket being upgraded to
