@@ -156,6 +156,7 @@ class WSClient(asyncio.Protocol):
         for fut in (self.upgraded, self.joined):
             if not fut.done():
                 fut.set_exception(ConnectionError(self.closed))
+                fut.exception()  # retrieved here: nobody awaits `joined` on the 0.6 wire
         if self.on_progress is not None:
             self.on_progress(self)
 
