@@ -44,7 +44,9 @@ def _ready(py: Path, version: str) -> bool:
     if not py.exists():
         return False
     probe = f"import importlib.metadata as m; assert m.version('maim_message') == '{version}'"
-    return subprocess.run([str(py), "-c", probe], capture_output=True).returncode == 0
+    # PYTHONPATH may point at our own source tree (a developer's checkout): not the venv's
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    return subprocess.run([str(py), "-c", probe], capture_output=True, env=env).returncode == 0
 
 
 def ensure(version: str = DEFAULT) -> Path:

@@ -305,3 +305,26 @@ async def test_send_queue_accounting_counts_bytes_both_ways_for_non_ascii_text()
         assert conn.is_open and conn.is_writable
     finally:
         await conn.finish()
+
+
+async def test_denial_response_leaves_framing_to_the_asgi_server() -> None:
+    """A refusal through ``websocket.http.response`` carries no Content-Length of ours:
+    servers frame it themselves (uvicorn's websockets implementation always adds one, and
+    two copies make clients fail to parse the 401/403)."""
+    from maim_message.transport.asgi import refuse
+    from maim_message.transport.base import HttpReply
+
+    sent: List[Dict[str, Any]] = []
+
+    async def send(message: Dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {"type": "websocket", "extensions": {"websocket.http.response": {}}}
+    await refuse(scope, send, HttpReply(403, b"Authentication failed: no\n"))
+    assert [m["type"] for m in sent] == ["websocket.http.response.start",
+                                         "websocket.http.response.body"]
+    assert sent[0]["status"] == 403
+    names = [name for name, _ in sent[0]["headers"]]
+    assert b"content-length" not in names
+    assert b"content-type" in names
+    assert sent[1]["body"] == b"Authentication failed: no\n"

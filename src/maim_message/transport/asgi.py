@@ -256,8 +256,11 @@ async def _send_reply(send: Send, reply: HttpReply, head_only: bool = False) -> 
 async def refuse(scope: Dict[str, Any], send: Send, reply: HttpReply) -> None:
     """Answer the handshake with an HTTP response when the server supports it."""
     if "websocket.http.response" in (scope.get("extensions") or {}):
+        # No Content-Length of ours here: ASGI servers frame a denial response themselves
+        # (some always add the header, and a second copy breaks the client's parser).
+        headers = [(k, v) for k, v in _encoded_headers(reply) if k != b"content-length"]
         await send({"type": "websocket.http.response.start", "status": reply.status,
-                    "headers": _encoded_headers(reply)})
+                    "headers": headers})
         await send({"type": "websocket.http.response.body", "body": reply.body})
     else:
         reason = reply.body.decode("utf-8", "replace").strip()[:120]
