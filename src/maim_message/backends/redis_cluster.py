@@ -16,7 +16,6 @@ import asyncio
 import logging
 import time
 from typing import (
-    TYPE_CHECKING,
     Any,
     AsyncIterator,
     Awaitable,
@@ -55,9 +54,6 @@ from .redis_pipeline import CommandQueue, Script
 from .redis_presence import RedisPresence
 from .redis_shards import Shard, safe_url, split_urls
 from .shard_ring import ShardRing
-
-if TYPE_CHECKING:
-    pass
 
 __all__ = ["ClusterError", "RedisCluster", "split_urls"]  # ClusterError lives in errors.py
 

@@ -75,16 +75,9 @@ class HandlerTasks:
         try:
             result = func(*args)
         except Exception as exc:
-            self.failed += 1
-            if on_done is None or not on_done(exc):
-                self._log.exception("%s: handler %s raised", self._owner, _name_of(func))
+            self._failed(func, exc, on_done)
             return None
-        if inspect.isawaitable(result):
-            return self.track(asyncio.ensure_future(result), on_done)
-        self.completed += 1
-        if on_done is not None:
-            on_done(None)
-        return None
+        return self._returned(result, on_done)
 
     def start(self, func: Callable[..., Any], *args: Any, on_done: Optional[OnDone] = None
               ) -> Optional[asyncio.Future[Any]]:
@@ -98,12 +91,7 @@ class HandlerTasks:
             self._failed(func, exc, on_done)
             return None
         if type(result) is not CoroutineType:
-            if inspect.isawaitable(result):
-                return self.track(asyncio.ensure_future(result), on_done)
-            self.completed += 1
-            if on_done is not None:
-                on_done(None)
-            return None
+            return self._returned(result, on_done)
         try:
             task = start_eagerly(result)
         except asyncio.CancelledError as exc:
@@ -115,6 +103,16 @@ class HandlerTasks:
             return None
         if task is not None:
             return self.track(task, on_done)
+        self.completed += 1
+        if on_done is not None:
+            on_done(None)
+        return None
+
+    def _returned(self, result: Any, on_done: Optional[OnDone]
+                  ) -> Optional[asyncio.Future[Any]]:
+        """What a call returned: an awaitable runs in its own task, anything else has ended."""
+        if inspect.isawaitable(result):
+            return self.track(asyncio.ensure_future(result), on_done)
         self.completed += 1
         if on_done is not None:
             on_done(None)
