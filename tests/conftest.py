@@ -22,41 +22,35 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def upstream_python_path() -> str:
-    """Python of the virtualenv with the published maim-message 0.6.8 (created if needed)."""
-    env = os.environ.get("MAIM_UPSTREAM_PYTHON")
+def _upstream_python(release: str, env_name: str) -> str:
+    """Python of the virtualenv with a published maim-message release (created if needed)."""
+    env = os.environ.get(env_name)
     if env and Path(env).exists():
         return env
     out = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "upstream_venv.py")],
+        [sys.executable, str(ROOT / "scripts" / "upstream_venv.py"), release],
         check=True,
         capture_output=True,
         text=True,
     )
     path = out.stdout.strip().splitlines()[-1]
-    os.environ["MAIM_UPSTREAM_PYTHON"] = path
+    os.environ[env_name] = path
     return path
+
+
+def upstream_python_path() -> str:
+    """Python of the virtualenv with the published maim-message 0.6.8."""
+    return _upstream_python("0.6.8", "MAIM_UPSTREAM_PYTHON")
+
+
+def upstream07_python_path() -> str:
+    """Python of the virtualenv with the published maim-message 0.7.5."""
+    return _upstream_python("0.7.5", "MAIM_UPSTREAM07_PYTHON")
 
 
 @pytest.fixture(scope="session")
 def upstream_python() -> str:
     return upstream_python_path()
-
-
-def upstream07_python_path() -> str:
-    """Python of the virtualenv with the published maim-message 0.7.5 (created if needed)."""
-    env = os.environ.get("MAIM_UPSTREAM07_PYTHON")
-    if env and Path(env).exists():
-        return env
-    out = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "upstream_venv.py"), "0.7.5"],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    path = out.stdout.strip().splitlines()[-1]
-    os.environ["MAIM_UPSTREAM07_PYTHON"] = path
-    return path
 
 
 @pytest.fixture(scope="session")

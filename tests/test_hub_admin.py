@@ -16,7 +16,10 @@ import websockets
 
 from .helpers_api import recv_until
 from .test_hub_process import (
+    ADAPTER_KEY,
     ADMIN_TOKEN,
+    CORE_KEY,
+    RELAY_CONFIG,
     HubProcess,
     ack,
     close_code,
@@ -26,23 +29,8 @@ from .test_hub_process import (
     until,
 )
 
-ADAPTER_KEY = "adapter-secret-0123456789"
-CORE_KEY = "core-secret-9876543210"
 METRICS_TOKEN = "metrics-only-token-0123456789"
-CONFIG = f"""
-    [hub]
-    status_interval = 0
-
-    [[keys]]
-    key = "{ADAPTER_KEY}"
-    user = "napcat"
-    platforms = ["qq"]
-    forward_to = "maibot"
-
-    [[keys]]
-    key = "{CORE_KEY}"
-    user = "maibot"
-"""
+CONFIG = RELAY_CONFIG
 PROTECTED_METRICS = CONFIG + f"""
     [admin]
     protect_metrics = true

@@ -14,27 +14,20 @@ import pytest
 import websockets
 
 from .conftest import ROOT, free_port, upstream07_python_path, upstream_python_path
-from .test_hub_process import ADMIN_TOKEN, HubProcess, hub_factory, until  # noqa: F401
+from .test_hub_process import (  # noqa: F401
+    ADAPTER_KEY,
+    ADMIN_TOKEN,
+    CORE_KEY,
+    RELAY_CONFIG,
+    HubProcess,
+    hub_factory,
+    until,
+)
 from .test_interop_api import Upstream, make_message
 
 pytestmark = pytest.mark.timeout(120)
 
-ADAPTER_KEY = "adapter-secret-0123456789"
-CORE_KEY = "core-secret-9876543210"
-CONFIG = f"""
-    [hub]
-    status_interval = 0
-
-    [[keys]]
-    key = "{ADAPTER_KEY}"
-    user = "napcat"
-    platforms = ["qq"]
-    forward_to = "maibot"
-
-    [[keys]]
-    key = "{CORE_KEY}"
-    user = "maibot"
-"""
+CONFIG = RELAY_CONFIG
 T = 30.0  # bound for one command
 
 

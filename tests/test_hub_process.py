@@ -259,6 +259,21 @@ CONFIG = """
 """
 ADAPTER_KEY = "adapter-secret-0123456789"
 CORE_KEY = "core-secret-9876543210"
+# The same adapter -> core relay without debug logging: the admin and CLI tool tests.
+RELAY_CONFIG = f"""
+    [hub]
+    status_interval = 0
+
+    [[keys]]
+    key = "{ADAPTER_KEY}"
+    user = "napcat"
+    platforms = ["qq"]
+    forward_to = "maibot"
+
+    [[keys]]
+    key = "{CORE_KEY}"
+    user = "maibot"
+"""
 OTHER_KEY = "other-secret-555555555"
 ALL_KEYS = (ADAPTER_KEY, CORE_KEY, OTHER_KEY)
 
