@@ -397,7 +397,7 @@ class WebSocketServer:
         key = (peer.user_id, peer.platform, msg_id) if msg_id else None
         # A re-send of a frame already taken is acked (at once, or once its first copy is
         # handled) without being parsed again; this also records the key of a new frame.
-        if key is not None and self._duplicate(conn, key):
+        if key is not None and self._duplicate(conn, peer, key):
             return
         # Parsed and checked before the ack: what is dropped is never acked.
         handler: Optional[Callable[..., Any]] = None
@@ -435,7 +435,7 @@ class WebSocketServer:
             self._send_ack(conn, key[2])
             self._handlers.start(handler, *args)
 
-    def _duplicate(self, conn: ServerConnection, key: FrameKey) -> bool:
+    def _duplicate(self, conn: ServerConnection, peer: Peer, key: FrameKey) -> bool:
         """True (and acked, to be acked, or refused again) when ``key`` was seen before."""
         refused = self._refused.get(key)
         if refused is not None:  # the same malformed frame again (a client's re-send)
@@ -444,7 +444,7 @@ class WebSocketServer:
             return True
         if self._ack_handled:
             return self._after_handling.duplicate(conn, key)
-        if self._dedupe.seen(key):
+        if self._dedupe.seen_from(peer.pair, key[2]):  # ``peer.pair`` is ``key[:2]``
             self._send_ack(conn, key[2])
             self.stats["duplicate_messages_ignored"] += 1
             return True
