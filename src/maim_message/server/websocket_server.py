@@ -23,10 +23,10 @@ from ..core.codec import (
 from ..core.dedupe import DedupeWindow
 from ..core.defaults import limit_values
 from ..core.envelope import (
+    AckEncoder,
     MessageIdFactory,
     custom_envelope,
     custom_handler_keys,
-    encode_ack,
     encode_error,
     normalize_custom_type,
     std_envelope,
@@ -87,6 +87,7 @@ class WebSocketServer:
         }
         self.http_routes: Dict[str, HttpRoute] = {}
         self._ids = MessageIdFactory()
+        self._acks = AckEncoder()
         self._dedupe = DedupeWindow(self.config.dedupe_window, self.config.dedupe_ttl)
         self._handlers = HandlerTasks("WebSocketServer")
         self._transport: Optional[WebSocketServerTransport] = None
@@ -451,7 +452,11 @@ class WebSocketServer:
         return False
 
     def _send_ack(self, conn: ServerConnection, msg_id: str) -> None:
-        ack = encode_ack(self._ids.new("ack_"), conn.context.uuid, msg_id, from_server=True)
+        peer: Peer = conn.context
+        template = peer.ack_template
+        if template is None:
+            template = peer.ack_template = self._acks.template(peer.uuid)
+        ack = self._acks.encode(template, msg_id)
         if conn.send_text(ack):
             self.stats["messages_sent"] += 1
             self.stats["bytes_sent"] += len(ack)
