@@ -75,8 +75,23 @@ class SqliteOutboxStore:
         return self._db.in_transaction
 
     def commit(self) -> None:
-        if self._db.in_transaction:
+        """End the group's transaction. When that fails (disk full, read-only file, locked)
+        the transaction is rolled back, so nothing of it is on disk, and the error is
+        raised: the caller treats the group as not stored."""
+        if not self._db.in_transaction:
+            return
+        try:
             self._db.execute("COMMIT")
+        except sqlite3.Error:
+            self.rollback()
+            raise
+
+    def rollback(self) -> None:
+        if self._db.in_transaction:
+            try:
+                self._db.execute("ROLLBACK")
+            except sqlite3.Error:  # SQLite may have rolled it back itself already
+                pass
 
     # -- messages -----------------------------------------------------------------------
 
