@@ -244,6 +244,17 @@ class Outbox:
         self._drop_pair(pair)
         return count
 
+    def withdraw(self, pair: Pair, entry: OutboxEntry) -> bool:
+        """Take back ``entry`` without telling the store (its write was rolled back)."""
+        queue = self.pairs.get(pair)
+        if queue is None or queue.entries.get(entry.msg_id) is not entry:
+            return False
+        del queue.entries[entry.msg_id]
+        self._account_removed(pair, queue, entry)
+        if not queue.entries:
+            self._drop_pair(pair)
+        return True
+
     def _account_removed(self, pair: Pair, queue: PairQueue, entry: OutboxEntry) -> None:
         size = entry_cost(entry.msg_id, entry.payload)
         queue.bytes -= size

@@ -45,6 +45,7 @@ class Delivery:
         self.outbox: Optional[Outbox] = None
         self._waiters: Dict[Tuple[Pair, str], asyncio.Future[str]] = {}
         self.resent = 0
+        self.commit_failures = 0
         # Peers that never ack (raw clients written against the bare-payload format) must
         # not get every old message again on each reconnect: until a pair has acked once
         # (or connected with its own x-uuid, as maim_message clients do), only what was
@@ -56,9 +57,10 @@ class Delivery:
         self._commit_handle: Optional[asyncio.Handle] = None
         self._commit_future: Optional[asyncio.Future[None]] = None
         self._committed_seq = 0  # entries up to this seq are committed
-        self._later: List[Tuple[OutboxEntry, List[str]]] = []  # to push after the commit
+        self._later: List[Tuple[Pair, OutboxEntry, List[str]]] = []  # to push after the commit
         self._opened: List[str] = []  # connections opened while a commit was pending
-        self._after: List[Callable[[], Any]] = []  # to run after the commit (acks)
+        # to run after the commit (acks), and what to run instead if it fails
+        self._after: List[Tuple[Callable[[], Any], Optional[Callable[[BaseException], Any]]]] = []
         if self.enabled:
             store = None
             if config.outbox_path:
@@ -100,16 +102,29 @@ class Delivery:
         self._commit_handle = loop.call_soon(self._commit)
 
     def _commit(self) -> None:
-        """Commit, then write what waited for it, then run the acks that waited for it."""
+        """Commit, then write what waited for it, then run the acks that waited for it.
+
+        A commit that fails (disk full, read-only file, database locked) is rolled back by
+        the store: what the group queued is taken back from the outbox (not written), the
+        acks that waited for it are not sent (their frames are forgotten, so the clients'
+        re-sends are handled again) and ``send_message`` callers waiting on it get the
+        error. Nothing leaves the process that the store does not hold."""
         self._commit_handle = None
         store, outbox = self._store(), self.outbox
+        failure: Optional[BaseException] = None
         if store is not None:
-            store.commit()
+            try:
+                store.commit()
+            except Exception as exc:
+                failure = exc
+        if failure is not None:
+            self._commit_failed(failure)
+            return
         if outbox is not None:
             self._committed_seq = outbox.last_assigned_seq
         later, self._later = self._later, []
         peers = self._peers
-        for entry, conn_ids in later:
+        for _pair, entry, conn_ids in later:
             frame = _frame(entry.payload)
             for uuid in conn_ids:
                 peer = peers.get(uuid)
@@ -117,13 +132,9 @@ class Delivery:
                     self._push(peer, entry, frame)
         # A connection that opened after those were queued was flushed only up to the
         # previous commit; it gets the rest now (the list above predates it).
-        opened, self._opened = self._opened, []
-        for uuid in opened:
-            peer = peers.get(uuid)
-            if peer is not None:
-                self.flush(peer)
+        self._flush_opened()
         after, self._after = self._after, []
-        for callback in after:
+        for callback, _failed in after:
             try:
                 callback()
             except Exception:
@@ -132,6 +143,37 @@ class Delivery:
         if fut is not None and not fut.done():
             fut.set_result(None)
 
+    def _flush_opened(self) -> None:
+        opened, self._opened = self._opened, []
+        for uuid in opened:
+            peer = self._peers.get(uuid)
+            if peer is not None:
+                self.flush(peer)
+
+    def _commit_failed(self, exc: BaseException) -> None:
+        self.commit_failures += 1
+        later, self._later = self._later, []
+        after, self._after = self._after, []
+        logger.warning("outbox commit failed (%s: %s): %d message(s) not queued, %d ack(s) "
+                       "held back (the clients re-send)", type(exc).__name__, exc,
+                       len(later), len(after))
+        outbox = self.outbox
+        if outbox is not None:
+            for pair, entry, _conn_ids in later:
+                outbox.withdraw(pair, entry)
+        self._flush_opened()  # what was committed before still goes to new connections
+        for _callback, failed in after:
+            if failed is None:
+                continue
+            try:
+                failed(exc)
+            except Exception:
+                logger.exception("callback after a failed outbox commit failed")
+        fut, self._commit_future = self._commit_future, None
+        if fut is not None and not fut.done():
+            fut.set_exception(exc)
+            fut.exception()  # retrieved here: nobody may be waiting on it
+
     async def committed(self) -> None:
         """Return once everything queued so far is committed (at once when not durable)."""
         if self._commit_handle is None:
@@ -139,15 +181,23 @@ class Delivery:
         fut = self._commit_future
         if fut is None:
             fut = self._commit_future = asyncio.get_running_loop().create_future()
-        await asyncio.shield(fut)
+        try:
+            await asyncio.shield(fut)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the commit failed: the frame being handled is not acked
+            delivery_failed(exc)
+            raise
 
-    def after_commit(self, callback: Callable[[], Any]) -> None:
+    def after_commit(self, callback: Callable[[], Any],
+                     failed: Optional[Callable[[BaseException], Any]] = None) -> None:
         """Run ``callback`` once what is queued now is committed (at once if nothing is
-        pending, or when the outbox is not durable)."""
+        pending, or when the outbox is not durable); if that commit fails, ``failed(exc)``
+        runs instead (when given)."""
         if self._commit_handle is None:
             callback()
         else:
-            self._after.append(callback)
+            self._after.append((callback, failed))
 
     def _record_receipt(self, store: Any) -> None:
         """The received frame being handled (if any) is committed with this message."""
@@ -209,7 +259,7 @@ class Delivery:
         store = self._store()
         if store is not None:  # written once committed (end of this loop turn)
             self._record_receipt(store)
-            self._later.append((entry, live))
+            self._later.append((pair, entry, live))
             self._touch()
             return self._count({uuid: uuid in peers for uuid in conn_ids}, payload)
         frame = _frame(payload)
@@ -248,7 +298,7 @@ class Delivery:
                 delivery_failed(exc)
                 raise
             if store is not None:  # written once committed
-                self._later.append((entry, uuids))
+                self._later.append((pair, entry, uuids))
                 for uuid in uuids:
                     results[uuid] = True
                 continue
@@ -414,6 +464,7 @@ class Delivery:
         }
         base["resent"] = self.resent
         base["ack_waiters"] = len(self._waiters)
+        base["commit_failures"] = self.commit_failures
         return base
 
     def close(self) -> None:
