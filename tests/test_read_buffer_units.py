@@ -62,7 +62,8 @@ def test_connection_reads_into_the_servers_one_buffer() -> None:
     assert isinstance(one, asyncio.BufferedProtocol)
     buf = one.get_buffer(-1)
     assert buf is two.get_buffer(-1) and len(buf) == READ_BUFFER  # shared, not per connection
-    one.protocol.state = OPEN
+    one.protocol.state = OPEN  # as after the upgrade (_open), without a handshake
+    one._on_text = app.text_received
     wire = frame(OP_TEXT, b'{"a": 1}') + frame(OP_TEXT, b'{"b": 2}')
     buf[:len(wire)] = wire
     one._transport = _NullTransport()  # type: ignore[assignment]
