@@ -22,6 +22,7 @@ from typing import (
     Optional,
     Set,
     Tuple,
+    Union,
 )
 
 from ..core.defaults import DEFAULT_OUTBOX
@@ -30,6 +31,7 @@ from .pubsub_cluster import PubSubCluster
 from .pubsub_io import Presence, SendResult, StoredMessage
 from .pubsub_messages import (
     AckMessage,
+    AdminMessage,
     ClusterMessage,
     FanoutMessage,
     PairMessage,
@@ -60,6 +62,7 @@ class MemoryBus:
         self.members: Set[str] = set()
         self.channels: Dict[str, asyncio.Queue[bytes]] = {}
         self.frames: Set[str] = set()  # handled frames (frame_dedupe tokens)
+        self.admin: Set[bytes] = set()  # admin actions kept for good
         self._last_id = (0, 0)
 
     def next_id(self) -> str:
@@ -113,9 +116,15 @@ class MemoryCluster(PubSubCluster):
             for message in decode_batch(await channel.get()):
                 yield message
 
-    def _publish(self, message: FanoutMessage) -> None:
+    def _publish(self, message: Union[FanoutMessage, AdminMessage]) -> None:
         for node in list(self.bus.members):
             self.bus.publish(node, message)
+
+    def _admin_keep(self, record: bytes) -> None:
+        self.bus.admin.add(record)
+
+    def _admin_kept(self) -> Awaitable[List[bytes]]:
+        return _done(sorted(self.bus.admin))
 
     async def _written(self) -> None:
         return None  # every bus operation is done when it returns

@@ -1,4 +1,4 @@
-"""What hub nodes tell each other over a pub/sub channel: three named message types.
+"""What hub nodes tell each other over a pub/sub channel: four named message types.
 
 Encoding (sans-I/O): a JSON object with a ``type`` field, then ``\\n`` and the raw payload
 (the encoded envelope) when there is one. The Redis scripts build the same objects with
@@ -57,9 +57,20 @@ class AckMessage:
         return (self.user, self.platform)
 
 
-ClusterMessage = Union[PairMessage, FanoutMessage, AckMessage]
+@dataclass(frozen=True)
+class AdminMessage:
+    """An admin-plane action for every node (revoke a key, disconnect, reload): each
+    node applies it to its own connections and key table. ``args`` carry no secret (a
+    key travels as its SHA-256, as ``key_sha256`` does in the config)."""
 
-PAIR, FANOUT, ACK, PAIRS = "pair", "fanout", "ack", "pairs"
+    origin: str
+    action: str
+    args: Dict[str, str]
+
+
+ClusterMessage = Union[PairMessage, FanoutMessage, AckMessage, AdminMessage]
+
+PAIR, FANOUT, ACK, PAIRS, ADMIN = "pair", "fanout", "ack", "pairs", "admin"
 
 
 def encode_message(message: ClusterMessage) -> bytes:
@@ -74,6 +85,9 @@ def encode_message(message: ClusterMessage) -> bytes:
         head = {"type": FANOUT, "origin": message.origin, "kind": message.selector.kind,
                 "value": message.selector.value, "msg_id": message.msg_id}
         payload = message.payload
+    elif isinstance(message, AdminMessage):
+        head = {"type": ADMIN, "origin": message.origin, "action": message.action,
+                "args": message.args}
     else:
         head = {"type": ACK, "node": message.node, "user": message.user,
                 "platform": message.platform, "msg_id": message.msg_id,
@@ -142,7 +156,7 @@ def decode_batch(data: bytes) -> List[ClusterMessage]:
 
 
 def decode_message(data: bytes) -> ClusterMessage:
-    """Raises ValueError (or KeyError) on a message that is not one of the three."""
+    """Raises ValueError (or KeyError) on a message that is not one of the four."""
     head_raw, _, payload = data.partition(b"\n")
     head = orjson.loads(head_raw)
     if type(head) is not dict:
@@ -157,4 +171,9 @@ def decode_message(data: bytes) -> ClusterMessage:
     if kind == ACK:
         return AckMessage(head["node"], head["user"], head["platform"], head["msg_id"],
                           head["uuid"])
+    if kind == ADMIN:
+        args = head["args"]
+        if type(args) is not dict or not all(type(v) is str for v in args.values()):
+            raise ValueError("admin message args must be an object of strings")
+        return AdminMessage(str(head["origin"]), str(head["action"]), args)
     raise ValueError(f"unknown cluster message type {kind!r}")
