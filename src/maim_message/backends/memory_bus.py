@@ -31,6 +31,7 @@ from .pubsub_cluster import PubSubCluster
 from .pubsub_io import Presence, SendResult, StoredMessage
 from .pubsub_messages import (
     AckMessage,
+    AcksMessage,
     AdminMessage,
     ClusterMessage,
     FanoutMessage,
@@ -71,7 +72,7 @@ class MemoryBus:
         self._last_id = (ms, 0) if ms > last_ms else (last_ms, seq + 1)
         return f"{self._last_id[0]}-{self._last_id[1]}"
 
-    def publish(self, node: str, message: ClusterMessage) -> None:
+    def publish(self, node: str, message: Union[ClusterMessage, AcksMessage]) -> None:
         channel = self.channels.get(node)
         if channel is not None:
             channel.put_nowait(encode_pairs(message.origin, [message])
@@ -116,7 +117,7 @@ class MemoryCluster(PubSubCluster):
             for message in decode_batch(await channel.get()):
                 yield message
 
-    def _publish(self, message: Union[FanoutMessage, AdminMessage]) -> None:
+    def _publish(self, message: Union[FanoutMessage, AdminMessage, AcksMessage]) -> None:
         for node in list(self.bus.members):
             self.bus.publish(node, message)
 

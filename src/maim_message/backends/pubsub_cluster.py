@@ -44,7 +44,7 @@ from .pubsub_messages import (
     encode_message,
 )
 from .pubsub_state import ClusterOutboxStore, PairState, stream_id_key
-from .stream_ids import StreamIds
+from .stream_ids import ANY_ORIGIN, StreamIds
 
 if TYPE_CHECKING:
     from ..server.peer import Peer
@@ -188,7 +188,7 @@ class PubSubCluster(AckBatching, FrameGuard):
             self.takeovers += 1
         for sid, msg_id, payload in entries:
             state.loaded_upto = stream_id_key(sid)
-            self._sids.known(pair, msg_id, sid)
+            self._sids.known(pair, msg_id, sid, ANY_ORIGIN)
             if state.loaded_upto[0] >= cutoff and not delivery.is_queued(pair, msg_id):
                 delivery.enqueue(pair, msg_id, payload, persist=False)
         for msg_id, payload, persist in state.buffer:
@@ -210,6 +210,7 @@ class PubSubCluster(AckBatching, FrameGuard):
         notify = ack_timeout is not None
         persist = delivery.enabled
         mark = frame_to_record()  # the handled frame, atomically with its first send
+        waiter = delivery.expect_ack(pair, msg_id) if notify and delivery.enabled else None
         sent = self._send_pair(PairMessage(self.node_id, pair[0], pair[1], msg_id, "",
                                            payload, notify), persist, mark)
         results: Dict[str, bool] = {}
@@ -222,10 +223,15 @@ class PubSubCluster(AckBatching, FrameGuard):
                 results = {uuid: True for uuid in host.routes.lookup(*pair)}
             else:
                 results = self._deliver(pair, msg_id, payload)
-        _sid, remote = await sent
-        if notify and delivery.enabled:
+        try:
+            _sid, remote = await sent
+        except BaseException:
+            if waiter is not None:
+                delivery.remote_acked(pair, msg_id, "")  # drop the waiter
+            raise
+        if waiter is not None:
             assert ack_timeout is not None
-            acker = await delivery.wait_ack(pair, msg_id, ack_timeout)
+            acker = await delivery.wait_ack(pair, msg_id, ack_timeout, waiter)
             return {acker: True} if acker is not None else {}
         alive = self._alive
         for uuid, node in remote:
@@ -374,7 +380,7 @@ class PubSubCluster(AckBatching, FrameGuard):
             state.loaded_upto = max(state.loaded_upto, stream_id_key(sid))
             if self._sids.has(pair, msg_id):
                 continue  # delivered here already (maybe acked, its delete not yet sent)
-            self._sids.known(pair, msg_id, sid)
+            self._sids.known(pair, msg_id, sid, ANY_ORIGIN)
             self._deliver(pair, msg_id, payload)
 
     # -- presence -----------------------------------------------------------------------------

@@ -22,7 +22,14 @@ from typing import (
 )
 
 from .cluster_base import Pair
-from .pubsub_messages import AckMessage, AdminMessage, ClusterMessage, FanoutMessage, PairMessage
+from .pubsub_messages import (
+    AckMessage,
+    AcksMessage,
+    AdminMessage,
+    ClusterMessage,
+    FanoutMessage,
+    PairMessage,
+)
 
 if TYPE_CHECKING:
     from ..server.peer import Peer
@@ -52,8 +59,8 @@ class PubSubIO:
         """Messages for this node, forever (``RESUBSCRIBED`` after a reconnect)."""
         raise NotImplementedError
 
-    def _publish(self, message: Union[FanoutMessage, AdminMessage]) -> None:
-        """Queue a fan-out (or an admin action) to every node."""
+    def _publish(self, message: Union[FanoutMessage, AdminMessage, AcksMessage]) -> None:
+        """Queue a fan-out (or an admin action, or acks for any origin) to every node."""
         raise NotImplementedError
 
     def _admin_keep(self, record: bytes) -> None:

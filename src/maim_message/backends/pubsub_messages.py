@@ -58,6 +58,19 @@ class AckMessage:
 
 
 @dataclass(frozen=True)
+class AcksMessage:
+    """Acks of messages of a pair whose origin is not known here (read from the pair's
+    stream after a takeover): sent to every node, so that an origin waiting in
+    ``send_message(ack_timeout=...)`` hears of them. Decoded as one AckMessage each."""
+
+    node: str
+    user: str
+    platform: str
+    msg_ids: Tuple[str, ...]
+    uuid: str
+
+
+@dataclass(frozen=True)
 class AdminMessage:
     """An admin-plane action for every node (revoke a key, disconnect, reload): each
     node applies it to its own connections and key table. ``args`` carry no secret (a
@@ -70,10 +83,10 @@ class AdminMessage:
 
 ClusterMessage = Union[PairMessage, FanoutMessage, AckMessage, AdminMessage]
 
-PAIR, FANOUT, ACK, PAIRS, ADMIN = "pair", "fanout", "ack", "pairs", "admin"
+PAIR, FANOUT, ACK, ACKS, PAIRS, ADMIN = "pair", "fanout", "ack", "acks", "pairs", "admin"
 
 
-def encode_message(message: ClusterMessage) -> bytes:
+def encode_message(message: Union[ClusterMessage, AcksMessage]) -> bytes:
     head: Dict[str, Any]
     payload = b""
     if isinstance(message, PairMessage):
@@ -85,6 +98,10 @@ def encode_message(message: ClusterMessage) -> bytes:
         head = {"type": FANOUT, "origin": message.origin, "kind": message.selector.kind,
                 "value": message.selector.value, "msg_id": message.msg_id}
         payload = message.payload
+    elif isinstance(message, AcksMessage):
+        head = {"type": ACKS, "node": message.node, "user": message.user,
+                "platform": message.platform, "msg_ids": list(message.msg_ids),
+                "uuid": message.uuid}
     elif isinstance(message, AdminMessage):
         head = {"type": ADMIN, "origin": message.origin, "action": message.action,
                 "args": message.args}
@@ -128,6 +145,8 @@ def encode_pairs(origin: str, messages: List[PairMessage]) -> bytes:
 def decode_batch(data: bytes) -> List[ClusterMessage]:
     """A channel message as the list of messages it carries (one, or a ``pairs`` batch)."""
     if not data.startswith(b'{"type":"pairs"'):
+        if data.startswith(b'{"type":"acks"'):
+            return _decode_acks(data)
         return [decode_message(data)]
     first, _, rest = data.partition(b"\n")
     head = orjson.loads(first)
@@ -153,6 +172,15 @@ def decode_batch(data: bytes) -> List[ClusterMessage]:
                                    bool(notify)))
             at = end
     return out
+
+
+def _decode_acks(data: bytes) -> List[ClusterMessage]:
+    head = orjson.loads(data)
+    ids = head["msg_ids"]
+    if type(ids) is not list:
+        raise ValueError("acks: msg_ids must be a list")
+    node, user, platform, uuid = head["node"], head["user"], head["platform"], head["uuid"]
+    return [AckMessage(node, user, platform, str(m), uuid) for m in ids]
 
 
 def decode_message(data: bytes) -> ClusterMessage:

@@ -41,6 +41,7 @@ from .pubsub_cluster import PubSubCluster
 from .pubsub_io import RESUBSCRIBED, SendResult, StoredMessage
 from .pubsub_messages import (
     AckMessage,
+    AcksMessage,
     AdminMessage,
     ClusterMessage,
     FanoutMessage,
@@ -210,7 +211,7 @@ class RedisCluster(PubSubCluster, RedisPresence):
             for message in messages:
                 yield message
 
-    def _publish(self, message: Union[FanoutMessage, AdminMessage]) -> None:
+    def _publish(self, message: Union[FanoutMessage, AdminMessage, AcksMessage]) -> None:
         self._q(self._shards[0]).push(("PUBLISH", self.keys.all_channel,
                                        encode_message(message)))
 

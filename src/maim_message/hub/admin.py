@@ -110,14 +110,14 @@ class AdminPlane:
         targets = self._disconnect_here(uuid, user)
         cluster = self.hub.server.cluster
         if cluster.distributed:
-            await cluster.admin(DISCONNECT, {"uuid": uuid or "", "user": user or ""})
             refresh = getattr(cluster, "refresh", None)
-            if refresh is not None:
+            if refresh is not None:  # read before the others close (and forget) them
                 await refresh()
             for other, info in cluster.connections().items():
                 if other not in targets and info.get("node") != cluster.node_id and (
                         other == uuid if uuid else info.get("user_id") == user):
                     targets.append(other)
+            await cluster.admin(DISCONNECT, {"uuid": uuid or "", "user": user or ""})
         if not targets:
             raise AdminError(404, "no such connection")
         return targets

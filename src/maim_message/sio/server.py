@@ -162,6 +162,7 @@ class SocketIOEndpoint:
     async def _new(self, info: HandshakeInfo, websocket: bool) -> Any:
         """A new session (or a 503); the hub decides about the client now, from these
         headers, and again when its CONNECT comes."""
+        epoch = getattr(self.app, "auth_epoch", 0)  # before the decision is taken
         decision = await self.app.authorize(info)
         if self._pending_full(info.client_ip, isinstance(decision, Accept)):
             return HttpReply(503, b"too many Engine.IO sessions being opened\n")
@@ -173,6 +174,7 @@ class SocketIOEndpoint:
             session.send(open_packet(sid, ["websocket"], self.ping_interval,
                                      self.ping_timeout, self.max_payload))
         sock = SioSocket(self, session, decision, info.client_ip, info)
+        sock.auth_epoch = epoch
         sock.ws_limit = client_ws_limit(info.headers.get("user-agent", ""))
         self.sessions[sid] = sock
         self._born[sid] = time.monotonic()
