@@ -13,6 +13,7 @@ from typing import Any, Dict, Hashable, Optional
 
 from ..core.codec import has_standard_payload
 from ..core.models.api import APIMessageBase
+from ..core.models.api_fast import message_from_payload
 from ..core.payload_checks import check_standard_payload
 from ..errors import EnvelopeError
 
@@ -21,6 +22,10 @@ def standard_message(env: Dict[str, Any], platform: str, api_key: str) -> APIMes
     """The message of a sys_std envelope received on a (``platform``, ``api_key``)
     connection; a payload without message_info/segment is wrapped as text (0.6.8 [keep])."""
     payload = env.get("payload")
+    if type(payload) is dict:
+        message = message_from_payload(payload)  # the common shape, in one pass
+        if message is not None:
+            return message
     if type(payload) is dict and has_standard_payload(payload):
         check_standard_payload(payload)
         try:

@@ -23,10 +23,10 @@ from ..core.codec import (
 from ..core.dedupe import DedupeWindow
 from ..core.defaults import limit_values
 from ..core.envelope import (
+    AckEncoder,
     MessageIdFactory,
     custom_envelope,
     custom_handler_keys,
-    encode_ack,
     encode_error,
     normalize_custom_type,
     std_envelope,
@@ -90,6 +90,7 @@ class WebSocketServer:
         self.admin_handler: Optional[Callable[[str, Dict[str, str]], None]] = None
         self.auth_epoch = 0  # bumped by invalidate_auth()
         self._ids = MessageIdFactory()
+        self._acks = AckEncoder()
         self._dedupe = DedupeWindow(self.config.dedupe_window, self.config.dedupe_ttl)
         self._handlers = HandlerTasks("WebSocketServer")
         self._transport: Optional[WebSocketServerTransport] = None
@@ -400,7 +401,7 @@ class WebSocketServer:
         key = (peer.user_id, peer.platform, msg_id) if msg_id else None
         # A re-send of a frame already taken is acked (at once, or once its first copy is
         # handled) without being parsed again; this also records the key of a new frame.
-        if key is not None and self._duplicate(conn, key):
+        if key is not None and self._duplicate(conn, peer, key):
             return
         # Parsed and checked before the ack: what is dropped is never acked.
         handler: Optional[Callable[..., Any]] = None
@@ -438,7 +439,7 @@ class WebSocketServer:
             self._send_ack(conn, key[2])
             self._handlers.start(handler, *args)
 
-    def _duplicate(self, conn: ServerConnection, key: FrameKey) -> bool:
+    def _duplicate(self, conn: ServerConnection, peer: Peer, key: FrameKey) -> bool:
         """True (and acked, to be acked, or refused again) when ``key`` was seen before."""
         refused = self._refused.get(key)
         if refused is not None:  # the same malformed frame again (a client's re-send)
@@ -447,14 +448,18 @@ class WebSocketServer:
             return True
         if self._ack_handled:
             return self._after_handling.duplicate(conn, key)
-        if self._dedupe.seen(key):
+        if self._dedupe.seen_from(peer.pair, key[2]):  # ``peer.pair`` is ``key[:2]``
             self._send_ack(conn, key[2])
             self.stats["duplicate_messages_ignored"] += 1
             return True
         return False
 
     def _send_ack(self, conn: ServerConnection, msg_id: str) -> None:
-        ack = encode_ack(self._ids.new("ack_"), conn.context.uuid, msg_id, from_server=True)
+        peer: Peer = conn.context
+        template = peer.ack_template
+        if template is None:
+            template = peer.ack_template = self._acks.template(peer.uuid)
+        ack = self._acks.encode(template, msg_id)
         if conn.send_text(ack):
             self.stats["messages_sent"] += 1
             self.stats["bytes_sent"] += len(ack)
