@@ -46,8 +46,8 @@ class WSConnection(asyncio.Protocol):
     """The :class:`~.base.ServerConnection` of the asyncio shell."""
 
     __slots__ = (
-        "_backlog", "_close_timer", "_deciding", "_eof_sent", "_handling", "_proto",
-        "_reading_paused",
+        "_backlog", "_close_timer", "_deciding", "_eof_sent", "_handling", "_on_text",
+        "_proto", "_reading_paused",
         "_server", "_transport", "_turn_pending", "client_ip", "context", "last_data",
         "last_rx", "opened", "paused_since", "ping_sent_at",
     )
@@ -69,6 +69,7 @@ class WSConnection(asyncio.Protocol):
         self._turn_pending = False  # a write went out this loop turn: cork the next ones
         self._backlog: Deque[Event] = deque()
         self._reading_paused = False
+        self._on_text: Any = None  # what a text message goes to (set when opened)
         self.context: Any = None
         self.client_ip = "unknown"
         self.last_rx = 0.0
@@ -235,6 +236,10 @@ class WSConnection(asyncio.Protocol):
         self.opened = True
         self.last_rx = self.last_data = time.monotonic()
         self._server._opened(self)
+        app = self._server.app
+        # An app may name the callable for this connection's text (one call less a frame)
+        receiver = getattr(app, "text_receiver", None)
+        self._on_text = receiver(self) if receiver is not None else app.text_received
         try:
             self._server.app.connection_opened(self)
         except Exception:
@@ -286,6 +291,7 @@ class WSConnection(asyncio.Protocol):
 
     def _handle(self, events: List[Event]) -> None:
         app = self._server.app
+        on_text = self._on_text
         proto = self._proto
         self._handling = True
         try:
@@ -293,7 +299,7 @@ class WSConnection(asyncio.Protocol):
                 if kind == OP_TEXT:
                     if proto.state is OPEN:
                         self.last_data = self.last_rx
-                        app.text_received(self, payload)
+                        on_text(self, payload)
                 elif kind == OP_BINARY:
                     if proto.state is OPEN:
                         app.binary_received(self, payload)

@@ -16,6 +16,7 @@ the messages before a close or a protocol error still go out before our close fr
 from __future__ import annotations
 
 import enum
+import struct
 import time
 from typing import Callable, List, Optional, Tuple
 
@@ -50,6 +51,8 @@ from .reader import (
     Event,
     FrameReader,
 )
+
+_text_head_16 = struct.Struct("!BBH").pack  # a text frame's header, 126 <= length < 65536
 
 __all__ = [
     "CLOSED", "CLOSING", "CONNECTING", "EV_FAILURE", "EV_REQUEST", "FRAGMENT_OVERHEAD",
@@ -253,8 +256,8 @@ class ServerProtocol(SessionState):
         n = len(payload)
         if n < 126:
             data = bytes((0x81, n)) + payload
-        elif n < SPLIT_AT:
-            data = frame_header(OP_TEXT, n) + payload
+        elif n < SPLIT_AT:  # (SPLIT_AT <= 65536: always the 16-bit length form)
+            data = _text_head_16(0x81, 126, n) + payload
         else:
             self._send_big(OP_TEXT, payload)
             return
