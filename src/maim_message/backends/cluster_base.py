@@ -137,6 +137,11 @@ class ClusterBackend(Protocol):
 
     def connections(self) -> Dict[str, Dict[str, Any]]: ...
 
+    async def admin(self, action: str, args: Dict[str, str], durable: bool = False) -> None:
+        """Have every other node apply an admin action (``host.apply_admin``); ``durable``:
+        kept in the cluster's store and applied by each node when it starts."""
+        ...
+
 
 class LocalCluster:
     """A single hub (the default): the server's send path, straight into Delivery."""
@@ -196,6 +201,9 @@ class LocalCluster:
     def connections(self) -> Dict[str, Dict[str, Any]]:
         host = self._require_host()
         return {uuid: peer.info() for uuid, peer in host.peers.items()}
+
+    async def admin(self, action: str, args: Dict[str, str], durable: bool = False) -> None:
+        return None  # no other node; a single hub keeps what must last itself
 
 
 def default_node_id() -> str:

@@ -441,10 +441,18 @@ class Delivery:
         if waiter is not None and not waiter.done():
             waiter.set_result(uuid)
 
-    async def wait_ack(self, pair: Pair, msg_id: str, timeout: float) -> Optional[str]:
-        """The uuid of the connection that acked ``msg_id`` within ``timeout``, else None."""
+    def expect_ack(self, pair: Pair, msg_id: str) -> asyncio.Future[str]:
+        """Start waiting for ``msg_id``'s ack now (before the send completes: an ack that
+        comes back first must not be missed); :meth:`wait_ack` then waits on it."""
         fut: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._waiters[(pair, msg_id)] = fut
+        return fut
+
+    async def wait_ack(self, pair: Pair, msg_id: str, timeout: float,
+                       fut: Optional[asyncio.Future[str]] = None) -> Optional[str]:
+        """The uuid of the connection that acked ``msg_id`` within ``timeout``, else None."""
+        if fut is None:
+            fut = self.expect_ack(pair, msg_id)
         try:
             return await asyncio.wait_for(fut, timeout)
         except asyncio.TimeoutError:
