@@ -26,7 +26,7 @@ from ..core.limits import (
     reason_for_close_code,
 )
 from .base import Accept, HandshakeInfo, HttpReply
-from .frames import OP_BINARY, OP_PING, OP_PONG, OP_TEXT, Chunk, PreparedFrame
+from .frames import OP_BINARY, OP_PING, OP_PONG, OP_TEXT, Chunk, PreparedFrame, ReadData
 from .http11 import HandshakeError
 from .protocol import CLOSED, CLOSING, CONNECTING, EV_FAILURE, OPEN, Event, ServerProtocol
 
@@ -42,8 +42,14 @@ _SLICE = 64
 _BACKLOG_PAUSE = 4096  # parsed frames waiting -> stop reading that socket until drained
 
 
-class WSConnection(asyncio.Protocol):
-    """The :class:`~.base.ServerConnection` of the asyncio shell."""
+class WSConnection(asyncio.BufferedProtocol):
+    """The :class:`~.base.ServerConnection` of the asyncio shell.
+
+    Reads land in the server's one read buffer (``get_buffer``), not in a new 256 KiB
+    bytes object per read: the frame reader copies what it keeps, so a read costs no
+    allocation of its own (a fresh 256 KiB block per read is an mmap, a page fault and an
+    munmap once the heap has no such hole, e.g. while the outbox holds messages).
+    """
 
     __slots__ = (
         "_backlog", "_close_timer", "_deciding", "_eof_sent", "_handling", "_on_text",
@@ -105,7 +111,15 @@ class WSConnection(asyncio.Protocol):
             self._server.options.handshake_timeout, self._handshake_timed_out
         )
 
-    def data_received(self, data: bytes) -> None:
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._server.read_view
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.data_received(self._server.read_view[:nbytes])
+
+    def data_received(self, data: ReadData) -> None:
+        """Bytes from the socket; ``data`` may be a view of the shared read buffer, valid
+        only during this call (the frame reader copies what it keeps)."""
         proto = self._proto
         state = proto.state
         if state is OPEN or state is CLOSING:
@@ -114,7 +128,7 @@ class WSConnection(asyncio.Protocol):
             if events:
                 self._events(events)
         elif state is CONNECTING:
-            self._request_data(data)
+            self._request_data(bytes(data))
 
     def eof_received(self) -> Optional[bool]:
         return None  # let the transport close

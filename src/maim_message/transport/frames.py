@@ -20,6 +20,8 @@ OP_PING = 0x9
 OP_PONG = 0xA
 
 Chunk = Union[bytes, memoryview]
+# Received bytes: a view of a shared read buffer is valid only while it is being fed
+ReadData = Union[bytes, bytearray, memoryview]
 Unmasker = Callable[[bytes, bytes], bytes]
 
 # At or above this size a payload is kept apart from its header (as a memoryview), so a
