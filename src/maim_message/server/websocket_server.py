@@ -45,6 +45,7 @@ from ..core.limits import (
     TokenBucket,
 )
 from ..core.models.api import APIMessageBase
+from ..core.models.api_fast import message_from_payload
 from ..core.redact import log_safe
 from ..core.routing import RoutingTable
 from ..errors import ConfigError, DeliveryRefused, EnvelopeError, ServerStartError
@@ -404,8 +405,11 @@ class WebSocketServer:
         handler: Optional[Callable[..., Any]] = None
         args: Tuple[Any, ...] = ()
         if kind == SYS_STD:
+            body = env.get("payload")  # the common shape in one pass, else the long way
+            message = message_from_payload(body) if type(body) is dict else None
             try:
-                message = standard_message(env, peer.platform, peer.api_key)
+                if message is None:
+                    message = standard_message(env, peer.platform, peer.api_key)
             except EnvelopeError as exc:
                 frame = self._bad_frame(conn, peer, exc, None, ref=msg_id)
                 if key is not None:  # not taken; a re-send of it is refused unparsed
