@@ -399,7 +399,9 @@ class WebSocketServer:
         key = (peer.user_id, peer.platform, msg_id) if msg_id else None
         # A re-send of a frame already taken is acked (at once, or once its first copy is
         # handled) without being parsed again; this also records the key of a new frame.
-        if key is not None and self._duplicate(conn, peer, key):
+        if key is not None and (
+                self._ack_handled or self._refused.get(key) is not None
+                or self._dedupe.seen_from(peer.pair, msg_id)) and self._duplicate(conn, key):
             return
         # Parsed and checked before the ack: what is dropped is never acked.
         handler: Optional[Callable[..., Any]] = None
@@ -440,8 +442,12 @@ class WebSocketServer:
             self._send_ack(conn, key[2])
             self._handlers.start(handler, *args)
 
-    def _duplicate(self, conn: ServerConnection, peer: Peer, key: FrameKey) -> bool:
-        """True (and acked, to be acked, or refused again) when ``key`` was seen before."""
+    def _duplicate(self, conn: ServerConnection, key: FrameKey) -> bool:
+        """True (and acked, to be acked, or refused again) when ``key`` was seen before.
+
+        ``text_received`` calls it only when the answer may be True: ack="handled", a
+        refused frame again, or ``key`` already in the dedupe window (then recorded).
+        """
         refused = self._refused.get(key)
         if refused is not None:  # the same malformed frame again (a client's re-send)
             self.stats["invalid_frames"] += 1
@@ -449,11 +455,9 @@ class WebSocketServer:
             return True
         if self._ack_handled:
             return self._after_handling.duplicate(conn, key)
-        if self._dedupe.seen_from(peer.pair, key[2]):  # ``peer.pair`` is ``key[:2]``
-            self._send_ack(conn, key[2])
-            self.stats["duplicate_messages_ignored"] += 1
-            return True
-        return False
+        self._send_ack(conn, key[2])  # in the dedupe window: a re-send, acked again
+        self.stats["duplicate_messages_ignored"] += 1
+        return True
 
     def _send_ack(self, conn: ServerConnection, msg_id: str) -> None:
         peer: Peer = conn.context
