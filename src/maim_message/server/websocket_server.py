@@ -87,6 +87,9 @@ class WebSocketServer:
             "bytes_received": 0, "bytes_sent": 0,
         }
         self.http_routes: Dict[str, HttpRoute] = {}
+        # admin actions from other cluster nodes (and kept ones, at start): the hub's
+        self.admin_handler: Optional[Callable[[str, Dict[str, str]], None]] = None
+        self.auth_epoch = 0  # bumped by invalidate_auth()
         self._ids = MessageIdFactory()
         self._acks = AckEncoder()
         self._dedupe = DedupeWindow(self.config.dedupe_window, self.config.dedupe_ttl)
@@ -715,6 +718,24 @@ class WebSocketServer:
 
         Cluster: every node's connections (with ``node``), as of the last presence read."""
         return self.cluster.connections()
+
+    def invalidate_auth(self) -> None:
+        """Auth decisions taken for clients not connected yet (a Socket.IO session between
+        its handshake and its CONNECT) are taken again: call it after keys were revoked or
+        changed, or when the server stops accepting. Otherwise ``on_auth`` runs once per
+        connection."""
+        self.auth_epoch += 1
+
+    def apply_admin(self, action: str, args: Dict[str, str]) -> None:
+        """An admin action from another cluster node, or kept by the cluster and applied
+        at start (``ClusterBackend.admin``): handed to ``admin_handler``."""
+        handler = self.admin_handler
+        if handler is None:
+            return
+        try:
+            handler(action, args)
+        except Exception:
+            logger.exception("admin action %s from the cluster failed", log_safe(action))
 
     def close_connection(self, connection_uuid: str, code: int = 1000, reason: str = "") -> bool:
         """Close one live connection of this node with ``code`` (admin disconnect, revoked

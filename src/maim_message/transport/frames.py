@@ -20,6 +20,8 @@ OP_PING = 0x9
 OP_PONG = 0xA
 
 Chunk = Union[bytes, memoryview]
+# Received bytes: a view of a shared read buffer is valid only while it is being fed
+ReadData = Union[bytes, bytearray, memoryview]
 # (payload, 4-byte mask) -> unmasked payload; both arguments may be any bytes-like object
 Unmasker = Callable[[Union[bytes, bytearray, memoryview], Union[bytes, bytearray, memoryview]],
                     bytes]

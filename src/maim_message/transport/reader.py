@@ -18,6 +18,7 @@ from .frames import (
     OP_PONG,
     OP_TEXT,
     ProtocolViolation,
+    ReadData,
     Unmasker,
     parse_close,
     unmask,
@@ -72,9 +73,10 @@ class FrameReader:
         self._big_need = 0
         self._pings: Optional[TokenBucket] = None
 
-    def feed(self, data: bytes, events: List[Event]) -> None:
+    def feed(self, data: ReadData, events: List[Event]) -> None:
+        """``data`` may be a view of a buffer the caller reuses: what is kept is copied."""
         if self._big is not None:
-            take = data[:self._big_need]
+            take = bytes(data[:self._big_need])
             self._big_parts.append(take)
             self._big_need -= len(take)
             if self._big_need:
