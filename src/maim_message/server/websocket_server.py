@@ -45,6 +45,7 @@ from ..core.limits import (
     TokenBucket,
 )
 from ..core.models.api import APIMessageBase
+from ..core.models.api_fast import message_from_payload
 from ..core.redact import log_safe
 from ..core.routing import RoutingTable
 from ..errors import ConfigError, DeliveryRefused, EnvelopeError, ServerStartError
@@ -401,14 +402,19 @@ class WebSocketServer:
         key = (peer.user_id, peer.platform, msg_id) if msg_id else None
         # A re-send of a frame already taken is acked (at once, or once its first copy is
         # handled) without being parsed again; this also records the key of a new frame.
-        if key is not None and self._duplicate(conn, peer, key):
+        if key is not None and (
+                self._ack_handled or self._refused.get(key) is not None
+                or self._dedupe.seen_from(peer.pair, msg_id)) and self._duplicate(conn, key):
             return
         # Parsed and checked before the ack: what is dropped is never acked.
         handler: Optional[Callable[..., Any]] = None
         args: Tuple[Any, ...] = ()
         if kind == SYS_STD:
+            body = env.get("payload")  # the common shape in one pass, else the long way
+            message = message_from_payload(body) if type(body) is dict else None
             try:
-                message = standard_message(env, peer.platform, peer.api_key)
+                if message is None:
+                    message = standard_message(env, peer.platform, peer.api_key)
             except EnvelopeError as exc:
                 frame = self._bad_frame(conn, peer, exc, None, ref=msg_id)
                 if key is not None:  # not taken; a re-send of it is refused unparsed
@@ -439,8 +445,12 @@ class WebSocketServer:
             self._send_ack(conn, key[2])
             self._handlers.start(handler, *args)
 
-    def _duplicate(self, conn: ServerConnection, peer: Peer, key: FrameKey) -> bool:
-        """True (and acked, to be acked, or refused again) when ``key`` was seen before."""
+    def _duplicate(self, conn: ServerConnection, key: FrameKey) -> bool:
+        """True (and acked, to be acked, or refused again) when ``key`` was seen before.
+
+        ``text_received`` calls it only when the answer may be True: ack="handled", a
+        refused frame again, or ``key`` already in the dedupe window (then recorded).
+        """
         refused = self._refused.get(key)
         if refused is not None:  # the same malformed frame again (a client's re-send)
             self.stats["invalid_frames"] += 1
@@ -448,11 +458,9 @@ class WebSocketServer:
             return True
         if self._ack_handled:
             return self._after_handling.duplicate(conn, key)
-        if self._dedupe.seen_from(peer.pair, key[2]):  # ``peer.pair`` is ``key[:2]``
-            self._send_ack(conn, key[2])
-            self.stats["duplicate_messages_ignored"] += 1
-            return True
-        return False
+        self._send_ack(conn, key[2])  # in the dedupe window: a re-send, acked again
+        self.stats["duplicate_messages_ignored"] += 1
+        return True
 
     def _send_ack(self, conn: ServerConnection, msg_id: str) -> None:
         peer: Peer = conn.context
