@@ -22,6 +22,7 @@ from maim_message.backends.redis_batch import SendTurn
 from maim_message.backends.redis_keys import Keys
 from maim_message.backends.shard_ring import ShardRing
 from maim_message.backends.stream_ids import StreamIds
+from maim_message.errors import ClusterError
 from maim_message.server.acks import CURRENT_RECEIPT, Receipt
 
 from .fakes import FakeHost, make_peer
@@ -71,10 +72,11 @@ async def test_a_send_batch_makes_one_entry_per_pair_and_publishes_per_node() ->
     loop = asyncio.get_running_loop()
     keys = Keys("p")
     turn = SendTurn()
-    futs = [loop.create_future() for _ in range(3)]
-    turn.add(PairMessage("n1", "alice", "qq", "m1", "", b"a"), True, futs[0])
-    turn.add(PairMessage("n1", "alice", "qq", "m2", "", b"b"), True, futs[1])
-    turn.add(PairMessage("n1", "bob", "qq", "m3", "", b"c"), True, futs[2])
+    futs = [loop.create_future() for _ in range(2)]
+    turn.add(PairMessage("n1", "alice", "qq", "m1", "", b"a"), True)
+    turn.add(PairMessage("n1", "alice", "qq", "m2", "", b"b"), True)
+    turn.add(PairMessage("n1", "bob", "qq", "m3", "", b"c"), True)
+    turn.waiters += [(("alice", "qq"), futs[0]), (("bob", "qq"), futs[1])]  # who awaits
     turn.marks.append("tok")
     turn.delete(*keys.pair_keys(("carol", "qq"))[:2], True, ["1-0", "2-0"])
     args = turn.args(keys, "100", "60000", "p:d:1", 2000)
@@ -84,12 +86,29 @@ async def test_a_send_batch_makes_one_entry_per_pair_and_publishes_per_node() ->
                           "1-0", "2-0")
     assert args[16:24] == (stream_a, where_a, "1", 2, "m1", b"a", "m2", b"b")
     stored: List[Tuple[Any, ...]] = []
+    routed: List[Tuple[Any, ...]] = []
     reply = [b"9-0", [b"ua", b"n2", b"ua2", b"n1"], b"9-1", []]
-    publish = turn.resolve(reply, "n1", lambda *a: stored.append(a))
+    publish = turn.resolve(reply, "n1", lambda *a: stored.append(a),
+                           lambda *a: routed.append(a))
     assert stored == [(("alice", "qq"), ["m1", "m2"], "9-0"), (("bob", "qq"), ["m3"], "9-1")]
+    assert routed == [(("alice", "qq"), [("ua", "n2")]), (("bob", "qq"), [])]
     assert [(m.msg_id, m.stream_id) for m in publish["n2"]] == [("m1", "9-0"), ("m2", "9-0")]
     assert set(publish) == {"n2"}  # never to the origin itself
-    assert futs[0].result() == ("9-0", [("ua", "n2")]) and futs[2].result() == ("9-1", [])
+    assert futs[0].result() == ("9-0", [("ua", "n2")]) and futs[1].result() == ("9-1", [])
+
+
+async def test_a_failed_send_batch_fails_its_waiters_and_the_receipts_of_its_frames() -> None:
+    turn = SendTurn()
+    assert turn.empty
+    fut = asyncio.get_running_loop().create_future()
+    turn.add(PairMessage("n1", "alice", "qq", "m1", "", b"a"), True)
+    turn.waiters.append((("alice", "qq"), fut))
+    receipt = Receipt(("bob", "qq", "f1"))
+    turn.receipts.append(receipt)  # a gated frame: its ack waits, nobody awaits the send
+    assert not turn.empty
+    error = ClusterError("down")
+    turn.fail(error)
+    assert fut.exception() is error and receipt.failure is error
 
 
 # -- stream entries: deleted once every message in them is acked -----------------------------

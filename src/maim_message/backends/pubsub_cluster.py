@@ -32,7 +32,7 @@ from ..core.defaults import DEFAULT_OUTBOX
 from ..errors import ClusterError
 from .cluster_acks import AckBatching
 from .cluster_base import CONN, ClusterHost, Pair, Selector, user_key
-from .cluster_guard import FrameGuard, frame_to_record
+from .cluster_guard import FrameGuard, frame_to_record, gated_receipt
 from .pubsub_io import RESUBSCRIBED, Presence, StoredMessage
 from .pubsub_messages import AckMessage, ClusterMessage, FanoutMessage, PairMessage
 from .pubsub_state import ClusterOutboxStore, PairState, stream_id_key
@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 SNAPSHOT_DEMAND_WINDOW = 30.0  # s: keep refreshing the presence snapshot this long after use
+REMOTE_CACHE = 100_000  # pairs whose connections on other nodes are remembered
 
 
 
@@ -73,6 +74,9 @@ class PubSubCluster(AckBatching, FrameGuard):
         self._sids = StreamIds()  # stream ids of the held pairs' unacked messages
         self._ack_turn: Dict[Pair, Tuple[List[str], str]] = {}  # acks of this loop turn
         self._alive: Optional[Set[str]] = None  # other live nodes (None: not read yet)
+        # pair -> its (uuid, node) entries elsewhere, from its last write (what a send
+        # that does not wait for the store returns for other nodes)
+        self._remote: Dict[Pair, List[Tuple[str, str]]] = {}
         self.received = 0  # channel messages handled
         self.remote_deliveries = 0  # messages for connections here sent by other nodes
         self.takeovers = 0  # pairs whose stream had a backlog when they connected here
@@ -105,6 +109,7 @@ class PubSubCluster(AckBatching, FrameGuard):
                 self._presence_remove(peer)
         await self._leave()
         self._pairs.clear()
+        self._remote.clear()
         self._sids.clear()
         self._snapshot = {}
 
@@ -200,8 +205,10 @@ class PubSubCluster(AckBatching, FrameGuard):
         notify = ack_timeout is not None
         persist = delivery.enabled
         mark = frame_to_record()  # the handled frame, atomically with its first send
+        # Under the gate the frame's ack waits for the store, so the send need not.
+        deferred = None if notify else gated_receipt()
         sent = self._send_pair(PairMessage(self.node_id, pair[0], pair[1], msg_id, "",
-                                           payload, notify), persist, mark)
+                                           payload, notify), persist, mark, deferred)
         results: Dict[str, bool] = {}
         state = self._pairs.get(pair)
         if state is not None:
@@ -212,7 +219,10 @@ class PubSubCluster(AckBatching, FrameGuard):
                 results = {uuid: True for uuid in host.routes.lookup(*pair)}
             else:
                 results = self._deliver(pair, msg_id, payload)
-        _sid, remote = await sent
+        if sent is None:  # the pair's connections elsewhere as of its last write
+            remote = self._remote.get(pair, ())
+        else:
+            _sid, remote = await sent
         if notify and delivery.enabled:
             assert ack_timeout is not None
             acker = await delivery.wait_ack(pair, msg_id, ack_timeout)
@@ -222,6 +232,15 @@ class PubSubCluster(AckBatching, FrameGuard):
             if alive is None or node in alive:
                 results.setdefault(uuid, True)
         return results
+
+    def _routed(self, pair: Pair, remote: List[Tuple[str, str]]) -> None:
+        """The store wrote to ``pair``: its (uuid, node) entries on other nodes."""
+        if remote:
+            if len(self._remote) >= REMOTE_CACHE and pair not in self._remote:
+                self._remote.clear()
+            self._remote[pair] = remote
+        else:
+            self._remote.pop(pair, None)
 
     def _deliver(self, pair: Pair, msg_id: str, payload: bytes) -> Dict[str, bool]:
         """Queue (the store has it already) and push to the pair's connections here."""

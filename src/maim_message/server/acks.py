@@ -43,13 +43,23 @@ class Receipt:
     """A received frame whose handler is running: the delivery layer records ``key`` in
     the durable store with the first message the handler queues (same transaction)."""
 
-    __slots__ = ("at", "failure", "key", "recorded")
+    __slots__ = ("at", "failure", "key", "recorded", "settle")
 
     def __init__(self, key: FrameKey) -> None:
         self.key = key
         self.at = time.time()
         self.recorded = False
         self.failure: Optional[BaseException] = None  # a send of its handler failed
+        # Set by a gate (cluster mode): called once the handler returned; a future it
+        # returns is what the ack waits for (the handler's sends confirmed by the store).
+        self.settle: Optional[Callable[[Receipt], Optional[asyncio.Future[Any]]]] = None
+
+
+# A gate decides when (and whether) a received frame's handler runs: it is given the
+# frame's receipt, ``run`` (start the handler) and ``skip`` (end it without handling: a
+# duplicate, acked; or a ``receipt.failure``, not answered). Cluster mode checks the
+# frame against the cluster-wide record first (backends/cluster_guard.py).
+Gate = Callable[[Receipt, Callable[[], Any], Callable[[], Any]], None]
 
 
 # Set around the handler call, so the handler's task (and what it awaits) carries it.
@@ -62,6 +72,27 @@ def delivery_failed(exc: BaseException) -> None:
     receipt = CURRENT_RECEIPT.get()
     if receipt is not None and receipt.failure is None:
         receipt.failure = exc
+
+
+def start_acked(handlers: HandlerTasks, gate: Gate, key: FrameKey,
+                handler: Callable[..., Any], args: Tuple[Any, ...]) -> None:
+    """``ack="receipt"`` behind a gate: the frame is acked already; its handler starts
+    when the gate lets it, and the gate is told when it returned (``Receipt.settle``:
+    a frame whose handler sent nothing is recorded then)."""
+    receipt = Receipt(key)
+
+    def done(exc: Optional[BaseException]) -> bool:
+        settle = receipt.settle
+        if exc is None and settle is not None:
+            receipt.settle = None
+            settle(receipt)  # nothing waits for the store's confirmation here
+        return False
+
+    gate(receipt, lambda: handlers.start(handler, *args, on_done=done), _nothing)
+
+
+def _nothing() -> None:
+    return None
 
 
 class InFlight:
@@ -137,10 +168,19 @@ class AckAfterHandling:
         return False
 
     def receive(self, conn: ServerConnection, key: FrameKey, handler: Callable[..., Any],
-                args: Tuple[Any, ...]) -> None:
-        """Run the handler of a new frame (``duplicate`` returned False for it)."""
+                args: Tuple[Any, ...], gate: Optional[Gate] = None) -> None:
+        """Run the handler of a new frame (``duplicate`` returned False for it), at once
+        or when ``gate`` lets it."""
         self._inflight.start(key, conn)
         receipt = Receipt(key)
+        if gate is None:
+            self._start(receipt, handler, args)
+        else:
+            gate(receipt, lambda: self._start(receipt, handler, args),
+                 lambda: self._done(receipt, None))
+
+    def _start(self, receipt: Receipt, handler: Callable[..., Any],
+               args: Tuple[Any, ...]) -> None:
         token = CURRENT_RECEIPT.set(receipt)  # the handler's task copies the context
         try:
             self._handlers.start(handler, *args, on_done=lambda exc: self._done(receipt, exc))
@@ -149,6 +189,27 @@ class AckAfterHandling:
 
     def _done(self, receipt: Receipt, exc: Optional[BaseException]) -> bool:
         """The handler of a frame ended: ack it (after the commit), or not at all."""
+        settle = receipt.settle
+        if settle is not None and exc is None and receipt.failure is None:
+            receipt.settle = None
+            confirmed = settle(receipt)
+            if confirmed is not None and not confirmed.done():
+                confirmed.add_done_callback(lambda f: self._confirmed(receipt, f))
+                return False
+            if confirmed is not None:
+                self._confirmed(receipt, confirmed)
+                return False
+        return self._finish(receipt, exc)
+
+    def _confirmed(self, receipt: Receipt, confirmed: asyncio.Future[Any]) -> None:
+        if receipt.failure is None:
+            if confirmed.cancelled():
+                receipt.failure = asyncio.CancelledError()
+            elif confirmed.exception() is not None:
+                receipt.failure = confirmed.exception()
+        self._finish(receipt, None)
+
+    def _finish(self, receipt: Receipt, exc: Optional[BaseException]) -> bool:
         key = receipt.key
         waiting = self._inflight.finish(key)
         failure = receipt.failure
