@@ -22,8 +22,10 @@ from maim_message.backends.redis_batch import SendTurn
 from maim_message.backends.redis_keys import Keys
 from maim_message.backends.shard_ring import ShardRing
 from maim_message.backends.stream_ids import StreamIds
+from maim_message.core.dedupe import DedupeWindow
 from maim_message.errors import ClusterError
-from maim_message.server.acks import CURRENT_RECEIPT, Receipt
+from maim_message.runtime.callbacks import HandlerTasks
+from maim_message.server.acks import AckAfterHandling, GatedFrame, Receipt
 
 from .fakes import FakeHost, make_peer
 from .test_cluster_seam import settle, stop, texts, two_nodes
@@ -162,9 +164,16 @@ def test_frames_are_recorded_in_expiring_time_buckets() -> None:
 # -- the pub/sub base on the in-memory bus ----------------------------------------------------
 
 
+def gated(handlers: HandlerTasks, key: Tuple[str, str, str], handler: Any,
+          *args: Any) -> GatedFrame:
+    """A frame acked on receipt whose handler waits for the gate (no ack to wait for)."""
+    return GatedFrame(Receipt(key), handler, args, None, handlers)
+
+
 async def test_a_frame_handled_on_one_node_is_not_handled_again_on_another() -> None:
     bus, n1, n2 = await two_nodes()
     calls: List[str] = []
+    handlers = HandlerTasks("test")
     try:
         bob = n2.open(make_peer("b1", "bob"))
         await settle(lambda: ("bob", "qq") in bus.where)
@@ -172,27 +181,79 @@ async def test_a_frame_handled_on_one_node_is_not_handled_again_on_another() -> 
 
         async def forward(text: str) -> None:
             calls.append(text)
-            await n1.cluster.send_to_pair(("bob", "qq"), f"out-{text}", b'{"payload":"hi"}')
+            sent = await n1.cluster.send_to_pair(("bob", "qq"), f"out-{text}",
+                                                 b'{"payload":"hi"}')
+            assert sent == {"b1": True}  # returned at once: bob's entry on n2, known
 
-        receipt = Receipt(key)
-        token = CURRENT_RECEIPT.set(receipt)
-        try:
-            await n1.cluster.guard(key, forward)("first")
-        finally:
-            CURRENT_RECEIPT.reset(token)
-        assert receipt.recorded and frame_token(key) in bus.frames  # with the send
-        await n2.cluster.guard(key, forward)("re-sent to n2")  # the client's re-send
+        first = gated(handlers, key, forward, "first")
+        n1.cluster.admit(first)
+        assert first.receipt.recorded and frame_token(key) in bus.frames  # with the send
+        n2.cluster.admit(gated(handlers, key, forward, "re-sent to n2"))  # client re-send
         assert calls == ["first"] and n2.cluster.duplicate_frames == 1
         await settle(lambda: texts(bob) == ["hi"])
 
         def quiet() -> None:  # a handler that sends nothing is recorded when it returns
             calls.append("quiet")
 
-        await n2.cluster.guard(("alice", "qq", "f2"), quiet)()
-        await n1.cluster.guard(("alice", "qq", "f2"), quiet)()
-        assert calls == ["first", "quiet"]
+        n2.cluster.admit(gated(handlers, ("alice", "qq", "f2"), quiet))
+        n1.cluster.admit(gated(handlers, ("alice", "qq", "f2"), quiet))
+        assert calls == ["first", "quiet"] and n1.cluster.duplicate_frames == 1
     finally:
         await stop(n1, n2)
+
+
+class _Conn:
+    is_open = True
+
+
+def ack_after_handling(acks: List[str], unanswered: List[str]) -> AckAfterHandling:
+    return AckAfterHandling(
+        DedupeWindow(100, 60.0), HandlerTasks("test"), lambda: FakeHost().delivery,
+        lambda conn, msg_id: acks.append(msg_id), lambda conns, exc, msg_id: None,
+        lambda conns, exc, msg_id, retry: unanswered.append(msg_id))
+
+
+async def test_a_gated_frame_is_acked_once_the_store_confirmed_its_handlers_send() -> None:
+    acks: List[str] = []
+    unanswered: List[str] = []
+    after = ack_after_handling(acks, unanswered)
+    confirmed = asyncio.get_running_loop().create_future()
+    gates: List[GatedFrame] = []
+    settled: List[Receipt] = []
+
+    def settle_receipt(receipt: Receipt) -> asyncio.Future[Any]:
+        settled.append(receipt)
+        return confirmed  # the store has not confirmed the handler's send yet
+
+    def handler(text: str) -> None:
+        calls.append(text)
+
+    calls: List[str] = []
+    after.receive(_Conn(), ("alice", "qq", "f1"), handler, ("hi",),  # type: ignore[arg-type]
+                  gates.append)
+    assert calls == [] and len(gates) == 1  # waits for the cluster-wide check
+    assert after.duplicate(_Conn(), ("alice", "qq", "f1"))  # type: ignore[arg-type]
+    gates[0].receipt.settle = settle_receipt  # what the cluster's gate sets
+    gates[0].run()
+    assert calls == ["hi"] and settled and acks == []  # handled, not acked yet
+    confirmed.set_result(None)
+    await asyncio.sleep(0)
+    assert acks == ["f1", "f1"]  # the first copy and the re-send that joined it
+
+    failed = asyncio.get_running_loop().create_future()
+    after.receive(_Conn(), ("alice", "qq", "f2"), handler, ("x",),  # type: ignore[arg-type]
+                  gates.append)
+    gates[1].receipt.settle = lambda receipt: failed
+    gates[1].run()
+    failed.set_exception(ClusterError("Redis gone"))
+    await asyncio.sleep(0)
+    assert acks == ["f1", "f1"] and unanswered == ["f2"]  # not acked: the client re-sends
+    assert not after.duplicate(_Conn(), ("alice", "qq", "f2"))  # type: ignore[arg-type]
+
+    after.receive(_Conn(), ("alice", "qq", "f3"), handler, ("y",),  # type: ignore[arg-type]
+                  gates.append)
+    gates[2].skip()  # a duplicate: another node handled it
+    assert acks == ["f1", "f1", "f3"] and calls == ["hi", "x"]
 
 
 async def test_acks_of_one_loop_turn_become_one_delete_per_pair() -> None:

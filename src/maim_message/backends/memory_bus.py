@@ -16,7 +16,6 @@ from typing import (
     Any,
     AsyncIterator,
     Awaitable,
-    Callable,
     Dict,
     List,
     Optional,
@@ -39,7 +38,7 @@ from .pubsub_messages import (
 )
 
 if TYPE_CHECKING:
-    from ..server.acks import Receipt
+    from ..server.acks import GatedFrame, Receipt
     from ..server.peer import Peer
 
 
@@ -158,9 +157,8 @@ class MemoryCluster(PubSubCluster):
     def _notify_ack(self, origin: str, message: AckMessage) -> None:
         self.bus.publish(origin, message)
 
-    def _check_frame(self, token: str,
-                     then: Callable[[bool, Optional[BaseException]], None]) -> None:
-        then(token in self.bus.frames, None)
+    def _check_frame(self, token: str, frame: GatedFrame) -> None:
+        self._frame_checked(token, frame, token in self.bus.frames, None)
 
     def _mark_frame(self, token: str) -> None:
         self.bus.frames.add(token)

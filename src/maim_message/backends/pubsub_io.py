@@ -14,7 +14,6 @@ from typing import (
     Any,
     AsyncIterator,
     Awaitable,
-    Callable,
     Dict,
     List,
     Optional,
@@ -25,7 +24,7 @@ from .cluster_base import Pair
 from .pubsub_messages import AckMessage, ClusterMessage, FanoutMessage, PairMessage
 
 if TYPE_CHECKING:
-    from ..server.acks import Receipt
+    from ..server.acks import GatedFrame, Receipt
     from ..server.peer import Peer
 
 # What _listen yields when the subscription was re-established: messages may have been
@@ -84,10 +83,10 @@ class PubSubIO:
         """Tell ``origin`` (waiting in ``send_message(ack_timeout=...)``) about an ack."""
         raise NotImplementedError
 
-    def _check_frame(self, token: str,
-                     then: Callable[[bool, Optional[BaseException]], None]) -> None:
+    def _check_frame(self, token: str, frame: GatedFrame) -> None:
         """Ask (batched) whether some node recorded frame ``token`` as handled; the store
-        calls ``then(seen, None)``, or ``then(False, error)`` when it cannot tell."""
+        answers ``self._frame_checked(token, frame, seen, None)``, or with
+        ``(token, frame, False, error)`` when it cannot tell."""
         raise NotImplementedError
 
     def _mark_frame(self, token: str) -> None:

@@ -20,7 +20,6 @@ from typing import (
     Any,
     AsyncIterator,
     Awaitable,
-    Callable,
     Dict,
     List,
     Optional,
@@ -57,9 +56,7 @@ from .redis_shards import Shard, safe_url, split_urls
 from .shard_ring import ShardRing
 
 if TYPE_CHECKING:
-    from ..server.acks import Receipt
-
-CheckCallback = Callable[[bool, Optional[BaseException]], None]
+    from ..server.acks import GatedFrame, Receipt
 
 __all__ = ["ClusterError", "RedisCluster", "split_urls"]  # ClusterError lives in errors.py
 
@@ -99,8 +96,8 @@ class RedisCluster(PubSubCluster, RedisPresence):
         self._shards = [Shard(i, u) for i, u in enumerate(self.urls)]
         self._shard_of: Dict[Pair, Shard] = {}
         self._inbox: asyncio.Queue[Optional[bytes]] = asyncio.Queue()
-        # frame tokens to check in this batch, and who to tell (no future per frame)
-        self._checks: List[Tuple[str, CheckCallback]] = []
+        # frame tokens to check in this batch and their frames (no future per frame)
+        self._checks: List[Tuple[str, GatedFrame]] = []
         self._flush_scheduled = False
         self._flushed: Optional[asyncio.Future[None]] = None
         # resolves once this batch is confirmed (what gated frames' acks wait for)
@@ -315,7 +312,7 @@ class RedisCluster(PubSubCluster, RedisPresence):
                                 encode_pairs(self.node_id, messages)))
         fut.add_done_callback(done)
 
-    def _push_checks(self, checks: List[Tuple[str, CheckCallback]]) -> None:
+    def _push_checks(self, checks: List[Tuple[str, GatedFrame]]) -> None:
         """One CHECK_FRAMES call per shard; a frame is seen when any shard has it."""
         tokens = [token for token, _ in checks]
         current, previous = self.dedupe.both()
@@ -340,12 +337,10 @@ class RedisCluster(PubSubCluster, RedisPresence):
                 answers = [_text(r) for r in f.result()]
                 flags = "".join("1" if any(a[n] == "1" for a in answers) else "0"
                                 for n in range(len(tokens)))
-            for n, (_token, then) in enumerate(checks):
+            checked = self._frame_checked
+            for n, (token, frame) in enumerate(checks):
                 try:
-                    if exc is not None:
-                        then(False, exc)
-                    else:
-                        then(flags[n] == "1", None)
+                    checked(token, frame, exc is None and flags[n] == "1", exc)
                 except Exception:  # one frame's start must not stop the others'
                     logger.exception("cluster: starting a checked frame failed")
         gathered.add_done_callback(done)
@@ -364,10 +359,10 @@ class RedisCluster(PubSubCluster, RedisPresence):
         turn.waiters.append((pair, fut))
         return fut
 
-    def _check_frame(self, token: str, then: CheckCallback) -> None:
+    def _check_frame(self, token: str, frame: GatedFrame) -> None:
         if not self._flush_scheduled:
             self._schedule_flush()
-        self._checks.append((token, then))
+        self._checks.append((token, frame))
 
     def _mark_frame(self, token: str) -> None:
         shard = self._shards[self.ring.shard_of(token)]

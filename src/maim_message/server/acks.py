@@ -55,11 +55,45 @@ class Receipt:
         self.settle: Optional[Callable[[Receipt], Optional[asyncio.Future[Any]]]] = None
 
 
-# A gate decides when (and whether) a received frame's handler runs: it is given the
-# frame's receipt, ``run`` (start the handler) and ``skip`` (end it without handling: a
-# duplicate, acked; or a ``receipt.failure``, not answered). Cluster mode checks the
-# frame against the cluster-wide record first (backends/cluster_guard.py).
-Gate = Callable[[Receipt, Callable[[], Any], Callable[[], Any]], None]
+class GatedFrame:
+    """A received frame whose handler waits for a gate (cluster mode: the cluster-wide
+    check, backends/cluster_guard.py). The gate calls :meth:`run` (start the handler) or
+    :meth:`skip` (end it unhandled: acked as a duplicate, or not answered when
+    ``receipt.failure`` is set). One object per frame: no closures while it waits."""
+
+    __slots__ = ("_after", "_args", "_handler", "_handlers", "receipt")
+
+    def __init__(self, receipt: Receipt, handler: Callable[..., Any], args: Tuple[Any, ...],
+                 after: Optional[AckAfterHandling], handlers: Optional[HandlerTasks]) -> None:
+        self.receipt = receipt
+        self._handler = handler
+        self._args = args
+        self._after = after  # ack="handled": it acks once handled
+        self._handlers = handlers  # ack="receipt": acked already, only the handler runs
+
+    def run(self) -> None:
+        after = self._after
+        if after is not None:
+            after._start(self.receipt, self._handler, self._args)
+        else:
+            assert self._handlers is not None
+            self._handlers.start(self._handler, *self._args, on_done=self._returned)
+
+    def skip(self) -> None:
+        if self._after is not None:
+            self._after._done(self.receipt, None)
+
+    def _returned(self, exc: Optional[BaseException]) -> bool:
+        """ack="receipt": tell the gate the handler returned (nothing waits for it)."""
+        receipt = self.receipt
+        settle = receipt.settle
+        if exc is None and settle is not None:
+            receipt.settle = None
+            settle(receipt)
+        return False
+
+
+Gate = Callable[[GatedFrame], None]
 
 
 # Set around the handler call, so the handler's task (and what it awaits) carries it.
@@ -77,22 +111,8 @@ def delivery_failed(exc: BaseException) -> None:
 def start_acked(handlers: HandlerTasks, gate: Gate, key: FrameKey,
                 handler: Callable[..., Any], args: Tuple[Any, ...]) -> None:
     """``ack="receipt"`` behind a gate: the frame is acked already; its handler starts
-    when the gate lets it, and the gate is told when it returned (``Receipt.settle``:
-    a frame whose handler sent nothing is recorded then)."""
-    receipt = Receipt(key)
-
-    def done(exc: Optional[BaseException]) -> bool:
-        settle = receipt.settle
-        if exc is None and settle is not None:
-            receipt.settle = None
-            settle(receipt)  # nothing waits for the store's confirmation here
-        return False
-
-    gate(receipt, lambda: handlers.start(handler, *args, on_done=done), _nothing)
-
-
-def _nothing() -> None:
-    return None
+    when the gate lets it."""
+    gate(GatedFrame(Receipt(key), handler, args, None, handlers))
 
 
 class InFlight:
@@ -176,8 +196,7 @@ class AckAfterHandling:
         if gate is None:
             self._start(receipt, handler, args)
         else:
-            gate(receipt, lambda: self._start(receipt, handler, args),
-                 lambda: self._done(receipt, None))
+            gate(GatedFrame(receipt, handler, args, self, None))
 
     def _start(self, receipt: Receipt, handler: Callable[..., Any],
                args: Tuple[Any, ...]) -> None:
