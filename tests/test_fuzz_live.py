@@ -38,11 +38,14 @@ BUDGET = max(50.0, FRAMES / 100_000 * 45.0)  # seconds for the hostile phase
 WORKERS = 24
 SLOWLORIS = 12
 GOOD_MESSAGES = 300
+RATE, BURST = 1000.0, 500  # the hub's rate limit (HUB below): messages/s per connection
+FLOOD = 6000  # frames of one flood
 SENDER_KEY = "relay-sender-key"
 RECEIVER_KEY = "relay-receiver-key"
 
 HUB = r"""
 import asyncio, json, logging, sys
+RATE, BURST = float(sys.argv[2]), int(sys.argv[3])
 from maim_message.message import MessageDim
 from maim_message.server import ServerConfig, WebSocketServer
 from maim_message.transport.base import HttpReply
@@ -62,7 +65,7 @@ async def main() -> None:
         host="127.0.0.1", port=0, on_auth=lambda m: bool(m["api_key"]),
         on_auth_extract_user=lambda m: m["api_key"], on_message=on_message,
         max_message_size=1 << 20, handshake_timeout=1.0, close_timeout=1.0,
-        dedupe_window=10_000, rate_limit_per_second=1000.0, rate_limit_burst=500,
+        dedupe_window=10_000, rate_limit_per_second=RATE, rate_limit_burst=BURST,
         enable_message_log=False, enable_connection_log=False,
     )
     server = WebSocketServer(config)
@@ -181,14 +184,28 @@ class Tally:
         self.sessions = 0
         self.hub_closes = 0
         self.no_close: List[bytes] = []  # fatal frames the hub did not close on within 3 s
+        self.floods = 0
+        self.floods_closed = 0  # with 1008; the others were all handled within the limit
+        self.over_limit: List[str] = []  # floods handled beyond burst + rate x time
         self.handshakes_refused = 0
         self.http_garbage = 0
         self.slowloris_dropped = 0
         self.connect_errors = 0
 
 
-async def drain_frames(reader: asyncio.StreamReader, closed: asyncio.Event) -> None:
-    """Read and discard server frames; set ``closed`` on a close frame or EOF."""
+class Seen:
+    """What the hub sent a connection: acks, the close code."""
+
+    def __init__(self) -> None:
+        self.acks = 0
+        self.close_code: Optional[int] = None
+        self.changed = asyncio.Event()
+
+
+async def drain_frames(reader: asyncio.StreamReader, closed: asyncio.Event,
+                       seen: Optional[Seen] = None) -> None:
+    """Read and discard server frames (counting acks into ``seen``); set ``closed`` on a
+    close frame or EOF."""
     buf = bytearray()
     try:
         while True:
@@ -210,11 +227,42 @@ async def drain_frames(reader: asyncio.StreamReader, closed: asyncio.Event) -> N
                 if len(buf) < head + n:
                     break
                 if buf[0] & 0x0F == 0x8:
+                    if seen is not None and n >= 2:
+                        seen.close_code = struct.unpack("!H", buf[head:head + 2])[0]
                     closed.set()
+                elif seen is not None and b'"sys_ack"' in buf[head:head + n]:
+                    seen.acks += 1
+                    seen.changed.set()
                 del buf[:head + n]
     except (ConnectionError, OSError):
         pass
     closed.set()
+    if seen is not None:
+        seen.changed.set()
+
+
+async def flood_outcome(seen: Seen, closed: asyncio.Event, frames: int, opened: float,
+                        tally: Tally) -> bool:
+    """Wait (events, no fixed delay) until the hub closed the flooding connection or
+    acked every frame of the flood; check the bound the token bucket holds by
+    construction: no more than ``BURST + RATE x t`` messages handled since the
+    connection opened, whatever the machine's speed. True when it was closed."""
+    deadline = time.monotonic() + 120  # a hang guard only
+    while not closed.is_set() and seen.acks < frames:
+        seen.changed.clear()
+        try:
+            await asyncio.wait_for(seen.changed.wait(), max(0.01, deadline - time.monotonic()))
+        except asyncio.TimeoutError:
+            raise AssertionError(
+                f"flood: neither closed nor handled ({seen.acks} acks)") from None
+    limit = BURST + RATE * (time.monotonic() - opened)
+    if seen.acks > limit:
+        tally.over_limit.append(f"{seen.acks} acked > {limit:.0f}")
+    if closed.is_set():
+        if seen.close_code != 1008:
+            tally.over_limit.append(f"flood closed with {seen.close_code}, not 1008")
+        return True
+    return False
 
 
 async def hostile_worker(
@@ -236,7 +284,9 @@ async def hostile_worker(
             continue
         tally.sessions += 1
         closed = asyncio.Event()
+        seen = Seen()
         drainer: Optional[asyncio.Task[None]] = None
+        opened = time.monotonic()  # before the hub can open the connection (and its bucket)
         try:
             head = request(query={"api_key": key}, headers={"x-uuid": f"w{wid}-{tally.sessions}"})
             early = b""
@@ -249,7 +299,7 @@ async def hostile_worker(
             if not reply.startswith(b"HTTP/1.1 101"):
                 tally.handshakes_refused += 1
                 continue
-            drainer = asyncio.ensure_future(drain_frames(reader, closed))
+            drainer = asyncio.ensure_future(drain_frames(reader, closed, seen))
             for _ in range(rng.randint(20, 300)):
                 if rng.random() < 0.0007:
                     data, count = rng.choice(huge)
@@ -266,13 +316,20 @@ async def hostile_worker(
             await writer.drain()
             ending = rng.random()
             data = b"flood"
-            # flood: far more than burst + rate x time -> 1008. The rate (1 000/s) stays
-            # well under what the hub handles for one connection while 23 others send
-            # expensive frames (~2 000/s on a loaded 2-core machine), else a flood is
-            # only caught when the hub happens to be fast enough.
+            # flood: more than burst + rate x time if the hub handles it faster than the
+            # rate -> 1008; else every frame is handled within the limit. The rate is
+            # counted when frames are handled, so which one happens depends on the
+            # machine's speed under the fuzz load; the bound holds either way (checked).
             if ending < 0.02:
-                writer.write(flood * 6000)
-                tally.frames += 6000
+                tally.floods += 1
+                before = seen.acks
+                writer.write(flood * FLOOD)
+                tally.frames += FLOOD
+                await writer.drain()
+                seen.acks -= before  # count the flood's acks only (bound still holds)
+                if await flood_outcome(seen, closed, FLOOD, opened, tally):
+                    tally.floods_closed += 1
+                continue
             elif ending < 0.07:  # just drop the TCP connection
                 continue
             else:
@@ -291,6 +348,46 @@ async def hostile_worker(
             writer.close()
             if drainer is not None:
                 await asyncio.gather(drainer, return_exceptions=True)
+
+
+async def flood_until_closed(port: int, tally: Tally) -> None:
+    """After the hostile phase, the hub otherwise idle: one connection floods until the
+    hub closes it with 1008. Each check is bounded by construction (``flood_outcome``);
+    the close comes once the hub handles this one connection faster than ``RATE``."""
+    opened = time.monotonic()
+    reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 5)
+    closed, seen = asyncio.Event(), Seen()
+    drainer: Optional[asyncio.Task[None]] = None
+    try:
+        writer.write(request(query={"api_key": "flood-final"}))
+        reply = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert reply.startswith(b"HTTP/1.1 101"), reply[:40]
+        drainer = asyncio.ensure_future(drain_frames(reader, closed, seen))
+        flood = text(std_env("final-flood"))
+        sent = 0
+        tally.floods += 1
+        give_up = time.monotonic() + 60  # a hang guard only
+        while not closed.is_set():
+            assert time.monotonic() < give_up, (
+                f"an idle hub handled {sent} flood frames no faster than {RATE:g}/s")
+            writer.write(flood * FLOOD)
+            sent += FLOOD
+            tally.frames += FLOOD
+            try:
+                await writer.drain()
+            except (ConnectionError, OSError):
+                break
+            if not closed.is_set() and seen.acks >= sent:  # all handled: flood again
+                continue
+            if await flood_outcome(seen, closed, sent, opened, tally):
+                tally.floods_closed += 1
+                return
+        if closed.is_set() and await flood_outcome(seen, closed, sent, opened, tally):
+            tally.floods_closed += 1
+    finally:
+        writer.close()
+        if drainer is not None:
+            await asyncio.gather(drainer, return_exceptions=True)
 
 
 async def slowloris(wid: int, port: int, tally: Tally, stop: asyncio.Event) -> None:
@@ -345,7 +442,7 @@ async def test_hub_survives_hostile_frames_and_good_clients_lose_nothing(
 ) -> None:
     stderr_path = tmp_path / "hub.stderr"
     with open(stderr_path, "wb") as err:
-        proc = subprocess.Popen([sys.executable, "-c", HUB, RECEIVER_KEY],
+        proc = subprocess.Popen([sys.executable, "-c", HUB, RECEIVER_KEY, str(RATE), str(BURST)],
                                 stdout=subprocess.PIPE, stderr=err)
     try:
         assert proc.stdout is not None
@@ -410,6 +507,7 @@ async def test_hub_survives_hostile_frames_and_good_clients_lose_nothing(
         await asyncio.wait_for(good, 30)
         await asyncio.wait_for(done.wait(), 30)
         await asyncio.gather(*side, return_exceptions=True)
+        await flood_until_closed(port, tally)  # a flood on an otherwise idle hub: 1008
 
         assert proc.poll() is None, "the hub process died"
         stats = json.loads(await http_get(port, "/stats"))
@@ -439,6 +537,8 @@ async def test_hub_survives_hostile_frames_and_good_clients_lose_nothing(
     warm_rss = rss_samples[1][1] if len(rss_samples) > 1 else rss_start
     report = (f"frames={tally.frames} in {elapsed:.1f}s sessions={tally.sessions} "
               f"hub_closes={tally.hub_closes} no_close={tally.no_close} "
+              f"floods={tally.floods} floods_closed={tally.floods_closed} "
+              f"over_limit={tally.over_limit} "
               f"slowloris_dropped={tally.slowloris_dropped} garbage_http={tally.http_garbage} "
               f"lost={len(lost)} rss_kib start={rss_start} warm={warm_rss} end={rss_end} "
               f"samples={rss_samples} limits={stats['limits']}")
@@ -449,6 +549,8 @@ async def test_hub_survives_hostile_frames_and_good_clients_lose_nothing(
     assert "Traceback" not in hub_log and "Fatal error" not in hub_log, hub_log[-3000:]
     assert "exception" not in hub_log.lower(), hub_log[-3000:]
     assert not tally.no_close, report
+    assert not tally.over_limit, report  # never more than burst + rate x time handled
+    assert tally.floods_closed >= 1, report
     assert tally.slowloris_dropped > 0 and tally.http_garbage > 0, report
     limits = stats["limits"]
     for reason in ("message_size", "rate", "handshake_timeout", "request_head",

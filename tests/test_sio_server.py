@@ -247,9 +247,37 @@ async def test_pending_sessions_are_bounded_per_address_and_a_refused_one_ends_w
     assert sid in endpoint.sessions and refused not in endpoint.sessions
 
 
+async def test_on_auth_runs_once_per_socketio_connection() -> None:
+    """The credentials are the handshake's headers (the CONNECT carries none the 0.7 wire
+    uses): the user's on_auth is asked once, not again at the CONNECT."""
+    calls: List[str] = []
+
+    def on_auth(metadata: Dict[str, Any]) -> bool:
+        calls.append(metadata["api_key"])
+        return metadata["api_key"] == KEY
+
+    port = free_port()
+    server = WebSocketServer(create_server_config(
+        host="127.0.0.1", port=port, on_auth=on_auth,
+        on_auth_extract_user=lambda m: "user"))
+    await server.start()
+    try:
+        sid = await polling_session(port)
+        q = f"/ws/?EIO=4&transport=polling&sid={sid}"
+        assert await http(port, "POST", q, b"40") == (200, b"ok")
+        assert (await http(port, "GET", q))[1].startswith(b'40{"sid":')
+        assert server.connection_uuids() == ["raw-good-key"]
+        assert calls == [KEY]
+        stats = server.get_stats()
+        assert (stats["total_auth_requests"], stats["successful_auths"]) == (1, 1)
+    finally:
+        await server.stop()
+
+
 async def test_connect_is_refused_when_auth_changed_since_the_handshake() -> None:
-    """The hub's check runs again at CONNECT: a key withdrawn after the Engine.IO handshake
-    (revoked, hub draining) does not connect."""
+    """The check runs again at CONNECT once the server was told that decisions taken may
+    be stale (``invalidate_auth``: the hub calls it on a revoke, a reload, a stop): a key
+    withdrawn after the Engine.IO handshake does not connect."""
     allowed = {KEY}
     received: List[Any] = []
 
@@ -265,6 +293,7 @@ async def test_connect_is_refused_when_auth_changed_since_the_handshake() -> Non
         kept = await polling_session(port)
         withdrawn = await polling_session(port)
         allowed.clear()
+        server.invalidate_auth()
         q = f"/ws/?EIO=4&transport=polling&sid={withdrawn}"
         assert await http(port, "POST", q, b"40") == (200, b"ok")
         status, body = await http(port, "GET", q)

@@ -4,7 +4,10 @@ Acks of connections on this node are collected for ``ack_delay`` seconds; then e
 pair's acked entries are deleted in one operation (``stream_ids`` knows which entry each
 message is in, and deletes an entry once all its messages are acked); messages whose
 entry is unknown here are deleted by msg_id; an origin waiting in
-``send_message(ack_timeout=...)`` on another node gets an :class:`AckMessage`.
+``send_message(ack_timeout=...)`` on another node gets an :class:`AckMessage`. Messages
+read from a stream (a takeover) have no known origin: their acks go to every node, in
+one :class:`AcksMessage` per pair and batch, so a waiting origin resolves wherever the
+receiver acked.
 """
 
 from __future__ import annotations
@@ -14,8 +17,8 @@ from typing import Dict, List, Tuple
 
 from .cluster_base import Pair
 from .pubsub_io import PubSubIO
-from .pubsub_messages import AckMessage
-from .stream_ids import StreamIds
+from .pubsub_messages import AckMessage, AcksMessage
+from .stream_ids import ANY_ORIGIN, StreamIds
 
 
 class AckBatching(PubSubIO):
@@ -62,7 +65,13 @@ class AckBatching(PubSubIO):
                 self._store_delete(pair, acked.sids, self._sids.idle(pair))
             if acked.by_msg_id:
                 self._store_ack(pair, acked.by_msg_id, acker)
+            anyone: List[str] = []
             for origin, msg_id in acked.notify:
-                if origin != self.node_id:
+                if origin == ANY_ORIGIN:
+                    anyone.append(msg_id)
+                elif origin != self.node_id:
                     self._notify_ack(origin, AckMessage(self.node_id, pair[0], pair[1],
                                                         msg_id, acker))
+            if anyone:  # taken over from a stream: the waiting origin is not known here
+                self._publish(AcksMessage(self.node_id, pair[0], pair[1], tuple(anyone),
+                                          acker))

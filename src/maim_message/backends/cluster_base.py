@@ -137,6 +137,11 @@ class ClusterBackend(Protocol):
 
     def connections(self) -> Dict[str, Dict[str, Any]]: ...
 
+    async def admin(self, action: str, args: Dict[str, str], durable: bool = False) -> None:
+        """Have every other node apply an admin action (``host.apply_admin``); ``durable``:
+        kept in the cluster's store and applied by each node when it starts."""
+        ...
+
 
 class LocalCluster:
     """A single hub (the default): the server's send path, straight into Delivery."""
@@ -176,7 +181,8 @@ class LocalCluster:
         host = self._host or self._require_host()
         delivery = host.delivery
         results = delivery.to_pair(pair, host.routes.lookup(*pair), msg_id, payload)
-        await delivery.committed()  # durable outbox: in SQLite before we return
+        if delivery.commit_pending:
+            await delivery.committed()  # durable outbox: in SQLite before we return
         if ack_timeout is not None and delivery.enabled:
             acker = await delivery.wait_ack(pair, msg_id, ack_timeout)
             return {acker: True} if acker is not None else {}
@@ -196,6 +202,9 @@ class LocalCluster:
     def connections(self) -> Dict[str, Dict[str, Any]]:
         host = self._require_host()
         return {uuid: peer.info() for uuid, peer in host.peers.items()}
+
+    async def admin(self, action: str, args: Dict[str, str], durable: bool = False) -> None:
+        return None  # no other node; a single hub keeps what must last itself
 
 
 def default_node_id() -> str:

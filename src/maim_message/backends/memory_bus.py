@@ -21,6 +21,7 @@ from typing import (
     Optional,
     Set,
     Tuple,
+    Union,
 )
 
 from ..core.defaults import DEFAULT_OUTBOX
@@ -29,6 +30,8 @@ from .pubsub_cluster import PubSubCluster
 from .pubsub_io import Presence, SendResult, StoredMessage
 from .pubsub_messages import (
     AckMessage,
+    AcksMessage,
+    AdminMessage,
     ClusterMessage,
     FanoutMessage,
     PairMessage,
@@ -60,6 +63,7 @@ class MemoryBus:
         self.members: Set[str] = set()
         self.channels: Dict[str, asyncio.Queue[bytes]] = {}
         self.frames: Set[str] = set()  # handled frames (frame_dedupe tokens)
+        self.admin: Set[bytes] = set()  # admin actions kept for good
         self._last_id = (0, 0)
 
     def next_id(self) -> str:
@@ -68,7 +72,7 @@ class MemoryBus:
         self._last_id = (ms, 0) if ms > last_ms else (last_ms, seq + 1)
         return f"{self._last_id[0]}-{self._last_id[1]}"
 
-    def publish(self, node: str, message: ClusterMessage) -> None:
+    def publish(self, node: str, message: Union[ClusterMessage, AcksMessage]) -> None:
         channel = self.channels.get(node)
         if channel is not None:
             channel.put_nowait(encode_pairs(message.origin, [message])
@@ -113,9 +117,15 @@ class MemoryCluster(PubSubCluster):
             for message in decode_batch(await channel.get()):
                 yield message
 
-    def _publish(self, message: FanoutMessage) -> None:
+    def _publish(self, message: Union[FanoutMessage, AdminMessage, AcksMessage]) -> None:
         for node in list(self.bus.members):
             self.bus.publish(node, message)
+
+    def _admin_keep(self, record: bytes) -> None:
+        self.bus.admin.add(record)
+
+    def _admin_kept(self) -> Awaitable[List[bytes]]:
+        return _done(sorted(self.bus.admin))
 
     async def _written(self) -> None:
         return None  # every bus operation is done when it returns

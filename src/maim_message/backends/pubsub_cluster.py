@@ -34,9 +34,17 @@ from .cluster_acks import AckBatching
 from .cluster_base import CONN, ClusterHost, Pair, Selector, user_key
 from .cluster_guard import FrameGuard, frame_to_record, gated_receipt
 from .pubsub_io import RESUBSCRIBED, Presence, StoredMessage
-from .pubsub_messages import AckMessage, ClusterMessage, FanoutMessage, PairMessage
+from .pubsub_messages import (
+    AckMessage,
+    AdminMessage,
+    ClusterMessage,
+    FanoutMessage,
+    PairMessage,
+    decode_message,
+    encode_message,
+)
 from .pubsub_state import ClusterOutboxStore, PairState, stream_id_key
-from .stream_ids import StreamIds
+from .stream_ids import ANY_ORIGIN, StreamIds
 
 if TYPE_CHECKING:
     from ..server.peer import Peer
@@ -90,6 +98,8 @@ class PubSubCluster(AckBatching, FrameGuard):
     async def start(self, host: ClusterHost) -> None:
         self._host = host
         await self._join()
+        for record in await self._admin_kept():  # before the server listens
+            self._admin_replay(record)
         host.delivery.use_store(self._store)
         self._joined = True
         self._tasks = [asyncio.ensure_future(self._read_loop()),
@@ -183,7 +193,7 @@ class PubSubCluster(AckBatching, FrameGuard):
             self.takeovers += 1
         for sid, msg_id, payload in entries:
             state.loaded_upto = stream_id_key(sid)
-            self._sids.known(pair, msg_id, sid)
+            self._sids.known(pair, msg_id, sid, ANY_ORIGIN)
             if state.loaded_upto[0] >= cutoff and not delivery.is_queued(pair, msg_id):
                 delivery.enqueue(pair, msg_id, payload, persist=False)
         for msg_id, payload, persist in state.buffer:
@@ -207,6 +217,7 @@ class PubSubCluster(AckBatching, FrameGuard):
         mark = frame_to_record()  # the handled frame, atomically with its first send
         # Under the gate the frame's ack waits for the store, so the send need not.
         deferred = None if notify else gated_receipt()
+        waiter = delivery.expect_ack(pair, msg_id) if notify and delivery.enabled else None
         sent = self._send_pair(PairMessage(self.node_id, pair[0], pair[1], msg_id, "",
                                            payload, notify), persist, mark, deferred)
         results: Dict[str, bool] = {}
@@ -220,12 +231,17 @@ class PubSubCluster(AckBatching, FrameGuard):
             else:
                 results = self._deliver(pair, msg_id, payload)
         if sent is None:  # the pair's connections elsewhere as of its last write
-            remote = self._remote.get(pair, ())
+            remote = self._remote.get(pair, [])
         else:
-            _sid, remote = await sent
-        if notify and delivery.enabled:
+            try:
+                _sid, remote = await sent
+            except BaseException:
+                if waiter is not None:
+                    delivery.remote_acked(pair, msg_id, "")  # drop the waiter
+                raise
+        if waiter is not None:
             assert ack_timeout is not None
-            acker = await delivery.wait_ack(pair, msg_id, ack_timeout)
+            acker = await delivery.wait_ack(pair, msg_id, ack_timeout, waiter)
             return {acker: True} if acker is not None else {}
         alive = self._alive
         for uuid, node in remote:
@@ -296,6 +312,32 @@ class PubSubCluster(AckBatching, FrameGuard):
                                                         only=selector.kind == CONN))
         return results
 
+    # -- the admin plane ----------------------------------------------------------------------
+
+    async def admin(self, action: str, args: Dict[str, str], durable: bool = False) -> None:
+        """Have every other node apply an admin action (this node applied it already).
+        ``durable``: also kept in the store, and applied by every node when it starts
+        (a restart, or a node that joins later). Returns once the store has it."""
+        self._running()
+        if durable:
+            self._admin_keep(encode_message(AdminMessage("", action, args)))
+        self._publish(AdminMessage(self.node_id, action, args))
+        await self._written()
+
+    def _admin_replay(self, record: bytes) -> None:
+        try:
+            message = decode_message(record)
+        except (ValueError, KeyError, TypeError) as exc:
+            logger.warning("cluster: unreadable stored admin action skipped: %s", exc)
+            return
+        if isinstance(message, AdminMessage):
+            self._admin_apply(message)
+
+    def _admin_apply(self, message: AdminMessage) -> None:
+        apply = getattr(self._host, "apply_admin", None)
+        if apply is not None:
+            apply(message.action, dict(message.args))
+
     # -- channel messages ---------------------------------------------------------------------
 
     async def _read_loop(self) -> None:
@@ -332,6 +374,9 @@ class PubSubCluster(AckBatching, FrameGuard):
             host = self._host
             if host is not None:
                 host.delivery.remote_acked(message.pair, message.msg_id, message.uuid)
+        elif isinstance(message, AdminMessage):
+            if message.origin != self.node_id:
+                self._admin_apply(message)
 
     def _resync_all(self, why: str) -> None:
         """Re-read the streams of every pair held here and deliver what is missing."""
@@ -354,7 +399,7 @@ class PubSubCluster(AckBatching, FrameGuard):
             state.loaded_upto = max(state.loaded_upto, stream_id_key(sid))
             if self._sids.has(pair, msg_id):
                 continue  # delivered here already (maybe acked, its delete not yet sent)
-            self._sids.known(pair, msg_id, sid)
+            self._sids.known(pair, msg_id, sid, ANY_ORIGIN)
             self._deliver(pair, msg_id, payload)
 
     # -- presence -----------------------------------------------------------------------------

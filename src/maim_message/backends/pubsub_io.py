@@ -18,10 +18,18 @@ from typing import (
     List,
     Optional,
     Tuple,
+    Union,
 )
 
 from .cluster_base import Pair
-from .pubsub_messages import AckMessage, ClusterMessage, FanoutMessage, PairMessage
+from .pubsub_messages import (
+    AckMessage,
+    AcksMessage,
+    AdminMessage,
+    ClusterMessage,
+    FanoutMessage,
+    PairMessage,
+)
 
 if TYPE_CHECKING:
     from ..server.acks import GatedFrame, Receipt
@@ -52,8 +60,16 @@ class PubSubIO:
         """Messages for this node, forever (``RESUBSCRIBED`` after a reconnect)."""
         raise NotImplementedError
 
-    def _publish(self, message: FanoutMessage) -> None:
-        """Queue a fan-out to every node."""
+    def _publish(self, message: Union[FanoutMessage, AdminMessage, AcksMessage]) -> None:
+        """Queue a fan-out (or an admin action, or acks for any origin) to every node."""
+        raise NotImplementedError
+
+    def _admin_keep(self, record: bytes) -> None:
+        """Keep an admin action in the store for good (a set: the same record once)."""
+        raise NotImplementedError
+
+    def _admin_kept(self) -> Awaitable[List[bytes]]:
+        """Every admin action kept so far (read when the node starts)."""
         raise NotImplementedError
 
     def _send_pair(self, message: PairMessage, persist: bool, mark: Optional[str],

@@ -1,4 +1,4 @@
-"""What hub nodes tell each other over a pub/sub channel: three named message types.
+"""What hub nodes tell each other over a pub/sub channel: four named message types.
 
 Encoding (sans-I/O): a JSON object with a ``type`` field, then ``\\n`` and the raw payload
 (the encoded envelope) when there is one. The Redis scripts build the same objects with
@@ -57,12 +57,36 @@ class AckMessage:
         return (self.user, self.platform)
 
 
-ClusterMessage = Union[PairMessage, FanoutMessage, AckMessage]
+@dataclass(frozen=True)
+class AcksMessage:
+    """Acks of messages of a pair whose origin is not known here (read from the pair's
+    stream after a takeover): sent to every node, so that an origin waiting in
+    ``send_message(ack_timeout=...)`` hears of them. Decoded as one AckMessage each."""
 
-PAIR, FANOUT, ACK, PAIRS = "pair", "fanout", "ack", "pairs"
+    node: str
+    user: str
+    platform: str
+    msg_ids: Tuple[str, ...]
+    uuid: str
 
 
-def encode_message(message: ClusterMessage) -> bytes:
+@dataclass(frozen=True)
+class AdminMessage:
+    """An admin-plane action for every node (revoke a key, disconnect, reload): each
+    node applies it to its own connections and key table. ``args`` carry no secret (a
+    key travels as its SHA-256, as ``key_sha256`` does in the config)."""
+
+    origin: str
+    action: str
+    args: Dict[str, str]
+
+
+ClusterMessage = Union[PairMessage, FanoutMessage, AckMessage, AdminMessage]
+
+PAIR, FANOUT, ACK, ACKS, PAIRS, ADMIN = "pair", "fanout", "ack", "acks", "pairs", "admin"
+
+
+def encode_message(message: Union[ClusterMessage, AcksMessage]) -> bytes:
     head: Dict[str, Any]
     payload = b""
     if isinstance(message, PairMessage):
@@ -74,6 +98,13 @@ def encode_message(message: ClusterMessage) -> bytes:
         head = {"type": FANOUT, "origin": message.origin, "kind": message.selector.kind,
                 "value": message.selector.value, "msg_id": message.msg_id}
         payload = message.payload
+    elif isinstance(message, AcksMessage):
+        head = {"type": ACKS, "node": message.node, "user": message.user,
+                "platform": message.platform, "msg_ids": list(message.msg_ids),
+                "uuid": message.uuid}
+    elif isinstance(message, AdminMessage):
+        head = {"type": ADMIN, "origin": message.origin, "action": message.action,
+                "args": message.args}
     else:
         head = {"type": ACK, "node": message.node, "user": message.user,
                 "platform": message.platform, "msg_id": message.msg_id,
@@ -114,6 +145,8 @@ def encode_pairs(origin: str, messages: List[PairMessage]) -> bytes:
 def decode_batch(data: bytes) -> List[ClusterMessage]:
     """A channel message as the list of messages it carries (one, or a ``pairs`` batch)."""
     if not data.startswith(b'{"type":"pairs"'):
+        if data.startswith(b'{"type":"acks"'):
+            return _decode_acks(data)
         return [decode_message(data)]
     first, _, rest = data.partition(b"\n")
     head = orjson.loads(first)
@@ -141,8 +174,17 @@ def decode_batch(data: bytes) -> List[ClusterMessage]:
     return out
 
 
+def _decode_acks(data: bytes) -> List[ClusterMessage]:
+    head = orjson.loads(data)
+    ids = head["msg_ids"]
+    if type(ids) is not list:
+        raise ValueError("acks: msg_ids must be a list")
+    node, user, platform, uuid = head["node"], head["user"], head["platform"], head["uuid"]
+    return [AckMessage(node, user, platform, str(m), uuid) for m in ids]
+
+
 def decode_message(data: bytes) -> ClusterMessage:
-    """Raises ValueError (or KeyError) on a message that is not one of the three."""
+    """Raises ValueError (or KeyError) on a message that is not one of the four."""
     head_raw, _, payload = data.partition(b"\n")
     head = orjson.loads(head_raw)
     if type(head) is not dict:
@@ -157,4 +199,9 @@ def decode_message(data: bytes) -> ClusterMessage:
     if kind == ACK:
         return AckMessage(head["node"], head["user"], head["platform"], head["msg_id"],
                           head["uuid"])
+    if kind == ADMIN:
+        args = head["args"]
+        if type(args) is not dict or not all(type(v) is str for v in args.values()):
+            raise ValueError("admin message args must be an object of strings")
+        return AdminMessage(str(head["origin"]), str(head["action"]), args)
     raise ValueError(f"unknown cluster message type {kind!r}")

@@ -41,6 +41,8 @@ from .pubsub_cluster import PubSubCluster
 from .pubsub_io import RESUBSCRIBED, SendResult, StoredMessage
 from .pubsub_messages import (
     AckMessage,
+    AcksMessage,
+    AdminMessage,
     ClusterMessage,
     FanoutMessage,
     PairMessage,
@@ -214,9 +216,17 @@ class RedisCluster(PubSubCluster, RedisPresence):
             for message in messages:
                 yield message
 
-    def _publish(self, message: FanoutMessage) -> None:
+    def _publish(self, message: Union[FanoutMessage, AdminMessage, AcksMessage]) -> None:
         self._q(self._shards[0]).push(("PUBLISH", self.keys.all_channel,
                                        encode_message(message)))
+
+    def _admin_keep(self, record: bytes) -> None:
+        self._q(self._shards[0]).push(("SADD", self.keys.admin, record))
+
+    async def _admin_kept(self) -> List[bytes]:
+        fut = self._q(self._shards[0]).push(("SMEMBERS", self.keys.admin), want_result=True)
+        assert fut is not None
+        return sorted(await fut or ())
 
     def _notify_ack(self, origin: str, message: AckMessage) -> None:
         self._q(self._shards[0]).push(("PUBLISH", self.keys.channel(origin),

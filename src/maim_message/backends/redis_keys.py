@@ -10,6 +10,8 @@ which may be an API key, shows up in key names):
 - ``p:w:<pair>``      hash uuid -> node: where the pair's connections are
 - ``p:s:<pair>``      stream: the pair's unacked messages (fields ``m`` msg_id, ``p`` payload)
 - ``p:i:<pair>``      hash msg_id -> stream id (``id|origin`` when the origin awaits the ack)
+- ``p:admin``         set of admin actions kept for good (revoked keys, as SHA-256), applied
+                      by every node when it starts
 
 Channels: ``p:n:<node>`` (messages for one node) and ``p:all`` (fan-outs); what travels
 on them is defined in ``pubsub_messages`` (the scripts build the same JSON objects).
@@ -26,7 +28,8 @@ from .cluster_base import Pair, user_key
 
 
 class Keys:
-    __slots__ = ("_pairs", "alive_prefix", "all_channel", "chan_prefix", "nodes", "prefix")
+    __slots__ = ("_pairs", "admin", "alive_prefix", "all_channel", "chan_prefix", "nodes",
+                 "prefix")
 
     def __init__(self, prefix: str) -> None:
         self._pairs: Dict[Pair, Tuple[str, str, str]] = {}
@@ -35,6 +38,7 @@ class Keys:
         self.chan_prefix = f"{prefix}:n:"
         self.nodes = f"{prefix}:nodes"
         self.all_channel = f"{prefix}:all"
+        self.admin = f"{prefix}:admin"
 
     @staticmethod
     def pair_id(pair: Pair) -> str:

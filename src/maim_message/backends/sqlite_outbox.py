@@ -8,13 +8,17 @@ was committed.
 
 Besides the queued messages it keeps the ids of received frames whose handling is
 committed (``seen``), so that after a crash a client's re-send of a frame the dead
-process had already forwarded is recognised and not forwarded twice.
+process had already forwarded is recognised and not forwarded twice. Like the in-memory
+window (``core.dedupe``) it is bounded per sender: each (user, platform) keeps its newest
+``max_seen`` ids, and when all senders together hold more than four times that, only
+senders over their fair share lose their oldest ids; one sender's burst never evicts
+another's records.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from typing import Dict, Iterable, List, Tuple
+from typing import Dict, Iterable, List, Optional, Tuple
 
 from ..core.outbox import OutboxEntry, Pair
 
@@ -43,10 +47,14 @@ SeenKey = Tuple[str, str, str]  # (sender user, sender platform, msg_id)
 
 
 class SqliteOutboxStore:
-    def __init__(self, path: str, max_seen: int = 100_000) -> None:
+    def __init__(self, path: str, max_seen: int = 100_000,
+                 max_seen_total: Optional[int] = None) -> None:
         self.path = path
-        self.max_seen = max_seen
-        self._seen_added = 0
+        self.max_seen = max(1, max_seen)
+        self.max_seen_total = max(self.max_seen, max_seen_total if max_seen_total is not None
+                                  else 4 * self.max_seen)
+        self._seen_added: Dict[Tuple[str, str], int] = {}  # per sender, since its last trim
+        self._marks = 0  # marks since the total was last checked
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
@@ -67,8 +75,23 @@ class SqliteOutboxStore:
         return self._db.in_transaction
 
     def commit(self) -> None:
-        if self._db.in_transaction:
+        """End the group's transaction. When that fails (disk full, read-only file, locked)
+        the transaction is rolled back, so nothing of it is on disk, and the error is
+        raised: the caller treats the group as not stored."""
+        if not self._db.in_transaction:
+            return
+        try:
             self._db.execute("COMMIT")
+        except sqlite3.Error:
+            self.rollback()
+            raise
+
+    def rollback(self) -> None:
+        if self._db.in_transaction:
+            try:
+                self._db.execute("ROLLBACK")
+            except sqlite3.Error:  # SQLite may have rolled it back itself already
+                pass
 
     # -- messages -----------------------------------------------------------------------
 
@@ -107,12 +130,40 @@ class SqliteOutboxStore:
     def mark_seen(self, key: SeenKey, at: float) -> None:
         self._begin()
         self._db.execute("INSERT OR REPLACE INTO seen VALUES (?, ?, ?, ?)", (*key, at))
-        self._seen_added += 1
-        if self._seen_added >= max(1, self.max_seen // 10):  # keep the newest max_seen
-            self._seen_added = 0
-            self._db.execute(
-                "DELETE FROM seen WHERE rowid <= (SELECT MAX(rowid) FROM seen) - ?",
-                (self.max_seen,))
+        every = max(1, self.max_seen // 10)  # trims are amortised over many marks
+        sender = (key[0], key[1])
+        added = self._seen_added.get(sender, 0) + 1
+        if added >= every:
+            self._seen_added.pop(sender, None)
+            self._trim_sender(sender, self.max_seen)
+        else:
+            if len(self._seen_added) >= 10_000:  # bounded however many senders come and go
+                self._seen_added.clear()
+            self._seen_added[sender] = added
+        self._marks += 1
+        if self._marks >= every:
+            self._marks = 0
+            total = self._db.execute("SELECT COUNT(*) FROM seen").fetchone()[0]
+            if total > self.max_seen_total:
+                self._trim_over_share()
+
+    def _trim_sender(self, sender: Tuple[str, str], keep: int) -> None:
+        """Keep the sender's newest ``keep`` ids (rowids grow with each insert)."""
+        self._db.execute(
+            "DELETE FROM seen WHERE user_id = ? AND platform = ? AND rowid <= ("
+            "SELECT rowid FROM seen WHERE user_id = ? AND platform = ? "
+            "ORDER BY rowid DESC LIMIT 1 OFFSET ?)", (*sender, *sender, keep))
+
+    def _trim_over_share(self) -> None:
+        """Over the total bound: senders holding more than an equal share of it lose
+        their oldest ids down to that share; the others keep theirs."""
+        counts = self._db.execute(
+            "SELECT user_id, platform, COUNT(*) FROM seen GROUP BY user_id, platform"
+        ).fetchall()
+        share = max(1, self.max_seen_total // max(1, len(counts)))
+        for user, platform, count in counts:
+            if count > share:
+                self._trim_sender((user, platform), share)
 
     def forget_seen(self, key: SeenKey) -> None:
         """The frame was not handled after all (its handling failed): not a duplicate."""

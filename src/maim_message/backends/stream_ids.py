@@ -16,6 +16,9 @@ from .cluster_base import Pair
 
 PENDING = "pending"
 ACKED = "acked"
+# origin of a message read from its pair's stream (after a takeover): whoever may wait
+# for its ack is not known here, so its ack goes to every node
+ANY_ORIGIN = "*"
 
 # (stream id, origin awaiting the ack or None) once known, else PENDING / ACKED
 _Entry = Union[Tuple[str, Optional[str]], str]

@@ -29,8 +29,8 @@ class DedupeWindow:
     per sender, for at most ``max_senders`` senders and ``max_total`` ids in all
     (default: four senders' worth)."""
 
-    __slots__ = ("_clock", "_senders", "_total", "max_entries", "max_senders", "max_total",
-                 "ttl")
+    __slots__ = ("_clock", "_floor", "_last", "_senders", "_total", "max_entries",
+                 "max_senders", "max_total", "ttl")
 
     def __init__(
         self, max_entries: int = 10_000, ttl: float = 3600.0,
@@ -46,19 +46,33 @@ class DedupeWindow:
         # least recently active sender first
         self._senders: OrderedDict[Hashable, OrderedDict[Hashable, float]] = OrderedDict()
         self._total = 0
+        self._last: Hashable = None  # the sender at the end of ``_senders`` (if not None)
+        # No id recorded is older than this: until ``now - ttl`` reaches it, nothing can
+        # have expired and the expiry pass is skipped. Lowered by nothing (stamps only
+        # grow), raised when the one window is swept.
+        self._floor = float("inf")
 
     def seen(self, key: Hashable) -> bool:
         """Record ``key``; True when it was already in its sender's window (a duplicate)."""
-        sender, msg_id = _split(key)
+        if type(key) is tuple:
+            return self.seen_from(key[:-1], key[-1])
+        return self.seen_from(None, key)
+
+    def seen_from(self, sender: Hashable, msg_id: Hashable) -> bool:
+        """:meth:`seen` of the key ``(*sender, msg_id)`` (``sender`` a tuple), without
+        building the key: the server keeps each connection's sender tuple."""
         now = self._clock()
         senders = self._senders
         window = senders.get(sender)
         if window is None:
             window = senders[sender] = OrderedDict()
+            self._last = sender
             if len(senders) > self.max_senders:  # the least recently active sender goes
                 self._drop_sender(next(iter(senders)))
         else:
-            senders.move_to_end(sender)
+            if sender is not self._last:  # already the most recently active one: no move
+                senders.move_to_end(sender)
+                self._last = sender
             stamp = window.get(msg_id)
             if stamp is not None:
                 if now - stamp <= self.ttl:
@@ -67,7 +81,11 @@ class DedupeWindow:
                 self._total -= 1
         window[msg_id] = now
         self._total += 1
-        self._trim(sender, window, now)
+        if now < self._floor:
+            self._floor = now
+        if now - self.ttl >= self._floor or len(window) > self.max_entries or (
+                self._total > self.max_total):
+            self._trim(sender, window, now)
         return False
 
     def _trim(self, sender: Hashable, window: OrderedDict[Hashable, float],
@@ -77,14 +95,17 @@ class DedupeWindow:
             window.popitem(last=False)
             self._total -= 1
         cutoff = now - self.ttl
-        self._expire(window, cutoff)
         senders = self._senders
-        idle = next(iter(senders))  # expired ids of idle senders go too, one sender a call
-        if idle != sender:
-            idle_window = senders[idle]
-            self._expire(idle_window, cutoff)
-            if not idle_window:
-                del senders[idle]
+        if cutoff >= self._floor:  # some id may have expired
+            self._expire(window, cutoff)
+            idle = next(iter(senders))  # expired ids of idle senders go too, one a call
+            if idle != sender:
+                idle_window = senders[idle]
+                self._expire(idle_window, cutoff)
+                if not idle_window:
+                    del senders[idle]
+            elif len(senders) == 1:  # the only window: its oldest id is the floor
+                self._floor = next(iter(window.values())) if window else now
         while self._total > self.max_total:
             if len(window) > self.max_total // len(senders):
                 victim, victim_window = sender, window  # over its share: its own ids
@@ -127,3 +148,5 @@ class DedupeWindow:
     def clear(self) -> None:
         self._senders.clear()
         self._total = 0
+        self._last = None
+        self._floor = float("inf")

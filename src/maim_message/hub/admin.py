@@ -3,7 +3,12 @@
 Plain methods over the hub's :class:`WebSocketServer` (its public ``peers``, ``delivery``
 and ``close_connection``); the HTTP layer (:mod:`.http`) only checks the token and maps
 requests onto them. Answers carry user ids, platforms and key fingerprints, never a key.
-In cluster mode they cover this node's connections and outbox cache only.
+
+In cluster mode the actions that change who may connect (revoke, disconnect, reload)
+reach every node through the cluster (``ClusterBackend.admin``; :meth:`AdminPlane.apply`
+runs them on the others), and a revocation is kept in the cluster's store, so a node
+that restarts or joins later refuses the key too. Listings and outbox calls cover this
+node only.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ from ..core.redact import log_safe
 from ..errors import MaimMessageError
 from ..server.peer import Peer
 from ..sio.socket import SioSocket
+from .key_config import is_sha256_hex
+from .settings import key_digest
 
 if TYPE_CHECKING:
     from .runner import Hub
@@ -28,6 +35,8 @@ logger = logging.getLogger("maim_message.hub.admin")
 # Close codes the admin plane uses (application range 4000-4999; 4000 is "replaced").
 ADMIN_DISCONNECT = 4001  # a kick: the client may reconnect
 KEY_REVOKED = 4003  # the key is no longer valid here: reconnecting gets HTTP 403
+# admin actions other cluster nodes apply (AdminMessage.action)
+REVOKE, DISCONNECT, RELOAD = "revoke", "disconnect", "reload"
 PREVIEW = 200  # characters of a queued message shown by ``outbox``
 
 
@@ -92,17 +101,33 @@ class AdminPlane:
             })
         return rows
 
-    def disconnect(self, uuid: Optional[str] = None, user: Optional[str] = None) -> List[str]:
-        """Close one connection (``uuid``) or every connection of ``user`` with 4001."""
+    async def disconnect(self, uuid: Optional[str] = None,
+                         user: Optional[str] = None) -> List[str]:
+        """Close one connection (``uuid``) or every connection of ``user`` with 4001, on
+        every node; the uuids closed here and those other nodes show in their presence."""
         if not uuid and not user:
             raise AdminError(400, "give 'uuid' or 'user'")
+        targets = self._disconnect_here(uuid, user)
+        cluster = self.hub.server.cluster
+        if cluster.distributed:
+            refresh = getattr(cluster, "refresh", None)
+            if refresh is not None:  # read before the others close (and forget) them
+                await refresh()
+            for other, info in cluster.connections().items():
+                if other not in targets and info.get("node") != cluster.node_id and (
+                        other == uuid if uuid else info.get("user_id") == user):
+                    targets.append(other)
+            await cluster.admin(DISCONNECT, {"uuid": uuid or "", "user": user or ""})
+        if not targets:
+            raise AdminError(404, "no such connection")
+        return targets
+
+    def _disconnect_here(self, uuid: Optional[str], user: Optional[str]) -> List[str]:
         peers = self.hub.server.peers
         if uuid:
             targets = [uuid] if uuid in peers else []
         else:
             targets = [u for u, p in peers.items() if user in (p.user_id, p.user_label)]
-        if not targets:
-            raise AdminError(404, "no such connection")
         for target in targets:
             peer = peers[target]
             logger.info("admin: disconnecting %s", log_safe(target), extra=peer.log_fields())
@@ -121,28 +146,57 @@ class AdminPlane:
             for e in hub.keys.entries
         ]
 
-    def revoke(self, label: str) -> Dict[str, Any]:
-        """Refuse key ``label`` (its fingerprint) from now on and close its connections (4003).
-
-        Lasts until the hub restarts; a reload does not bring the key back. Remove it from
-        the configuration too.
-        """
+    async def revoke(self, label: str) -> Dict[str, Any]:
+        """Refuse key ``label`` (its fingerprint) from now on and close its connections
+        (4003), on every node. Kept in ``[admin] revoked_file`` and, in cluster mode, in
+        the cluster's store: it outlives restarts and reloads (remove the key from the
+        configuration too)."""
         entries = self.hub.keys.by_label(label) if label else []
         if not entries:
             raise AdminError(404, "no configured key has this fingerprint")
-        for entry in entries:
-            self.hub.revoked.add(entry.digest)
-        closed = self.close_key(label, "API key revoked")
-        logger.warning("admin: key %s revoked (%d connection(s) closed)", label, len(closed),
+        closed: List[str] = []
+        cluster = self.hub.server.cluster
+        for digest in sorted({e.digest for e in entries}):
+            closed += self._revoke_here(digest, label)
+            await cluster.admin(REVOKE, {"key_sha256": digest.hex(), "key": label},
+                                durable=True)
+        kept = [name for name, yes in (("file", bool(self.hub.revoked_file.path)),
+                                       ("cluster", cluster.distributed)) if yes]
+        logger.warning("admin: key %s revoked (%d connection(s) closed here; kept in: %s)",
+                       label, len(closed), ", ".join(kept) or "memory only, until restart",
                        extra={"key_fingerprint": label, "close_code": KEY_REVOKED})
-        return {"key": label, "closed": closed}
+        return {"key": label, "closed": closed, "kept": kept}
 
-    def close_key(self, label: str, reason: str) -> List[str]:
-        server = self.hub.server
-        closed = [u for u, p in server.peers.items() if p.key_label == label]
+    def _revoke_here(self, digest: bytes, label: str) -> List[str]:
+        """Refuse the key with this SHA-256 on this node and close its connections."""
+        hub = self.hub
+        if digest not in hub.revoked:
+            hub.revoked.add(digest)
+            hub.revoked_file.add(digest, label)
+        hub.server.invalidate_auth()  # a Socket.IO session between handshake and CONNECT
+        server = hub.server
+        closed = [u for u, p in server.peers.items() if key_digest(p.api_key) == digest]
         for uuid in closed:
-            server.close_connection(uuid, KEY_REVOKED, reason)
+            server.close_connection(uuid, KEY_REVOKED, "API key revoked")
         return closed
+
+    # -- actions from other nodes -----------------------------------------------------------
+
+    def apply(self, action: str, args: Dict[str, str]) -> None:
+        """An admin action another node took (or a kept one, when this node starts)."""
+        if action == REVOKE:
+            digest_hex = args.get("key_sha256", "")
+            if is_sha256_hex(digest_hex):
+                closed = self._revoke_here(bytes.fromhex(digest_hex), args.get("key", ""))
+                if closed:
+                    logger.warning("admin (another node): key %s revoked, %d connection(s) "
+                                   "closed here", log_safe(args.get("key", "")), len(closed))
+        elif action == DISCONNECT:
+            self._disconnect_here(args.get("uuid") or None, args.get("user") or None)
+        elif action == RELOAD:
+            self.hub.reload()
+        else:
+            logger.warning("admin: unknown action %s from another node", log_safe(action))
 
     # -- outboxes ---------------------------------------------------------------------------
 

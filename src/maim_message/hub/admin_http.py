@@ -8,14 +8,15 @@ calls from the hub's own origin, scripts send no ``Origin``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Dict
+import inspect
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Dict, Union
 from urllib.parse import urlsplit
 
 import orjson
 
 from ..core.codec import dumps
 from ..transport.base import HandshakeInfo, HttpReply
-from .admin import AdminError
+from .admin import RELOAD, AdminError
 from .admin_auth import REALM
 
 if TYPE_CHECKING:
@@ -25,7 +26,7 @@ NO_STORE = (("Cache-Control", "no-store"), ("X-Content-Type-Options", "nosniff")
 UNAUTHORIZED = HttpReply(401, b"admin token required\n",
                          headers=(*NO_STORE, ("WWW-Authenticate", REALM)))
 
-Route = Callable[[HandshakeInfo], HttpReply]
+Route = Callable[[HandshakeInfo], Union[HttpReply, Awaitable[HttpReply]]]
 Handler = Callable[[HandshakeInfo], Any]
 
 
@@ -64,7 +65,7 @@ def guarded(hub: Hub, method: str, handler: Handler) -> Route:
     """Token, then method; ``handler(info)`` -> JSON 200, or AdminError -> its status."""
     allowed = ("GET", "HEAD") if method == "GET" else (method,)
 
-    def route(info: HandshakeInfo) -> HttpReply:
+    async def route(info: HandshakeInfo) -> HttpReply:
         if not hub.admin_check.allows(info.headers):
             return UNAUTHORIZED
         if info.method not in allowed:
@@ -73,7 +74,10 @@ def guarded(hub: Hub, method: str, handler: Handler) -> Route:
         if method == "POST" and not _same_origin(info):
             return json_reply(403, {"error": "cross-origin admin calls are refused"})
         try:
-            return json_reply(200, handler(info))
+            result = handler(info)
+            if inspect.isawaitable(result):
+                result = await result
+            return json_reply(200, result)
         except AdminError as exc:
             return json_reply(exc.status, {"error": str(exc)})
 
@@ -83,23 +87,25 @@ def guarded(hub: Hub, method: str, handler: Handler) -> Route:
 def admin_routes(hub: Hub) -> Dict[str, Route]:
     admin = hub.admin
 
-    def disconnect(info: HandshakeInfo) -> Any:
+    async def disconnect(info: HandshakeInfo) -> Any:
         body = json_body(info)
-        closed = admin.disconnect(_text(body, "uuid") or None, _text(body, "user") or None)
+        closed = await admin.disconnect(_text(body, "uuid") or None,
+                                        _text(body, "user") or None)
         return {"closed": closed}
 
-    def revoke(info: HandshakeInfo) -> Any:
-        return admin.revoke(_text(json_body(info), "key"))
+    async def revoke(info: HandshakeInfo) -> Any:
+        return await admin.revoke(_text(json_body(info), "key"))
 
     def drain(info: HandshakeInfo) -> Any:
         body = json_body(info)
         user, platform = _text(body, "user"), _text(body, "platform")
         return {"user": user, "platform": platform, "dropped": admin.drain(user, platform)}
 
-    def reload(info: HandshakeInfo) -> Any:
+    async def reload(info: HandshakeInfo) -> Any:
         result = hub.reload()
         if not result["ok"]:
             raise AdminError(422, "; ".join(result["errors"]))
+        await hub.server.cluster.admin(RELOAD, {})  # every node re-reads its configuration
         return result
 
     routes = {

@@ -195,6 +195,7 @@ SCHEMA: Dict[str, Dict[str, Parser]] = {
     "admin": {
         "token": _secret, "token_sha256": _sha256, "metrics_token": _secret,
         "metrics_token_sha256": _sha256, "protect_metrics": _bool,
+        "revoked_file": _opt_path,
     },
 }
 

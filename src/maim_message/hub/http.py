@@ -9,10 +9,10 @@ when ``admin.protect_metrics`` is set. A refusal is a bare 401 that says nothing
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Dict
+from typing import TYPE_CHECKING, Dict
 
 from ..transport.base import HandshakeInfo, HttpReply
-from .admin_http import NO_STORE, UNAUTHORIZED, admin_routes
+from .admin_http import NO_STORE, UNAUTHORIZED, Route, admin_routes
 
 if TYPE_CHECKING:
     from .runner import Hub
@@ -34,7 +34,6 @@ _PAGE_HEADERS = (
     ("Referrer-Policy", "no-referrer"),
 )
 
-Route = Callable[[HandshakeInfo], HttpReply]
 
 
 def make_routes(hub: Hub) -> Dict[str, Route]:

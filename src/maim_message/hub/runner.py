@@ -41,6 +41,7 @@ from .config import HubConfig, HubConfigError, KeyEntry
 from .http import make_routes
 from .metrics import HubMetrics
 from .reload import apply_reloadable, compare
+from .revocations import RevokedFile
 from .snapshot import RateWindow, hub_snapshot
 
 logger = logging.getLogger("maim_message.hub")
@@ -60,7 +61,9 @@ class Hub:
         self.loader = loader
         self.generated_key: Optional[str] = None
         self.generated_admin_token: Optional[str] = None
-        self.revoked: Set[bytes] = set()  # digests of keys revoked while running
+        self.revoked_file = RevokedFile(config.admin.revoked_file)
+        # digests of revoked keys (the file's, then the cluster's kept ones at start)
+        self.revoked: Set[bytes] = self.revoked_file.load()
         self.keys = KeyTable(self._entries(config), self.revoked)
         if not config.admin.configured:
             self.generated_admin_token = generate_token()
@@ -78,6 +81,7 @@ class Hub:
         self.auth = HubAuth(self.keys, on_reject=self.metrics.rejected)
         self.server = WebSocketServer(self._server_config())
         self.server.http_routes.update(make_routes(self))
+        self.server.admin_handler = self.admin.apply  # actions of other cluster nodes
         self._ids = MessageIdFactory()
         self._rates = RateWindow()
         self._tasks: List[asyncio.Task[None]] = []
@@ -143,6 +147,7 @@ class Hub:
             return
         self.state = "draining"
         self.auth.accepting = False
+        self.server.invalidate_auth()  # Socket.IO sessions not CONNECTed yet are refused
         logger.info("shutting down: refusing new connections, draining")
         deadline = time.monotonic() + self.config.limits.shutdown_grace
         while self.server.active_handler_tasks and time.monotonic() < deadline:
@@ -197,8 +202,11 @@ class Hub:
         applied, restart = compare(self.config, new)
         had_status_loop = self.config.status_interval > 0
         apply_reloadable(self.config, new)
+        self.revoked_file = RevokedFile(self.config.admin.revoked_file)
+        self.revoked.update(self.revoked_file.load())
         self.keys = KeyTable(self._entries(self.config), self.revoked)
         self.auth.table = self.keys
+        self.server.invalidate_auth()
         if self.config.admin.configured:  # the printed start-up token stops working
             self.generated_admin_token = None
         self.admin_check = admin_check(self.config.admin, self.generated_admin_token)

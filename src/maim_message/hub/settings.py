@@ -121,6 +121,7 @@ class AdminSettings:
     metrics_token: Optional[str] = field(default=None, repr=False)
     metrics_token_sha256: Optional[str] = field(default=None, repr=False)
     protect_metrics: bool = False  # True: /metrics needs the admin or the metrics token
+    revoked_file: Optional[str] = None  # revoked keys kept here (SHA-256 a line)
 
     @property
     def configured(self) -> bool:

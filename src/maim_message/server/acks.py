@@ -240,7 +240,11 @@ class AckAfterHandling:
                 for conn in waiting:
                     if conn.is_open:
                         self._send_ack(conn, key[2])
-            delivery.after_commit(send_acks)
+            def not_stored(exc: BaseException) -> None:  # the commit failed
+                self._dedupe.forget(key)
+                receipt.recorded = False  # rolled back with the commit
+                self._unhandled(waiting, exc, key[2], True)
+            delivery.after_commit(send_acks, not_stored)
             return False
         # Not handled: never acked, and a re-send is tried again.
         self._dedupe.forget(key)

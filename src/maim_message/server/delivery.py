@@ -45,6 +45,7 @@ class Delivery:
         self.outbox: Optional[Outbox] = None
         self._waiters: Dict[Tuple[Pair, str], asyncio.Future[str]] = {}
         self.resent = 0
+        self.commit_failures = 0
         # Peers that never ack (raw clients written against the bare-payload format) must
         # not get every old message again on each reconnect: until a pair has acked once
         # (or connected with its own x-uuid, as maim_message clients do), only what was
@@ -56,9 +57,10 @@ class Delivery:
         self._commit_handle: Optional[asyncio.Handle] = None
         self._commit_future: Optional[asyncio.Future[None]] = None
         self._committed_seq = 0  # entries up to this seq are committed
-        self._later: List[Tuple[OutboxEntry, List[str]]] = []  # to push after the commit
+        self._later: List[Tuple[Pair, OutboxEntry, List[str]]] = []  # to push after the commit
         self._opened: List[str] = []  # connections opened while a commit was pending
-        self._after: List[Callable[[], Any]] = []  # to run after the commit (acks)
+        # to run after the commit (acks), and what to run instead if it fails
+        self._after: List[Tuple[Callable[[], Any], Optional[Callable[[BaseException], Any]]]] = []
         if self.enabled:
             store = None
             if config.outbox_path:
@@ -85,6 +87,11 @@ class Delivery:
     def durable(self) -> bool:
         return self._store() is not None
 
+    @property
+    def commit_pending(self) -> bool:
+        """Whether something queued waits for the group commit (:meth:`committed` waits)."""
+        return self._commit_handle is not None
+
     def _touch(self) -> None:
         """Schedule the group commit when the store holds uncommitted writes."""
         if self._commit_handle is not None:
@@ -100,16 +107,29 @@ class Delivery:
         self._commit_handle = loop.call_soon(self._commit)
 
     def _commit(self) -> None:
-        """Commit, then write what waited for it, then run the acks that waited for it."""
+        """Commit, then write what waited for it, then run the acks that waited for it.
+
+        A commit that fails (disk full, read-only file, database locked) is rolled back by
+        the store: what the group queued is taken back from the outbox (not written), the
+        acks that waited for it are not sent (their frames are forgotten, so the clients'
+        re-sends are handled again) and ``send_message`` callers waiting on it get the
+        error. Nothing leaves the process that the store does not hold."""
         self._commit_handle = None
         store, outbox = self._store(), self.outbox
+        failure: Optional[BaseException] = None
         if store is not None:
-            store.commit()
+            try:
+                store.commit()
+            except Exception as exc:
+                failure = exc
+        if failure is not None:
+            self._commit_failed(failure)
+            return
         if outbox is not None:
             self._committed_seq = outbox.last_assigned_seq
         later, self._later = self._later, []
         peers = self._peers
-        for entry, conn_ids in later:
+        for _pair, entry, conn_ids in later:
             frame = _frame(entry.payload)
             for uuid in conn_ids:
                 peer = peers.get(uuid)
@@ -117,13 +137,9 @@ class Delivery:
                     self._push(peer, entry, frame)
         # A connection that opened after those were queued was flushed only up to the
         # previous commit; it gets the rest now (the list above predates it).
-        opened, self._opened = self._opened, []
-        for uuid in opened:
-            peer = peers.get(uuid)
-            if peer is not None:
-                self.flush(peer)
+        self._flush_opened()
         after, self._after = self._after, []
-        for callback in after:
+        for callback, _failed in after:
             try:
                 callback()
             except Exception:
@@ -132,6 +148,37 @@ class Delivery:
         if fut is not None and not fut.done():
             fut.set_result(None)
 
+    def _flush_opened(self) -> None:
+        opened, self._opened = self._opened, []
+        for uuid in opened:
+            peer = self._peers.get(uuid)
+            if peer is not None:
+                self.flush(peer)
+
+    def _commit_failed(self, exc: BaseException) -> None:
+        self.commit_failures += 1
+        later, self._later = self._later, []
+        after, self._after = self._after, []
+        logger.warning("outbox commit failed (%s: %s): %d message(s) not queued, %d ack(s) "
+                       "held back (the clients re-send)", type(exc).__name__, exc,
+                       len(later), len(after))
+        outbox = self.outbox
+        if outbox is not None:
+            for pair, entry, _conn_ids in later:
+                outbox.withdraw(pair, entry)
+        self._flush_opened()  # what was committed before still goes to new connections
+        for _callback, failed in after:
+            if failed is None:
+                continue
+            try:
+                failed(exc)
+            except Exception:
+                logger.exception("callback after a failed outbox commit failed")
+        fut, self._commit_future = self._commit_future, None
+        if fut is not None and not fut.done():
+            fut.set_exception(exc)
+            fut.exception()  # retrieved here: nobody may be waiting on it
+
     async def committed(self) -> None:
         """Return once everything queued so far is committed (at once when not durable)."""
         if self._commit_handle is None:
@@ -139,15 +186,23 @@ class Delivery:
         fut = self._commit_future
         if fut is None:
             fut = self._commit_future = asyncio.get_running_loop().create_future()
-        await asyncio.shield(fut)
+        try:
+            await asyncio.shield(fut)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the commit failed: the frame being handled is not acked
+            delivery_failed(exc)
+            raise
 
-    def after_commit(self, callback: Callable[[], Any]) -> None:
+    def after_commit(self, callback: Callable[[], Any],
+                     failed: Optional[Callable[[BaseException], Any]] = None) -> None:
         """Run ``callback`` once what is queued now is committed (at once if nothing is
-        pending, or when the outbox is not durable)."""
+        pending, or when the outbox is not durable); if that commit fails, ``failed(exc)``
+        runs instead (when given)."""
         if self._commit_handle is None:
             callback()
         else:
-            self._after.append(callback)
+            self._after.append((callback, failed))
 
     def _record_receipt(self, store: Any) -> None:
         """The received frame being handled (if any) is committed with this message."""
@@ -195,29 +250,42 @@ class Delivery:
         if outbox is None:
             return self._count(self._direct(conn_ids, _frame(payload)), payload)
         peers = self._peers
-        live = [uuid for uuid in conn_ids if uuid in peers]
-        if not live and not outbox.admits(pair):
-            raise DeliveryRefused(
-                "the receiver has no live connection on this platform and already has "
-                f"messages queued for {outbox.max_pairs_per_user} platforms; not queued",
-                field="message_dim.platform")
+        for uuid in conn_ids:
+            if uuid in peers:
+                break
+        else:  # nobody live: queued only if the receiver may hold one more queue
+            if not outbox.admits(pair):
+                raise DeliveryRefused(
+                    "the receiver has no live connection on this platform and already has "
+                    f"messages queued for {outbox.max_pairs_per_user} platforms; not queued",
+                    field="message_dim.platform")
         try:
-            entry = outbox.append(pair, msg_id, payload, persist=persist)
+            entry = outbox.append(pair, msg_id, payload, None, persist)
         except Exception as exc:  # storage failure: the frame that sent it is not acked
             delivery_failed(exc)
             raise
-        store = self._store()
-        if store is not None:  # written once committed (end of this loop turn)
-            self._record_receipt(store)
-            self._later.append((entry, live))
-            self._touch()
-            return self._count({uuid: uuid in peers for uuid in conn_ids}, payload)
+        if outbox.store is not None:
+            store = self._store()
+            if store is not None:  # written once committed (end of this loop turn)
+                self._record_receipt(store)
+                self._later.append((pair, entry, [uuid for uuid in conn_ids if uuid in peers]))
+                self._touch()
+                return self._count({uuid: uuid in peers for uuid in conn_ids}, payload)
         frame = _frame(payload)
         results: Dict[str, bool] = {}
+        sent = 0
         for uuid in conn_ids:
             peer = peers.get(uuid)
-            results[uuid] = peer is not None and self._push(peer, entry, frame)
-        return self._count(results, payload)
+            if peer is not None and self._push(peer, entry, frame):
+                results[uuid] = True
+                sent += 1
+            else:
+                results[uuid] = False
+        if sent:  # the server's messages_sent / bytes_sent (as _count does)
+            counters = self._counters
+            counters["messages_sent"] += sent
+            counters["bytes_sent"] += sent * len(payload)
+        return results
 
     def to_connections(self, conn_ids: Iterable[str], msg_id: str, payload: bytes,
                        only: bool = False) -> Dict[str, bool]:
@@ -248,7 +316,7 @@ class Delivery:
                 delivery_failed(exc)
                 raise
             if store is not None:  # written once committed
-                self._later.append((entry, uuids))
+                self._later.append((pair, entry, uuids))
                 for uuid in uuids:
                     results[uuid] = True
                 continue
@@ -280,19 +348,26 @@ class Delivery:
         return results
 
     def _push(self, peer: Peer, entry: OutboxEntry, frame: PreparedFrame) -> bool:
+        """Write ``entry`` if it is the peer's next one and the connection takes it, else
+        catch the peer up (flush); False when the connection is not open."""
         conn = peer.conn
-        if conn is None or not conn.is_open:
+        if conn is None:
             return False
-        if peer.cursor >= entry.seq:
-            return True  # already written (caught up by a flush)
-        if peer.cursor >= entry.prev_seq and conn.is_writable:
+        cursor = peer.cursor
+        if cursor >= entry.prev_seq and conn.is_writable:  # writable implies open
+            if cursor >= entry.seq:
+                return True  # already written (caught up by a flush)
+            seq = peer.cursor = entry.seq
             conn.send_prepared(frame)
-            peer.cursor = entry.seq
             peer.messages_out += 1
-            if entry.seq > self._written.get(peer.pair, 0):
-                self._written[peer.pair] = entry.seq
+            written = self._written
+            if seq > written.get(peer.pair, 0):
+                written[peer.pair] = seq
             return True
-        self.flush(peer)
+        if not conn.is_open:
+            return False
+        if cursor < entry.seq:
+            self.flush(peer)
         return True
 
     def flush(self, peer: Peer) -> int:
@@ -377,13 +452,15 @@ class Delivery:
             self._written.pop(pair, None)
 
     def acked(self, peer: Peer, msg_id: str) -> None:
-        self._acking.add(peer.pair)
-        if self.outbox is not None:
-            if self.outbox.ack(peer.pair, msg_id):
-                self._touch()
-        waiter = self._waiters.pop((peer.pair, msg_id), None)
-        if waiter is not None and not waiter.done():
-            waiter.set_result(peer.uuid)
+        pair = peer.pair
+        self._acking.add(pair)
+        outbox = self.outbox
+        if outbox is not None and outbox.ack(pair, msg_id) and outbox.store is not None:
+            self._touch()  # the store's removal is committed with the group
+        if self._waiters:
+            waiter = self._waiters.pop((pair, msg_id), None)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(peer.uuid)
 
     def remote_acked(self, pair: Pair, msg_id: str, uuid: str) -> None:
         """Cluster mode: a connection on another hub node acked ``msg_id``."""
@@ -391,10 +468,18 @@ class Delivery:
         if waiter is not None and not waiter.done():
             waiter.set_result(uuid)
 
-    async def wait_ack(self, pair: Pair, msg_id: str, timeout: float) -> Optional[str]:
-        """The uuid of the connection that acked ``msg_id`` within ``timeout``, else None."""
+    def expect_ack(self, pair: Pair, msg_id: str) -> asyncio.Future[str]:
+        """Start waiting for ``msg_id``'s ack now (before the send completes: an ack that
+        comes back first must not be missed); :meth:`wait_ack` then waits on it."""
         fut: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._waiters[(pair, msg_id)] = fut
+        return fut
+
+    async def wait_ack(self, pair: Pair, msg_id: str, timeout: float,
+                       fut: Optional[asyncio.Future[str]] = None) -> Optional[str]:
+        """The uuid of the connection that acked ``msg_id`` within ``timeout``, else None."""
+        if fut is None:
+            fut = self.expect_ack(pair, msg_id)
         try:
             return await asyncio.wait_for(fut, timeout)
         except asyncio.TimeoutError:
@@ -414,6 +499,7 @@ class Delivery:
         }
         base["resent"] = self.resent
         base["ack_waiters"] = len(self._waiters)
+        base["commit_failures"] = self.commit_failures
         return base
 
     def close(self) -> None:

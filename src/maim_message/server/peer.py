@@ -13,8 +13,8 @@ class Peer:
     """An authenticated connection: its identity, user and transport handle."""
 
     __slots__ = (
-        "__weakref__", "api_key", "bucket", "conn", "connected_at", "counted", "cursor",
-        "key_label", "messages_in", "messages_out", "metadata", "pair", "platform",
+        "__weakref__", "ack_template", "api_key", "bucket", "conn", "connected_at", "counted",
+        "cursor", "key_label", "messages_in", "messages_out", "metadata", "pair", "platform",
         "platform_label", "resumable", "user_id", "user_label", "uuid", "uuid_label", "warned",
     )
 
@@ -47,6 +47,7 @@ class Peer:
         self.resumable = False
         self.messages_in = 0  # frames other than acks received (admin listing)
         self.messages_out = 0  # messages written to this connection (admin listing)
+        self.ack_template: Optional[bytes] = None  # this connection's sys_ack template
 
     def log_fields(self) -> Dict[str, Any]:
         """``extra=`` for log records (structured logs): no secret, only the fingerprint."""

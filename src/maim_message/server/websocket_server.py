@@ -23,10 +23,10 @@ from ..core.codec import (
 from ..core.dedupe import DedupeWindow
 from ..core.defaults import limit_values
 from ..core.envelope import (
+    AckEncoder,
     MessageIdFactory,
     custom_envelope,
     custom_handler_keys,
-    encode_ack,
     encode_error,
     normalize_custom_type,
     std_envelope,
@@ -45,6 +45,7 @@ from ..core.limits import (
     TokenBucket,
 )
 from ..core.models.api import APIMessageBase
+from ..core.models.api_fast import message_from_payload
 from ..core.redact import log_safe
 from ..core.routing import RoutingTable
 from ..errors import ConfigError, DeliveryRefused, EnvelopeError, ServerStartError
@@ -93,7 +94,11 @@ class WebSocketServer:
             "bytes_received": 0, "bytes_sent": 0,
         }
         self.http_routes: Dict[str, HttpRoute] = {}
+        # admin actions from other cluster nodes (and kept ones, at start): the hub's
+        self.admin_handler: Optional[Callable[[str, Dict[str, str]], None]] = None
+        self.auth_epoch = 0  # bumped by invalidate_auth()
         self._ids = MessageIdFactory()
+        self._acks = AckEncoder()
         self._dedupe = DedupeWindow(self.config.dedupe_window, self.config.dedupe_ttl)
         self._handlers = HandlerTasks("WebSocketServer")
         self._transport: Optional[WebSocketServerTransport] = None
@@ -404,14 +409,19 @@ class WebSocketServer:
         key = (peer.user_id, peer.platform, msg_id) if msg_id else None
         # A re-send of a frame already taken is acked (at once, or once its first copy is
         # handled) without being parsed again; this also records the key of a new frame.
-        if key is not None and self._duplicate(conn, key):
+        if key is not None and (
+                self._ack_handled or self._refused.get(key) is not None
+                or self._dedupe.seen_from(peer.pair, msg_id)) and self._duplicate(conn, key):
             return
         # Parsed and checked before the ack: what is dropped is never acked.
         handler: Optional[Callable[..., Any]] = None
         args: Tuple[Any, ...] = ()
         if kind == SYS_STD:
+            body = env.get("payload")  # the common shape in one pass, else the long way
+            message = message_from_payload(body) if type(body) is dict else None
             try:
-                message = standard_message(env, peer.platform, peer.api_key)
+                if message is None:
+                    message = standard_message(env, peer.platform, peer.api_key)
             except EnvelopeError as exc:
                 frame = self._bad_frame(conn, peer, exc, None, ref=msg_id)
                 if key is not None:  # not taken; a re-send of it is refused unparsed
@@ -446,7 +456,11 @@ class WebSocketServer:
                 start_acked(self._handlers, gate, key, handler, args)
 
     def _duplicate(self, conn: ServerConnection, key: FrameKey) -> bool:
-        """True (and acked, to be acked, or refused again) when ``key`` was seen before."""
+        """True (and acked, to be acked, or refused again) when ``key`` was seen before.
+
+        ``text_received`` calls it only when the answer may be True: ack="handled", a
+        refused frame again, or ``key`` already in the dedupe window (then recorded).
+        """
         refused = self._refused.get(key)
         if refused is not None:  # the same malformed frame again (a client's re-send)
             self.stats["invalid_frames"] += 1
@@ -454,14 +468,16 @@ class WebSocketServer:
             return True
         if self._ack_handled:
             return self._after_handling.duplicate(conn, key)
-        if self._dedupe.seen(key):
-            self._send_ack(conn, key[2])
-            self.stats["duplicate_messages_ignored"] += 1
-            return True
-        return False
+        self._send_ack(conn, key[2])  # in the dedupe window: a re-send, acked again
+        self.stats["duplicate_messages_ignored"] += 1
+        return True
 
     def _send_ack(self, conn: ServerConnection, msg_id: str) -> None:
-        ack = encode_ack(self._ids.new("ack_"), conn.context.uuid, msg_id, from_server=True)
+        peer: Peer = conn.context
+        template = peer.ack_template
+        if template is None:
+            template = peer.ack_template = self._acks.template(peer.uuid)
+        ack = self._acks.encode(template, msg_id)
         if conn.send_text(ack):
             self.stats["messages_sent"] += 1
             self.stats["bytes_sent"] += len(ack)
@@ -712,6 +728,24 @@ class WebSocketServer:
 
         Cluster: every node's connections (with ``node``), as of the last presence read."""
         return self.cluster.connections()
+
+    def invalidate_auth(self) -> None:
+        """Auth decisions taken for clients not connected yet (a Socket.IO session between
+        its handshake and its CONNECT) are taken again: call it after keys were revoked or
+        changed, or when the server stops accepting. Otherwise ``on_auth`` runs once per
+        connection."""
+        self.auth_epoch += 1
+
+    def apply_admin(self, action: str, args: Dict[str, str]) -> None:
+        """An admin action from another cluster node, or kept by the cluster and applied
+        at start (``ClusterBackend.admin``): handed to ``admin_handler``."""
+        handler = self.admin_handler
+        if handler is None:
+            return
+        try:
+            handler(action, args)
+        except Exception:
+            logger.exception("admin action %s from the cluster failed", log_safe(action))
 
     def close_connection(self, connection_uuid: str, code: int = 1000, reason: str = "") -> bool:
         """Close one live connection of this node with ``code`` (admin disconnect, revoked

@@ -41,7 +41,8 @@ _BAD_VERSION = b"The client is using an unsupported version of the Socket.IO or 
 
 
 class HubApp(Protocol):
-    """What the endpoint needs of the hub (``WebSocketServer``)."""
+    """What the endpoint needs of the hub (``WebSocketServer``). An ``auth_epoch`` int,
+    when the app has one, says when decisions already taken may be stale (keys revoked)."""
 
     async def authorize(self, info: HandshakeInfo, recheck: bool = False) -> Decision: ...
     def connection_opened(self, conn: Any) -> None: ...
@@ -161,6 +162,7 @@ class SocketIOEndpoint:
     async def _new(self, info: HandshakeInfo, websocket: bool) -> Any:
         """A new session (or a 503); the hub decides about the client now, from these
         headers, and again when its CONNECT comes."""
+        epoch = getattr(self.app, "auth_epoch", 0)  # before the decision is taken
         decision = await self.app.authorize(info)
         if self._pending_full(info.client_ip, isinstance(decision, Accept)):
             return HttpReply(503, b"too many Engine.IO sessions being opened\n")
@@ -172,6 +174,7 @@ class SocketIOEndpoint:
             session.send(open_packet(sid, ["websocket"], self.ping_interval,
                                      self.ping_timeout, self.max_payload))
         sock = SioSocket(self, session, decision, info.client_ip, info)
+        sock.auth_epoch = epoch
         sock.ws_limit = client_ws_limit(info.headers.get("user-agent", ""))
         self.sessions[sid] = sock
         self._born[sid] = time.monotonic()
@@ -345,12 +348,15 @@ class SocketIOEndpoint:
             self.drop(sock, 1009, "too much data before the CONNECT was answered")
 
     async def _connect(self, sock: SioSocket) -> None:
-        """Answer the CONNECT. A client the hub accepted at the handshake is asked about
-        again through the hub's own check: its key may have been revoked, or the hub may
-        have stopped accepting, while the session waited."""
+        """Answer the CONNECT with the decision taken at the handshake: the credentials
+        are the first request's headers (a CONNECT's auth object carries none the 0.7
+        wire uses, wire-0.7.md), so ``on_auth`` runs once per connection. Only when the
+        hub said its decisions may be stale since (``invalidate_auth``: a key revoked,
+        keys reloaded, the hub stopping) is an accepted client asked about again."""
         decision, info = sock.decision, sock.info
         sock.decision = sock.info = None  # the Peer lives on as the socket's context
-        if isinstance(decision, Accept) and info is not None:
+        stale = sock.auth_epoch != getattr(self.app, "auth_epoch", 0)
+        if isinstance(decision, Accept) and info is not None and stale:
             try:
                 decision = await self.app.authorize(info, recheck=True)
             except Exception:

@@ -72,7 +72,8 @@ class SioSocket:
         self.endpoint = endpoint
         self.session = session
         self.decision: Optional[Decision] = decision  # the hub's answer to the first request
-        self.info = info  # the first request: the hub is asked again when the CONNECT comes
+        self.info = info  # the first request: the hub may be asked again at the CONNECT
+        self.auth_epoch = 0  # the app's auth_epoch when it was decided (set by the endpoint)
         self.client_ip = client_ip
         # packets that came while the CONNECT is decided, in order (conn None: a POST body)
         self.backlog: Optional[List[Tuple[Optional[ServerConnection], bytes]]] = None

@@ -26,7 +26,7 @@ from ..core.limits import (
     reason_for_close_code,
 )
 from .base import Accept, HandshakeInfo, HttpReply
-from .frames import OP_BINARY, OP_PING, OP_PONG, OP_TEXT, Chunk, PreparedFrame
+from .frames import OP_BINARY, OP_PING, OP_PONG, OP_TEXT, Chunk, PreparedFrame, ReadData
 from .http11 import HandshakeError
 from .protocol import CLOSED, CLOSING, CONNECTING, EV_FAILURE, OPEN, Event, ServerProtocol
 
@@ -42,12 +42,18 @@ _SLICE = 64
 _BACKLOG_PAUSE = 4096  # parsed frames waiting -> stop reading that socket until drained
 
 
-class WSConnection(asyncio.Protocol):
-    """The :class:`~.base.ServerConnection` of the asyncio shell."""
+class WSConnection(asyncio.BufferedProtocol):
+    """The :class:`~.base.ServerConnection` of the asyncio shell.
+
+    Reads land in the server's one read buffer (``get_buffer``), not in a new 256 KiB
+    bytes object per read: the frame reader copies what it keeps, so a read costs no
+    allocation of its own (a fresh 256 KiB block per read is an mmap, a page fault and an
+    munmap once the heap has no such hole, e.g. while the outbox holds messages).
+    """
 
     __slots__ = (
-        "_backlog", "_close_timer", "_deciding", "_eof_sent", "_handling", "_proto",
-        "_reading_paused",
+        "_backlog", "_close_timer", "_deciding", "_eof_sent", "_handling", "_on_text",
+        "_proto", "_reading_paused",
         "_server", "_transport", "_turn_pending", "client_ip", "context", "last_data",
         "last_rx", "opened", "paused_since", "ping_sent_at",
     )
@@ -67,8 +73,11 @@ class WSConnection(asyncio.Protocol):
         self._handling = False  # inside a read's slice: writes wait for its end
         self._eof_sent = False
         self._turn_pending = False  # a write went out this loop turn: cork the next ones
-        self._backlog: Deque[Event] = deque()
+        # frames of a big read waiting for the next slice; created when needed (an empty
+        # deque is ~600 bytes, for every idle connection)
+        self._backlog: Optional[Deque[Event]] = None
         self._reading_paused = False
+        self._on_text: Any = None  # what a text message goes to (set when opened)
         self.context: Any = None
         self.client_ip = "unknown"
         self.last_rx = 0.0
@@ -104,7 +113,15 @@ class WSConnection(asyncio.Protocol):
             self._server.options.handshake_timeout, self._handshake_timed_out
         )
 
-    def data_received(self, data: bytes) -> None:
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._server.read_view
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.data_received(self._server.read_view[:nbytes])
+
+    def data_received(self, data: ReadData) -> None:
+        """Bytes from the socket; ``data`` may be a view of the shared read buffer, valid
+        only during this call (the frame reader copies what it keeps)."""
         proto = self._proto
         state = proto.state
         if state is OPEN or state is CLOSING:
@@ -113,7 +130,7 @@ class WSConnection(asyncio.Protocol):
             if events:
                 self._events(events)
         elif state is CONNECTING:
-            self._request_data(data)
+            self._request_data(bytes(data))
 
     def eof_received(self) -> Optional[bool]:
         return None  # let the transport close
@@ -121,7 +138,7 @@ class WSConnection(asyncio.Protocol):
     def connection_lost(self, exc: Optional[Exception]) -> None:
         proto = self._proto
         proto.connection_lost()
-        self._backlog.clear()
+        self._backlog = None
         if self._close_timer is not None:
             self._close_timer.cancel()
             self._close_timer = None
@@ -235,6 +252,10 @@ class WSConnection(asyncio.Protocol):
         self.opened = True
         self.last_rx = self.last_data = time.monotonic()
         self._server._opened(self)
+        app = self._server.app
+        # An app may name the callable for this connection's text (one call less a frame)
+        receiver = getattr(app, "text_receiver", None)
+        self._on_text = receiver(self) if receiver is not None else app.text_received
         try:
             self._server.app.connection_opened(self)
         except Exception:
@@ -272,20 +293,24 @@ class WSConnection(asyncio.Protocol):
     def _drain(self) -> None:
         """Handle the next slice of a big read after the previous slice's handlers ran."""
         backlog = self._backlog
-        if self._proto.state is CLOSED or self._transport is None:
-            backlog.clear()
+        if backlog is None or self._proto.state is CLOSED or self._transport is None:
+            self._backlog = None
             return
         take = min(_SLICE, len(backlog))
         self._handle([backlog.popleft() for _ in range(take)])
         if backlog:
             asyncio.get_running_loop().call_soon(self._drain)
-        elif self._reading_paused:
+            return
+        if self._backlog is backlog:
+            self._backlog = None  # drained: an idle connection keeps no deque
+        if self._reading_paused:
             self._reading_paused = False
             if not self._transport.is_closing():
                 self._transport.resume_reading()
 
     def _handle(self, events: List[Event]) -> None:
         app = self._server.app
+        on_text = self._on_text
         proto = self._proto
         self._handling = True
         try:
@@ -293,7 +318,7 @@ class WSConnection(asyncio.Protocol):
                 if kind == OP_TEXT:
                     if proto.state is OPEN:
                         self.last_data = self.last_rx
-                        app.text_received(self, payload)
+                        on_text(self, payload)
                 elif kind == OP_BINARY:
                     if proto.state is OPEN:
                         app.binary_received(self, payload)
@@ -305,7 +330,8 @@ class WSConnection(asyncio.Protocol):
                     if kind == EV_FAILURE:
                         self._failure_seen(payload)
                     proto.apply(kind, payload)
-                    self._backlog.clear()
+                    if self._backlog is not None:
+                        self._backlog.clear()  # (a _drain in progress sees it empty)
                     break
         finally:
             self._handling = False

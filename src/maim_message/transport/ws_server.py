@@ -21,6 +21,8 @@ __all__ = ["ServerOptions", "WSConnection", "WebSocketServerTransport"]
 
 logger = logging.getLogger(__name__)
 
+READ_BUFFER = 256 * 1024  # the most one read takes from a socket (asyncio's own default)
+
 
 class ServerOptions:
     """Transport limits; the server config maps onto these."""
@@ -69,6 +71,9 @@ class WebSocketServerTransport:
         self._open: Set[WSConnection] = set()
         self._keepalive: Optional[asyncio.Task[None]] = None
         self._logged = FirstSeen()
+        # Every connection reads into this (one read at a time per event loop; each
+        # read is parsed before the next one starts): no buffer allocated per read.
+        self.read_view = memoryview(bytearray(READ_BUFFER))
 
     def log_once(self, reason: str, who: str, fmt: str, *args: Any,
                  level: int = logging.INFO) -> None:
