@@ -175,7 +175,9 @@ class AdminPlane:
             hub.revoked_file.add(digest, label)
         hub.server.invalidate_auth()  # a Socket.IO session between handshake and CONNECT
         server = hub.server
-        closed = [u for u, p in server.peers.items() if key_digest(p.api_key) == digest]
+        label = "key#" + digest.hex()[:8]  # a key's fingerprint is its digest's start
+        closed = [u for u, p in server.peers.items()
+                  if p.key_label == label and key_digest(p.api_key) == digest]
         for uuid in closed:
             server.close_connection(uuid, KEY_REVOKED, "API key revoked")
         return closed

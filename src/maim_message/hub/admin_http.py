@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 import orjson
 
 from ..core.codec import dumps
+from ..errors import ClusterError
 from ..transport.base import HandshakeInfo, HttpReply
 from .admin import RELOAD, AdminError
 from .admin_auth import REALM
@@ -80,6 +81,9 @@ def guarded(hub: Hub, method: str, handler: Handler) -> Route:
             return json_reply(200, result)
         except AdminError as exc:
             return json_reply(exc.status, {"error": str(exc)})
+        except ClusterError as exc:  # applied here; the other nodes could not be told
+            return json_reply(503, {"error": f"done on this node only: the cluster did not "
+                                             f"confirm ({type(exc).__name__}: {exc})"})
 
     return route
 
