@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 import orjson
 
+from ..backends.cluster_base import admin_everywhere
 from ..core.codec import dumps
 from ..errors import ClusterError
 from ..transport.base import HandshakeInfo, HttpReply
@@ -109,7 +110,7 @@ def admin_routes(hub: Hub) -> Dict[str, Route]:
         result = hub.reload()
         if not result["ok"]:
             raise AdminError(422, "; ".join(result["errors"]))
-        await hub.server.cluster.admin(RELOAD, {})  # every node re-reads its configuration
+        await admin_everywhere(hub.server.cluster, RELOAD, {})  # every node re-reads its own
         return result
 
     routes = {
