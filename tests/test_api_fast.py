@@ -72,6 +72,7 @@ def _same_objects(a: Any, b: Any) -> None:
     of a field's value to compare equal)."""
     assert type(a) is type(b)
     if dataclasses.is_dataclass(a):
+        assert list(vars(a)) == list(vars(b))  # the same attributes, in the same order
         for f in dataclasses.fields(a):
             _same_objects(getattr(a, f.name), getattr(b, f.name))
     elif type(a) is list:
@@ -142,6 +143,17 @@ def test_the_common_shape_takes_the_fast_path() -> None:
     _same_objects(fast, APIMessageBase.from_dict(payload))
     assert fast.message_info.template_info is not None
     assert fast.message_info.template_info.template_default is True
+
+
+def test_built_classes_have_no_post_init() -> None:
+    """The one-pass build sets fields without calling ``__init__``: valid only while the
+    classes' ``__init__`` does nothing more than set them."""
+    from maim_message.core.models import api
+
+    for cls in (api.Seg, api.GroupInfo, api.UserInfo, api.SenderInfo, api.ReceiverInfo,
+                api.BaseMessageInfo, api.MessageDim, api.APIMessageBase):
+        assert not hasattr(cls, "__post_init__"), cls
+        assert dataclasses.is_dataclass(cls) and "__slots__" not in vars(cls), cls
 
 
 def test_odd_shapes_fall_back_to_the_general_path() -> None:

@@ -191,7 +191,8 @@ class LocalCluster:
         host = self._host or self._require_host()
         delivery = host.delivery
         results = delivery.to_pair(pair, host.routes.lookup(*pair), msg_id, payload)
-        await delivery.committed()  # durable outbox: in SQLite before we return
+        if delivery.commit_pending:
+            await delivery.committed()  # durable outbox: in SQLite before we return
         if ack_timeout is not None and delivery.enabled:
             acker = await delivery.wait_ack(pair, msg_id, ack_timeout)
             return {acker: True} if acker is not None else {}

@@ -152,10 +152,13 @@ class Outbox:
             if not usage.platforms:
                 del self.users[pair[0]]
 
-    def _account(self, pair: Pair, queue: PairQueue, size: int) -> None:
+    def _account(self, pair: Pair, queue: PairQueue, size: int) -> UserUsage:
+        """Add ``size`` bytes to the pair's queue, its user and the total; the user's usage."""
         queue.bytes += size
         self.total_bytes += size
-        self.users[pair[0]].bytes += size
+        usage = self.users[pair[0]]
+        usage.bytes += size
+        return usage
 
     def admits(self, pair: Pair) -> bool:
         """Whether a message for ``pair`` may be queued: the pair is already queued, or
@@ -181,20 +184,20 @@ class Outbox:
         queue = self.pairs.get(pair)
         if queue is None:
             queue = self._new_pair(pair)
-        self._seq += 1
-        entry = OutboxEntry(self._seq, msg_id, payload, self._clock(), queue.last_seq, only)
-        queue.last_seq = self._seq
-        old = queue.entries.get(msg_id)
+        seq = self._seq = self._seq + 1
+        entry = OutboxEntry(seq, msg_id, payload, self._clock(), queue.last_seq, only)
+        queue.last_seq = seq
+        entries = queue.entries
+        old = entries.pop(msg_id, None)
         if old is not None:  # the same id again (a re-sent forward): replace, count once
-            del queue.entries[msg_id]
             self._account_removed(pair, queue, old)
-        queue.entries[msg_id] = entry
-        self._account(pair, queue, entry_cost(msg_id, payload))
+        entries[msg_id] = entry
+        usage = self._account(pair, queue, entry_cost(msg_id, payload))
         self.total_count += 1
         if persist and self.store is not None:
             self.store.add(pair, entry)
-        if (len(queue.entries) > self.max_per_pair or self.total_bytes > self.max_bytes
-                or self.users[pair[0]].bytes > self.max_bytes_per_user):
+        if (len(entries) > self.max_per_pair or self.total_bytes > self.max_bytes
+                or usage.bytes > self.max_bytes_per_user):
             self._enforce_bounds(pair, queue, keep=msg_id)
         return entry
 

@@ -87,6 +87,11 @@ class Delivery:
     def durable(self) -> bool:
         return self._store() is not None
 
+    @property
+    def commit_pending(self) -> bool:
+        """Whether something queued waits for the group commit (:meth:`committed` waits)."""
+        return self._commit_handle is not None
+
     def _touch(self) -> None:
         """Schedule the group commit when the store holds uncommitted writes."""
         if self._commit_handle is not None:
@@ -245,29 +250,42 @@ class Delivery:
         if outbox is None:
             return self._count(self._direct(conn_ids, _frame(payload)), payload)
         peers = self._peers
-        live = [uuid for uuid in conn_ids if uuid in peers]
-        if not live and not outbox.admits(pair):
-            raise DeliveryRefused(
-                "the receiver has no live connection on this platform and already has "
-                f"messages queued for {outbox.max_pairs_per_user} platforms; not queued",
-                field="message_dim.platform")
+        for uuid in conn_ids:
+            if uuid in peers:
+                break
+        else:  # nobody live: queued only if the receiver may hold one more queue
+            if not outbox.admits(pair):
+                raise DeliveryRefused(
+                    "the receiver has no live connection on this platform and already has "
+                    f"messages queued for {outbox.max_pairs_per_user} platforms; not queued",
+                    field="message_dim.platform")
         try:
-            entry = outbox.append(pair, msg_id, payload, persist=persist)
+            entry = outbox.append(pair, msg_id, payload, None, persist)
         except Exception as exc:  # storage failure: the frame that sent it is not acked
             delivery_failed(exc)
             raise
-        store = self._store()
-        if store is not None:  # written once committed (end of this loop turn)
-            self._record_receipt(store)
-            self._later.append((pair, entry, live))
-            self._touch()
-            return self._count({uuid: uuid in peers for uuid in conn_ids}, payload)
+        if outbox.store is not None:
+            store = self._store()
+            if store is not None:  # written once committed (end of this loop turn)
+                self._record_receipt(store)
+                self._later.append((pair, entry, [uuid for uuid in conn_ids if uuid in peers]))
+                self._touch()
+                return self._count({uuid: uuid in peers for uuid in conn_ids}, payload)
         frame = _frame(payload)
         results: Dict[str, bool] = {}
+        sent = 0
         for uuid in conn_ids:
             peer = peers.get(uuid)
-            results[uuid] = peer is not None and self._push(peer, entry, frame)
-        return self._count(results, payload)
+            if peer is not None and self._push(peer, entry, frame):
+                results[uuid] = True
+                sent += 1
+            else:
+                results[uuid] = False
+        if sent:  # the server's messages_sent / bytes_sent (as _count does)
+            counters = self._counters
+            counters["messages_sent"] += sent
+            counters["bytes_sent"] += sent * len(payload)
+        return results
 
     def to_connections(self, conn_ids: Iterable[str], msg_id: str, payload: bytes,
                        only: bool = False) -> Dict[str, bool]:
@@ -330,19 +348,26 @@ class Delivery:
         return results
 
     def _push(self, peer: Peer, entry: OutboxEntry, frame: PreparedFrame) -> bool:
+        """Write ``entry`` if it is the peer's next one and the connection takes it, else
+        catch the peer up (flush); False when the connection is not open."""
         conn = peer.conn
-        if conn is None or not conn.is_open:
+        if conn is None:
             return False
-        if peer.cursor >= entry.seq:
-            return True  # already written (caught up by a flush)
-        if peer.cursor >= entry.prev_seq and conn.is_writable:
+        cursor = peer.cursor
+        if cursor >= entry.prev_seq and conn.is_writable:  # writable implies open
+            if cursor >= entry.seq:
+                return True  # already written (caught up by a flush)
+            seq = peer.cursor = entry.seq
             conn.send_prepared(frame)
-            peer.cursor = entry.seq
             peer.messages_out += 1
-            if entry.seq > self._written.get(peer.pair, 0):
-                self._written[peer.pair] = entry.seq
+            written = self._written
+            if seq > written.get(peer.pair, 0):
+                written[peer.pair] = seq
             return True
-        self.flush(peer)
+        if not conn.is_open:
+            return False
+        if cursor < entry.seq:
+            self.flush(peer)
         return True
 
     def flush(self, peer: Peer) -> int:
@@ -427,13 +452,15 @@ class Delivery:
             self._written.pop(pair, None)
 
     def acked(self, peer: Peer, msg_id: str) -> None:
-        self._acking.add(peer.pair)
-        if self.outbox is not None:
-            if self.outbox.ack(peer.pair, msg_id):
-                self._touch()
-        waiter = self._waiters.pop((peer.pair, msg_id), None)
-        if waiter is not None and not waiter.done():
-            waiter.set_result(peer.uuid)
+        pair = peer.pair
+        self._acking.add(pair)
+        outbox = self.outbox
+        if outbox is not None and outbox.ack(pair, msg_id) and outbox.store is not None:
+            self._touch()  # the store's removal is committed with the group
+        if self._waiters:
+            waiter = self._waiters.pop((pair, msg_id), None)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(peer.uuid)
 
     def remote_acked(self, pair: Pair, msg_id: str, uuid: str) -> None:
         """Cluster mode: a connection on another hub node acked ``msg_id``."""

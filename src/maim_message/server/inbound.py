@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from typing import Any, Dict, Hashable, Optional
+from typing import Any, Callable, Dict, Hashable, Optional
 
 from ..core.codec import has_standard_payload
 from ..core.models.api import APIMessageBase
@@ -54,16 +54,15 @@ class RefusedFrames:
     parsed again on every reconnect. Bounded: the oldest answers are forgotten.
     """
 
-    __slots__ = ("_frames", "limit")
+    __slots__ = ("_frames", "get", "limit")
 
     def __init__(self, limit: int = 10_000) -> None:
         self.limit = limit
         self._frames: OrderedDict[Hashable, bytes] = OrderedDict()
+        #: The answer kept for ``key``, or None (the dict's own ``get``: asked per frame).
+        self.get: Callable[[Hashable], Optional[bytes]] = self._frames.get
 
     def add(self, key: Hashable, frame: bytes) -> None:
         self._frames[key] = frame
         if len(self._frames) > self.limit:
             self._frames.popitem(last=False)
-
-    def get(self, key: Hashable) -> Optional[bytes]:
-        return self._frames.get(key) if self._frames else None

@@ -45,6 +45,7 @@ from ..core.limits import (
     TokenBucket,
 )
 from ..core.models.api import APIMessageBase
+from ..core.models.api_fast import message_from_payload
 from ..core.redact import log_safe
 from ..core.routing import RoutingTable
 from ..errors import ConfigError, DeliveryRefused, EnvelopeError, ServerStartError
@@ -54,7 +55,14 @@ from ..sio.mux import GenerationMux
 from ..sio.server import SocketIOEndpoint
 from ..transport.base import Accept, Decision, HandshakeInfo, HttpReply, ServerConnection
 from ..transport.ws_server import ServerOptions, WebSocketServerTransport
-from .acks import ACK_POLICIES, HANDLED, AckAfterHandling, FrameKey, delivery_failed
+from .acks import (
+    ACK_POLICIES,
+    HANDLED,
+    AckAfterHandling,
+    FrameKey,
+    delivery_failed,
+    start_acked,
+)
 from .config import ServerConfig, config_field_names
 from .delivery import Delivery
 from .inbound import RefusedFrames, standard_message
@@ -401,14 +409,19 @@ class WebSocketServer:
         key = (peer.user_id, peer.platform, msg_id) if msg_id else None
         # A re-send of a frame already taken is acked (at once, or once its first copy is
         # handled) without being parsed again; this also records the key of a new frame.
-        if key is not None and self._duplicate(conn, peer, key):
+        if key is not None and (
+                self._ack_handled or self._refused.get(key) is not None
+                or self._dedupe.seen_from(peer.pair, msg_id)) and self._duplicate(conn, key):
             return
         # Parsed and checked before the ack: what is dropped is never acked.
         handler: Optional[Callable[..., Any]] = None
         args: Tuple[Any, ...] = ()
         if kind == SYS_STD:
+            body = env.get("payload")  # the common shape in one pass, else the long way
+            message = message_from_payload(body) if type(body) is dict else None
             try:
-                message = standard_message(env, peer.platform, peer.api_key)
+                if message is None:
+                    message = standard_message(env, peer.platform, peer.api_key)
             except EnvelopeError as exc:
                 frame = self._bad_frame(conn, peer, exc, None, ref=msg_id)
                 if key is not None:  # not taken; a re-send of it is refused unparsed
@@ -429,18 +442,25 @@ class WebSocketServer:
             if handler is not None:
                 self._handlers.start(handler, *args)
             return
-        if handler is not None and self.cluster.distributed:  # exactly-once across nodes
-            handler = self.cluster.guard(key, handler)  # type: ignore[attr-defined]
+        # Cluster mode: the handler starts once the frame was checked cluster-wide.
+        gate = self.cluster.admit if self.cluster.distributed else None  # type: ignore[attr-defined]
         if handler is None:
             self._send_ack(conn, key[2])
         elif self._ack_handled:
-            self._after_handling.receive(conn, key, handler, args)
+            self._after_handling.receive(conn, key, handler, args, gate)
         else:
             self._send_ack(conn, key[2])
-            self._handlers.start(handler, *args)
+            if gate is None:
+                self._handlers.start(handler, *args)
+            else:
+                start_acked(self._handlers, gate, key, handler, args)
 
-    def _duplicate(self, conn: ServerConnection, peer: Peer, key: FrameKey) -> bool:
-        """True (and acked, to be acked, or refused again) when ``key`` was seen before."""
+    def _duplicate(self, conn: ServerConnection, key: FrameKey) -> bool:
+        """True (and acked, to be acked, or refused again) when ``key`` was seen before.
+
+        ``text_received`` calls it only when the answer may be True: ack="handled", a
+        refused frame again, or ``key`` already in the dedupe window (then recorded).
+        """
         refused = self._refused.get(key)
         if refused is not None:  # the same malformed frame again (a client's re-send)
             self.stats["invalid_frames"] += 1
@@ -448,11 +468,9 @@ class WebSocketServer:
             return True
         if self._ack_handled:
             return self._after_handling.duplicate(conn, key)
-        if self._dedupe.seen_from(peer.pair, key[2]):  # ``peer.pair`` is ``key[:2]``
-            self._send_ack(conn, key[2])
-            self.stats["duplicate_messages_ignored"] += 1
-            return True
-        return False
+        self._send_ack(conn, key[2])  # in the dedupe window: a re-send, acked again
+        self.stats["duplicate_messages_ignored"] += 1
+        return True
 
     def _send_ack(self, conn: ServerConnection, msg_id: str) -> None:
         peer: Peer = conn.context

@@ -73,7 +73,9 @@ class WSConnection(asyncio.BufferedProtocol):
         self._handling = False  # inside a read's slice: writes wait for its end
         self._eof_sent = False
         self._turn_pending = False  # a write went out this loop turn: cork the next ones
-        self._backlog: Deque[Event] = deque()
+        # frames of a big read waiting for the next slice; created when needed (an empty
+        # deque is ~600 bytes, for every idle connection)
+        self._backlog: Optional[Deque[Event]] = None
         self._reading_paused = False
         self._on_text: Any = None  # what a text message goes to (set when opened)
         self.context: Any = None
@@ -136,7 +138,7 @@ class WSConnection(asyncio.BufferedProtocol):
     def connection_lost(self, exc: Optional[Exception]) -> None:
         proto = self._proto
         proto.connection_lost()
-        self._backlog.clear()
+        self._backlog = None
         if self._close_timer is not None:
             self._close_timer.cancel()
             self._close_timer = None
@@ -291,14 +293,17 @@ class WSConnection(asyncio.BufferedProtocol):
     def _drain(self) -> None:
         """Handle the next slice of a big read after the previous slice's handlers ran."""
         backlog = self._backlog
-        if self._proto.state is CLOSED or self._transport is None:
-            backlog.clear()
+        if backlog is None or self._proto.state is CLOSED or self._transport is None:
+            self._backlog = None
             return
         take = min(_SLICE, len(backlog))
         self._handle([backlog.popleft() for _ in range(take)])
         if backlog:
             asyncio.get_running_loop().call_soon(self._drain)
-        elif self._reading_paused:
+            return
+        if self._backlog is backlog:
+            self._backlog = None  # drained: an idle connection keeps no deque
+        if self._reading_paused:
             self._reading_paused = False
             if not self._transport.is_closing():
                 self._transport.resume_reading()
@@ -325,7 +330,8 @@ class WSConnection(asyncio.BufferedProtocol):
                     if kind == EV_FAILURE:
                         self._failure_seen(payload)
                     proto.apply(kind, payload)
-                    self._backlog.clear()
+                    if self._backlog is not None:
+                        self._backlog.clear()  # (a _drain in progress sees it empty)
                     break
         finally:
             self._handling = False

@@ -22,24 +22,28 @@ OP_PONG = 0xA
 Chunk = Union[bytes, memoryview]
 # Received bytes: a view of a shared read buffer is valid only while it is being fed
 ReadData = Union[bytes, bytearray, memoryview]
-Unmasker = Callable[[bytes, bytes], bytes]
+# (payload, 4-byte mask) -> unmasked payload; both arguments may be any bytes-like object
+Unmasker = Callable[[Union[bytes, bytearray, memoryview], Union[bytes, bytearray, memoryview]],
+                    bytes]
 
 # At or above this size a payload is kept apart from its header (as a memoryview), so a
 # big message is copied once into the socket's buffer instead of joined first.
 SPLIT_AT = 64 * 1024
 
 
-def _pure_unmask(data: bytes, mask: bytes) -> bytes:
+def _pure_unmask(data: Union[bytes, bytearray, memoryview],
+                 mask: Union[bytes, bytearray, memoryview]) -> bytes:
     n = len(data)
     if n == 0:
         return b""
-    key = int.from_bytes((mask * (n // 4 + 1))[:n], "little")
+    key = int.from_bytes((bytes(mask) * (n // 4 + 1))[:n], "little")
     return (int.from_bytes(data, "little") ^ key).to_bytes(n, "little")
 
 
 unmask: Unmasker
 try:  # the C helper of the websockets package, when installed
-    from websockets.speedups import apply_mask as unmask
+    # (typed as taking bytes/bytearray masks; it takes any buffer, memoryviews included)
+    from websockets.speedups import apply_mask as unmask  # type: ignore[assignment]
 except ImportError:  # pragma: no cover
     unmask = _pure_unmask
 

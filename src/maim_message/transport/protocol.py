@@ -211,6 +211,7 @@ class ServerProtocol(SessionState):
             raise ProtocolStateError("no upgrade request to accept")
         self._write(switching_protocols(accept_key))
         self.state = OPEN
+        self.request = None  # its headers are the app's now (~2.5 KiB per idle connection)
         early, self._buf = bytes(self._buf), bytearray()
         return self.receive_data(early) if early else []
 

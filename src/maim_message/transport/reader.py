@@ -94,6 +94,7 @@ class FrameReader:
         pos = 0
         end = len(buf)
         apply_mask = self._unmask
+        view = memoryview(buf)  # payload and mask handed to the unmasker without a copy
         try:
             while end - pos >= 2:
                 b0 = buf[pos]
@@ -134,9 +135,9 @@ class FrameReader:
                         self._big_need = length - len(part)
                         pos = end
                     break
-                mask = bytes(buf[pos + head - 4:pos + head])
-                payload = apply_mask(buf[pos + head:pos + head + length], mask)  # type: ignore[arg-type]
-                pos += head + length
+                start = pos + head
+                payload = apply_mask(view[start:start + length], view[start - 4:start])
+                pos = start + length
                 if opcode == OP_TEXT and fin and not self._frag_op:  # the common case, inline
                     if not payload.isascii():
                         _check_utf8(payload)
@@ -146,6 +147,7 @@ class FrameReader:
                 if self.stopped:  # a close frame: nothing after it is read
                     return
         finally:
+            view.release()  # (a bytearray with a live view cannot be resized)
             if pos and not self.stopped:
                 del buf[:pos]
 
