@@ -22,7 +22,10 @@ from maim_message.backends.redis_batch import SendTurn
 from maim_message.backends.redis_keys import Keys
 from maim_message.backends.shard_ring import ShardRing
 from maim_message.backends.stream_ids import StreamIds
-from maim_message.server.acks import CURRENT_RECEIPT, Receipt
+from maim_message.core.dedupe import DedupeWindow
+from maim_message.errors import ClusterError
+from maim_message.runtime.callbacks import HandlerTasks
+from maim_message.server.acks import AckAfterHandling, GatedFrame, Receipt
 
 from .fakes import FakeHost, make_peer
 from .test_cluster_seam import settle, stop, texts, two_nodes
@@ -71,10 +74,11 @@ async def test_a_send_batch_makes_one_entry_per_pair_and_publishes_per_node() ->
     loop = asyncio.get_running_loop()
     keys = Keys("p")
     turn = SendTurn()
-    futs = [loop.create_future() for _ in range(3)]
-    turn.add(PairMessage("n1", "alice", "qq", "m1", "", b"a"), True, futs[0])
-    turn.add(PairMessage("n1", "alice", "qq", "m2", "", b"b"), True, futs[1])
-    turn.add(PairMessage("n1", "bob", "qq", "m3", "", b"c"), True, futs[2])
+    futs = [loop.create_future() for _ in range(2)]
+    turn.add(PairMessage("n1", "alice", "qq", "m1", "", b"a"), True)
+    turn.add(PairMessage("n1", "alice", "qq", "m2", "", b"b"), True)
+    turn.add(PairMessage("n1", "bob", "qq", "m3", "", b"c"), True)
+    turn.waiters += [(("alice", "qq"), futs[0]), (("bob", "qq"), futs[1])]  # who awaits
     turn.marks.append("tok")
     turn.delete(*keys.pair_keys(("carol", "qq"))[:2], True, ["1-0", "2-0"])
     args = turn.args(keys, "100", "60000", "p:d:1", 2000)
@@ -84,12 +88,29 @@ async def test_a_send_batch_makes_one_entry_per_pair_and_publishes_per_node() ->
                           "1-0", "2-0")
     assert args[16:24] == (stream_a, where_a, "1", 2, "m1", b"a", "m2", b"b")
     stored: List[Tuple[Any, ...]] = []
+    routed: List[Tuple[Any, ...]] = []
     reply = [b"9-0", [b"ua", b"n2", b"ua2", b"n1"], b"9-1", []]
-    publish = turn.resolve(reply, "n1", lambda *a: stored.append(a))
+    publish = turn.resolve(reply, "n1", lambda *a: stored.append(a),
+                           lambda *a: routed.append(a))
     assert stored == [(("alice", "qq"), ["m1", "m2"], "9-0"), (("bob", "qq"), ["m3"], "9-1")]
+    assert routed == [(("alice", "qq"), [("ua", "n2")]), (("bob", "qq"), [])]
     assert [(m.msg_id, m.stream_id) for m in publish["n2"]] == [("m1", "9-0"), ("m2", "9-0")]
     assert set(publish) == {"n2"}  # never to the origin itself
-    assert futs[0].result() == ("9-0", [("ua", "n2")]) and futs[2].result() == ("9-1", [])
+    assert futs[0].result() == ("9-0", [("ua", "n2")]) and futs[1].result() == ("9-1", [])
+
+
+async def test_a_failed_send_batch_fails_its_waiters_and_the_receipts_of_its_frames() -> None:
+    turn = SendTurn()
+    assert turn.empty
+    fut = asyncio.get_running_loop().create_future()
+    turn.add(PairMessage("n1", "alice", "qq", "m1", "", b"a"), True)
+    turn.waiters.append((("alice", "qq"), fut))
+    receipt = Receipt(("bob", "qq", "f1"))
+    turn.receipts.append(receipt)  # a gated frame: its ack waits, nobody awaits the send
+    assert not turn.empty
+    error = ClusterError("down")
+    turn.fail(error)
+    assert fut.exception() is error and receipt.failure is error
 
 
 # -- stream entries: deleted once every message in them is acked -----------------------------
@@ -143,9 +164,16 @@ def test_frames_are_recorded_in_expiring_time_buckets() -> None:
 # -- the pub/sub base on the in-memory bus ----------------------------------------------------
 
 
+def gated(handlers: HandlerTasks, key: Tuple[str, str, str], handler: Any,
+          *args: Any) -> GatedFrame:
+    """A frame acked on receipt whose handler waits for the gate (no ack to wait for)."""
+    return GatedFrame(Receipt(key), handler, args, None, handlers)
+
+
 async def test_a_frame_handled_on_one_node_is_not_handled_again_on_another() -> None:
     bus, n1, n2 = await two_nodes()
     calls: List[str] = []
+    handlers = HandlerTasks("test")
     try:
         bob = n2.open(make_peer("b1", "bob"))
         await settle(lambda: ("bob", "qq") in bus.where)
@@ -153,27 +181,79 @@ async def test_a_frame_handled_on_one_node_is_not_handled_again_on_another() -> 
 
         async def forward(text: str) -> None:
             calls.append(text)
-            await n1.cluster.send_to_pair(("bob", "qq"), f"out-{text}", b'{"payload":"hi"}')
+            sent = await n1.cluster.send_to_pair(("bob", "qq"), f"out-{text}",
+                                                 b'{"payload":"hi"}')
+            assert sent == {"b1": True}  # returned at once: bob's entry on n2, known
 
-        receipt = Receipt(key)
-        token = CURRENT_RECEIPT.set(receipt)
-        try:
-            await n1.cluster.guard(key, forward)("first")
-        finally:
-            CURRENT_RECEIPT.reset(token)
-        assert receipt.recorded and frame_token(key) in bus.frames  # with the send
-        await n2.cluster.guard(key, forward)("re-sent to n2")  # the client's re-send
+        first = gated(handlers, key, forward, "first")
+        n1.cluster.admit(first)
+        assert first.receipt.recorded and frame_token(key) in bus.frames  # with the send
+        n2.cluster.admit(gated(handlers, key, forward, "re-sent to n2"))  # client re-send
         assert calls == ["first"] and n2.cluster.duplicate_frames == 1
         await settle(lambda: texts(bob) == ["hi"])
 
         def quiet() -> None:  # a handler that sends nothing is recorded when it returns
             calls.append("quiet")
 
-        await n2.cluster.guard(("alice", "qq", "f2"), quiet)()
-        await n1.cluster.guard(("alice", "qq", "f2"), quiet)()
-        assert calls == ["first", "quiet"]
+        n2.cluster.admit(gated(handlers, ("alice", "qq", "f2"), quiet))
+        n1.cluster.admit(gated(handlers, ("alice", "qq", "f2"), quiet))
+        assert calls == ["first", "quiet"] and n1.cluster.duplicate_frames == 1
     finally:
         await stop(n1, n2)
+
+
+class _Conn:
+    is_open = True
+
+
+def ack_after_handling(acks: List[str], unanswered: List[str]) -> AckAfterHandling:
+    return AckAfterHandling(
+        DedupeWindow(100, 60.0), HandlerTasks("test"), lambda: FakeHost().delivery,
+        lambda conn, msg_id: acks.append(msg_id), lambda conns, exc, msg_id: None,
+        lambda conns, exc, msg_id, retry: unanswered.append(msg_id))
+
+
+async def test_a_gated_frame_is_acked_once_the_store_confirmed_its_handlers_send() -> None:
+    acks: List[str] = []
+    unanswered: List[str] = []
+    after = ack_after_handling(acks, unanswered)
+    confirmed = asyncio.get_running_loop().create_future()
+    gates: List[GatedFrame] = []
+    settled: List[Receipt] = []
+
+    def settle_receipt(receipt: Receipt) -> asyncio.Future[Any]:
+        settled.append(receipt)
+        return confirmed  # the store has not confirmed the handler's send yet
+
+    def handler(text: str) -> None:
+        calls.append(text)
+
+    calls: List[str] = []
+    after.receive(_Conn(), ("alice", "qq", "f1"), handler, ("hi",),  # type: ignore[arg-type]
+                  gates.append)
+    assert calls == [] and len(gates) == 1  # waits for the cluster-wide check
+    assert after.duplicate(_Conn(), ("alice", "qq", "f1"))  # type: ignore[arg-type]
+    gates[0].receipt.settle = settle_receipt  # what the cluster's gate sets
+    gates[0].run()
+    assert calls == ["hi"] and settled and acks == []  # handled, not acked yet
+    confirmed.set_result(None)
+    await asyncio.sleep(0)
+    assert acks == ["f1", "f1"]  # the first copy and the re-send that joined it
+
+    failed = asyncio.get_running_loop().create_future()
+    after.receive(_Conn(), ("alice", "qq", "f2"), handler, ("x",),  # type: ignore[arg-type]
+                  gates.append)
+    gates[1].receipt.settle = lambda receipt: failed
+    gates[1].run()
+    failed.set_exception(ClusterError("Redis gone"))
+    await asyncio.sleep(0)
+    assert acks == ["f1", "f1"] and unanswered == ["f2"]  # not acked: the client re-sends
+    assert not after.duplicate(_Conn(), ("alice", "qq", "f2"))  # type: ignore[arg-type]
+
+    after.receive(_Conn(), ("alice", "qq", "f3"), handler, ("y",),  # type: ignore[arg-type]
+                  gates.append)
+    gates[2].skip()  # a duplicate: another node handled it
+    assert acks == ["f1", "f1", "f3"] and calls == ["hi", "x"]
 
 
 async def test_acks_of_one_loop_turn_become_one_delete_per_pair() -> None:

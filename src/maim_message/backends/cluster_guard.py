@@ -1,24 +1,29 @@
-"""Exactly-once to handlers across nodes: the guard around a received frame's handler.
+"""Exactly-once to handlers across nodes: the gate before a received frame's handler.
 
 Before the handler of a frame runs, the node asks the store whether any node recorded the
-frame as handled (``frame_dedupe``; the checks of a batch are one read per shard): a
-client that re-sends its unacked frames to another node after its node died gets those
-acked without being handled again. Otherwise the frame is recorded with the first
-message its handler sends (in the same atomic store call: :func:`frame_to_record`), or on
-its own when the handler returns having sent nothing, before it is acked.
+frame as handled (``frame_dedupe``): a client that re-sends its unacked frames to another
+node after its node died gets those acked without being handled again. Otherwise the
+frame is recorded with the first message its handler sends (in the same atomic store
+call: :func:`frame_to_record`), or on its own when the handler returns having sent
+nothing (``Receipt.settle``).
+
+The frame waits in the store's batch of checks as one ``GatedFrame`` (no task, future or
+closure of its own: objects that outlive a loop turn cost garbage-collector time); its
+handler starts when the batch's answer arrives. Its sends do not wait for the store: with
+``ack="handled"`` the ack does (``Receipt.settle`` returns what it waits for).
 """
 
 from __future__ import annotations
 
-import inspect
+import asyncio
 from contextvars import ContextVar
-from typing import Any, Callable, Optional, Tuple
+from typing import Any, Optional, Tuple
 
-from ..server.acks import CURRENT_RECEIPT, FrameKey, Receipt
+from ..server.acks import CURRENT_RECEIPT, GatedFrame, Receipt
 from .frame_dedupe import frame_token
 from .pubsub_io import PubSubIO
 
-# The frame a guarded handler is handling and its token (set around the handler call).
+# The frame a gated handler is handling and its token (set around the handler's start).
 _FRAME: ContextVar[Optional[Tuple[Receipt, str]]] = ContextVar("maim_cluster_frame",
                                                                 default=None)
 
@@ -31,11 +36,21 @@ def frame_to_record() -> Optional[str]:
             return None
         frame[0].recorded = True
         return frame[1]
-    receipt = CURRENT_RECEIPT.get()  # a handler called without the guard
+    receipt = CURRENT_RECEIPT.get()  # a handler started without the gate
     if receipt is None or receipt.recorded:
         return None
     receipt.recorded = True
     return frame_token(receipt.key)
+
+
+def gated_receipt() -> Optional[Receipt]:
+    """The receipt of the gated frame being handled (a send made now need not wait for
+    the store: ``Receipt.settle`` holds the ack back), else None."""
+    frame = _FRAME.get()
+    if frame is None:
+        return None
+    receipt = frame[0]
+    return receipt if receipt.settle is not None else None
 
 
 class FrameGuard(PubSubIO):
@@ -43,27 +58,34 @@ class FrameGuard(PubSubIO):
 
     duplicate_frames: int
 
-    def guard(self, key: FrameKey, handler: Callable[..., Any]) -> Callable[..., Any]:
-        """``handler`` wrapped: skipped when a node already handled frame ``key``;
-        otherwise recorded as handled with its first send, or once it returns."""
-        async def guarded(*args: Any) -> Any:
-            token = frame_token(key)
-            if token in await self._frame_seen(token):
-                self.duplicate_frames += 1
-                return None
-            receipt = CURRENT_RECEIPT.get()
-            if receipt is None or receipt.key != key:
-                receipt = Receipt(key)
+    def admit(self, frame: GatedFrame) -> None:
+        """The server's gate: run the frame's handler once the store said no node
+        handled it; else skip it (acked as a duplicate, or not answered when the check
+        failed: the client re-sends)."""
+        self._check_frame(frame_token(frame.receipt.key), frame)
+
+    def _frame_checked(self, token: str, frame: GatedFrame, seen: bool,
+                       error: Optional[BaseException]) -> None:
+        """The store's answer for one frame (called by ``_check_frame``'s batch)."""
+        receipt = frame.receipt
+        if error is not None:
+            receipt.failure = error
+            frame.skip()
+        elif seen:
+            self.duplicate_frames += 1
+            frame.skip()
+        else:
+            receipt.settle = self._settle
             reset = _FRAME.set((receipt, token))
             try:
-                result = handler(*args)
-                if inspect.isawaitable(result):
-                    result = await result
+                frame.run()
             finally:
                 _FRAME.reset(reset)
-            if not receipt.recorded:
-                receipt.recorded = True
-                self._mark_frame(token)
-                await self._written()
-            return result
-        return guarded
+
+    def _settle(self, receipt: Receipt) -> Optional[asyncio.Future[Any]]:
+        """The handler returned: record the frame if no send did, and give the future
+        the ack waits for (everything queued so far confirmed by the store)."""
+        if not receipt.recorded:
+            receipt.recorded = True
+            self._mark_frame(frame_token(receipt.key))
+        return self._confirmation()

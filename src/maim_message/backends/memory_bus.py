@@ -16,7 +16,6 @@ from typing import (
     Any,
     AsyncIterator,
     Awaitable,
-    Collection,
     Dict,
     List,
     Optional,
@@ -42,6 +41,7 @@ from .pubsub_messages import (
 )
 
 if TYPE_CHECKING:
+    from ..server.acks import GatedFrame, Receipt
     from ..server.peer import Peer
 
 
@@ -130,8 +130,8 @@ class MemoryCluster(PubSubCluster):
     async def _written(self) -> None:
         return None  # every bus operation is done when it returns
 
-    def _send_pair(self, message: PairMessage, persist: bool,
-                   mark: Optional[str]) -> Awaitable[SendResult]:
+    def _send_pair(self, message: PairMessage, persist: bool, mark: Optional[str],
+                   deferred: Optional[Receipt] = None) -> Optional[Awaitable[SendResult]]:
         bus, pair = self.bus, message.pair
         if mark is not None:
             bus.frames.add(mark)
@@ -148,7 +148,11 @@ class MemoryCluster(PubSubCluster):
                              sid, message.payload, message.notify)
         for node in nodes:
             bus.publish(node, stored)
-        return _done((sid, remote))
+        self._routed(pair, remote)
+        return None if deferred is not None else _done((sid, remote))
+
+    def _confirmation(self) -> Optional[asyncio.Future[Any]]:
+        return None  # every bus operation is done when it returns
 
     def _store_delete(self, pair: Pair, stream_ids: List[str], idle: bool) -> None:
         stream = self.bus.streams.get(pair)
@@ -163,8 +167,8 @@ class MemoryCluster(PubSubCluster):
     def _notify_ack(self, origin: str, message: AckMessage) -> None:
         self.bus.publish(origin, message)
 
-    def _frame_seen(self, token: str) -> Awaitable[Collection[str]]:
-        return _done({token} if token in self.bus.frames else set())
+    def _check_frame(self, token: str, frame: GatedFrame) -> None:
+        self._frame_checked(token, frame, token in self.bus.frames, None)
 
     def _mark_frame(self, token: str) -> None:
         self.bus.frames.add(token)

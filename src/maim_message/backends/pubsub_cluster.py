@@ -32,7 +32,7 @@ from ..core.defaults import DEFAULT_OUTBOX
 from ..errors import ClusterError
 from .cluster_acks import AckBatching
 from .cluster_base import CONN, ClusterHost, Pair, Selector, user_key
-from .cluster_guard import FrameGuard, frame_to_record
+from .cluster_guard import FrameGuard, frame_to_record, gated_receipt
 from .pubsub_io import RESUBSCRIBED, Presence, StoredMessage
 from .pubsub_messages import (
     AckMessage,
@@ -52,6 +52,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 SNAPSHOT_DEMAND_WINDOW = 30.0  # s: keep refreshing the presence snapshot this long after use
+REMOTE_CACHE = 100_000  # pairs whose connections on other nodes are remembered
 
 
 
@@ -81,6 +82,9 @@ class PubSubCluster(AckBatching, FrameGuard):
         self._sids = StreamIds()  # stream ids of the held pairs' unacked messages
         self._ack_turn: Dict[Pair, Tuple[List[str], str]] = {}  # acks of this loop turn
         self._alive: Optional[Set[str]] = None  # other live nodes (None: not read yet)
+        # pair -> its (uuid, node) entries elsewhere, from its last write (what a send
+        # that does not wait for the store returns for other nodes)
+        self._remote: Dict[Pair, List[Tuple[str, str]]] = {}
         self.received = 0  # channel messages handled
         self.remote_deliveries = 0  # messages for connections here sent by other nodes
         self.takeovers = 0  # pairs whose stream had a backlog when they connected here
@@ -115,6 +119,7 @@ class PubSubCluster(AckBatching, FrameGuard):
                 self._presence_remove(peer)
         await self._leave()
         self._pairs.clear()
+        self._remote.clear()
         self._sids.clear()
         self._snapshot = {}
 
@@ -210,9 +215,11 @@ class PubSubCluster(AckBatching, FrameGuard):
         notify = ack_timeout is not None
         persist = delivery.enabled
         mark = frame_to_record()  # the handled frame, atomically with its first send
+        # Under the gate the frame's ack waits for the store, so the send need not.
+        deferred = None if notify else gated_receipt()
         waiter = delivery.expect_ack(pair, msg_id) if notify and delivery.enabled else None
         sent = self._send_pair(PairMessage(self.node_id, pair[0], pair[1], msg_id, "",
-                                           payload, notify), persist, mark)
+                                           payload, notify), persist, mark, deferred)
         results: Dict[str, bool] = {}
         state = self._pairs.get(pair)
         if state is not None:
@@ -223,12 +230,15 @@ class PubSubCluster(AckBatching, FrameGuard):
                 results = {uuid: True for uuid in host.routes.lookup(*pair)}
             else:
                 results = self._deliver(pair, msg_id, payload)
-        try:
-            _sid, remote = await sent
-        except BaseException:
-            if waiter is not None:
-                delivery.remote_acked(pair, msg_id, "")  # drop the waiter
-            raise
+        if sent is None:  # the pair's connections elsewhere as of its last write
+            remote = self._remote.get(pair, [])
+        else:
+            try:
+                _sid, remote = await sent
+            except BaseException:
+                if waiter is not None:
+                    delivery.remote_acked(pair, msg_id, "")  # drop the waiter
+                raise
         if waiter is not None:
             assert ack_timeout is not None
             acker = await delivery.wait_ack(pair, msg_id, ack_timeout, waiter)
@@ -238,6 +248,15 @@ class PubSubCluster(AckBatching, FrameGuard):
             if alive is None or node in alive:
                 results.setdefault(uuid, True)
         return results
+
+    def _routed(self, pair: Pair, remote: List[Tuple[str, str]]) -> None:
+        """The store wrote to ``pair``: its (uuid, node) entries on other nodes."""
+        if remote:
+            if len(self._remote) >= REMOTE_CACHE and pair not in self._remote:
+                self._remote.clear()
+            self._remote[pair] = remote
+        else:
+            self._remote.pop(pair, None)
 
     def _deliver(self, pair: Pair, msg_id: str, payload: bytes) -> Dict[str, bool]:
         """Queue (the store has it already) and push to the pair's connections here."""

@@ -8,12 +8,12 @@ Writes are queued in order (a read queued after a write sees it) and may complet
 
 from __future__ import annotations
 
+import asyncio
 from typing import (
     TYPE_CHECKING,
     Any,
     AsyncIterator,
     Awaitable,
-    Collection,
     Dict,
     List,
     Optional,
@@ -32,6 +32,7 @@ from .pubsub_messages import (
 )
 
 if TYPE_CHECKING:
+    from ..server.acks import GatedFrame, Receipt
     from ..server.peer import Peer
 
 # What _listen yields when the subscription was re-established: messages may have been
@@ -71,13 +72,22 @@ class PubSubIO:
         """Every admin action kept so far (read when the node starts)."""
         raise NotImplementedError
 
-    def _send_pair(self, message: PairMessage, persist: bool,
-                   mark: Optional[str]) -> Awaitable[SendResult]:
+    def _send_pair(self, message: PairMessage, persist: bool, mark: Optional[str],
+                   deferred: Optional[Receipt] = None) -> Optional[Awaitable[SendResult]]:
         """Append to the pair's stream (if ``persist``) and publish to every other node
         holding the pair, in one atomic store operation (batched per loop turn), together
         with ``mark`` (a handled frame's token, ``frame_dedupe``) when given. Resolves to
         the stream id and the (uuid, node) entries of the pair on other nodes.
-        ``message.notify``: the origin wants an :class:`AckMessage` once it is acked."""
+        ``message.notify``: the origin wants an :class:`AckMessage` once it is acked.
+        ``deferred``: nobody waits (returns None); a failure is put in
+        ``deferred.failure`` before :meth:`_confirmation` resolves. Either way the store
+        reports the pair's entries on other nodes to ``_routed``."""
+        raise NotImplementedError
+
+    def _confirmation(self) -> Optional[asyncio.Future[Any]]:
+        """A future that resolves once everything queued so far is in the store (fails
+        when it is not), or None when nothing is pending. Shared: add callbacks to it,
+        never await it directly (``asyncio.shield``)."""
         raise NotImplementedError
 
     def _store_delete(self, pair: Pair, stream_ids: List[str], idle: bool) -> None:
@@ -89,9 +99,10 @@ class PubSubIO:
         """Tell ``origin`` (waiting in ``send_message(ack_timeout=...)``) about an ack."""
         raise NotImplementedError
 
-    def _frame_seen(self, token: str) -> Awaitable[Collection[str]]:
-        """Resolves to the tokens, of those checked in the same batch as this one, that
-        some node recorded as handled (one answer shared by the whole batch)."""
+    def _check_frame(self, token: str, frame: GatedFrame) -> None:
+        """Ask (batched) whether some node recorded frame ``token`` as handled; the store
+        answers ``self._frame_checked(token, frame, seen, None)``, or with
+        ``(token, frame, False, error)`` when it cannot tell."""
         raise NotImplementedError
 
     def _mark_frame(self, token: str) -> None:

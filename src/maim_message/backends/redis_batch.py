@@ -11,12 +11,15 @@ atomically.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Callable, Dict, List, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Tuple
 
 from .cluster_base import Pair
 from .pubsub_io import SendResult
 from .pubsub_messages import PairMessage
 from .redis_keys import Keys
+
+if TYPE_CHECKING:
+    from ..server.acks import Receipt
 
 MAX_TURN = 400  # messages or marks per script call (Lua's unpack() stack stays small)
 
@@ -26,10 +29,19 @@ def _text(value: Any) -> str:
 
 
 class SendTurn:
-    __slots__ = ("delete_groups", "deletes", "groups", "marks", "size")
+    """The sends, frame marks and acked-entry deletes of one batch to one shard.
+
+    Only the sends someone awaits get a future (``waiters``); a send whose frame's ack
+    waits for the store instead gives its receipt (``receipts``: their ``failure`` is set
+    when the call fails, before the shard queue's completion future resolves)."""
+
+    __slots__ = ("delete_groups", "deletes", "groups", "marks", "receipts", "size",
+                 "waiters")
 
     def __init__(self) -> None:
-        self.groups: Dict[Pair, List[Tuple[PairMessage, str, asyncio.Future[SendResult]]]] = {}
+        self.groups: Dict[Pair, List[Tuple[PairMessage, str]]] = {}
+        self.waiters: List[Tuple[Pair, asyncio.Future[SendResult]]] = []
+        self.receipts: List[Receipt] = []
         self.marks: List[str] = []
         self.deletes: List[Any] = []  # flat: stream, index, idle, count, ids... per group
         self.delete_groups = 0
@@ -39,16 +51,22 @@ class SendTurn:
     def full(self) -> bool:
         return self.size >= MAX_TURN or len(self.marks) >= MAX_TURN
 
+    @property
+    def empty(self) -> bool:
+        return not self.groups and not self.marks and not self.delete_groups
+
     def delete(self, stream: str, index: str, idle: bool, stream_ids: List[str]) -> None:
         """Acked entries to delete in this call (before its appends)."""
         self.deletes += [stream, index, "1" if idle else "0", len(stream_ids), *stream_ids]
         self.delete_groups += 1
         self.size += len(stream_ids)
 
-    def add(self, message: PairMessage, persist: bool,
-            fut: asyncio.Future[SendResult]) -> None:
+    def add(self, message: PairMessage, persist: bool) -> None:
         """One send; a turn's sends all have the same ``persist`` (the outbox is on)."""
-        self.groups.setdefault(message.pair, []).append((message, "1" if persist else "0", fut))
+        group = self.groups.get(message.pair)
+        if group is None:
+            group = self.groups[message.pair] = []
+        group.append((message, "1" if persist else "0"))
         self.size += 1
 
     def args(self, keys: Keys, max_entries: str, ttl_ms: str, dedupe_set: str,
@@ -60,36 +78,43 @@ class SendTurn:
         for pair, sends in self.groups.items():
             stream, _index, where = keys.pair_keys(pair)
             out += [stream, where, sends[0][1], len(sends)]
-            for message, _flag, _fut in sends:
+            for message, _flag in sends:
                 out += [message.msg_id, message.payload]
         return tuple(out)
 
     def resolve(self, reply: List[Any], origin: str,
-                stored: Callable[[Pair, List[str], str], None]
+                stored: Callable[[Pair, List[str], str], None],
+                routed: Callable[[Pair, List[Tuple[str, str]]], None],
                 ) -> Dict[str, List[PairMessage]]:
         """Give every send its stream id (one per pair: its messages share an entry) and
         the pair's (uuid, node) entries elsewhere; ``stored(pair, msg_ids, sid)`` is told
-        first, synchronously, so no ack can see part of an entry. Returns what each other
-        node holding one of the pairs must be sent (one "pairs" message per node)."""
+        first, synchronously, so no ack can see part of an entry; ``routed(pair, remote)``
+        next. Returns what each other node holding one of the pairs must be sent (one
+        "pairs" message per node)."""
         publish: Dict[str, List[PairMessage]] = {}
+        results: Dict[Pair, SendResult] = {}
         for n, (pair, sends) in enumerate(self.groups.items()):
             sid = _text(reply[2 * n])
             flat = reply[2 * n + 1]
             remote = [(_text(flat[i]), _text(flat[i + 1])) for i in range(0, len(flat) - 1, 2)]
             remote = [(uuid, node) for uuid, node in remote if node != origin]
             if sid:
-                stored(pair, [m.msg_id for m, _f, _w in sends], sid)
+                stored(pair, [m.msg_id for m, _f in sends], sid)
+            routed(pair, remote)
+            results[pair] = (sid, remote)
             for node in {node for _uuid, node in remote}:
                 publish.setdefault(node, []).extend(
                     PairMessage(m.origin, m.user, m.platform, m.msg_id, sid, m.payload,
-                                m.notify) for m, _f, _w in sends)
-            for _message, _flag, fut in sends:
-                if not fut.done():
-                    fut.set_result((sid, remote))
+                                m.notify) for m, _f in sends)
+        for pair, fut in self.waiters:
+            if not fut.done():
+                fut.set_result(results[pair])
         return publish
 
     def fail(self, exc: BaseException) -> None:
-        for sends in self.groups.values():
-            for _message, _flag, fut in sends:
-                if not fut.done():
-                    fut.set_exception(exc)
+        for receipt in self.receipts:
+            if receipt.failure is None:
+                receipt.failure = exc
+        for _pair, fut in self.waiters:
+            if not fut.done():
+                fut.set_exception(exc)

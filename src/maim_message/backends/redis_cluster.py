@@ -16,10 +16,10 @@ import asyncio
 import logging
 import time
 from typing import (
+    TYPE_CHECKING,
     Any,
     AsyncIterator,
     Awaitable,
-    Collection,
     Dict,
     List,
     Optional,
@@ -56,6 +56,9 @@ from .redis_pipeline import CommandQueue, Script
 from .redis_presence import RedisPresence
 from .redis_shards import Shard, safe_url, split_urls
 from .shard_ring import ShardRing
+
+if TYPE_CHECKING:
+    from ..server.acks import GatedFrame, Receipt
 
 __all__ = ["ClusterError", "RedisCluster", "split_urls"]  # ClusterError lives in errors.py
 
@@ -95,11 +98,13 @@ class RedisCluster(PubSubCluster, RedisPresence):
         self._shards = [Shard(i, u) for i, u in enumerate(self.urls)]
         self._shard_of: Dict[Pair, Shard] = {}
         self._inbox: asyncio.Queue[Optional[bytes]] = asyncio.Queue()
-        # frame tokens to check in this batch, and one waiter each (a future shared by
-        # several coroutines would break eagerly started handlers: runtime/eager.py)
-        self._checks: List[Tuple[str, asyncio.Future[Collection[str]]]] = []
+        # frame tokens to check in this batch and their frames (no future per frame)
+        self._checks: List[Tuple[str, GatedFrame]] = []
         self._flush_scheduled = False
         self._flushed: Optional[asyncio.Future[None]] = None
+        # resolves once this batch is confirmed (what gated frames' acks wait for)
+        self._confirm: Optional[asyncio.Future[None]] = None
+        self._written_all: Optional[Tuple[Tuple[Any, ...], asyncio.Future[Any]]] = None
 
     # -- joining and leaving -------------------------------------------------------------------
 
@@ -244,21 +249,24 @@ class RedisCluster(PubSubCluster, RedisPresence):
                 self._push_turn(shard, turn)
             turn = shard.turn = SendTurn()
         if not self._flush_scheduled:
-            self._flush_scheduled = True
-            loop = asyncio.get_running_loop()
-            self._flushed = loop.create_future()
-            if self.flush_delay > 0:
-                loop.call_later(self.flush_delay, self._flush)
-            else:
-                loop.call_soon(self._flush)
+            self._schedule_flush()
         return turn
 
+    def _schedule_flush(self) -> None:
+        self._flush_scheduled = True
+        loop = asyncio.get_running_loop()
+        self._flushed = loop.create_future()
+        if self.flush_delay > 0:
+            loop.call_later(self.flush_delay, self._flush)
+        else:
+            loop.call_soon(self._flush)
+
     def _flush(self) -> None:
-        """End of the loop turn: one script call per shard, one check read per shard."""
+        """End of the batch: one script call per shard, one check read per shard."""
         self._flush_scheduled = False
         for shard in self._shards:
             turn, shard.turn = shard.turn, None
-            if turn is not None and shard.queue is not None:
+            if turn is not None and not turn.empty and shard.queue is not None:
                 self._push_turn(shard, turn)
         checks, self._checks = self._checks, []
         if checks:
@@ -266,6 +274,34 @@ class RedisCluster(PubSubCluster, RedisPresence):
         flushed, self._flushed = self._flushed, None
         if flushed is not None and not flushed.done():
             flushed.set_result(None)
+        confirm, self._confirm = self._confirm, None
+        if confirm is not None:
+            _chain(self._queues_written(), confirm)
+
+    def _confirmation(self) -> Optional[asyncio.Future[Any]]:
+        if self._flush_scheduled:
+            confirm = self._confirm
+            if confirm is None:
+                confirm = self._confirm = asyncio.get_running_loop().create_future()
+                confirm.add_done_callback(_retrieved)
+            return confirm
+        return self._queues_written()
+
+    def _queues_written(self) -> Optional[asyncio.Future[Any]]:
+        """One future for every shard queue's commands so far (None: all written)."""
+        pending = tuple(w for w in (self._q(s).written() for s in self._shards)
+                        if w is not None)
+        if not pending:
+            return None
+        if len(pending) == 1:
+            return pending[0]
+        cached = self._written_all
+        if cached is not None and cached[0] == pending:
+            return cached[1]
+        together = asyncio.gather(*pending)
+        together.add_done_callback(_retrieved)
+        self._written_all = (pending, together)
+        return together
 
     def _push_turn(self, shard: Shard, turn: SendTurn) -> None:
         queue = self._q(shard)
@@ -280,15 +316,14 @@ class RedisCluster(PubSubCluster, RedisPresence):
             elif f.exception() is not None:
                 turn.fail(f.exception())  # type: ignore[arg-type]
             else:
-                publish = turn.resolve(f.result(), self.node_id, self._stored)
+                publish = turn.resolve(f.result(), self.node_id, self._stored, self._routed)
                 for node, messages in publish.items():  # in order, after the store has it
                     queue.push(("PUBLISH", self.keys.channel(node),
                                 encode_pairs(self.node_id, messages)))
         fut.add_done_callback(done)
 
-    def _push_checks(self, checks: List[Tuple[str, asyncio.Future[Collection[str]]]]
-                     ) -> None:
-        """One CHECK_FRAMES call per shard; every waiter gets the tokens any shard has."""
+    def _push_checks(self, checks: List[Tuple[str, GatedFrame]]) -> None:
+        """One CHECK_FRAMES call per shard; a frame is seen when any shard has it."""
         tokens = [token for token, _ in checks]
         current, previous = self.dedupe.both()
         replies: List[asyncio.Future[Any]] = []
@@ -297,42 +332,47 @@ class RedisCluster(PubSubCluster, RedisPresence):
                                       want_result=True)
             assert fut is not None
             replies.append(fut)
-        gathered = asyncio.gather(*replies)
+        gathered = replies[0] if len(replies) == 1 else asyncio.gather(*replies)
 
         def done(f: asyncio.Future[Any]) -> None:
             exc: Optional[BaseException] = None
-            seen: Collection[str] = ()
+            flags = ""
             if f.cancelled():
                 exc = ClusterError("frame check cancelled")
             elif f.exception() is not None:
                 exc = f.exception()
+            elif len(replies) == 1:
+                flags = _text(f.result())
             else:
-                flags = [_text(r) for r in f.result()]
-                seen = {t for n, t in enumerate(tokens) if any(r[n] == "1" for r in flags)}
-            for _token, waiter in checks:
-                if waiter.done():
-                    continue
-                if exc is not None:
-                    waiter.set_exception(exc)
-                else:
-                    waiter.set_result(seen)
+                answers = [_text(r) for r in f.result()]
+                flags = "".join("1" if any(a[n] == "1" for a in answers) else "0"
+                                for n in range(len(tokens)))
+            checked = self._frame_checked
+            for n, (token, frame) in enumerate(checks):
+                try:
+                    checked(token, frame, exc is None and flags[n] == "1", exc)
+                except Exception:  # one frame's start must not stop the others'
+                    logger.exception("cluster: starting a checked frame failed")
         gathered.add_done_callback(done)
 
-    def _send_pair(self, message: PairMessage, persist: bool,
-                   mark: Optional[str]) -> Awaitable[SendResult]:
-        shard = self._shard(message.pair)
-        turn = self._turn(shard)
-        fut: asyncio.Future[SendResult] = asyncio.get_running_loop().create_future()
-        turn.add(message, persist, fut)
+    def _send_pair(self, message: PairMessage, persist: bool, mark: Optional[str],
+                   deferred: Optional[Receipt] = None) -> Optional[Awaitable[SendResult]]:
+        pair = message.pair
+        turn = self._turn(self._shard(pair))
+        turn.add(message, persist)
         if mark is not None:
             turn.marks.append(mark)
+        if deferred is not None:
+            turn.receipts.append(deferred)
+            return None
+        fut: asyncio.Future[SendResult] = asyncio.get_running_loop().create_future()
+        turn.waiters.append((pair, fut))
         return fut
 
-    def _frame_seen(self, token: str) -> Awaitable[Collection[str]]:
-        fut: asyncio.Future[Collection[str]] = asyncio.get_running_loop().create_future()
-        self._turn(self._shards[0])  # schedules the flush
-        self._checks.append((token, fut))
-        return fut
+    def _check_frame(self, token: str, frame: GatedFrame) -> None:
+        if not self._flush_scheduled:
+            self._schedule_flush()
+        self._checks.append((token, frame))
 
     def _mark_frame(self, token: str) -> None:
         shard = self._shards[self.ring.shard_of(token)]
@@ -383,6 +423,28 @@ class RedisCluster(PubSubCluster, RedisPresence):
             "queue_depth": sum(q.depth for q in queues),
         })
         return out
+
+
+def _retrieved(fut: asyncio.Future[Any]) -> None:
+    if not fut.cancelled():
+        fut.exception()  # no "never retrieved" warning when nobody waited
+
+
+def _chain(source: Optional[asyncio.Future[Any]], target: asyncio.Future[Any]) -> None:
+    """Resolve ``target`` like ``source`` (at once when ``source`` is None)."""
+    def copy(f: asyncio.Future[Any]) -> None:
+        if target.done():
+            return
+        if f.cancelled():
+            target.set_exception(ClusterError("cluster write cancelled"))
+        elif f.exception() is not None:
+            target.set_exception(f.exception())  # type: ignore[arg-type]
+        else:
+            target.set_result(None)
+    if source is None:
+        target.set_result(None)
+    else:
+        source.add_done_callback(copy)
 
 
 def _text(value: Any) -> str:

@@ -43,13 +43,57 @@ class Receipt:
     """A received frame whose handler is running: the delivery layer records ``key`` in
     the durable store with the first message the handler queues (same transaction)."""
 
-    __slots__ = ("at", "failure", "key", "recorded")
+    __slots__ = ("at", "failure", "key", "recorded", "settle")
 
     def __init__(self, key: FrameKey) -> None:
         self.key = key
         self.at = time.time()
         self.recorded = False
         self.failure: Optional[BaseException] = None  # a send of its handler failed
+        # Set by a gate (cluster mode): called once the handler returned; a future it
+        # returns is what the ack waits for (the handler's sends confirmed by the store).
+        self.settle: Optional[Callable[[Receipt], Optional[asyncio.Future[Any]]]] = None
+
+
+class GatedFrame:
+    """A received frame whose handler waits for a gate (cluster mode: the cluster-wide
+    check, backends/cluster_guard.py). The gate calls :meth:`run` (start the handler) or
+    :meth:`skip` (end it unhandled: acked as a duplicate, or not answered when
+    ``receipt.failure`` is set). One object per frame: no closures while it waits."""
+
+    __slots__ = ("_after", "_args", "_handler", "_handlers", "receipt")
+
+    def __init__(self, receipt: Receipt, handler: Callable[..., Any], args: Tuple[Any, ...],
+                 after: Optional[AckAfterHandling], handlers: Optional[HandlerTasks]) -> None:
+        self.receipt = receipt
+        self._handler = handler
+        self._args = args
+        self._after = after  # ack="handled": it acks once handled
+        self._handlers = handlers  # ack="receipt": acked already, only the handler runs
+
+    def run(self) -> None:
+        after = self._after
+        if after is not None:
+            after._start(self.receipt, self._handler, self._args)
+        else:
+            assert self._handlers is not None
+            self._handlers.start(self._handler, *self._args, on_done=self._returned)
+
+    def skip(self) -> None:
+        if self._after is not None:
+            self._after._done(self.receipt, None)
+
+    def _returned(self, exc: Optional[BaseException]) -> bool:
+        """ack="receipt": tell the gate the handler returned (nothing waits for it)."""
+        receipt = self.receipt
+        settle = receipt.settle
+        if exc is None and settle is not None:
+            receipt.settle = None
+            settle(receipt)
+        return False
+
+
+Gate = Callable[[GatedFrame], None]
 
 
 # Set around the handler call, so the handler's task (and what it awaits) carries it.
@@ -62,6 +106,13 @@ def delivery_failed(exc: BaseException) -> None:
     receipt = CURRENT_RECEIPT.get()
     if receipt is not None and receipt.failure is None:
         receipt.failure = exc
+
+
+def start_acked(handlers: HandlerTasks, gate: Gate, key: FrameKey,
+                handler: Callable[..., Any], args: Tuple[Any, ...]) -> None:
+    """``ack="receipt"`` behind a gate: the frame is acked already; its handler starts
+    when the gate lets it."""
+    gate(GatedFrame(Receipt(key), handler, args, None, handlers))
 
 
 class InFlight:
@@ -137,10 +188,18 @@ class AckAfterHandling:
         return False
 
     def receive(self, conn: ServerConnection, key: FrameKey, handler: Callable[..., Any],
-                args: Tuple[Any, ...]) -> None:
-        """Run the handler of a new frame (``duplicate`` returned False for it)."""
+                args: Tuple[Any, ...], gate: Optional[Gate] = None) -> None:
+        """Run the handler of a new frame (``duplicate`` returned False for it), at once
+        or when ``gate`` lets it."""
         self._inflight.start(key, conn)
         receipt = Receipt(key)
+        if gate is None:
+            self._start(receipt, handler, args)
+        else:
+            gate(GatedFrame(receipt, handler, args, self, None))
+
+    def _start(self, receipt: Receipt, handler: Callable[..., Any],
+               args: Tuple[Any, ...]) -> None:
         token = CURRENT_RECEIPT.set(receipt)  # the handler's task copies the context
         try:
             self._handlers.start(handler, *args, on_done=lambda exc: self._done(receipt, exc))
@@ -149,6 +208,27 @@ class AckAfterHandling:
 
     def _done(self, receipt: Receipt, exc: Optional[BaseException]) -> bool:
         """The handler of a frame ended: ack it (after the commit), or not at all."""
+        settle = receipt.settle
+        if settle is not None and exc is None and receipt.failure is None:
+            receipt.settle = None
+            confirmed = settle(receipt)
+            if confirmed is not None and not confirmed.done():
+                confirmed.add_done_callback(lambda f: self._confirmed(receipt, f))
+                return False
+            if confirmed is not None:
+                self._confirmed(receipt, confirmed)
+                return False
+        return self._finish(receipt, exc)
+
+    def _confirmed(self, receipt: Receipt, confirmed: asyncio.Future[Any]) -> None:
+        if receipt.failure is None:
+            if confirmed.cancelled():
+                receipt.failure = asyncio.CancelledError()
+            elif confirmed.exception() is not None:
+                receipt.failure = confirmed.exception()
+        self._finish(receipt, None)
+
+    def _finish(self, receipt: Receipt, exc: Optional[BaseException]) -> bool:
         key = receipt.key
         waiting = self._inflight.finish(key)
         failure = receipt.failure

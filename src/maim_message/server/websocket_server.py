@@ -55,7 +55,14 @@ from ..sio.mux import GenerationMux
 from ..sio.server import SocketIOEndpoint
 from ..transport.base import Accept, Decision, HandshakeInfo, HttpReply, ServerConnection
 from ..transport.ws_server import ServerOptions, WebSocketServerTransport
-from .acks import ACK_POLICIES, HANDLED, AckAfterHandling, FrameKey, delivery_failed
+from .acks import (
+    ACK_POLICIES,
+    HANDLED,
+    AckAfterHandling,
+    FrameKey,
+    delivery_failed,
+    start_acked,
+)
 from .config import ServerConfig, config_field_names
 from .delivery import Delivery
 from .inbound import RefusedFrames, standard_message
@@ -435,15 +442,18 @@ class WebSocketServer:
             if handler is not None:
                 self._handlers.start(handler, *args)
             return
-        if handler is not None and self.cluster.distributed:  # exactly-once across nodes
-            handler = self.cluster.guard(key, handler)  # type: ignore[attr-defined]
+        # Cluster mode: the handler starts once the frame was checked cluster-wide.
+        gate = self.cluster.admit if self.cluster.distributed else None  # type: ignore[attr-defined]
         if handler is None:
             self._send_ack(conn, key[2])
         elif self._ack_handled:
-            self._after_handling.receive(conn, key, handler, args)
+            self._after_handling.receive(conn, key, handler, args, gate)
         else:
             self._send_ack(conn, key[2])
-            self._handlers.start(handler, *args)
+            if gate is None:
+                self._handlers.start(handler, *args)
+            else:
+                start_acked(self._handlers, gate, key, handler, args)
 
     def _duplicate(self, conn: ServerConnection, key: FrameKey) -> bool:
         """True (and acked, to be acked, or refused again) when ``key`` was seen before.
