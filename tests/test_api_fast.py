@@ -89,7 +89,7 @@ def _general(payload: Any) -> Any:
     return APIMessageBase.from_dict(payload)
 
 
-@settings(max_examples=600, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck))
 @given(PAYLOAD)
 def test_fast_build_accepts_a_subset_and_builds_the_same_objects(payload: Dict[str, Any]
                                                                  ) -> None:
@@ -99,7 +99,7 @@ def test_fast_build_accepts_a_subset_and_builds_the_same_objects(payload: Dict[s
     _same_objects(fast, _general(payload))  # the general path accepts it, same objects
 
 
-@settings(max_examples=600, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck))
 @given(PAYLOAD)
 def test_standard_message_answers_every_payload_as_the_general_path(
         payload: Dict[str, Any]) -> None:

@@ -202,6 +202,25 @@ async def test_a_frame_handled_on_one_node_is_not_handled_again_on_another() -> 
         await stop(n1, n2)
 
 
+async def test_a_frame_the_store_cannot_check_is_handled_if_acked_else_left_to_resend() -> None:
+    _bus, n1, n2 = await two_nodes()
+    calls: List[str] = []
+    acks: List[str] = []
+    unanswered: List[str] = []
+    try:
+        error = ClusterError("Redis gone")
+        acked = gated(HandlerTasks("test"), ("alice", "qq", "f1"), calls.append, "acked")
+        n1.cluster._frame_checked("t1", acked, False, error)
+        assert calls == ["acked"]  # ack="receipt": acked already, handled, not dropped
+        after = ack_after_handling(acks, unanswered)
+        after.receive(_Conn(), ("alice", "qq", "f2"), calls.append, ("held",),  # type: ignore[arg-type]
+                      lambda frame: n1.cluster._frame_checked("t2", frame, False, error))
+        assert calls == ["acked"] and acks == [] and unanswered == ["f2"]  # re-sent later
+        assert n1.cluster.unchecked_frames == 2
+    finally:
+        await stop(n1, n2)
+
+
 class _Conn:
     is_open = True
 

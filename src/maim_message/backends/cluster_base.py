@@ -137,10 +137,20 @@ class ClusterBackend(Protocol):
 
     def connections(self) -> Dict[str, Dict[str, Any]]: ...
 
-    async def admin(self, action: str, args: Dict[str, str], durable: bool = False) -> None:
-        """Have every other node apply an admin action (``host.apply_admin``); ``durable``:
-        kept in the cluster's store and applied by each node when it starts."""
-        ...
+    # Optional (backends written before it need not have it): ``async def admin(action,
+    # args, durable=False)`` has every other node apply an admin action (their
+    # ``host.apply_admin``); ``durable``: kept in the cluster's store and applied by each
+    # node when it starts. Called through :func:`admin_everywhere`.
+
+
+async def admin_everywhere(cluster: ClusterBackend, action: str, args: Dict[str, str],
+                           durable: bool = False) -> bool:
+    """Pass an admin action to the other nodes; False when the backend cannot."""
+    admin = getattr(cluster, "admin", None)
+    if admin is None:
+        return False
+    await admin(action, args, durable)
+    return True
 
 
 class LocalCluster:

@@ -16,12 +16,15 @@ handler starts when the batch's answer arrives. Its sends do not wait for the st
 from __future__ import annotations
 
 import asyncio
+import logging
 from contextvars import ContextVar
 from typing import Any, Optional, Tuple
 
 from ..server.acks import CURRENT_RECEIPT, GatedFrame, Receipt
 from .frame_dedupe import frame_token
 from .pubsub_io import PubSubIO
+
+logger = logging.getLogger(__name__)
 
 # The frame a gated handler is handling and its token (set around the handler's start).
 _FRAME: ContextVar[Optional[Tuple[Receipt, str]]] = ContextVar("maim_cluster_frame",
@@ -57,6 +60,7 @@ class FrameGuard(PubSubIO):
     """Mixin of :class:`~.pubsub_cluster.PubSubCluster`."""
 
     duplicate_frames: int
+    unchecked_frames = 0  # frames the store could not check (logged once)
 
     def admit(self, frame: GatedFrame) -> None:
         """The server's gate: run the frame's handler once the store said no node
@@ -69,8 +73,11 @@ class FrameGuard(PubSubIO):
         """The store's answer for one frame (called by ``_check_frame``'s batch)."""
         receipt = frame.receipt
         if error is not None:
-            receipt.failure = error
-            frame.skip()
+            if self.unchecked_frames == 0:
+                logger.warning("cluster: frames could not be checked against the record "
+                               "of handled frames: %s", error)
+            self.unchecked_frames += 1
+            frame.unchecked(error)
         elif seen:
             self.duplicate_frames += 1
             frame.skip()

@@ -31,8 +31,8 @@ from typing import TYPE_CHECKING, Any, Awaitable, Coroutine, Dict, List, Optiona
 from ..core.defaults import DEFAULT_OUTBOX
 from ..errors import ClusterError
 from .cluster_acks import AckBatching
-from .cluster_base import CONN, ClusterHost, Pair, Selector, user_key
-from .cluster_guard import FrameGuard, frame_to_record, gated_receipt
+from .cluster_base import ClusterHost, Pair, user_key
+from .cluster_guard import FrameGuard
 from .pubsub_io import RESUBSCRIBED, Presence, StoredMessage
 from .pubsub_messages import (
     AckMessage,
@@ -43,6 +43,7 @@ from .pubsub_messages import (
     decode_message,
     encode_message,
 )
+from .pubsub_send import PairSending
 from .pubsub_state import ClusterOutboxStore, PairState, stream_id_key
 from .stream_ids import ANY_ORIGIN, StreamIds
 
@@ -52,12 +53,11 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 SNAPSHOT_DEMAND_WINDOW = 30.0  # s: keep refreshing the presence snapshot this long after use
-REMOTE_CACHE = 100_000  # pairs whose connections on other nodes are remembered
 
 
 
 
-class PubSubCluster(AckBatching, FrameGuard):
+class PubSubCluster(PairSending, AckBatching, FrameGuard):
     """A hub node in a cluster coordinated through a pub/sub bus with a store."""
 
     distributed = True
@@ -205,112 +205,6 @@ class PubSubCluster(AckBatching, FrameGuard):
             peer = host.peers.get(uuid)
             if peer is not None and peer.conn is not None:
                 delivery.peer_opened(peer)
-
-    # -- sending ------------------------------------------------------------------------------
-
-    async def send_to_pair(self, pair: Pair, msg_id: str, payload: bytes,
-                           ack_timeout: Optional[float] = None) -> Dict[str, bool]:
-        host = self._running()
-        delivery = host.delivery
-        notify = ack_timeout is not None
-        persist = delivery.enabled
-        mark = frame_to_record()  # the handled frame, atomically with its first send
-        # Under the gate the frame's ack waits for the store, so the send need not.
-        deferred = None if notify else gated_receipt()
-        waiter = delivery.expect_ack(pair, msg_id) if notify and delivery.enabled else None
-        sent = self._send_pair(PairMessage(self.node_id, pair[0], pair[1], msg_id, "",
-                                           payload, notify), persist, mark, deferred)
-        results: Dict[str, bool] = {}
-        state = self._pairs.get(pair)
-        if state is not None:
-            if persist:
-                self._sids.pending(pair, msg_id)
-            if state.loading:
-                state.buffer.append((msg_id, payload, False))
-                results = {uuid: True for uuid in host.routes.lookup(*pair)}
-            else:
-                results = self._deliver(pair, msg_id, payload)
-        if sent is None:  # the pair's connections elsewhere as of its last write
-            remote = self._remote.get(pair, [])
-        else:
-            try:
-                _sid, remote = await sent
-            except BaseException:
-                if waiter is not None:
-                    delivery.remote_acked(pair, msg_id, "")  # drop the waiter
-                raise
-        if waiter is not None:
-            assert ack_timeout is not None
-            acker = await delivery.wait_ack(pair, msg_id, ack_timeout, waiter)
-            return {acker: True} if acker is not None else {}
-        alive = self._alive
-        for uuid, node in remote:
-            if alive is None or node in alive:
-                results.setdefault(uuid, True)
-        return results
-
-    def _routed(self, pair: Pair, remote: List[Tuple[str, str]]) -> None:
-        """The store wrote to ``pair``: its (uuid, node) entries on other nodes."""
-        if remote:
-            if len(self._remote) >= REMOTE_CACHE and pair not in self._remote:
-                self._remote.clear()
-            self._remote[pair] = remote
-        else:
-            self._remote.pop(pair, None)
-
-    def _deliver(self, pair: Pair, msg_id: str, payload: bytes) -> Dict[str, bool]:
-        """Queue (the store has it already) and push to the pair's connections here."""
-        host = self._host
-        assert host is not None
-        delivery = host.delivery
-        if delivery.is_queued(pair, msg_id):
-            return {}
-        return delivery.to_pair(pair, host.routes.lookup(*pair), msg_id, payload, persist=False)
-
-    async def fanout(self, selector: Selector, msg_id: str, payload: bytes) -> Dict[str, bool]:
-        host = self._running()
-        selector = Selector(*selector)
-        kind, value = selector
-        local_conn = kind == CONN and value is not None and host.routes.owner(value)
-        if not local_conn:
-            self._publish(FanoutMessage(self.node_id, selector, msg_id, payload))
-        results = self._fanout_local(selector, msg_id, payload)
-        await self._written()
-        if not local_conn:
-            if time.monotonic() - self._snapshot_at > 2 * self.heartbeat_interval:
-                await self.refresh()  # not kept fresh by the heartbeat lately: read it now
-            self._snapshot_used = time.monotonic()
-            for node, conns in self._snapshot.items():
-                if node == self.node_id:
-                    continue
-                for uuid, info in conns.items():
-                    if selector.matches(uuid, info):
-                        results.setdefault(uuid, True)
-        return results
-
-    def _fanout_local(self, selector: Selector, msg_id: str, payload: bytes) -> Dict[str, bool]:
-        host = self._host
-        assert host is not None
-        targets = selector.local_targets(host.routes)
-        if not targets:
-            return {}
-        ready: List[str] = []
-        results: Dict[str, bool] = {}
-        held: Set[Pair] = set()
-        for uuid in targets:
-            owner = host.routes.owner(uuid)
-            state = self._pairs.get(owner) if owner is not None else None
-            if owner is not None and state is not None and state.loading:
-                if owner not in held:
-                    held.add(owner)
-                    state.buffer.append((msg_id, payload, True))
-                results[uuid] = True
-            else:
-                ready.append(uuid)
-        if ready:
-            results.update(host.delivery.to_connections(ready, msg_id, payload,
-                                                        only=selector.kind == CONN))
-        return results
 
     # -- the admin plane ----------------------------------------------------------------------
 

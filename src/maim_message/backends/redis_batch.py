@@ -36,10 +36,11 @@ class SendTurn:
     when the call fails, before the shard queue's completion future resolves)."""
 
     __slots__ = ("delete_groups", "deletes", "groups", "marks", "receipts", "size",
-                 "waiters")
+                 "stored", "waiters")
 
     def __init__(self) -> None:
-        self.groups: Dict[Pair, List[Tuple[PairMessage, str]]] = {}
+        self.groups: Dict[Pair, List[PairMessage]] = {}
+        self.stored: Dict[Pair, str] = {}  # "1": the pair's messages go to its stream
         self.waiters: List[Tuple[Pair, asyncio.Future[SendResult]]] = []
         self.receipts: List[Receipt] = []
         self.marks: List[str] = []
@@ -66,7 +67,8 @@ class SendTurn:
         group = self.groups.get(message.pair)
         if group is None:
             group = self.groups[message.pair] = []
-        group.append((message, "1" if persist else "0"))
+            self.stored[message.pair] = "1" if persist else "0"
+        group.append(message)
         self.size += 1
 
     def args(self, keys: Keys, max_entries: str, ttl_ms: str, dedupe_set: str,
@@ -77,8 +79,8 @@ class SendTurn:
                           *self.deletes]
         for pair, sends in self.groups.items():
             stream, _index, where = keys.pair_keys(pair)
-            out += [stream, where, sends[0][1], len(sends)]
-            for message, _flag in sends:
+            out += [stream, where, self.stored[pair], len(sends)]
+            for message in sends:
                 out += [message.msg_id, message.payload]
         return tuple(out)
 
@@ -99,13 +101,13 @@ class SendTurn:
             remote = [(_text(flat[i]), _text(flat[i + 1])) for i in range(0, len(flat) - 1, 2)]
             remote = [(uuid, node) for uuid, node in remote if node != origin]
             if sid:
-                stored(pair, [m.msg_id for m, _f in sends], sid)
+                stored(pair, [m.msg_id for m in sends], sid)
             routed(pair, remote)
             results[pair] = (sid, remote)
             for node in {node for _uuid, node in remote}:
                 publish.setdefault(node, []).extend(
                     PairMessage(m.origin, m.user, m.platform, m.msg_id, sid, m.payload,
-                                m.notify) for m, _f in sends)
+                                m.notify) for m in sends)
         for pair, fut in self.waiters:
             if not fut.done():
                 fut.set_result(results[pair])

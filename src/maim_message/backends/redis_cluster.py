@@ -99,7 +99,8 @@ class RedisCluster(PubSubCluster, RedisPresence):
         self._shard_of: Dict[Pair, Shard] = {}
         self._inbox: asyncio.Queue[Optional[bytes]] = asyncio.Queue()
         # frame tokens to check in this batch and their frames (no future per frame)
-        self._checks: List[Tuple[str, GatedFrame]] = []
+        self._checks: List[str] = []
+        self._checked: List[GatedFrame] = []  # (parallel lists: no tuple per frame)
         self._flush_scheduled = False
         self._flushed: Optional[asyncio.Future[None]] = None
         # resolves once this batch is confirmed (what gated frames' acks wait for)
@@ -268,9 +269,10 @@ class RedisCluster(PubSubCluster, RedisPresence):
             turn, shard.turn = shard.turn, None
             if turn is not None and not turn.empty and shard.queue is not None:
                 self._push_turn(shard, turn)
-        checks, self._checks = self._checks, []
-        if checks:
-            self._push_checks(checks)
+        tokens, self._checks = self._checks, []
+        if tokens:
+            frames, self._checked = self._checked, []
+            self._push_checks(tokens, frames)
         flushed, self._flushed = self._flushed, None
         if flushed is not None and not flushed.done():
             flushed.set_result(None)
@@ -322,9 +324,8 @@ class RedisCluster(PubSubCluster, RedisPresence):
                                 encode_pairs(self.node_id, messages)))
         fut.add_done_callback(done)
 
-    def _push_checks(self, checks: List[Tuple[str, GatedFrame]]) -> None:
+    def _push_checks(self, tokens: List[str], frames: List[GatedFrame]) -> None:
         """One CHECK_FRAMES call per shard; a frame is seen when any shard has it."""
-        tokens = [token for token, _ in checks]
         current, previous = self.dedupe.both()
         replies: List[asyncio.Future[Any]] = []
         for shard in self._shards:
@@ -348,9 +349,9 @@ class RedisCluster(PubSubCluster, RedisPresence):
                 flags = "".join("1" if any(a[n] == "1" for a in answers) else "0"
                                 for n in range(len(tokens)))
             checked = self._frame_checked
-            for n, (token, frame) in enumerate(checks):
+            for n, frame in enumerate(frames):
                 try:
-                    checked(token, frame, exc is None and flags[n] == "1", exc)
+                    checked(tokens[n], frame, exc is None and flags[n] == "1", exc)
                 except Exception:  # one frame's start must not stop the others'
                     logger.exception("cluster: starting a checked frame failed")
         gathered.add_done_callback(done)
@@ -372,7 +373,8 @@ class RedisCluster(PubSubCluster, RedisPresence):
     def _check_frame(self, token: str, frame: GatedFrame) -> None:
         if not self._flush_scheduled:
             self._schedule_flush()
-        self._checks.append((token, frame))
+        self._checks.append(token)
+        self._checked.append(frame)
 
     def _mark_frame(self, token: str) -> None:
         shard = self._shards[self.ring.shard_of(token)]

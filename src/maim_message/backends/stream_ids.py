@@ -20,8 +20,10 @@ ACKED = "acked"
 # for its ack is not known here, so its ack goes to every node
 ANY_ORIGIN = "*"
 
-# (stream id, origin awaiting the ack or None) once known, else PENDING / ACKED
-_Entry = Union[Tuple[str, Optional[str]], str]
+# once known: the stream id, or (stream id, origin awaiting the ack) when one waits (a
+# tuple per unacked message would outlive many allocations: garbage-collector passes);
+# before: PENDING / ACKED (never a stream id: those are "<ms>-<seq>")
+_Entry = Union[Tuple[str, str], str]
 
 
 class Acked:
@@ -62,7 +64,7 @@ class StreamIds:
             return
         ids = self._pairs.setdefault(pair, {})
         if msg_id not in ids:
-            ids[msg_id] = (sid, origin)
+            ids[msg_id] = sid if origin is None else (sid, origin)
             self._count(pair, sid)
 
     def stored(self, pair: Pair, msg_ids: List[str], sid: str) -> List[str]:
@@ -75,7 +77,7 @@ class StreamIds:
         for msg_id in msg_ids:
             state = ids.get(msg_id)
             if state == PENDING or state == ACKED:
-                ids[msg_id] = (sid, None)
+                ids[msg_id] = sid
                 self._count(pair, sid)
                 if state == ACKED:
                     again.append(msg_id)
@@ -91,16 +93,16 @@ class StreamIds:
                 out.by_msg_id.append(msg_id)
             elif state == PENDING:
                 ids[msg_id] = ACKED
-            elif isinstance(state, tuple):
+            else:
                 del ids[msg_id]
-                sid = state[0]
+                sid = state if isinstance(state, str) else state[0]
                 n = left.get(sid, 1) - 1
                 if n <= 0:
                     left.pop(sid, None)
                     out.sids.append(sid)  # every message of the entry is acked
                 else:
                     left[sid] = n
-                if state[1] is not None:
+                if isinstance(state, tuple):
                     out.notify.append((state[1], msg_id))
         return out
 

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
 import orjson
 
+from ..backends.cluster_base import admin_everywhere
 from ..core.outbox import Outbox, Pair
 from ..core.redact import log_safe
 from ..errors import MaimMessageError
@@ -117,7 +118,7 @@ class AdminPlane:
                 if other not in targets and info.get("node") != cluster.node_id and (
                         other == uuid if uuid else info.get("user_id") == user):
                     targets.append(other)
-            await cluster.admin(DISCONNECT, {"uuid": uuid or "", "user": user or ""})
+            await admin_everywhere(cluster, DISCONNECT, {"uuid": uuid or "", "user": user or ""})
         if not targets:
             raise AdminError(404, "no such connection")
         return targets
@@ -156,12 +157,13 @@ class AdminPlane:
             raise AdminError(404, "no configured key has this fingerprint")
         closed: List[str] = []
         cluster = self.hub.server.cluster
+        told = False
         for digest in sorted({e.digest for e in entries}):
             closed += self._revoke_here(digest, label)
-            await cluster.admin(REVOKE, {"key_sha256": digest.hex(), "key": label},
-                                durable=True)
+            told = await admin_everywhere(cluster, REVOKE, {"key_sha256": digest.hex(),
+                                                            "key": label}, durable=True)
         kept = [name for name, yes in (("file", bool(self.hub.revoked_file.path)),
-                                       ("cluster", cluster.distributed)) if yes]
+                                       ("cluster", told and cluster.distributed)) if yes]
         logger.warning("admin: key %s revoked (%d connection(s) closed here; kept in: %s)",
                        label, len(closed), ", ".join(kept) or "memory only, until restart",
                        extra={"key_fingerprint": label, "close_code": KEY_REVOKED})
@@ -175,7 +177,9 @@ class AdminPlane:
             hub.revoked_file.add(digest, label)
         hub.server.invalidate_auth()  # a Socket.IO session between handshake and CONNECT
         server = hub.server
-        closed = [u for u, p in server.peers.items() if key_digest(p.api_key) == digest]
+        label = "key#" + digest.hex()[:8]  # a key's fingerprint is its digest's start
+        closed = [u for u, p in server.peers.items()
+                  if p.key_label == label and key_digest(p.api_key) == digest]
         for uuid in closed:
             server.close_connection(uuid, KEY_REVOKED, "API key revoked")
         return closed

@@ -14,7 +14,9 @@ from urllib.parse import urlsplit
 
 import orjson
 
+from ..backends.cluster_base import admin_everywhere
 from ..core.codec import dumps
+from ..errors import ClusterError
 from ..transport.base import HandshakeInfo, HttpReply
 from .admin import RELOAD, AdminError
 from .admin_auth import REALM
@@ -80,6 +82,9 @@ def guarded(hub: Hub, method: str, handler: Handler) -> Route:
             return json_reply(200, result)
         except AdminError as exc:
             return json_reply(exc.status, {"error": str(exc)})
+        except ClusterError as exc:  # applied here; the other nodes could not be told
+            return json_reply(503, {"error": f"done on this node only: the cluster did not "
+                                             f"confirm ({type(exc).__name__}: {exc})"})
 
     return route
 
@@ -105,7 +110,7 @@ def admin_routes(hub: Hub) -> Dict[str, Route]:
         result = hub.reload()
         if not result["ok"]:
             raise AdminError(422, "; ".join(result["errors"]))
-        await hub.server.cluster.admin(RELOAD, {})  # every node re-reads its configuration
+        await admin_everywhere(hub.server.cluster, RELOAD, {})  # every node re-reads its own
         return result
 
     routes = {

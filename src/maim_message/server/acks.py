@@ -83,6 +83,17 @@ class GatedFrame:
         if self._after is not None:
             self._after._done(self.receipt, None)
 
+    def unchecked(self, error: BaseException) -> None:
+        """The gate could not tell whether the frame was handled (its store failed).
+        ack="handled": not handled, not answered (the client re-sends it later).
+        ack="receipt": the frame was acked already; handled (twice at worst) rather than
+        dropped."""
+        if self._after is not None:
+            self.receipt.failure = error
+            self._after._done(self.receipt, None)
+        else:
+            self.run()
+
     def _returned(self, exc: Optional[BaseException]) -> bool:
         """ack="receipt": tell the gate the handler returned (nothing waits for it)."""
         receipt = self.receipt
