@@ -3,8 +3,10 @@
 
 Per connection there is no task and no queue: bytes arrive in ``data_received``, events go
 straight to the app in slices of ``_SLICE``, and everything the app writes while handling
-a slice goes out in one ``write``. Outside a read, the first frame of an event-loop turn is
-written at once and later ones are corked until the turn ends.
+a slice goes out in one ``write`` (for a read of one frame, its first frame -- the ack --
+goes out at once and the rest at the end: the peer's side wakes while the handler works).
+Outside a read, the first frame of an event-loop turn is written at once and later ones
+are corked until the turn ends.
 """
 
 from __future__ import annotations
@@ -39,7 +41,14 @@ logger = logging.getLogger(__name__)
 # next slice is handled, so per-message objects die young (cheap garbage collection) and
 # one flooding connection cannot hold the loop for a whole 256 KiB read.
 _SLICE = 64
-_BACKLOG_PAUSE = 4096  # parsed frames waiting -> stop reading that socket until drained
+_BACKLOG_PAUSE = 4096
+# While handling a read (``_handling``): writes wait for the end of the slice (_CORK), or
+# the first one goes out at once (_FIRST_NOW, a read of one frame). On a machine whose idle
+# cores sleep deeply (VMs), a peer woken by the ack is awake when the reply follows; a
+# single write after the handler lands on a core that has been idle longer (S2a, different
+# cores: p50 0.09-0.10 vs 0.115-0.12 ms, same CPU per round trip; docs/speed.md).
+_CORK = 1
+_FIRST_NOW = 2  # parsed frames waiting -> stop reading that socket until drained
 
 
 class WSConnection(asyncio.BufferedProtocol):
@@ -70,7 +79,7 @@ class WSConnection(asyncio.BufferedProtocol):
         self._transport: Optional[asyncio.Transport] = None
         self._close_timer: Optional[asyncio.TimerHandle] = None
         self._deciding: Optional[asyncio.Task[Any]] = None
-        self._handling = False  # inside a read's slice: writes wait for its end
+        self._handling = 0  # inside a read's slice: _CORK or _FIRST_NOW (above)
         self._eof_sent = False
         self._turn_pending = False  # a write went out this loop turn: cork the next ones
         # frames of a big read waiting for the next slice; created when needed (an empty
@@ -312,7 +321,7 @@ class WSConnection(asyncio.BufferedProtocol):
         app = self._server.app
         on_text = self._on_text
         proto = self._proto
-        self._handling = True
+        self._handling = _FIRST_NOW if len(events) == 1 else _CORK
         try:
             for kind, payload in events:
                 if kind == OP_TEXT:
@@ -334,7 +343,7 @@ class WSConnection(asyncio.BufferedProtocol):
                         self._backlog.clear()  # (a _drain in progress sees it empty)
                     break
         finally:
-            self._handling = False
+            self._handling = 0
             self._flush()
             self._close_step()
 
@@ -422,6 +431,11 @@ class WSConnection(asyncio.BufferedProtocol):
             # holds the rest back
             self._flush()
 
+    def _first_now(self) -> None:
+        """The first frame written while handling a read of one frame leaves at once."""
+        self._handling = _CORK
+        self._flush()
+
     def _end_of_turn(self) -> None:
         self._turn_pending = False
         self._flush()
@@ -442,8 +456,11 @@ class WSConnection(asyncio.BufferedProtocol):
         if proto.state is not OPEN:
             return False
         proto.send_text(payload)
-        if not self._handling:
+        handling = self._handling
+        if not handling:
             self._sent()
+        elif handling == _FIRST_NOW:
+            self._first_now()
         return True
 
     def send_binary(self, payload: bytes) -> bool:
@@ -460,8 +477,11 @@ class WSConnection(asyncio.BufferedProtocol):
         if proto.state is not OPEN:
             return False
         proto.send_prepared(frame)
-        if not self._handling:
+        handling = self._handling
+        if not handling:
             self._sent()
+        elif handling == _FIRST_NOW:
+            self._first_now()
         return True
 
     def send_raw(self, frame: bytes, body: bytes = b"") -> bool:
