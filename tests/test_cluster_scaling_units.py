@@ -18,6 +18,7 @@ from maim_message.backends.pubsub_messages import (
     encode_message,
     encode_pairs,
 )
+from maim_message.backends.pubsub_state import PairState
 from maim_message.backends.redis_batch import SendTurn
 from maim_message.backends.redis_keys import Keys
 from maim_message.backends.shard_ring import ShardRing
@@ -309,5 +310,43 @@ async def test_acks_of_one_loop_turn_become_one_delete_per_pair() -> None:
         await settle(lambda: alice.pair not in bus.streams)
         assert len(deletes) == 1  # one call for the three acks of the turn
         assert len(deletes[0][1]) == 3 and deletes[0][2] is True  # idle: drop the keys
+    finally:
+        await node.stop()
+
+
+async def test_a_channel_batch_is_handled_per_pair_run_and_entry() -> None:
+    """One ``pairs`` batch: every held pair's messages are delivered in order, entries at
+    or before what the pair's stream read covered are not delivered twice, a pair still
+    loading buffers them, an unheld pair and the node's own messages are skipped, and
+    one bad message does not stop the rest."""
+    bus = MemoryBus()
+    host = FakeHost()
+    node = host.cluster = MemoryCluster(bus, "n1")
+    await node.start(host)
+    try:
+        alice = host.open(make_peer("a1", "alice"))
+        bob = host.open(make_peer("b1", "bob"))
+        await settle(lambda: not node._pairs[alice.pair].loading
+                     and not node._pairs[bob.pair].loading)
+        node._pairs[alice.pair].loaded_upto = (5, 0)  # the stream read covered 5-0
+        carol = ("carol", "qq")
+        node._pairs[carol] = loading = PairState(loading=True)
+
+        def msg(user: str, i: int, sid: str, origin: str = "n2") -> PairMessage:
+            return PairMessage(origin, user, "qq", f"{user}{i}", sid,
+                               b'{"payload":"%d"}' % i)
+
+        batch: List[Any] = [msg("alice", 0, "5-0"), msg("alice", 1, "7-0"),
+                            msg("alice", 2, "7-0"), msg("bob", 0, "3-0"),
+                            msg("dave", 0, "7-0"), msg("bob", 1, "3-0", origin="n1"),
+                            msg("carol", 0, "7-0"), msg("bob", 9, "not-an-id"),
+                            msg("bob", 2, "8-0")]
+        node.handle_messages(batch)
+        assert texts(alice) == ["1", "2"]  # 5-0 was read from the stream already
+        assert texts(bob) == ["0", "2"]  # its own message is not delivered again
+        assert [m for m, _p, _s in loading.buffer] == ["carol0"]
+        assert node._sids.has(alice.pair, "alice0") and node._sids.has(bob.pair, "bob2")
+        assert not node._sids.has(("dave", "qq"), "dave0")
+        assert node.remote_deliveries == 7
     finally:
         await node.stop()

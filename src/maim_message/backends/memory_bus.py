@@ -111,11 +111,10 @@ class MemoryCluster(PubSubCluster):
         bus.presence.pop(self.node_id, None)
         bus.channels.pop(self.node_id, None)
 
-    async def _listen(self) -> AsyncIterator[Optional[ClusterMessage]]:
+    async def _listen(self) -> AsyncIterator[Optional[List[ClusterMessage]]]:
         channel = self.bus.channels[self.node_id]
         while True:
-            for message in decode_batch(await channel.get()):
-                yield message
+            yield decode_batch(await channel.get())
 
     def _publish(self, message: Union[FanoutMessage, AdminMessage, AcksMessage]) -> None:
         for node in list(self.bus.members):

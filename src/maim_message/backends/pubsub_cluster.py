@@ -235,33 +235,53 @@ class PubSubCluster(PairSending, AckBatching, FrameGuard):
     # -- channel messages ---------------------------------------------------------------------
 
     async def _read_loop(self) -> None:
-        async for message in self._listen():
-            if message is RESUBSCRIBED:
+        async for messages in self._listen():
+            if messages is RESUBSCRIBED:
                 self._resync_all("channel reconnected")
                 continue
+            self.handle_messages(messages)
+
+    def handle_messages(self, messages: List[ClusterMessage]) -> None:
+        """Act on one channel message's messages (a ``pairs`` batch: consecutive
+        messages of one pair share the pair's key and their entry's id parse)."""
+        pairs, sids, node_id = self._pairs, self._sids, self.node_id
+        pair: Pair = ("", "")
+        sid, newer = "", True
+        for message in messages:
             try:
-                self.handle_message(message)
+                if type(message) is not PairMessage:
+                    self.handle_message(message)
+                    continue
+                self.received += 1
+                if message.origin == node_id:
+                    continue
+                if message.user != pair[0] or message.platform != pair[1]:
+                    pair = (message.user, message.platform)
+                    sid, newer = "", True
+                state = pairs.get(pair)
+                if state is None:
+                    continue  # not here any more; the stream keeps it for the next node
+                self.remote_deliveries += 1
+                sids.known(pair, message.msg_id, message.stream_id,
+                           message.origin if message.notify else None)
+                if state.loading:
+                    state.buffer.append((message.msg_id, message.payload, False))
+                    continue
+                if message.stream_id != sid:
+                    sid = message.stream_id
+                    newer = not sid or stream_id_key(sid) > state.loaded_upto
+                if newer:
+                    self._deliver(pair, message.msg_id, message.payload)
             except Exception:  # a bad message must not stop the node's routing
                 logger.exception("cluster: failed to handle a channel message")
 
     def handle_message(self, message: ClusterMessage) -> None:
         """Act on one message from another node (or, for acks, from the store)."""
-        self.received += 1
         if isinstance(message, PairMessage):
-            if message.origin == self.node_id:
-                return
-            state = self._pairs.get(message.pair)
-            if state is None:
-                return  # not here any more; the stream keeps it for the next node
-            self.remote_deliveries += 1
-            self._sids.known(message.pair, message.msg_id, message.stream_id,
-                             message.origin if message.notify else None)
-            if state.loading:
-                state.buffer.append((message.msg_id, message.payload, False))
-            elif not message.stream_id or (
-                    stream_id_key(message.stream_id) > state.loaded_upto):
-                self._deliver(message.pair, message.msg_id, message.payload)
-        elif isinstance(message, FanoutMessage):
+            self.handle_messages([message])
+            return
+        self.received += 1
+        if isinstance(message, FanoutMessage):
             if message.origin != self.node_id:
                 self._fanout_local(message.selector, message.msg_id, message.payload)
         elif isinstance(message, AckMessage):
