@@ -3,6 +3,10 @@
     python -m bench cluster            # writes docs/cluster-benchmark.md (~1-2 min)
     python -m bench cluster --smoke    # small counts, prints only (CI: never asserts speed)
 
+Nodes run as ``maim_message serve`` runs a hub: ``ack="handled"`` (a frame is acked once
+its forward is stored) and the hub's collector settings (``hub/gc_tuning.py``;
+``MAIM_BENCH_GC=default`` keeps CPython's, to measure what they change).
+
 Diagnostics: ``MAIM_BENCH_CMDSTATS=1`` logs Redis's per-command statistics per
 configuration; ``MAIM_BENCH_PROFILE=<dir>`` makes every node dump a cProfile there.
 
@@ -71,8 +75,13 @@ async def node_main(port: int, backend: str, url: str, node_id: str) -> None:
     server = WebSocketServer(create_server_config(
         host="127.0.0.1", port=port, on_auth_extract_user=lambda m: m["api_key"],
         on_message=forward, enable_connection_log=False, enable_message_log=False,
-        rate_limit_per_second=None, max_connections_per_key=None, **extra))
+        rate_limit_per_second=None, max_connections_per_key=None,
+        ack="handled", **extra))  # as the hub relays: acked once the forward is stored
     await server.start()
+    if os.environ.get("MAIM_BENCH_GC") != "default":  # as `maim_message serve` runs
+        from maim_message.hub.gc_tuning import tune_for_serving
+
+        tune_for_serving()
     profile_dir = os.environ.get("MAIM_BENCH_PROFILE")  # a cProfile dump per "stats"
     profiler = None
     if profile_dir:
@@ -359,7 +368,10 @@ def render(rows: List[Dict[str, Any]], idle: Dict[str, float], args: argparse.Na
         f"messages each ({args.pairs * args.count} measured, after {args.warm} per pair "
         f"warm-up), window {args.window} in flight per pair; the hub forwards every message "
         "(`on_message` -> `send_message`) and the receiver acks it (outbox written and "
-        "trimmed per message). One run, all configurations in the same run.",
+        "trimmed per message). Nodes run as `maim_message serve` runs a hub: "
+        "`ack=\"handled\"` and the hub's collector settings (`hub/gc_tuning.py`"
+        + (", here switched off by MAIM_BENCH_GC=default" if os.environ.get("MAIM_BENCH_GC")
+           == "default" else "") + "). One run, all configurations in the same run.",
         "",
         "| configuration | delivered msgs/s | per node | node CPU (s) | node CPU us/msg | "
         "load gen CPU (s) | Redis CPU (s) | Redis cmds/msg executed (sent by nodes) | "

@@ -143,6 +143,16 @@ def test_an_ack_that_beats_the_store_answer_is_applied_when_it_arrives() -> None
     assert ids.stored(pair, ["m3"], "8-0") == []  # the pair left: nothing to do here
 
 
+def test_an_ack_repeated_before_the_store_answer_is_not_taken_for_an_entry() -> None:
+    ids = StreamIds()
+    pair = ("alice", "qq")
+    ids.pending(pair, "m1")
+    twice = ids.acked(pair, ["m1", "m1"])  # two connections of the pair ack it at once
+    assert twice.sids == [] and twice.by_msg_id == []  # no "acked" marker as a stream id
+    assert ids.stored(pair, ["m1"], "9-0") == ["m1"]  # acked again once its entry is known
+    assert ids.acked(pair, ["m1"]).sids == ["9-0"]
+
+
 # -- the handled-frame record ----------------------------------------------------------------
 
 

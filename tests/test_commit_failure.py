@@ -100,3 +100,33 @@ async def test_a_failed_commit_acks_nothing_and_the_resend_is_handled(
     finally:
         loop.set_exception_handler(None)
         await server.stop()
+
+
+async def test_fanouts_report_a_failed_commit_and_keep_nothing_they_claimed(tmp_path: Any) -> None:
+    """broadcast_message and send_custom_message(connection_uuid=...) wait for the
+    commit as send_message does: a failure raises instead of a False success."""
+    server = WebSocketServer(create_server_config(
+        host="127.0.0.1", port=0, outbox_path=str(tmp_path / "outbox.db"),
+        on_auth_extract_user=lambda metadata: "user1"))
+    await server.start()
+    failing = FailingCommit(server)
+    try:
+        async with websockets.connect(
+                f"ws://127.0.0.1:{server.port}/ws?platform=qq&api_key=k1") as ws:
+            deadline = asyncio.get_running_loop().time() + 5
+            while server.get_connection_count() < 1:
+                assert asyncio.get_running_loop().time() < deadline
+                await asyncio.sleep(0.01)
+            uuid = next(iter(server.get_connections()))
+            with pytest.raises(sqlite3.OperationalError):
+                await server.broadcast_message(make_message("B", "k1", "qq"))
+            with pytest.raises(sqlite3.OperationalError):
+                await server.send_custom_message("note", {"x": 1}, connection_uuid=uuid)
+            assert failing.failed == 2
+            failing.failing = False
+            assert await server.send_message(make_message("after", "k1", "qq")) == {uuid: True}
+            env = await recv_json(ws)
+            assert env["type"] == "sys_std"
+            assert env["payload"]["message_segment"]["data"] == "after"
+    finally:
+        await server.stop()

@@ -200,11 +200,16 @@ class LocalCluster:
 
     async def fanout(self, selector: Selector, msg_id: str, payload: bytes) -> Dict[str, bool]:
         host = self._host or self._require_host()
+        delivery = host.delivery
         kind, value = selector
         if kind == CONN and value is not None:  # that connection only (unknown: False)
-            return host.delivery.to_connections([value], msg_id, payload, only=True)
-        return host.delivery.to_connections(Selector.local_targets(selector, host.routes),
-                                            msg_id, payload)
+            results = delivery.to_connections([value], msg_id, payload, only=True)
+        else:
+            results = delivery.to_connections(Selector.local_targets(selector, host.routes),
+                                              msg_id, payload)
+        if delivery.commit_pending:
+            await delivery.committed()  # durable outbox: a failed commit raises here too
+        return results
 
     def user_count(self) -> int:
         return self._require_host().routes.user_count

@@ -47,13 +47,15 @@ def frame_to_record() -> Optional[str]:
 
 
 def gated_receipt() -> Optional[Receipt]:
-    """The receipt of the gated frame being handled (a send made now need not wait for
-    the store: ``Receipt.settle`` holds the ack back), else None."""
+    """The receipt of the gated frame being handled when its ack still waits for the
+    store (``ack="handled"``: ``Receipt.settle`` holds the ack back, so a send made now
+    need not wait), else None. Under ``ack="receipt"`` the frame is acked already: the
+    send waits, so a store failure reaches the handler as an exception."""
     frame = _FRAME.get()
     if frame is None:
         return None
     receipt = frame[0]
-    return receipt if receipt.settle is not None else None
+    return receipt if receipt.settle is not None and receipt.holds_ack else None
 
 
 class FrameGuard(PubSubIO):

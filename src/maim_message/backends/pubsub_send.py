@@ -52,27 +52,27 @@ class PairSending(PubSubIO):
         # Under the gate the frame's ack waits for the store, so the send need not.
         deferred = None if notify else gated_receipt()
         waiter = delivery.expect_ack(pair, msg_id) if notify and delivery.enabled else None
-        sent = self._send_pair(PairMessage(self.node_id, pair[0], pair[1], msg_id, "",
-                                           payload, notify), persist, mark, deferred)
-        results: Dict[str, bool] = {}
-        state = self._pairs.get(pair)
-        if state is not None:
-            if persist:
-                self._sids.pending(pair, msg_id)
-            if state.loading:
-                state.buffer.append((msg_id, payload, False))
-                results = {uuid: True for uuid in host.routes.lookup(*pair)}
+        try:
+            sent = self._send_pair(PairMessage(self.node_id, pair[0], pair[1], msg_id, "",
+                                               payload, notify), persist, mark, deferred)
+            results: Dict[str, bool] = {}
+            state = self._pairs.get(pair)
+            if state is not None:
+                if persist:
+                    self._sids.pending(pair, msg_id)
+                if state.loading:
+                    state.buffer.append((msg_id, payload, False))
+                    results = {uuid: True for uuid in host.routes.lookup(*pair)}
+                else:
+                    results = self._deliver(pair, msg_id, payload)
+            if sent is None:  # the pair's connections elsewhere as of its last write
+                remote = self._remote.get(pair, [])
             else:
-                results = self._deliver(pair, msg_id, payload)
-        if sent is None:  # the pair's connections elsewhere as of its last write
-            remote = self._remote.get(pair, [])
-        else:
-            try:
                 _sid, remote = await sent
-            except BaseException:
-                if waiter is not None:
-                    delivery.remote_acked(pair, msg_id, "")  # drop the waiter
-                raise
+        except BaseException:
+            if waiter is not None:
+                delivery.remote_acked(pair, msg_id, "")  # drop the waiter
+            raise
         if waiter is not None:
             assert ack_timeout is not None
             acker = await delivery.wait_ack(pair, msg_id, ack_timeout, waiter)

@@ -93,6 +93,8 @@ class StreamIds:
                 out.by_msg_id.append(msg_id)
             elif state == PENDING:
                 ids[msg_id] = ACKED
+            elif state == ACKED:
+                continue  # acked again before the store answered: still no entry to drop
             else:
                 del ids[msg_id]
                 sid = state if isinstance(state, str) else state[0]

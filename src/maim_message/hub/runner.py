@@ -38,6 +38,7 @@ from .admin import KEY_REVOKED, AdminPlane
 from .admin_auth import TokenCheck, admin_check, generate_token, metrics_check
 from .auth import GENERATED_USER, HubAuth, KeyTable, generate_key
 from .config import HubConfig, HubConfigError, KeyEntry
+from .gc_tuning import tune_for_serving
 from .http import make_routes
 from .metrics import HubMetrics
 from .reload import apply_reloadable, compare
@@ -329,6 +330,7 @@ async def serve(
     if on_reload is not None:
         hub.on_reload = on_reload
     await hub.start()
+    tune_for_serving()  # the hub owns this process: its collector is spaced out
     if announce is not None:
         announce(hub)
     loop = asyncio.get_running_loop()

@@ -43,10 +43,13 @@ class Receipt:
     """A received frame whose handler is running: the delivery layer records ``key`` in
     the durable store with the first message the handler queues (same transaction)."""
 
-    __slots__ = ("at", "failure", "key", "recorded", "settle")
+    __slots__ = ("at", "failure", "holds_ack", "key", "recorded", "settle")
 
-    def __init__(self, key: FrameKey) -> None:
+    def __init__(self, key: FrameKey, holds_ack: bool = True) -> None:
         self.key = key
+        # ack="handled": the frame's ack waits for its handler (and, in cluster mode, for
+        # the store to confirm the handler's sends); False when it was acked on receipt.
+        self.holds_ack = holds_ack
         self.at = time.time()
         self.recorded = False
         self.failure: Optional[BaseException] = None  # a send of its handler failed
@@ -123,7 +126,7 @@ def start_acked(handlers: HandlerTasks, gate: Gate, key: FrameKey,
                 handler: Callable[..., Any], args: Tuple[Any, ...]) -> None:
     """``ack="receipt"`` behind a gate: the frame is acked already; its handler starts
     when the gate lets it."""
-    gate(GatedFrame(Receipt(key), handler, args, None, handlers))
+    gate(GatedFrame(Receipt(key, holds_ack=False), handler, args, None, handlers))
 
 
 class InFlight:

@@ -1,0 +1,86 @@
+"""A handler's send in cluster mode when Redis refuses the write (out of memory).
+
+``ack="receipt"`` (the library default): the frame was acked on receipt, so nothing else
+can report the failure: the handler's ``send_message`` must raise it, as it did before
+sends stopped waiting for Redis under the gate. ``ack="handled"`` (the hub's policy): the
+send need not wait, but the frame is not acked (the client re-sends it). Real redis-server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Dict, List, Tuple
+
+import orjson
+import pytest
+import websockets
+from redis import asyncio as redis_asyncio
+
+from .helpers_api import envelope, make_message
+from .test_cluster import Receiver, node, presence, redis_url, started  # noqa: F401 (fixture)
+
+ALICE = {"x-apikey": "alice", "x-platform": "qq", "x-uuid": "alice-1"}
+
+
+class Forwarder:
+    """on_message: forward the text to bob, record what send_message did."""
+
+    def __init__(self) -> None:
+        self.server: Any = None
+        self.outcomes: List[Tuple[str, Any]] = []
+        self.done = asyncio.Event()
+
+    async def __call__(self, message: Any, metadata: Dict[str, Any]) -> None:
+        try:
+            result = await self.server.send_message(
+                make_message(message.message_segment.data, "bob", "qq"))
+            self.outcomes.append(("returned", result))
+        except Exception as exc:  # what the test is about
+            self.outcomes.append(("raised", type(exc).__name__))
+        self.done.set()
+
+
+async def refuse_writes(client: Any) -> None:
+    await client.config_set("maxmemory-policy", "noeviction")
+    await client.config_set("maxmemory", 1)
+
+
+@pytest.mark.parametrize("ack", ["receipt", "handled"])
+async def test_a_refused_write_reaches_the_handler_or_withholds_the_ack(
+        redis_url: str, ack: str) -> None:  # noqa: F811
+    forward = Forwarder()
+    a = node(redis_url, "a", on_message=forward, ack=ack)
+    b = node(redis_url, "b")
+    forward.server = a
+    await started(a, b)
+    bob = Receiver(b.port or 0, "bob")
+    redis = redis_asyncio.Redis.from_url(redis_url)
+    try:
+        assert await bob.client.connect()
+        await presence(a, 1)
+        async with websockets.connect(f"ws://127.0.0.1:{a.port}/ws",
+                                      additional_headers=ALICE) as ws:
+            await ws.send(envelope("f0", make_message("fwd0", "alice", "qq").to_dict()))
+            first = orjson.loads(await asyncio.wait_for(ws.recv(), 5))
+            await asyncio.wait_for(forward.done.wait(), 5)
+            assert first["type"] == "sys_ack" and forward.outcomes[0][0] == "returned"
+            forward.done.clear()
+            await refuse_writes(redis)
+            await ws.send(envelope("f1", make_message("fwd1", "alice", "qq").to_dict()))
+            await asyncio.wait_for(forward.done.wait(), 5)
+            if ack == "receipt":
+                answer = orjson.loads(await asyncio.wait_for(ws.recv(), 5))
+                assert answer["type"] == "sys_ack"  # acked on receipt, before the handler
+                assert forward.outcomes[1] == ("raised", "OutOfMemoryError")
+            else:
+                with pytest.raises(asyncio.TimeoutError):  # not acked: the client re-sends
+                    await asyncio.wait_for(ws.recv(), 1.0)
+        assert "fwd1" not in bob.texts and bob.texts == ["fwd0"]
+    finally:
+        await redis.config_set("maxmemory", 0)
+        await redis.aclose()
+        await bob.client.stop()
+        for server in (a, b):
+            await server.stop()
+
+
