@@ -17,8 +17,6 @@ from maim_message.backends.pubsub_messages import (
     decode_batch,
     encode_message,
     encode_pairs,
-    pairs_group_head,
-    pairs_head,
 )
 from maim_message.backends.pubsub_state import PairState
 from maim_message.backends.redis_batch import SendTurn
@@ -79,32 +77,26 @@ async def test_a_send_batch_makes_one_entry_per_pair_and_publishes_per_node() ->
     turn = SendTurn()
     futs = [loop.create_future() for _ in range(2)]
     turn.add(PairMessage("n1", "alice", "qq", "m1", "", b"a"), True)
-    turn.add(PairMessage("n1", "alice", "qq", "m2", "", b"b", True), True)
+    turn.add(PairMessage("n1", "alice", "qq", "m2", "", b"b"), True)
     turn.add(PairMessage("n1", "bob", "qq", "m3", "", b"c"), True)
     turn.waiters += [(("alice", "qq"), futs[0]), (("bob", "qq"), futs[1])]  # who awaits
     turn.marks.append("tok")
     turn.delete(*keys.pair_keys(("carol", "qq"))[:2], True, ["1-0", "2-0"])
-    start = pairs_head("n1")
-    args = turn.args(keys, "100", "60000", "p:d:1", 2000, "n1", start)
+    args = turn.args(keys, "100", "60000", "p:d:1", 2000)
     stream_a, _, where_a = keys.pair_keys(("alice", "qq"))
-    assert args[:12] == ("EVALSHA", "send", 0, "100", "60000", "p:d:1", 2000, "p:n:", "n1",
-                         start, 1, "tok")
-    assert args[12:19] == (1, keys.stream(("carol", "qq")), keys.index(("carol", "qq")), "1",
-                           2, "1-0", "2-0")
-    line_a = pairs_group_head("alice", "qq", [("m1", 1, 0), ("m2", 1, 1)])
-    assert args[19:28] == (stream_a, where_a, "1", 2, line_a, "m1", b"a", "m2", b"b")
-    # what the script publishes to n2 (joined in Lua the same way) decodes to the sends
-    published = start + b"1}\n" + line_a + b"\n9-0\n" + b"ab"
-    assert [(m.origin, m.pair, m.msg_id, m.stream_id, m.payload, m.notify)
-            for m in decode_batch(published)] == [
-        ("n1", ("alice", "qq"), "m1", "9-0", b"a", False),
-        ("n1", ("alice", "qq"), "m2", "9-0", b"b", True)]
+    assert args[:9] == ("EVALSHA", "send", 0, "100", "60000", "p:d:1", 2000, 1, "tok")
+    assert args[9:16] == (1, keys.stream(("carol", "qq")), keys.index(("carol", "qq")), "1", 2,
+                          "1-0", "2-0")
+    assert args[16:24] == (stream_a, where_a, "1", 2, "m1", b"a", "m2", b"b")
     stored: List[Tuple[Any, ...]] = []
     routed: List[Tuple[Any, ...]] = []
     reply = [b"9-0", [b"ua", b"n2", b"ua2", b"n1"], b"9-1", []]
-    turn.resolve(reply, "n1", lambda *a: stored.append(a), lambda *a: routed.append(a))
+    publish = turn.resolve(reply, "n1", lambda *a: stored.append(a),
+                           lambda *a: routed.append(a))
     assert stored == [(("alice", "qq"), ["m1", "m2"], "9-0"), (("bob", "qq"), ["m3"], "9-1")]
     assert routed == [(("alice", "qq"), [("ua", "n2")]), (("bob", "qq"), [])]
+    assert [(m.msg_id, m.stream_id) for m in publish["n2"]] == [("m1", "9-0"), ("m2", "9-0")]
+    assert set(publish) == {"n2"}  # never to the origin itself
     assert futs[0].result() == ("9-0", [("ua", "n2")]) and futs[1].result() == ("9-1", [])
 
 

@@ -3,8 +3,7 @@
 Sends made during a batch (every handler that ran in the last loop turns) are grouped
 per pair: a pair's messages become ONE stream entry (one XADD) plus one PEXPIRE and one
 routing read; acks of the batch ride along (one XDEL per pair); each other node holding
-any of the pairs gets one PUBLISH from the same script (the "pairs" message joined in
-Lua from strings the node made: no payload crosses the node's socket twice). Handled frames' marks
+any of the pairs then gets one PUBLISH from the node. Handled frames' marks
 (``frame_dedupe``) ride in the same call, so a mark and its handler's send are written
 atomically.
 """
@@ -16,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Tuple
 
 from .cluster_base import Pair
 from .pubsub_io import SendResult
-from .pubsub_messages import PairMessage, pairs_group_head
+from .pubsub_messages import PairMessage
 from .redis_keys import Keys
 
 if TYPE_CHECKING:
@@ -73,41 +72,46 @@ class SendTurn:
         self.size += 1
 
     def args(self, keys: Keys, max_entries: str, ttl_ms: str, dedupe_set: str,
-             dedupe_ttl_ms: int, origin: str, pairs_start: bytes) -> Tuple[Any, ...]:
-        """The EVALSHA arguments (``("EVALSHA", "send", 0, ARGV...)``); ``pairs_start``
-        is :func:`~.pubsub_messages.pairs_head` of ``origin``."""
+             dedupe_ttl_ms: int) -> Tuple[Any, ...]:
+        """The EVALSHA arguments (``("EVALSHA", "send", 0, ARGV...)``)."""
         out: List[Any] = ["EVALSHA", "send", 0, max_entries, ttl_ms, dedupe_set,
-                          dedupe_ttl_ms, keys.chan_prefix, origin, pairs_start,
-                          len(self.marks), *self.marks, self.delete_groups, *self.deletes]
-        for (user, platform), sends in self.groups.items():
-            stream, _index, where = keys.pair_keys((user, platform))
-            out += [stream, where, self.stored[(user, platform)], len(sends),
-                    pairs_group_head(user, platform, [
-                        (m.msg_id, len(m.payload), 1 if m.notify else 0) for m in sends])]
+                          dedupe_ttl_ms, len(self.marks), *self.marks, self.delete_groups,
+                          *self.deletes]
+        for pair, sends in self.groups.items():
+            stream, _index, where = keys.pair_keys(pair)
+            out += [stream, where, self.stored[pair], len(sends)]
             for message in sends:
                 out += [message.msg_id, message.payload]
         return tuple(out)
 
     def resolve(self, reply: List[Any], origin: str,
                 stored: Callable[[Pair, List[str], str], None],
-                routed: Callable[[Pair, List[Tuple[str, str]]], None]) -> None:
+                routed: Callable[[Pair, List[Tuple[str, str]]], None],
+                ) -> Dict[str, List[PairMessage]]:
         """Give every send its stream id (one per pair: its messages share an entry) and
         the pair's (uuid, node) entries elsewhere; ``stored(pair, msg_ids, sid)`` is told
         first, synchronously, so no ack can see part of an entry; ``routed(pair, remote)``
-        next. (The other nodes holding the pairs were sent them by the script.)"""
+        next. Returns what each other node holding one of the pairs must be sent (one
+        "pairs" message per node)."""
+        publish: Dict[str, List[PairMessage]] = {}
         results: Dict[Pair, SendResult] = {}
         for n, (pair, sends) in enumerate(self.groups.items()):
             sid = _text(reply[2 * n])
             flat = reply[2 * n + 1]
-            remote = [(_text(flat[i]), node) for i in range(0, len(flat) - 1, 2)
-                      if (node := _text(flat[i + 1])) != origin]
+            remote = [(_text(flat[i]), _text(flat[i + 1])) for i in range(0, len(flat) - 1, 2)]
+            remote = [(uuid, node) for uuid, node in remote if node != origin]
             if sid:
                 stored(pair, [m.msg_id for m in sends], sid)
             routed(pair, remote)
             results[pair] = (sid, remote)
+            for node in {node for _uuid, node in remote}:
+                publish.setdefault(node, []).extend(
+                    PairMessage(m.origin, m.user, m.platform, m.msg_id, sid, m.payload,
+                                m.notify) for m in sends)
         for pair, fut in self.waiters:
             if not fut.done():
                 fut.set_result(results[pair])
+        return publish
 
     def fail(self, exc: BaseException) -> None:
         for receipt in self.receipts:

@@ -5,8 +5,8 @@ one or more Redis primaries (``redis_shards``: which shard holds a pair;
 ``redis_presence``: presence and liveness). Sends and frame checks collected for
 ``flush_delay`` go to each shard as one ``SEND_BATCH`` script call (``redis_batch``: a
 pair's messages become one stream entry; acked entries are deleted in the same call) and
-one ``CHECK_FRAMES`` call; the script itself publishes one "pairs" message to each other
-node holding any of the pairs. A node subscribes to its own channel on every
+one ``CHECK_FRAMES`` call; once Redis answered, the node publishes one "pairs" message to
+each other node holding any of the pairs. A node subscribes to its own channel on every
 shard. Commands are pipelined in order per shard through ``redis_pipeline.CommandQueue``.
 """
 
@@ -48,7 +48,7 @@ from .pubsub_messages import (
     PairMessage,
     decode_batch,
     encode_message,
-    pairs_head,
+    encode_pairs,
 )
 from .redis_batch import SendTurn
 from .redis_claims import FrameClaims
@@ -117,7 +117,6 @@ class RedisCluster(PubSubCluster, RedisPresence, FrameClaims):
         # resolves once this batch is confirmed (what gated frames' acks wait for)
         self._confirm: Optional[asyncio.Future[None]] = None
         self._written_all: Optional[Tuple[Tuple[Any, ...], asyncio.Future[Any]]] = None
-        self._pairs_start = pairs_head(node_id)  # what the send script's publishes start with
 
     # -- joining and leaving -------------------------------------------------------------------
 
@@ -323,8 +322,8 @@ class RedisCluster(PubSubCluster, RedisPresence, FrameClaims):
     def _push_turn(self, shard: Shard, turn: SendTurn) -> None:
         queue = self._q(shard)
         fut = queue.push(turn.args(self.keys, self.max_per_pair, self.ttl_ms,
-                                   self.dedupe.current(), self.dedupe.ttl_ms, self.node_id,
-                                   self._pairs_start), want_result=True)
+                                   self.dedupe.current(), self.dedupe.ttl_ms),
+                         want_result=True)
         assert fut is not None
 
         def done(f: asyncio.Future[Any]) -> None:
@@ -333,7 +332,10 @@ class RedisCluster(PubSubCluster, RedisPresence, FrameClaims):
             elif f.exception() is not None:
                 turn.fail(f.exception())  # type: ignore[arg-type]
             else:
-                turn.resolve(f.result(), self.node_id, self._stored, self._routed)
+                publish = turn.resolve(f.result(), self.node_id, self._stored, self._routed)
+                for node, messages in publish.items():  # in order, after the store has it
+                    queue.push(("PUBLISH", self.keys.channel(node),
+                                encode_pairs(self.node_id, messages)))
         fut.add_done_callback(done)
 
     def _push_checks(self, tokens: List[str], frames: List[GatedFrame]) -> None:

@@ -174,22 +174,18 @@ return 0
 """
 
 # One batch of sends to one shard, one script call. ARGV: 1 max entries per stream, 2
-# stream ttl ms, 3 dedupe set, 4 dedupe ttl ms, 5 channel prefix, 6 origin node, 7 the
-# start of a "pairs" channel message's head line (pubsub_messages.pairs_head), 8 number of
-# frame marks, the marks (handled frames, recorded atomically with the sends their
-# handlers made), then the number of ack groups and per group: stream, index, idle (1:
-# drop the keys if the stream is now empty), count, stream ids to delete; then per pair:
-# stream, where, stored (0/1), count, its group line (pubsub_messages.pairs_group_head),
-# and per message msg_id, payload.
+# stream ttl ms, 3 dedupe set, 4 dedupe ttl ms, 5 number of frame marks, the marks
+# (handled frames, recorded atomically with the sends their handlers made), then the
+# number of ack groups and per group: stream, index, idle (1: drop the keys if the stream
+# is now empty), count, stream ids to delete; then per pair: stream, where, stored (0/1),
+# count, and per message msg_id, payload.
 # Per ack group one XDEL; per pair ONE XADD for all its messages of the batch (an entry's
 # fields are msg_id, payload, msg_id, payload, ...), one PEXPIRE, one HGETALL of where it
-# is connected; then one PUBLISH per other node holding any of the pairs: the "pairs"
-# message (pubsub_messages.decode_batch) joined from the node's strings and the entry ids,
-# in the same atomic call as the appends (no second round trip, no payload sent twice).
-# Returns per pair its stream id and its where-entries (uuid, node, ...).
+# is connected. Returns per pair its stream id and its where-entries (uuid, node, ...).
+# The node then publishes to the other nodes itself (no payload is copied in Lua).
 SEND_BATCH = """
-local nm = tonumber(ARGV[8])
-local i = 9
+local nm = tonumber(ARGV[5])
+local i = 6
 if nm > 0 then
   redis.call('SADD', ARGV[3], unpack(ARGV, i, i + nm - 1))
   redis.call('PEXPIRE', ARGV[3], ARGV[4])
@@ -203,46 +199,18 @@ for g = 1, nd do
   if idle == '1' and redis.call('XLEN', skey) == 0 then redis.call('DEL', skey, ikey) end
   i = i + 4 + c
 end
-local origin = ARGV[6]
-local out, groups, order, lines, firsts, lasts = {}, {}, {}, {}, {}, {}
-local np = 0
+local out = {}
 while i <= #ARGV do
-  local skey, wkey, stored, line = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 4]
-  local first = i + 5
+  local skey, wkey, stored = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  local first = i + 4
   i = first + 2 * tonumber(ARGV[i + 3])
   local id = ''
   if stored == '1' then
     id = redis.call('XADD', skey, 'MAXLEN', '~', ARGV[1], '*', unpack(ARGV, first, i - 1))
     redis.call('PEXPIRE', skey, ARGV[2])
   end
-  local where = redis.call('HGETALL', wkey)
   out[#out + 1] = id
-  out[#out + 1] = where
-  np = np + 1
-  lines[np], firsts[np], lasts[np] = line .. '\\n' .. id, first, i - 1
-  for w = 2, #where, 2 do
-    local node = where[w]
-    if node ~= origin then
-      local g = groups[node]
-      if g == nil then
-        g = {}
-        groups[node] = g
-        order[#order + 1] = node
-      end
-      if g[#g] ~= np then g[#g + 1] = np end
-    end
-  end
-end
-for _, node in ipairs(order) do
-  local g = groups[node]
-  local parts = {ARGV[7] .. #g .. '}'}
-  for _, q in ipairs(g) do parts[#parts + 1] = lines[q] end
-  local head = table.concat(parts, '\\n')
-  parts = {head, '\\n'}
-  for _, q in ipairs(g) do
-    for a = firsts[q] + 1, lasts[q], 2 do parts[#parts + 1] = ARGV[a] end
-  end
-  redis.call('PUBLISH', ARGV[5] .. node, table.concat(parts))
+  out[#out + 1] = redis.call('HGETALL', wkey)
 end
 return out
 """
