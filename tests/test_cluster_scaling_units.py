@@ -16,6 +16,7 @@ from maim_message.backends.pubsub_messages import (
     PairMessage,
     decode_batch,
     encode_message,
+    encode_pair_groups,
     encode_pairs,
 )
 from maim_message.backends.pubsub_state import PairState
@@ -58,6 +59,9 @@ def test_a_pairs_batch_round_trips_and_single_messages_still_decode() -> None:
             PairMessage("n1", "alice", "qq", "m2", "5-0", b"", notify=True),
             PairMessage("n1", "bob", "tg", "m3", "6-1", b"\n\n")]
     assert decode_batch(encode_pairs("n1", msgs)) == msgs
+    unstored = [m._replace(stream_id="") for m in msgs]  # as a send batch holds them
+    groups = [(("alice", "qq"), unstored[:2], "5-0"), (("bob", "tg"), unstored[2:], "6-1")]
+    assert decode_batch(encode_pair_groups("n1", groups)) == msgs  # one id per group
     ack = AckMessage("n2", "alice", "qq", "m1", "u1")
     assert decode_batch(encode_message(ack)) == [ack]
     one_entry = (b'{"type":"pairs","origin":"n1","groups":1}\n'
@@ -95,8 +99,10 @@ async def test_a_send_batch_makes_one_entry_per_pair_and_publishes_per_node() ->
                            lambda *a: routed.append(a))
     assert stored == [(("alice", "qq"), ["m1", "m2"], "9-0"), (("bob", "qq"), ["m3"], "9-1")]
     assert routed == [(("alice", "qq"), [("ua", "n2")]), (("bob", "qq"), [])]
-    assert [(m.msg_id, m.stream_id) for m in publish["n2"]] == [("m1", "9-0"), ("m2", "9-0")]
     assert set(publish) == {"n2"}  # never to the origin itself
+    sent = decode_batch(encode_pair_groups("n1", publish["n2"]))
+    assert [(m.origin, m.pair, m.msg_id, m.stream_id, m.payload) for m in sent] == [
+        ("n1", ("alice", "qq"), "m1", "9-0", b"a"), ("n1", ("alice", "qq"), "m2", "9-0", b"b")]
     assert futs[0].result() == ("9-0", [("ua", "n2")]) and futs[1].result() == ("9-1", [])
 
 

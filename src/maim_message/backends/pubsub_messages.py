@@ -142,6 +142,21 @@ def encode_pairs(origin: str, messages: List[PairMessage]) -> bytes:
         m.payload for group in groups.values() for m in group)
 
 
+def encode_pair_groups(origin: str, groups: List[Tuple[Pair, List[PairMessage], str]]
+                       ) -> bytes:
+    """As :func:`encode_pairs`, for messages already grouped per pair whose group shares
+    one stream entry (``stream_id`` of the group, not of each message): a send batch's
+    form, without re-grouping or copying the messages."""
+    lines = [pairs_head(origin) + b"%d}" % len(groups)]
+    payloads: List[bytes] = []
+    for (user, platform), sends, sid in groups:
+        lines.append(pairs_group_head(user, platform, [
+            (m.msg_id, len(m.payload), 1 if m.notify else 0) for m in sends]))
+        lines.append(sid.encode())
+        payloads += [m.payload for m in sends]
+    return b"\n".join(lines) + b"\n" + b"".join(payloads)
+
+
 def decode_batch(data: bytes) -> List[ClusterMessage]:
     """A channel message as the list of messages it carries (one, or a ``pairs`` batch)."""
     if not data.startswith(b'{"type":"pairs"'):

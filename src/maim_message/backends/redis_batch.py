@@ -87,13 +87,13 @@ class SendTurn:
     def resolve(self, reply: List[Any], origin: str,
                 stored: Callable[[Pair, List[str], str], None],
                 routed: Callable[[Pair, List[Tuple[str, str]]], None],
-                ) -> Dict[str, List[PairMessage]]:
+                ) -> Dict[str, List[Tuple[Pair, List[PairMessage], str]]]:
         """Give every send its stream id (one per pair: its messages share an entry) and
         the pair's (uuid, node) entries elsewhere; ``stored(pair, msg_ids, sid)`` is told
         first, synchronously, so no ack can see part of an entry; ``routed(pair, remote)``
         next. Returns what each other node holding one of the pairs must be sent (one
-        "pairs" message per node)."""
-        publish: Dict[str, List[PairMessage]] = {}
+        "pairs" message per node: :func:`~.pubsub_messages.encode_pair_groups`)."""
+        publish: Dict[str, List[Tuple[Pair, List[PairMessage], str]]] = {}
         results: Dict[Pair, SendResult] = {}
         for n, (pair, sends) in enumerate(self.groups.items()):
             sid = _text(reply[2 * n])
@@ -105,9 +105,7 @@ class SendTurn:
             routed(pair, remote)
             results[pair] = (sid, remote)
             for node in {node for _uuid, node in remote}:
-                publish.setdefault(node, []).extend(
-                    PairMessage(m.origin, m.user, m.platform, m.msg_id, sid, m.payload,
-                                m.notify) for m in sends)
+                publish.setdefault(node, []).append((pair, sends, sid))
         for pair, fut in self.waiters:
             if not fut.done():
                 fut.set_result(results[pair])

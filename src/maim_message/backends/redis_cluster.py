@@ -48,7 +48,7 @@ from .pubsub_messages import (
     PairMessage,
     decode_batch,
     encode_message,
-    encode_pairs,
+    encode_pair_groups,
 )
 from .redis_batch import SendTurn
 from .redis_claims import FrameClaims
@@ -335,7 +335,7 @@ class RedisCluster(PubSubCluster, RedisPresence, FrameClaims):
                 publish = turn.resolve(f.result(), self.node_id, self._stored, self._routed)
                 for node, messages in publish.items():  # in order, after the store has it
                     queue.push(("PUBLISH", self.keys.channel(node),
-                                encode_pairs(self.node_id, messages)))
+                                encode_pair_groups(self.node_id, messages)))
         fut.add_done_callback(done)
 
     def _push_checks(self, tokens: List[str], frames: List[GatedFrame]) -> None:
