@@ -77,11 +77,11 @@ async def node_main(port: int, backend: str, url: str, node_id: str) -> None:
         on_message=forward, enable_connection_log=False, enable_message_log=False,
         rate_limit_per_second=None, max_connections_per_key=None,
         ack="handled", **extra))  # as the hub relays: acked once the forward is stored
-    await server.start()
     if os.environ.get("MAIM_BENCH_GC") != "default":  # as `maim_message serve` runs
         from maim_message.hub.gc_tuning import tune_for_serving
 
         tune_for_serving()
+    await server.start()
     profile_dir = os.environ.get("MAIM_BENCH_PROFILE")  # a cProfile dump per "stats"
     profiler = None
     if profile_dir:

@@ -179,13 +179,17 @@ async def test_delivery_ack_waiters_resolve_locally_remotely_or_time_out() -> No
     host = FakeHost()
     alice = make_peer("a1", "alice")
     host.peers["a1"] = alice
-    local = asyncio.ensure_future(host.delivery.wait_ack(P, "m1", 5))
-    remote = asyncio.ensure_future(host.delivery.wait_ack(P, "m2", 5))
-    await asyncio.sleep(0)
-    host.delivery.acked(alice, "m1")
-    host.delivery.remote_acked(P, "m2", "elsewhere")
+    delivery = host.delivery
+    local = asyncio.ensure_future(delivery.wait_ack(P, "m1", 5, delivery.expect_ack(P, "m1")))
+    remote = asyncio.ensure_future(delivery.wait_ack(P, "m2", 5,
+                                                     delivery.expect_ack(P, "m2")))
+    delivery.acked(alice, "m1")  # before the waiting task even ran: not missed
+    delivery.remote_acked(P, "m2", "elsewhere")
     assert await local == "a1" and await remote == "elsewhere"
-    assert await host.delivery.wait_ack(P, "never", 0.01) is None
+    assert await delivery.wait_ack(P, "never", 0.01, delivery.expect_ack(P, "never")) is None
+    delivery.expect_ack(P, "dropped")
+    delivery.drop_waiter(P, "dropped")  # a send that failed stops waiting
+    assert not delivery._waiters
 
 
 async def test_delivery_without_cache_writes_directly_and_queues_nothing() -> None:

@@ -190,11 +190,20 @@ class LocalCluster:
                            ack_timeout: Optional[float] = None) -> Dict[str, bool]:
         host = self._host or self._require_host()
         delivery = host.delivery
-        results = delivery.to_pair(pair, host.routes.lookup(*pair), msg_id, payload)
-        if delivery.commit_pending:
-            await delivery.committed()  # durable outbox: in SQLite before we return
-        if ack_timeout is not None and delivery.enabled:
-            acker = await delivery.wait_ack(pair, msg_id, ack_timeout)
+        # Waiting starts before the send: an ack that comes back first is not missed.
+        waiter = (delivery.expect_ack(pair, msg_id)
+                  if ack_timeout is not None and delivery.enabled else None)
+        try:
+            results = delivery.to_pair(pair, host.routes.lookup(*pair), msg_id, payload)
+            if delivery.commit_pending:
+                await delivery.committed()  # durable outbox: in SQLite before we return
+        except BaseException:
+            if waiter is not None:
+                delivery.drop_waiter(pair, msg_id)
+            raise
+        if waiter is not None:
+            assert ack_timeout is not None
+            acker = await delivery.wait_ack(pair, msg_id, ack_timeout, waiter)
             return {acker: True} if acker is not None else {}
         return results
 

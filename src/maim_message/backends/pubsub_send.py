@@ -71,7 +71,7 @@ class PairSending(PubSubIO):
                 _sid, remote = await sent
         except BaseException:
             if waiter is not None:
-                delivery.remote_acked(pair, msg_id, "")  # drop the waiter
+                delivery.drop_waiter(pair, msg_id)
             raise
         if waiter is not None:
             assert ack_timeout is not None

@@ -329,8 +329,10 @@ async def serve(
     hub = Hub(config, loader)
     if on_reload is not None:
         hub.on_reload = on_reload
+    # The hub owns this process: its collector is spaced out. Before the listener starts,
+    # so no connection's objects are frozen (a frozen cycle is never collected).
+    tune_for_serving()
     await hub.start()
-    tune_for_serving()  # the hub owns this process: its collector is spaced out
     if announce is not None:
         announce(hub)
     loop = asyncio.get_running_loop()

@@ -476,16 +476,19 @@ class Delivery:
         return fut
 
     async def wait_ack(self, pair: Pair, msg_id: str, timeout: float,
-                       fut: Optional[asyncio.Future[str]] = None) -> Optional[str]:
-        """The uuid of the connection that acked ``msg_id`` within ``timeout``, else None."""
-        if fut is None:
-            fut = self.expect_ack(pair, msg_id)
+                       fut: asyncio.Future[str]) -> Optional[str]:
+        """The uuid of the connection that acked ``msg_id`` within ``timeout``, else None
+        (``fut`` from :meth:`expect_ack`, called before the message was sent)."""
         try:
             return await asyncio.wait_for(fut, timeout)
         except asyncio.TimeoutError:
             return None
         finally:
-            self._waiters.pop((pair, msg_id), None)
+            self.drop_waiter(pair, msg_id)
+
+    def drop_waiter(self, pair: Pair, msg_id: str) -> None:
+        """Stop waiting for ``msg_id``'s ack (its send failed, or the wait ended)."""
+        self._waiters.pop((pair, msg_id), None)
 
     def expire(self) -> int:
         dropped = self.outbox.expire() if self.outbox is not None else 0
