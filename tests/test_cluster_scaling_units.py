@@ -86,16 +86,16 @@ async def test_a_send_batch_makes_one_entry_per_pair_and_publishes_per_node() ->
     turn.waiters += [(("alice", "qq"), futs[0]), (("bob", "qq"), futs[1])]  # who awaits
     turn.marks.append("tok")
     turn.delete(*keys.pair_keys(("carol", "qq"))[:2], True, ["1-0", "2-0"])
-    args = turn.args(keys, "100", "60000", "p:d:1", 2000)
+    args = turn.args(keys, "100", "60000", "p:d:1", 2000, "n1")
     stream_a, _, where_a = keys.pair_keys(("alice", "qq"))
-    assert args[:9] == ("EVALSHA", "send", 0, "100", "60000", "p:d:1", 2000, 1, "tok")
-    assert args[9:16] == (1, keys.stream(("carol", "qq")), keys.index(("carol", "qq")), "1", 2,
-                          "1-0", "2-0")
-    assert args[16:24] == (stream_a, where_a, "1", 2, "m1", b"a", "m2", b"b")
+    assert args[:10] == ("EVALSHA", "send", 0, "100", "60000", "p:d:1", 2000, "n1", 1, "tok")
+    assert args[10:17] == (1, keys.stream(("carol", "qq")), keys.index(("carol", "qq")), "1",
+                           2, "1-0", "2-0")
+    assert args[17:25] == (stream_a, where_a, "1", 2, "m1", b"a", "m2", b"b")
     stored: List[Tuple[Any, ...]] = []
     routed: List[Tuple[Any, ...]] = []
-    reply = [b"9-0", [b"ua", b"n2", b"ua2", b"n1"], b"9-1", []]
-    publish = turn.resolve(reply, "n1", lambda *a: stored.append(a),
+    reply = [b"9-0", [b"ua", b"n2"], b"9-1", []]  # the script leaves out n1's own
+    publish = turn.resolve(reply, lambda *a: stored.append(a),
                            lambda *a: routed.append(a))
     assert stored == [(("alice", "qq"), ["m1", "m2"], "9-0"), (("bob", "qq"), ["m3"], "9-1")]
     assert routed == [(("alice", "qq"), [("ua", "n2")]), (("bob", "qq"), [])]

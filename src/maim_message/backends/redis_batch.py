@@ -72,10 +72,12 @@ class SendTurn:
         self.size += 1
 
     def args(self, keys: Keys, max_entries: str, ttl_ms: str, dedupe_set: str,
-             dedupe_ttl_ms: int) -> Tuple[Any, ...]:
-        """The EVALSHA arguments (``("EVALSHA", "send", 0, ARGV...)``)."""
+             dedupe_ttl_ms: int, origin: str) -> Tuple[Any, ...]:
+        """The EVALSHA arguments (``("EVALSHA", "send", 0, ARGV...)``); ``origin`` is this
+        node (the script answers with the pairs' connections on other nodes only)."""
         out: List[Any] = ["EVALSHA", "send", 0, max_entries, ttl_ms, dedupe_set,
-                          dedupe_ttl_ms, len(self.marks), *self.marks, self.delete_groups,
+                          dedupe_ttl_ms, origin, len(self.marks), *self.marks,
+                          self.delete_groups,
                           *self.deletes]
         for pair, sends in self.groups.items():
             stream, _index, where = keys.pair_keys(pair)
@@ -84,7 +86,7 @@ class SendTurn:
                 out += [message.msg_id, message.payload]
         return tuple(out)
 
-    def resolve(self, reply: List[Any], origin: str,
+    def resolve(self, reply: List[Any],
                 stored: Callable[[Pair, List[str], str], None],
                 routed: Callable[[Pair, List[Tuple[str, str]]], None],
                 ) -> Dict[str, List[Tuple[Pair, List[PairMessage], str]]]:
@@ -98,8 +100,9 @@ class SendTurn:
         for n, (pair, sends) in enumerate(self.groups.items()):
             sid = _text(reply[2 * n])
             flat = reply[2 * n + 1]
-            remote = [(_text(flat[i]), _text(flat[i + 1])) for i in range(0, len(flat) - 1, 2)]
-            remote = [(uuid, node) for uuid, node in remote if node != origin]
+            # the script left out the origin's own connections (usually all of them)
+            remote = [(_text(flat[i]), _text(flat[i + 1])) for i in range(0, len(flat) - 1, 2)
+                      ] if flat else []
             if sid:
                 stored(pair, [m.msg_id for m in sends], sid)
             routed(pair, remote)

@@ -322,7 +322,8 @@ class RedisCluster(PubSubCluster, RedisPresence, FrameClaims):
     def _push_turn(self, shard: Shard, turn: SendTurn) -> None:
         queue = self._q(shard)
         fut = queue.push(turn.args(self.keys, self.max_per_pair, self.ttl_ms,
-                                   self.dedupe.current(), self.dedupe.ttl_ms),
+                                   self.dedupe.current(), self.dedupe.ttl_ms,
+                                   self.node_id),
                          want_result=True)
         assert fut is not None
 
@@ -332,7 +333,7 @@ class RedisCluster(PubSubCluster, RedisPresence, FrameClaims):
             elif f.exception() is not None:
                 turn.fail(f.exception())  # type: ignore[arg-type]
             else:
-                publish = turn.resolve(f.result(), self.node_id, self._stored, self._routed)
+                publish = turn.resolve(f.result(), self._stored, self._routed)
                 for node, messages in publish.items():  # in order, after the store has it
                     queue.push(("PUBLISH", self.keys.channel(node),
                                 encode_pair_groups(self.node_id, messages)))

@@ -174,18 +174,21 @@ return 0
 """
 
 # One batch of sends to one shard, one script call. ARGV: 1 max entries per stream, 2
-# stream ttl ms, 3 dedupe set, 4 dedupe ttl ms, 5 number of frame marks, the marks
+# stream ttl ms, 3 dedupe set, 4 dedupe ttl ms, 5 the calling node, 6 number of frame
+# marks, the marks
 # (handled frames, recorded atomically with the sends their handlers made), then the
 # number of ack groups and per group: stream, index, idle (1: drop the keys if the stream
 # is now empty), count, stream ids to delete; then per pair: stream, where, stored (0/1),
 # count, and per message msg_id, payload.
 # Per ack group one XDEL; per pair ONE XADD for all its messages of the batch (an entry's
 # fields are msg_id, payload, msg_id, payload, ...), one PEXPIRE, one HGETALL of where it
-# is connected. Returns per pair its stream id and its where-entries (uuid, node, ...).
+# is connected. Returns per pair its stream id and its where-entries on OTHER nodes
+# (uuid, node, ...): the caller's own are not sent back (nothing it would read).
 # The node then publishes to the other nodes itself (no payload is copied in Lua).
 SEND_BATCH = """
-local nm = tonumber(ARGV[5])
-local i = 6
+local origin = ARGV[5]
+local nm = tonumber(ARGV[6])
+local i = 7
 if nm > 0 then
   redis.call('SADD', ARGV[3], unpack(ARGV, i, i + nm - 1))
   redis.call('PEXPIRE', ARGV[3], ARGV[4])
@@ -210,7 +213,14 @@ while i <= #ARGV do
     redis.call('PEXPIRE', skey, ARGV[2])
   end
   out[#out + 1] = id
-  out[#out + 1] = redis.call('HGETALL', wkey)
+  local where, remote = redis.call('HGETALL', wkey), {}
+  for k = 2, #where, 2 do
+    if where[k] ~= origin then
+      remote[#remote + 1] = where[k - 1]
+      remote[#remote + 1] = where[k]
+    end
+  end
+  out[#out + 1] = remote
 end
 return out
 """
