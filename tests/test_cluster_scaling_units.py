@@ -170,7 +170,6 @@ def test_frames_are_recorded_in_expiring_time_buckets() -> None:
     now[0] = 1300.0
     assert buckets.both() == ("p:d:4", "p:d:3")  # a frame from 300 s ago is still found
     assert buckets.ttl_ms == 600_000
-    assert buckets.claims() == ("p:c:4", "p:c:3", "p:c:2")  # claims: one bucket longer
     token = frame_token(("alice", "qq", "m1"))
     assert token == frame_token(("alice", "qq", "m1")) and len(token) == 20
     assert token != frame_token(("alice", "qq", "m2"))

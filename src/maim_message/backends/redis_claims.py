@@ -14,9 +14,8 @@ script call per shard and batch: "was it claimed before? claim it now", atomical
 
 So a frame is handled twice only when the marks check would have let it be: the claim
 adds a fast "certainly new" answer, never a "handled" one. Claims live in their own
-time-bucketed sets (``<prefix>:c:<bucket>``, read one bucket longer than the marks: a
-claim is older than its mark by the handler's run). With one shard the marks are read
-directly (a claim would be an extra write for nothing).
+time-bucketed sets (``<prefix>:c:<bucket>``, expiring like the marks). With one shard
+the marks are read directly (a claim would be an extra write for nothing).
 """
 
 from __future__ import annotations
@@ -71,18 +70,18 @@ class FrameClaims(RedisShards):
 
     def _push_claims(self) -> None:
         """The batch's claims: one CLAIM_FRAMES call per shard that has any."""
-        buckets = self.dedupe.claims()
-        ttl_ms = self.dedupe.ttl_ms * 3 // 2  # three buckets' time
+        current, previous = self.dedupe.both("c")
+        ttl_ms = self.dedupe.ttl_ms
         for shard in self._shards:
             if shard.claims:
                 tokens, shard.claims = shard.claims, []
                 frames, shard.claimed = shard.claimed, []
-                self._push_claim(shard, buckets, ttl_ms, tokens, frames)
+                self._push_claim(shard, current, previous, ttl_ms, tokens, frames)
 
-    def _push_claim(self, shard: Shard, buckets: Tuple[str, str, str], ttl_ms: int,
+    def _push_claim(self, shard: Shard, current: str, previous: str, ttl_ms: int,
                     tokens: List[str], frames: List[GatedFrame]) -> None:
-        fut = self._q(shard).push(("EVALSHA", "claim", 0, *buckets, ttl_ms, *tokens),
-                                  want_result=True)
+        fut = self._q(shard).push(("EVALSHA", "claim", 0, current, previous, ttl_ms,
+                                   *tokens), want_result=True)
         assert fut is not None
 
         def done(f: asyncio.Future[Any]) -> None:
