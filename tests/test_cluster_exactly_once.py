@@ -45,31 +45,25 @@ async def send_stream(user: User, target: str, tag: str, count: int) -> None:
             await asyncio.sleep(0.002)
 
 
-@pytest.mark.parametrize("shards", [1, 2])
-async def test_a_client_resending_to_a_survivor_gets_each_frame_handled_once(
-        shards: int) -> None:
+async def test_a_client_resending_to_a_survivor_gets_each_frame_handled_once() -> None:
     """The sender's node is SIGKILLed mid-stream; the client reconnects to the other node
-    on the same port and re-sends every unacked frame: none lost, none forwarded twice.
-    With two Redis shards the frames are claimed on their sender's shard and the re-sends
-    are checked on every shard (``redis_claims``)."""
+    on the same port and re-sends every unacked frame: none lost, none forwarded twice."""
     if not hasattr(socket, "SO_REUSEPORT"):
         pytest.skip("SO_REUSEPORT not available on this OS")
-    servers = [RedisServer() for _ in range(shards)]
-    for server in servers:
-        await server.ready()
-    url = ",".join(server.url for server in servers)
+    redis = RedisServer()
+    await redis.ready()
     port, rx_port = free_port(), free_port()
     nodes: List[Node] = []
     users: List[User] = []
     try:
-        victim = await Node.start(port, url, "victim", reuse=True, handled=True)
+        victim = await Node.start(port, redis.url, "victim", reuse=True, handled=True)
         nodes.append(victim)
         sender = User(port, "tx")
         users.append(sender)
         assert await sender.client.connect()
         assert json.loads(await victim.ask("local", "LOCAL")) == ["tx"]
-        nodes.append(await Node.start(port, url, "survivor", reuse=True, handled=True))
-        nodes.append(await Node.start(rx_port, url, "rxnode", handled=True))
+        nodes.append(await Node.start(port, redis.url, "survivor", reuse=True, handled=True))
+        nodes.append(await Node.start(rx_port, redis.url, "rxnode", handled=True))
         receiver = User(rx_port, "rx")
         users.append(receiver)
         assert await receiver.client.connect()
@@ -89,8 +83,7 @@ async def test_a_client_resending_to_a_survivor_gets_each_frame_handled_once(
         assert sorted(receiver.got["s"]) == list(range(total))  # nothing re-delivered since
     finally:
         await stop_all(users, nodes)
-        for server in servers:
-            server.stop()
+        redis.stop()
 
 
 async def test_two_redis_shards_carry_pairs_in_order(two_redis: List[str]) -> None:

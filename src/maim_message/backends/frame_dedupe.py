@@ -43,8 +43,7 @@ class DedupeBuckets:
     def current(self) -> str:
         return f"{self.prefix}:d:{int(self._clock() // self.ttl)}"
 
-    def both(self, kind: str = "d") -> Tuple[str, str]:
-        """(current, previous): a frame recorded within the last ``ttl`` s is in one
-        (``kind`` "d": the marks of handled frames; "c": claims, ``redis_claims``)."""
+    def both(self) -> Tuple[str, str]:
+        """(current, previous): a frame recorded within the last ``ttl`` s is in one."""
         bucket = int(self._clock() // self.ttl)
-        return f"{self.prefix}:{kind}:{bucket}", f"{self.prefix}:{kind}:{bucket - 1}"
+        return f"{self.prefix}:d:{bucket}", f"{self.prefix}:d:{bucket - 1}"

@@ -51,18 +51,7 @@ from .pubsub_messages import (
     encode_pair_groups,
 )
 from .redis_batch import SendTurn
-from .redis_claims import FrameClaims
-from .redis_keys import (
-    ACK,
-    ADD_ONCE,
-    CHECK_FRAMES,
-    CLAIM_FRAMES,
-    REAP,
-    REAP_WHERE,
-    SEND_BATCH,
-    UNREGISTER,
-    Keys,
-)
+from .redis_keys import ACK, ADD_ONCE, CHECK_FRAMES, REAP, REAP_WHERE, SEND_BATCH, UNREGISTER, Keys
 from .redis_pipeline import CommandQueue, Script
 from .redis_presence import RedisPresence
 from .redis_shards import Shard, safe_url, split_urls
@@ -78,7 +67,7 @@ logger = logging.getLogger(__name__)
 _RETRYABLE = (RedisConnectionError, RedisTimeoutError, OSError)
 
 
-class RedisCluster(PubSubCluster, RedisPresence, FrameClaims):
+class RedisCluster(PubSubCluster, RedisPresence):
     """A hub node on one or more Redis primaries (pairs sharded over them)."""
 
     ack_delay = 0.02
@@ -105,7 +94,7 @@ class RedisCluster(PubSubCluster, RedisPresence, FrameClaims):
         self.write_timeout = write_timeout
         self._sources = (("send", SEND_BATCH), ("add_once", ADD_ONCE), ("ack", ACK),
                          ("unregister", UNREGISTER), ("reap", REAP), ("reap_where", REAP_WHERE),
-                         ("check", CHECK_FRAMES), ("claim", CLAIM_FRAMES))
+                         ("check", CHECK_FRAMES))
         self._shards = [Shard(i, u) for i, u in enumerate(self.urls)]
         self._shard_of: Dict[Pair, Shard] = {}
         self._inbox: asyncio.Queue[Optional[bytes]] = asyncio.Queue()
@@ -286,7 +275,6 @@ class RedisCluster(PubSubCluster, RedisPresence, FrameClaims):
         if tokens:
             frames, self._checked = self._checked, []
             self._push_checks(tokens, frames)
-        self._push_claims()
         flushed, self._flushed = self._flushed, None
         if flushed is not None and not flushed.done():
             flushed.set_result(None)
@@ -387,11 +375,8 @@ class RedisCluster(PubSubCluster, RedisPresence, FrameClaims):
     def _check_frame(self, token: str, frame: GatedFrame) -> None:
         if not self._flush_scheduled:
             self._schedule_flush()
-        if len(self._shards) > 1:
-            self._claim_later(token, frame)  # one shard read, not all (redis_claims)
-        else:
-            self._checks.append(token)
-            self._checked.append(frame)
+        self._checks.append(token)
+        self._checked.append(frame)
 
     def _mark_frame(self, token: str) -> None:
         shard = self._shards[self.ring.shard_of(token)]
