@@ -45,25 +45,30 @@ async def send_stream(user: User, target: str, tag: str, count: int) -> None:
             await asyncio.sleep(0.002)
 
 
-async def test_a_client_resending_to_a_survivor_gets_each_frame_handled_once() -> None:
+@pytest.mark.parametrize("shards", [1, 2])
+async def test_a_client_resending_to_a_survivor_gets_each_frame_handled_once(
+        shards: int) -> None:
     """The sender's node is SIGKILLed mid-stream; the client reconnects to the other node
-    on the same port and re-sends every unacked frame: none lost, none forwarded twice."""
+    on the same port and re-sends every unacked frame: none lost, none forwarded twice.
+    With two Redis shards the handled-frame record is read on every shard."""
     if not hasattr(socket, "SO_REUSEPORT"):
         pytest.skip("SO_REUSEPORT not available on this OS")
-    redis = RedisServer()
-    await redis.ready()
+    servers = [RedisServer() for _ in range(shards)]
+    for server in servers:
+        await server.ready()
+    url = ",".join(server.url for server in servers)
     port, rx_port = free_port(), free_port()
     nodes: List[Node] = []
     users: List[User] = []
     try:
-        victim = await Node.start(port, redis.url, "victim", reuse=True, handled=True)
+        victim = await Node.start(port, url, "victim", reuse=True, handled=True)
         nodes.append(victim)
         sender = User(port, "tx")
         users.append(sender)
         assert await sender.client.connect()
         assert json.loads(await victim.ask("local", "LOCAL")) == ["tx"]
-        nodes.append(await Node.start(port, redis.url, "survivor", reuse=True, handled=True))
-        nodes.append(await Node.start(rx_port, redis.url, "rxnode", handled=True))
+        nodes.append(await Node.start(port, url, "survivor", reuse=True, handled=True))
+        nodes.append(await Node.start(rx_port, url, "rxnode", handled=True))
         receiver = User(rx_port, "rx")
         users.append(receiver)
         assert await receiver.client.connect()
@@ -83,7 +88,8 @@ async def test_a_client_resending_to_a_survivor_gets_each_frame_handled_once() -
         assert sorted(receiver.got["s"]) == list(range(total))  # nothing re-delivered since
     finally:
         await stop_all(users, nodes)
-        redis.stop()
+        for server in servers:
+            server.stop()
 
 
 async def test_two_redis_shards_carry_pairs_in_order(two_redis: List[str]) -> None:
