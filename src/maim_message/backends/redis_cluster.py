@@ -382,6 +382,13 @@ class RedisCluster(PubSubCluster, RedisPresence):
         shard = self._shards[self.ring.shard_of(token)]
         self._turn(shard).marks.append(token)
 
+    def _unmark_frame(self, token: str) -> None:
+        # The mark rode with the handler's first send: on that pair's shard, any of them.
+        for shard in self._shards:
+            if shard.queue is not None:
+                for bucket in self.dedupe.both():
+                    shard.queue.push(("SREM", bucket, token))
+
     # -- store ---------------------------------------------------------------------------------
 
     def _store_add(self, pair: Pair, msg_id: str, payload: bytes) -> None:
