@@ -335,25 +335,36 @@ class RedisCluster(PubSubCluster, RedisPresence):
                                       want_result=True)
             assert fut is not None
             replies.append(fut)
-        gathered = replies[0] if len(replies) == 1 else asyncio.gather(*replies)
+        gathered = (replies[0] if len(replies) == 1
+                    else asyncio.gather(*replies, return_exceptions=True))
 
         def done(f: asyncio.Future[Any]) -> None:
             exc: Optional[BaseException] = None
-            flags = ""
+            answers: List[str] = []
             if f.cancelled():
                 exc = ClusterError("frame check cancelled")
             elif f.exception() is not None:
                 exc = f.exception()
             elif len(replies) == 1:
-                flags = _text(f.result())
-            else:
-                answers = [_text(r) for r in f.result()]
+                answers = [_text(f.result())]
+            else:  # a shard that has the frame answers for it, whatever the others did
+                for reply in f.result():
+                    if isinstance(reply, BaseException):
+                        exc = exc or reply
+                    else:
+                        answers.append(_text(reply))
+            if len(answers) == 1:
+                flags = answers[0]
+            elif answers:
                 flags = "".join("1" if any(a[n] == "1" for a in answers) else "0"
                                 for n in range(len(tokens)))
+            else:
+                flags = "0" * len(tokens)
             checked = self._frame_checked
             for n, frame in enumerate(frames):
+                seen = flags[n] == "1"
                 try:
-                    checked(tokens[n], frame, exc is None and flags[n] == "1", exc)
+                    checked(tokens[n], frame, seen, None if seen else exc)
                 except Exception:  # one frame's start must not stop the others'
                     logger.exception("cluster: starting a checked frame failed")
         gathered.add_done_callback(done)
