@@ -337,3 +337,27 @@ async def test_stopped_node_leaves_presence_and_survivor_reaps_a_dead_one(
         await rx3.client.stop()
         for n in (n1, n2, n3):
             await n.stop()
+
+
+async def test_a_receiver_on_a_node_that_joined_after_a_heartbeat_is_reported(
+        redis_url: str) -> None:
+    """send_message lists a receiver on a node that started after the sender's last
+    heartbeat (not yet in its list of live nodes): only nodes seen gone are left out."""
+    n1 = node(redis_url, "n1")
+    n2 = node(redis_url, "n2")
+    await n1.start()
+    cluster: Any = n1.cluster
+    await until(lambda: cluster._alive is not None)  # n1's first heartbeat: n2 not there
+    await n2.start()
+    rx = Receiver(n2.port or 0, "bob")
+    try:
+        assert await rx.client.connect()
+        await until(lambda: n2.get_connection_count() == 1)
+        result: Dict[str, bool] = {}
+        for i in range(3):
+            result = await n1.send_message(make_message(str(i), "bob", "qq"))
+        assert result == {rx.client.get_connection_uuid(): True}
+    finally:
+        await rx.client.stop()
+        await n1.stop()
+        await n2.stop()

@@ -50,8 +50,7 @@ async def test_a_client_resending_to_a_survivor_gets_each_frame_handled_once(
         shards: int) -> None:
     """The sender's node is SIGKILLed mid-stream; the client reconnects to the other node
     on the same port and re-sends every unacked frame: none lost, none forwarded twice.
-    With two Redis shards the frames are claimed on their sender's shard and the re-sends
-    are checked on every shard (``redis_claims``)."""
+    With two Redis shards the handled-frame record is read on every shard."""
     if not hasattr(socket, "SO_REUSEPORT"):
         pytest.skip("SO_REUSEPORT not available on this OS")
     servers = [RedisServer() for _ in range(shards)]

@@ -170,7 +170,6 @@ def test_frames_are_recorded_in_expiring_time_buckets() -> None:
     now[0] = 1300.0
     assert buckets.both() == ("p:d:4", "p:d:3")  # a frame from 300 s ago is still found
     assert buckets.ttl_ms == 600_000
-    assert buckets.claims() == ("p:c:4", "p:c:3", "p:c:2")  # claims: one bucket longer
     token = frame_token(("alice", "qq", "m1"))
     assert token == frame_token(("alice", "qq", "m1")) and len(token) == 20
     assert token != frame_token(("alice", "qq", "m2"))
@@ -357,3 +356,29 @@ async def test_a_channel_batch_is_handled_per_pair_run_and_entry() -> None:
         assert node.remote_deliveries == 7
     finally:
         await node.stop()
+
+
+async def test_a_frame_one_shard_has_is_a_duplicate_whatever_another_shard_answered() -> None:
+    """Sharded check: a shard that failed does not hide another shard's "handled"."""
+    from types import SimpleNamespace
+
+    from maim_message.backends.redis_cluster import RedisCluster
+
+    loop = asyncio.get_running_loop()
+    replies = [loop.create_future(), loop.create_future()]
+    pushed = iter(replies)
+    shards = [SimpleNamespace(queue=SimpleNamespace(push=lambda *a, **k: next(pushed)))
+              for _ in replies]
+    answers: List[Tuple[str, bool, Any]] = []
+    cluster: Any = RedisCluster.__new__(RedisCluster)
+    cluster._shards = shards
+    cluster.dedupe = DedupeBuckets("p", 60.0)
+    cluster._frame_checked = lambda token, frame, seen, error: answers.append(
+        (token, seen, error))
+    cluster._push_checks(["t1", "t2"], [object(), object()])
+    error = ClusterError("shard b refused")
+    replies[0].set_result(b"10")  # shard a has t1, not t2
+    replies[1].set_exception(error)
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert answers == [("t1", True, None), ("t2", False, error)]

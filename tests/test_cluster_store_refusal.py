@@ -84,3 +84,74 @@ async def test_a_refused_write_reaches_the_handler_or_withholds_the_ack(
             await server.stop()
 
 
+
+
+class TwoSends:
+    """on_message: send m1 to bob; on the first call wait (Redis is made to refuse writes
+    meanwhile), then send m2."""
+
+    def __init__(self) -> None:
+        self.server: Any = None
+        self.calls = 0
+        self.between = asyncio.Event()
+        self.go = asyncio.Event()
+        self.done = asyncio.Event()
+
+    async def __call__(self, message: Any, metadata: Dict[str, Any]) -> None:
+        self.calls += 1
+        try:
+            await self.server.send_message(make_message("m1", "bob", "qq"))
+            if self.calls == 1:
+                self.between.set()
+                await self.go.wait()
+            await self.server.send_message(make_message("m2", "bob", "qq"))
+        finally:
+            self.done.set()
+
+
+async def test_a_frame_whose_later_send_was_refused_is_handled_again_when_resent(
+        redis_url: str) -> None:  # noqa: F811
+    """ack="handled": the frame's record rode with m1; m2 is refused, so the frame is not
+    acked, and its record is taken back: the client's re-send is handled again (m2 is
+    delivered then) instead of being acked as a duplicate with m2 lost."""
+    handler = TwoSends()
+    a = node(redis_url, "a", on_message=handler, ack="handled")
+    b = node(redis_url, "b")
+    handler.server = a
+    await started(a, b)
+    bob = Receiver(b.port or 0, "bob")
+    redis = redis_asyncio.Redis.from_url(redis_url)
+    frame = envelope("f0", make_message("x", "alice", "qq").to_dict())
+    try:
+        assert await bob.client.connect()
+        await presence(a, 1)
+        async with websockets.connect(f"ws://127.0.0.1:{a.port}/ws",
+                                      additional_headers=ALICE) as ws:
+            await ws.send(frame)
+            await asyncio.wait_for(handler.between.wait(), 5)
+            await a.cluster._written()  # type: ignore[attr-defined]  # m1 and the record stored
+            await refuse_writes(redis)
+            handler.go.set()
+            await asyncio.wait_for(handler.done.wait(), 5)
+            with pytest.raises(asyncio.TimeoutError):  # not acked: the client re-sends
+                await asyncio.wait_for(ws.recv(), 1.0)
+        await redis.config_set("maxmemory", 0)
+        handler.done.clear()
+        async with websockets.connect(f"ws://127.0.0.1:{a.port}/ws",
+                                      additional_headers=ALICE) as ws:
+            await ws.send(frame)
+            answer = orjson.loads(await asyncio.wait_for(ws.recv(), 5))
+            assert answer["type"] == "sys_ack"
+        assert handler.calls == 2  # handled again, not taken for a duplicate
+        deadline = asyncio.get_running_loop().time() + 5
+        while "m2" not in bob.texts:
+            assert asyncio.get_running_loop().time() < deadline, bob.texts
+            await asyncio.wait_for(bob.changed.wait(), 5)
+            bob.changed.clear()
+        assert bob.texts.count("m2") == 1
+    finally:
+        await redis.config_set("maxmemory", 0)
+        await redis.aclose()
+        await bob.client.stop()
+        for server in (a, b):
+            await server.stop()

@@ -47,11 +47,3 @@ class DedupeBuckets:
         """(current, previous): a frame recorded within the last ``ttl`` s is in one."""
         bucket = int(self._clock() // self.ttl)
         return f"{self.prefix}:d:{bucket}", f"{self.prefix}:d:{bucket - 1}"
-
-    def claims(self) -> Tuple[str, str, str]:
-        """The claim sets to read (``redis_claims``): current and the two before. A claim
-        precedes its frame's mark by the handler's run, so it is kept one bucket longer:
-        whenever the mark is still read, so is the claim (handlers shorter than ``ttl``)."""
-        bucket = int(self._clock() // self.ttl)
-        p = self.prefix
-        return f"{p}:c:{bucket}", f"{p}:c:{bucket - 1}", f"{p}:c:{bucket - 2}"

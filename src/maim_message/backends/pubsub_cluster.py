@@ -82,6 +82,9 @@ class PubSubCluster(PairSending, AckBatching, FrameGuard):
         self._sids = StreamIds()  # stream ids of the held pairs' unacked messages
         self._ack_turn: Dict[Pair, Tuple[List[str], str]] = {}  # acks of this loop turn
         self._alive: Optional[Set[str]] = None  # other live nodes (None: not read yet)
+        # Nodes seen alive and then gone, until seen alive again: their where-entries are
+        # stale until reaped. (A node not in _alive may just have joined since.)
+        self._gone: Set[str] = set()
         # pair -> its (uuid, node) entries elsewhere, from its last write (what a send
         # that does not wait for the store returns for other nodes)
         self._remote: Dict[Pair, List[Tuple[str, str]]] = {}
@@ -325,6 +328,7 @@ class PubSubCluster(PairSending, AckBatching, FrameGuard):
                 still_member, alive = await self._heartbeat()
                 gone = self._alive - set(alive) if self._alive is not None else set()
                 self._alive = set(alive)
+                self._gone = (self._gone | gone) - self._alive
                 if gone:
                     # A node that died after storing a batch but before publishing it:
                     # what it stored for pairs held here is read from the streams.

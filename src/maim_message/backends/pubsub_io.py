@@ -111,6 +111,11 @@ class PubSubIO:
         """Record a handled frame whose handler sent nothing."""
         raise NotImplementedError
 
+    def _unmark_frame(self, token: str) -> None:
+        """Take a frame out of the record: its handler's sends were not all stored, so it
+        is not acked and its re-send must be handled again (rare: a failure path)."""
+        raise NotImplementedError
+
     def _store_add(self, pair: Pair, msg_id: str, payload: bytes) -> None:
         """Append to the pair's stream unless it is there already."""
         raise NotImplementedError

@@ -30,7 +30,7 @@ class PairSending(PubSubIO):
     _host: Optional[ClusterHost]
     _pairs: Dict[Pair, PairState]
     _sids: StreamIds
-    _alive: Optional[Set[str]]
+    _gone: Set[str]
     _remote: Dict[Pair, List[Tuple[str, str]]]
     _snapshot: Presence
     _snapshot_at: float
@@ -77,9 +77,9 @@ class PairSending(PubSubIO):
             assert ack_timeout is not None
             acker = await delivery.wait_ack(pair, msg_id, ack_timeout, waiter)
             return {acker: True} if acker is not None else {}
-        alive = self._alive
+        gone = self._gone
         for uuid, node in remote:
-            if alive is None or node in alive:
+            if node not in gone:  # not a node that just joined and is not in _alive yet
                 results.setdefault(uuid, True)
         return results
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, List, Tuple
 
 from .cluster_base import Pair
+from .frame_dedupe import FrameKey, frame_token
 
 if TYPE_CHECKING:
     from ..core.outbox import OutboxEntry
@@ -47,6 +48,10 @@ class ClusterOutboxStore:
             return
         local = host.routes.lookup(*pair)
         self._cluster._acked(pair, msg_ids, min(local) if local else "")
+
+    def forget_seen(self, key: FrameKey) -> None:
+        """A frame recorded as handled was not (a later send of its handler failed)."""
+        self._cluster._unmark_frame(frame_token(key))
 
     def close(self) -> None:
         return None

@@ -51,18 +51,7 @@ from .pubsub_messages import (
     encode_pair_groups,
 )
 from .redis_batch import SendTurn
-from .redis_claims import FrameClaims
-from .redis_keys import (
-    ACK,
-    ADD_ONCE,
-    CHECK_FRAMES,
-    CLAIM_FRAMES,
-    REAP,
-    REAP_WHERE,
-    SEND_BATCH,
-    UNREGISTER,
-    Keys,
-)
+from .redis_keys import ACK, ADD_ONCE, CHECK_FRAMES, REAP, REAP_WHERE, SEND_BATCH, UNREGISTER, Keys
 from .redis_pipeline import CommandQueue, Script
 from .redis_presence import RedisPresence
 from .redis_shards import Shard, safe_url, split_urls
@@ -78,7 +67,7 @@ logger = logging.getLogger(__name__)
 _RETRYABLE = (RedisConnectionError, RedisTimeoutError, OSError)
 
 
-class RedisCluster(PubSubCluster, RedisPresence, FrameClaims):
+class RedisCluster(PubSubCluster, RedisPresence):
     """A hub node on one or more Redis primaries (pairs sharded over them)."""
 
     ack_delay = 0.02
@@ -105,7 +94,7 @@ class RedisCluster(PubSubCluster, RedisPresence, FrameClaims):
         self.write_timeout = write_timeout
         self._sources = (("send", SEND_BATCH), ("add_once", ADD_ONCE), ("ack", ACK),
                          ("unregister", UNREGISTER), ("reap", REAP), ("reap_where", REAP_WHERE),
-                         ("check", CHECK_FRAMES), ("claim", CLAIM_FRAMES))
+                         ("check", CHECK_FRAMES))
         self._shards = [Shard(i, u) for i, u in enumerate(self.urls)]
         self._shard_of: Dict[Pair, Shard] = {}
         self._inbox: asyncio.Queue[Optional[bytes]] = asyncio.Queue()
@@ -286,7 +275,6 @@ class RedisCluster(PubSubCluster, RedisPresence, FrameClaims):
         if tokens:
             frames, self._checked = self._checked, []
             self._push_checks(tokens, frames)
-        self._push_claims()
         flushed, self._flushed = self._flushed, None
         if flushed is not None and not flushed.done():
             flushed.set_result(None)
@@ -348,25 +336,36 @@ class RedisCluster(PubSubCluster, RedisPresence, FrameClaims):
                                       want_result=True)
             assert fut is not None
             replies.append(fut)
-        gathered = replies[0] if len(replies) == 1 else asyncio.gather(*replies)
+        gathered = (replies[0] if len(replies) == 1
+                    else asyncio.gather(*replies, return_exceptions=True))
 
         def done(f: asyncio.Future[Any]) -> None:
             exc: Optional[BaseException] = None
-            flags = ""
+            answers: List[str] = []
             if f.cancelled():
                 exc = ClusterError("frame check cancelled")
             elif f.exception() is not None:
                 exc = f.exception()
             elif len(replies) == 1:
-                flags = _text(f.result())
-            else:
-                answers = [_text(r) for r in f.result()]
+                answers = [_text(f.result())]
+            else:  # a shard that has the frame answers for it, whatever the others did
+                for reply in f.result():
+                    if isinstance(reply, BaseException):
+                        exc = exc or reply
+                    else:
+                        answers.append(_text(reply))
+            if len(answers) == 1:
+                flags = answers[0]
+            elif answers:
                 flags = "".join("1" if any(a[n] == "1" for a in answers) else "0"
                                 for n in range(len(tokens)))
+            else:
+                flags = "0" * len(tokens)
             checked = self._frame_checked
             for n, frame in enumerate(frames):
+                seen = flags[n] == "1"
                 try:
-                    checked(tokens[n], frame, exc is None and flags[n] == "1", exc)
+                    checked(tokens[n], frame, seen, None if seen else exc)
                 except Exception:  # one frame's start must not stop the others'
                     logger.exception("cluster: starting a checked frame failed")
         gathered.add_done_callback(done)
@@ -388,15 +387,19 @@ class RedisCluster(PubSubCluster, RedisPresence, FrameClaims):
     def _check_frame(self, token: str, frame: GatedFrame) -> None:
         if not self._flush_scheduled:
             self._schedule_flush()
-        if len(self._shards) > 1:
-            self._claim_later(token, frame)  # one shard read, not all (redis_claims)
-        else:
-            self._checks.append(token)
-            self._checked.append(frame)
+        self._checks.append(token)
+        self._checked.append(frame)
 
     def _mark_frame(self, token: str) -> None:
         shard = self._shards[self.ring.shard_of(token)]
         self._turn(shard).marks.append(token)
+
+    def _unmark_frame(self, token: str) -> None:
+        # The mark rode with the handler's first send: on that pair's shard, any of them.
+        for shard in self._shards:
+            if shard.queue is not None:
+                for bucket in self.dedupe.both():
+                    shard.queue.push(("SREM", bucket, token))
 
     # -- store ---------------------------------------------------------------------------------
 

@@ -124,25 +124,6 @@ end
 return table.concat(out)
 """
 
-# ARGV: current claims bucket, the two before, ttl ms, frame tokens. Claims every frame
-# (redis_claims) and answers which were claimed before (a node started handling them:
-# their marks must be read): one string of '0' / '1', or '*' when some frame was in the
-# current bucket already (then all count as claimed before: only slower, never wrong).
-# One SADD instead of a read and a write of the current bucket.
-CLAIM_FRAMES = """
-local n = #ARGV - 4
-local added = redis.call('SADD', ARGV[1], unpack(ARGV, 5))
-redis.call('PEXPIRE', ARGV[1], ARGV[4])
-if added < n then return '*' end
-local b = redis.call('SMISMEMBER', ARGV[2], unpack(ARGV, 5))
-local c = redis.call('SMISMEMBER', ARGV[3], unpack(ARGV, 5))
-local out = {}
-for i = 1, n do
-  if b[i] == 1 or c[i] == 1 then out[i] = '1' else out[i] = '0' end
-end
-return table.concat(out)
-"""
-
 # KEYS: where. ARGV: uuid, node. Forget a connection only if this node still owns it (the
 # client may already have reconnected to another node with the same uuid).
 UNREGISTER = """

@@ -8,7 +8,7 @@ pair (liveness, presence, fan-outs).
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 from redis.asyncio import Redis
 
@@ -19,9 +19,6 @@ from .redis_batch import SendTurn
 from .redis_keys import Keys
 from .redis_pipeline import CommandQueue
 from .shard_ring import ShardRing
-
-if TYPE_CHECKING:
-    from ..server.acks import GatedFrame
 
 
 def split_urls(url: Union[str, Sequence[str]]) -> List[str]:
@@ -41,13 +38,10 @@ def safe_url(url: str) -> str:
 class Shard:
     """One Redis primary: its clients, command queue, subscription and current batch."""
 
-    __slots__ = ("claimed", "claims", "index", "pubsub", "queue", "reader", "redis", "turn",
-                 "url")
+    __slots__ = ("index", "pubsub", "queue", "reader", "redis", "turn", "url")
 
     def __init__(self, index: int, url: str) -> None:
         self.index, self.url = index, url
-        self.claims: List[str] = []  # frame tokens to claim here (redis_claims)
-        self.claimed: List[GatedFrame] = []  # their frames (parallel: no tuple per frame)
         self.redis: Optional[Redis] = None
         self.queue: Optional[CommandQueue] = None
         self.pubsub: Any = None

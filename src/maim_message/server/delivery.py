@@ -220,17 +220,18 @@ class Delivery:
             self._touch()
 
     def unhandled(self, receipt: Receipt) -> None:
-        """A frame was not handled after all: a re-send, even after a restart, is new."""
-        store = self._store()
-        if store is not None and receipt.recorded:
+        """A frame was not handled after all: a re-send, even after a restart or on
+        another cluster node, is new (the store that recorded it takes it back)."""
+        outbox = self.outbox
+        forget = getattr(outbox.store if outbox is not None else None, "forget_seen", None)
+        if forget is not None and receipt.recorded:
             receipt.recorded = False
-            forget = getattr(store, "forget_seen", None)
             try:
-                if forget is not None:
-                    forget(receipt.key)
+                forget(receipt.key)
             except Exception as exc:  # the store is failing: the re-send is lost on restart only
                 logger.debug("could not un-record frame %s: %s", receipt.key[2], exc)
-            self._touch()
+            if self._store() is not None:
+                self._touch()
 
     def handled_frames(self, ttl: float) -> List[FrameKey]:
         """Frames a previous process handled within ``ttl`` seconds (for dedupe)."""
