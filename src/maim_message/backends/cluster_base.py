@@ -203,8 +203,7 @@ class LocalCluster:
             raise
         if waiter is not None:
             assert ack_timeout is not None
-            acker = await delivery.wait_ack(pair, msg_id, ack_timeout, waiter)
-            return {acker: True} if acker is not None else {}
+            return await delivery.ack_result(pair, msg_id, ack_timeout, waiter)
         return results
 
     async def fanout(self, selector: Selector, msg_id: str, payload: bytes) -> Dict[str, bool]:

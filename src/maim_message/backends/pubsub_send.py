@@ -75,8 +75,7 @@ class PairSending(PubSubIO):
             raise
         if waiter is not None:
             assert ack_timeout is not None
-            acker = await delivery.wait_ack(pair, msg_id, ack_timeout, waiter)
-            return {acker: True} if acker is not None else {}
+            return await delivery.ack_result(pair, msg_id, ack_timeout, waiter)
         gone = self._gone
         for uuid, node in remote:
             if node not in gone:  # not a node that just joined and is not in _alive yet

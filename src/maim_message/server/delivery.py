@@ -487,6 +487,13 @@ class Delivery:
         finally:
             self.drop_waiter(pair, msg_id)
 
+    async def ack_result(self, pair: Pair, msg_id: str, timeout: float,
+                         fut: asyncio.Future[str]) -> Dict[str, bool]:
+        """What ``send_message(..., ack_timeout=...)`` returns: ``{uuid: True}`` for the
+        connection that acked within ``timeout``, else ``{}``."""
+        acker = await self.wait_ack(pair, msg_id, timeout, fut)
+        return {acker: True} if acker is not None else {}
+
     def drop_waiter(self, pair: Pair, msg_id: str) -> None:
         """Stop waiting for ``msg_id``'s ack (its send failed, or the wait ended)."""
         self._waiters.pop((pair, msg_id), None)
