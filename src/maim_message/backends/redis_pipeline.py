@@ -78,7 +78,7 @@ class CommandQueue:
         self._last_done: Optional[asyncio.Future[None]] = None
         self._wake = asyncio.Event()
         self._task: Optional[asyncio.Task[None]] = None
-        self.commands = 0  # sent to Redis (a script call counts one)
+        self.commands = 0  # sent to Redis (a script call counts one; MULTI and EXEC count)
         self.batches = 0
         self.failures = 0
         self.rtt = 0.0  # s: moving average of a batch's round trip (send to last reply)
@@ -113,7 +113,9 @@ class CommandQueue:
 
     def push(self, args: Tuple[Any, ...],
              want_result: bool = False) -> Optional[asyncio.Future[Any]]:
-        """Queue one command (``("EVALSHA", script_name, ...)`` runs a named script)."""
+        """Queue one command (``("EVALSHA", script_name, ...)`` runs a named script;
+        ``("MULTI", command, ...)`` is a transaction, written whole in one batch, whose
+        result is EXEC's reply)."""
         fut: Optional[asyncio.Future[Any]] = None
         if want_result:
             fut = asyncio.get_running_loop().create_future()
@@ -191,21 +193,35 @@ class CommandQueue:
         results: List[Any] = []
         for attempt in range(2):
             scripts = self._scripts
-            packed = [pack(("EVALSHA", scripts[args[1]].sha, *args[2:]))
-                      if args[0] == "EVALSHA" else pack(args) for args, _fut in batch]
+            packed: List[bytes] = []
+            for args, _fut in batch:
+                if args[0] == "MULTI":
+                    packed.append(b"*1\r\n$5\r\nMULTI\r\n")
+                    packed += [_pack_command(scripts, command) for command in args[1:]]
+                    packed.append(b"*1\r\n$4\r\nEXEC\r\n")
+                else:
+                    packed.append(_pack_command(scripts, args))
             results = []
             started = time.monotonic()
             try:
                 await conn.send_packed_command(packed, check_health=False)
-                for _ in batch:
+                for args, _fut in batch:
+                    refused: Optional[ResponseError] = None
+                    skip = len(args) if args[0] == "MULTI" else 0  # MULTI's OK, QUEUED...
+                    for _ in range(skip):
+                        try:
+                            await conn.read_response()
+                        except ResponseError as exc:  # not queued: EXEC aborts
+                            refused = refused or exc
                     try:
                         results.append(await conn.read_response())
                     except ResponseError as exc:  # an error reply: the connection is fine
-                        results.append(exc)
+                        # a transaction Redis refused answers why (OOM, READONLY...)
+                        results.append(refused or exc)
             except BaseException:
                 await conn.disconnect()
                 raise
-            self.commands += len(batch)
+            self.commands += len(packed)
             self.batches += 1
             elapsed = time.monotonic() - started
             self.rtt = elapsed if not self.rtt else self.rtt * 0.9 + elapsed * 0.1
@@ -215,6 +231,12 @@ class CommandQueue:
                 continue
             return results
         return results
+
+
+def _pack_command(scripts: Dict[str, Script], args: Tuple[Any, ...]) -> bytes:
+    if args[0] == "EVALSHA":
+        return pack(("EVALSHA", scripts[args[1]].sha, *args[2:]))
+    return pack(args)
 
 
 def _is_noscript(result: Any) -> bool:
