@@ -172,7 +172,7 @@ class AckAfterHandling:
     """
 
     __slots__ = ("_dedupe", "_delivery", "_handlers", "_inflight", "_refuse", "_send_ack",
-                 "_unhandled", "duplicates")
+                 "_unhandled", "_waiting", "duplicates")
 
     def __init__(
         self, dedupe: DedupeWindow, handlers: HandlerTasks, delivery: Callable[[], Any],
@@ -187,6 +187,9 @@ class AckAfterHandling:
         self._refuse = refuse
         self._unhandled = unhandled
         self._inflight = InFlight()
+        # frames whose ack waits for the same store confirmation: one callback per future
+        # (not one closure, context copy and loop handle per frame)
+        self._waiting: Dict[asyncio.Future[Any], List[Receipt]] = {}
         self.duplicates = 0
 
     def duplicate(self, conn: ServerConnection, key: FrameKey) -> bool:
@@ -227,12 +230,21 @@ class AckAfterHandling:
             receipt.settle = None
             confirmed = settle(receipt)
             if confirmed is not None and not confirmed.done():
-                confirmed.add_done_callback(lambda f: self._confirmed(receipt, f))
+                waiting = self._waiting.get(confirmed)
+                if waiting is None:
+                    self._waiting[confirmed] = [receipt]
+                    confirmed.add_done_callback(self._confirmed_all)
+                else:
+                    waiting.append(receipt)
                 return False
             if confirmed is not None:
                 self._confirmed(receipt, confirmed)
                 return False
         return self._finish(receipt, exc)
+
+    def _confirmed_all(self, confirmed: asyncio.Future[Any]) -> None:
+        for receipt in self._waiting.pop(confirmed, ()):
+            self._confirmed(receipt, confirmed)
 
     def _confirmed(self, receipt: Receipt, confirmed: asyncio.Future[Any]) -> None:
         if receipt.failure is None:
