@@ -36,7 +36,7 @@ async def _old(conn: Any, data: bytes, count: int) -> None:
     for _ in range(count):
         try:
             await conn.read_response()
-        except Exception:  # noqa: BLE001 - error replies are replies here
+        except Exception:  # error replies are replies here
             pass
 
 
@@ -75,7 +75,7 @@ async def _main(replies: int, rounds: int) -> None:
             try:
                 await redis.ping()
                 break
-            except Exception:  # noqa: BLE001 - still starting
+            except Exception:  # still starting
                 await asyncio.sleep(0.05)
         conn = redis.connection_pool.make_connection()
         await conn.connect()

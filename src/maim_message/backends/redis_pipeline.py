@@ -321,12 +321,12 @@ class CommandQueue:
     async def _round_trip(self, data: bytes, count: int) -> List[Any]:
         """Write ``data`` and read ``count`` replies; a watchdog drops the connection if
         Redis sends nothing for ``reply_timeout`` (redis-py's socket_timeout did that)."""
+        self._timed_out = False
         if not self._conn.is_connected:
             await self._open()
         reader, writer = self._conn._reader, self._conn._writer
         assert reader is not None and writer is not None
         loop = asyncio.get_running_loop()
-        self._timed_out = False
         self._last_read = loop.time()
         self._watchdog = loop.call_at(self._last_read + self.reply_timeout, self._watch, writer)
         try:

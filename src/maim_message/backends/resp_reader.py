@@ -168,8 +168,22 @@ class RespReader:
             items: List[Any] = []
             pos = end + 2
             parse = self._parse
-            for _ in range(count):
-                got = parse(buf, pos)
+            for _ in range(count):  # integers and bulks inline (an EXEC's, an XRANGE's)
+                end = buf.find(_CRLF, pos)
+                kind = buf[pos] if end >= 0 else 0
+                if kind == _COLON:
+                    items.append(_int(buf, pos, end))
+                    pos = end + 2
+                    continue
+                if kind == _DOLLAR:
+                    length = _int(buf, pos, end)
+                    if length >= 0:
+                        stop = end + 2 + length
+                        if len(buf) >= stop + 2 and buf[stop:stop + 2] == _CRLF:
+                            items.append(buf[end + 2:stop])
+                            pos = stop + 2
+                            continue
+                got = parse(buf, pos)  # the rest, nil, short or broken: the general path
                 if got is None:
                     return None
                 items.append(got[0])
