@@ -86,16 +86,26 @@ async def test_a_send_batch_makes_one_entry_per_pair_and_publishes_per_node() ->
     turn.waiters += [(("alice", "qq"), futs[0]), (("bob", "qq"), futs[1])]  # who awaits
     turn.marks.append("tok")
     turn.delete(*keys.pair_keys(("carol", "qq"))[:2], True, ["1-0", "2-0"])
-    args = turn.args(keys, "100", "60000", "p:d:1", 2000, "n1")
+    items = turn.commands(keys, "100", "60000", "p:d:1", 2000)
     stream_a, _, where_a = keys.pair_keys(("alice", "qq"))
-    assert args[:10] == ("EVALSHA", "send", 0, "100", "60000", "p:d:1", 2000, "n1", 1, "tok")
-    assert args[10:17] == (1, keys.stream(("carol", "qq")), keys.index(("carol", "qq")), "1",
-                           2, "1-0", "2-0")
-    assert args[17:25] == (stream_a, where_a, "1", 2, "m1", b"a", "m2", b"b")
+    stream_b, _, where_b = keys.pair_keys(("bob", "qq"))
+    carol_stream, carol_index, _ = keys.pair_keys(("carol", "qq"))
+    # one transaction of plain commands (no message goes through Lua), then the idle
+    # pair's cleanup script (per pair, no per-message arguments)
+    assert items[0] == (
+        "MULTI",
+        ("SADD", "p:d:1", "tok"), ("PEXPIRE", "p:d:1", 2000),
+        ("XDEL", carol_stream, "1-0", "2-0"),
+        ("XADD", stream_a, "MAXLEN", "~", "100", "*", "m1", b"a", "m2", b"b"),
+        ("PEXPIRE", stream_a, "60000"), ("HGETALL", where_a),
+        ("XADD", stream_b, "MAXLEN", "~", "100", "*", "m3", b"c"),
+        ("PEXPIRE", stream_b, "60000"), ("HGETALL", where_b))
+    assert items[1:] == [("EVALSHA", "drop_empty", 0, carol_stream, carol_index)]
     stored: List[Tuple[Any, ...]] = []
     routed: List[Tuple[Any, ...]] = []
-    reply = [b"9-0", [b"ua", b"n2"], b"9-1", []]  # the script leaves out n1's own
-    publish = turn.resolve(reply, lambda *a: stored.append(a),
+    # EXEC's reply; the node leaves out its own connections (n1)
+    reply = [1, 1, 2, b"9-0", 1, [b"ua", b"n2", b"ua2", b"n1"], b"9-1", 1, [b"ub", b"n1"]]
+    publish = turn.resolve(reply, b"n1", lambda *a: stored.append(a),
                            lambda *a: routed.append(a))
     assert stored == [(("alice", "qq"), ["m1", "m2"], "9-0"), (("bob", "qq"), ["m3"], "9-1")]
     assert routed == [(("alice", "qq"), [("ua", "n2")]), (("bob", "qq"), [])]
@@ -118,6 +128,18 @@ async def test_a_failed_send_batch_fails_its_waiters_and_the_receipts_of_its_fra
     error = ClusterError("down")
     turn.fail(error)
     assert fut.exception() is error and receipt.failure is error
+
+
+def test_a_command_refused_inside_the_transaction_fails_the_batch() -> None:
+    from redis.exceptions import ResponseError
+    turn = SendTurn()
+    turn.add(PairMessage("n1", "alice", "qq", "m1", "", b"a"), True)
+    turn.commands(Keys("p"), "100", "60000", "p:d:1", 2000)
+    stored: List[Any] = []
+    with pytest.raises(ClusterError, match="WRONGTYPE"):
+        turn.resolve([ResponseError("WRONGTYPE Operation against a key"), 1, []], b"n1",
+                     lambda *a: stored.append(a), lambda *a: stored.append(a))
+    assert stored == []  # nothing is taken as stored
 
 
 # -- stream entries: deleted once every message in them is acked -----------------------------

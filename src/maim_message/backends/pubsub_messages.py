@@ -128,8 +128,7 @@ def encode_pairs(origin: str, messages: List[PairMessage]) -> bytes:
     """Pair messages from one origin as one channel message (one PUBLISH per node per
     batch): a head line with the group count, then two lines per pair (its
     :func:`pairs_group_head` and its stream ids, or the one id of the entry holding
-    them all), then the payloads back to back. The
-    batch script (``redis_keys.SEND_BATCH``) joins the same strings."""
+    them all), then the payloads back to back."""
     groups: Dict[Tuple[str, str], List[PairMessage]] = {}
     for m in messages:
         groups.setdefault((m.user, m.platform), []).append(m)

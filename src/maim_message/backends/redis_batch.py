@@ -1,11 +1,17 @@
-"""One batch of sends to one Redis shard, as one ``SEND_BATCH`` script call (no I/O).
+"""One batch of sends to one Redis shard, as one MULTI ... EXEC transaction (no I/O).
 
 Sends made during a batch (every handler that ran in the last loop turns) are grouped
 per pair: a pair's messages become ONE stream entry (one XADD) plus one PEXPIRE and one
-routing read; acks of the batch ride along (one XDEL per pair); each other node holding
-any of the pairs then gets one PUBLISH from the node. Handled frames' marks
-(``frame_dedupe``) ride in the same call, so a mark and its handler's send are written
-atomically.
+routing read (HGETALL of where it is connected); acks of the batch ride along (one XDEL
+per pair); each other node holding any of the pairs then gets one PUBLISH from the node.
+Handled frames' marks (``frame_dedupe``) ride in the same transaction, so a mark and its
+handler's send are written atomically.
+
+Plain commands, not a script: a script's arguments are copied into Lua and out again for
+every command it calls, which cost Redis about 1 us per message (msg_id, payload, mark,
+acked id); a transaction's commands take their arguments straight from the request. The
+one conditional step (drop an idle pair's keys once its stream is empty) is a small
+script call after the transaction, with no per-message arguments.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Tuple
 
+from ..errors import ClusterError
 from .cluster_base import Pair
 from .pubsub_io import SendResult
 from .pubsub_messages import PairMessage
@@ -21,7 +28,7 @@ from .redis_keys import Keys
 if TYPE_CHECKING:
     from ..server.acks import Receipt
 
-MAX_TURN = 400  # messages or marks per script call (Lua's unpack() stack stays small)
+MAX_TURN = 400  # messages or marks per transaction (bounded request and reply sizes)
 
 
 def _text(value: Any) -> str:
@@ -35,17 +42,17 @@ class SendTurn:
     waits for the store instead gives its receipt (``receipts``: their ``failure`` is set
     when the call fails, before the shard queue's completion future resolves)."""
 
-    __slots__ = ("delete_groups", "deletes", "groups", "marks", "receipts", "size",
-                 "stored", "waiters")
+    __slots__ = ("_replies", "deletes", "groups", "marks", "receipts", "size", "stored",
+                 "waiters")
 
     def __init__(self) -> None:
         self.groups: Dict[Pair, List[PairMessage]] = {}
-        self.stored: Dict[Pair, str] = {}  # "1": the pair's messages go to its stream
+        self.stored: Dict[Pair, bool] = {}  # True: the pair's messages go to its stream
         self.waiters: List[Tuple[Pair, asyncio.Future[SendResult]]] = []
         self.receipts: List[Receipt] = []
         self.marks: List[str] = []
-        self.deletes: List[Any] = []  # flat: stream, index, idle, count, ids... per group
-        self.delete_groups = 0
+        self.deletes: List[Tuple[str, str, bool, List[str]]] = []  # stream, index, idle, ids
+        self._replies: List[Tuple[int, int]] = []
         self.size = 0
 
     @property
@@ -54,12 +61,11 @@ class SendTurn:
 
     @property
     def empty(self) -> bool:
-        return not self.groups and not self.marks and not self.delete_groups
+        return not self.groups and not self.marks and not self.deletes
 
     def delete(self, stream: str, index: str, idle: bool, stream_ids: List[str]) -> None:
         """Acked entries to delete in this call (before its appends)."""
-        self.deletes += [stream, index, "1" if idle else "0", len(stream_ids), *stream_ids]
-        self.delete_groups += 1
+        self.deletes.append((stream, index, idle, stream_ids))
         self.size += len(stream_ids)
 
     def add(self, message: PairMessage, persist: bool) -> None:
@@ -67,42 +73,66 @@ class SendTurn:
         group = self.groups.get(message.pair)
         if group is None:
             group = self.groups[message.pair] = []
-            self.stored[message.pair] = "1" if persist else "0"
+            self.stored[message.pair] = persist
         group.append(message)
         self.size += 1
 
-    def args(self, keys: Keys, max_entries: str, ttl_ms: str, dedupe_set: str,
-             dedupe_ttl_ms: int, origin: str) -> Tuple[Any, ...]:
-        """The EVALSHA arguments (``("EVALSHA", "send", 0, ARGV...)``); ``origin`` is this
-        node (the script answers with the pairs' connections on other nodes only)."""
-        out: List[Any] = ["EVALSHA", "send", 0, max_entries, ttl_ms, dedupe_set,
-                          dedupe_ttl_ms, origin, len(self.marks), *self.marks,
-                          self.delete_groups,
-                          *self.deletes]
+    def commands(self, keys: Keys, max_entries: str, ttl_ms: str, dedupe_set: str,
+                 dedupe_ttl_ms: int) -> List[Tuple[Any, ...]]:
+        """The queue items of this batch: ``("MULTI", command, ...)`` (the queue writes
+        MULTI, the commands, EXEC) and, when some acked pair is idle, the script call that
+        drops its keys once its stream is empty. :meth:`resolve` reads EXEC's reply."""
+        cmds: List[Tuple[Any, ...]] = []
+        if self.marks:
+            cmds.append(("SADD", dedupe_set, *self.marks))
+            cmds.append(("PEXPIRE", dedupe_set, dedupe_ttl_ms))
+        idle: List[str] = []
+        for stream, index, is_idle, stream_ids in self.deletes:
+            if stream_ids:
+                cmds.append(("XDEL", stream, *stream_ids))
+            if is_idle:
+                idle += (stream, index)
+        at = self._replies = []  # per pair: (index of its XADD reply or -1, of HGETALL's)
         for pair, sends in self.groups.items():
             stream, _index, where = keys.pair_keys(pair)
-            out += [stream, where, self.stored[pair], len(sends)]
-            for message in sends:
-                out += [message.msg_id, message.payload]
-        return tuple(out)
+            sid_at = -1
+            if self.stored[pair]:
+                entry: List[Any] = ["XADD", stream, "MAXLEN", "~", max_entries, "*"]
+                for message in sends:
+                    entry += (message.msg_id, message.payload)
+                sid_at = len(cmds)
+                cmds.append(tuple(entry))
+                cmds.append(("PEXPIRE", stream, ttl_ms))
+            at.append((sid_at, len(cmds)))
+            cmds.append(("HGETALL", where))
+        items: List[Tuple[Any, ...]] = [("MULTI", *cmds)]
+        if idle:
+            items.append(("EVALSHA", "drop_empty", 0, *idle))
+        return items
 
-    def resolve(self, reply: List[Any],
+    def resolve(self, reply: List[Any], origin: bytes,
                 stored: Callable[[Pair, List[str], str], None],
                 routed: Callable[[Pair, List[Tuple[str, str]]], None],
                 ) -> Dict[str, List[Tuple[Pair, List[PairMessage], str]]]:
         """Give every send its stream id (one per pair: its messages share an entry) and
-        the pair's (uuid, node) entries elsewhere; ``stored(pair, msg_ids, sid)`` is told
-        first, synchronously, so no ack can see part of an entry; ``routed(pair, remote)``
-        next. Returns what each other node holding one of the pairs must be sent (one
-        "pairs" message per node: :func:`~.pubsub_messages.encode_pair_groups`)."""
+        the pair's (uuid, node) entries on nodes other than ``origin`` (this node);
+        ``stored(pair, msg_ids, sid)`` is told first, synchronously, so no ack can see
+        part of an entry; ``routed(pair, remote)`` next. Returns what each other node
+        holding one of the pairs must be sent (one "pairs" message per node:
+        :func:`~.pubsub_messages.encode_pair_groups`). ``reply`` is EXEC's; a command
+        that failed inside it (a key of the wrong type: someone else's key) fails the
+        batch with :class:`ClusterError`."""
+        for item in reply:
+            if isinstance(item, Exception):
+                raise ClusterError(f"Redis refused a command of the send batch: {item}")
         publish: Dict[str, List[Tuple[Pair, List[PairMessage], str]]] = {}
         results: Dict[Pair, SendResult] = {}
-        for n, (pair, sends) in enumerate(self.groups.items()):
-            sid = _text(reply[2 * n])
-            flat = reply[2 * n + 1]
-            # the script left out the origin's own connections (usually all of them)
+        for (sid_at, where_at), (pair, sends) in zip(self._replies, self.groups.items()):
+            sid = _text(reply[sid_at]) if sid_at >= 0 else ""
+            flat = reply[where_at]
+            # where the pair is connected, but for this node's own (usually all of them)
             remote = [(_text(flat[i]), _text(flat[i + 1])) for i in range(0, len(flat) - 1, 2)
-                      ] if flat else []
+                      if flat[i + 1] != origin] if flat else []
             if sid:
                 stored(pair, [m.msg_id for m in sends], sid)
             routed(pair, remote)

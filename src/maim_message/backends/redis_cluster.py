@@ -3,11 +3,12 @@
 :class:`~.pubsub_cluster.PubSubCluster` decides everything; this class maps its hooks onto
 one or more Redis primaries (``redis_shards``: which shard holds a pair;
 ``redis_presence``: presence and liveness). Sends and frame checks collected for
-``flush_delay`` go to each shard as one ``SEND_BATCH`` script call (``redis_batch``: a
-pair's messages become one stream entry; acked entries are deleted in the same call) and
-one ``CHECK_FRAMES`` call; once Redis answered, the node publishes one "pairs" message to
-each other node holding any of the pairs. A node subscribes to its own channel on every
-shard. Commands are pipelined in order per shard through ``redis_pipeline.CommandQueue``.
+``flush_delay`` go to each shard as one MULTI/EXEC transaction of plain commands
+(``redis_batch``: a pair's messages become one stream entry; acked entries are deleted in
+the same transaction) and one ``CHECK_FRAMES`` call; once Redis answered, the node
+publishes one "pairs" message to each other node holding any of the pairs. A node
+subscribes to its own channel on every shard. Commands are pipelined in order per shard
+through ``redis_pipeline.CommandQueue``.
 """
 
 from __future__ import annotations
@@ -51,7 +52,16 @@ from .pubsub_messages import (
     encode_pair_groups,
 )
 from .redis_batch import SendTurn
-from .redis_keys import ACK, ADD_ONCE, CHECK_FRAMES, REAP, REAP_WHERE, SEND_BATCH, UNREGISTER, Keys
+from .redis_keys import (
+    ACK,
+    ADD_ONCE,
+    CHECK_FRAMES,
+    DROP_EMPTY,
+    REAP,
+    REAP_WHERE,
+    UNREGISTER,
+    Keys,
+)
 from .redis_pipeline import CommandQueue, Script
 from .redis_presence import RedisPresence
 from .redis_shards import Shard, safe_url, split_urls
@@ -72,7 +82,7 @@ class RedisCluster(PubSubCluster, RedisPresence):
 
     ack_delay = 0.02
     # s: sends and frame checks are collected this long (several loop turns) into one
-    # script call per shard: fewer, larger batches cost less CPU per message on both sides
+    # transaction per shard: fewer, larger batches cost less CPU per message on both sides
     flush_delay = 0.002
 
     def __init__(
@@ -92,7 +102,8 @@ class RedisCluster(PubSubCluster, RedisPresence):
         self.max_per_pair = str(max(1, outbox_max_per_pair))
         self.ttl_ms = str(max(1000, int(outbox_ttl * 1000)))
         self.write_timeout = write_timeout
-        self._sources = (("send", SEND_BATCH), ("add_once", ADD_ONCE), ("ack", ACK),
+        self._origin = node_id.encode()  # this node, as Redis answers it
+        self._sources = (("drop_empty", DROP_EMPTY), ("add_once", ADD_ONCE), ("ack", ACK),
                          ("unregister", UNREGISTER), ("reap", REAP), ("reap_where", REAP_WHERE),
                          ("check", CHECK_FRAMES))
         self._shards = [Shard(i, u) for i, u in enumerate(self.urls)]
@@ -265,7 +276,7 @@ class RedisCluster(PubSubCluster, RedisPresence):
             loop.call_soon(self._flush)
 
     def _flush(self) -> None:
-        """End of the batch: one script call per shard, one check read per shard."""
+        """End of the batch: one transaction per shard, one check read per shard."""
         self._flush_scheduled = False
         for shard in self._shards:
             turn, shard.turn = shard.turn, None
@@ -309,22 +320,31 @@ class RedisCluster(PubSubCluster, RedisPresence):
 
     def _push_turn(self, shard: Shard, turn: SendTurn) -> None:
         queue = self._q(shard)
-        fut = queue.push(turn.args(self.keys, self.max_per_pair, self.ttl_ms,
-                                   self.dedupe.current(), self.dedupe.ttl_ms,
-                                   self.node_id),
-                         want_result=True)
+        items = turn.commands(self.keys, self.max_per_pair, self.ttl_ms,
+                              self.dedupe.current(), self.dedupe.ttl_ms)
+        fut = queue.push(items[0], want_result=True)
+        for item in items[1:]:
+            queue.push(item)
         assert fut is not None
 
         def done(f: asyncio.Future[Any]) -> None:
             if f.cancelled():
                 turn.fail(ClusterError("cluster send cancelled"))
-            elif f.exception() is not None:
-                turn.fail(f.exception())  # type: ignore[arg-type]
-            else:
-                publish = turn.resolve(f.result(), self._stored, self._routed)
-                for node, messages in publish.items():  # in order, after the store has it
-                    queue.push(("PUBLISH", self.keys.channel(node),
-                                encode_pair_groups(self.node_id, messages)))
+                return
+            error = f.exception()
+            if error is None:
+                try:
+                    publish = turn.resolve(f.result(), self._origin, self._stored,
+                                           self._routed)
+                except ClusterError as exc:
+                    logger.warning("cluster: %s", exc)
+                    error = exc
+            if error is not None:
+                turn.fail(error)
+                return
+            for node, messages in publish.items():  # in order, after the store has it
+                queue.push(("PUBLISH", self.keys.channel(node),
+                            encode_pair_groups(self.node_id, messages)))
         fut.add_done_callback(done)
 
     def _push_checks(self, tokens: List[str], frames: List[GatedFrame]) -> None:

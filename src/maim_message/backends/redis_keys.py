@@ -154,54 +154,11 @@ end
 return 0
 """
 
-# One batch of sends to one shard, one script call. ARGV: 1 max entries per stream, 2
-# stream ttl ms, 3 dedupe set, 4 dedupe ttl ms, 5 the calling node, 6 number of frame
-# marks, the marks
-# (handled frames, recorded atomically with the sends their handlers made), then the
-# number of ack groups and per group: stream, index, idle (1: drop the keys if the stream
-# is now empty), count, stream ids to delete; then per pair: stream, where, stored (0/1),
-# count, and per message msg_id, payload.
-# Per ack group one XDEL; per pair ONE XADD for all its messages of the batch (an entry's
-# fields are msg_id, payload, msg_id, payload, ...), one PEXPIRE, one HGETALL of where it
-# is connected. Returns per pair its stream id and its where-entries on OTHER nodes
-# (uuid, node, ...): the caller's own are not sent back (nothing it would read).
-# The node then publishes to the other nodes itself (no payload is copied in Lua).
-SEND_BATCH = """
-local origin = ARGV[5]
-local nm = tonumber(ARGV[6])
-local i = 7
-if nm > 0 then
-  redis.call('SADD', ARGV[3], unpack(ARGV, i, i + nm - 1))
-  redis.call('PEXPIRE', ARGV[3], ARGV[4])
-  i = i + nm
+# ARGV: (stream, index) per pair whose connections are all gone and whose acked entries
+# were just deleted: drop both keys once the stream is empty (nothing left to re-send).
+DROP_EMPTY = """
+for i = 1, #ARGV, 2 do
+  if redis.call('XLEN', ARGV[i]) == 0 then redis.call('DEL', ARGV[i], ARGV[i + 1]) end
 end
-local nd = tonumber(ARGV[i])
-i = i + 1
-for g = 1, nd do
-  local skey, ikey, idle, c = ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
-  redis.call('XDEL', skey, unpack(ARGV, i + 4, i + 3 + c))
-  if idle == '1' and redis.call('XLEN', skey) == 0 then redis.call('DEL', skey, ikey) end
-  i = i + 4 + c
-end
-local out = {}
-while i <= #ARGV do
-  local skey, wkey, stored = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  local first = i + 4
-  i = first + 2 * tonumber(ARGV[i + 3])
-  local id = ''
-  if stored == '1' then
-    id = redis.call('XADD', skey, 'MAXLEN', '~', ARGV[1], '*', unpack(ARGV, first, i - 1))
-    redis.call('PEXPIRE', skey, ARGV[2])
-  end
-  out[#out + 1] = id
-  local where, remote = redis.call('HGETALL', wkey), {}
-  for k = 2, #where, 2 do
-    if where[k] ~= origin then
-      remote[#remote + 1] = where[k - 1]
-      remote[#remote + 1] = where[k]
-    end
-  end
-  out[#out + 1] = remote
-end
-return out
+return 0
 """

@@ -312,7 +312,11 @@ class CommandQueue:
         for args, _fut in batch:
             if args[0] == "MULTI":
                 at += len(args) + 1
-                results.append(replies[at - 1])  # EXEC's reply (or what aborted it)
+                result = replies[at - 1]  # EXEC's reply
+                if isinstance(result, ResponseError):  # aborted: say why (OOM, READONLY...)
+                    result = next((r for r in replies[at - len(args):at - 1]
+                                   if isinstance(r, ResponseError)), result)
+                results.append(result)
             else:
                 results.append(replies[at])
                 at += 1
