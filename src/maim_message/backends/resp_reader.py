@@ -17,10 +17,12 @@ from typing import Any, Dict, List, Optional, Tuple, Type
 
 from redis import exceptions as _rx
 
+from ..errors import ClusterError
+
 __all__ = ["RespProtocolError", "RespReader", "error_from"]
 
 
-class RespProtocolError(_rx.InvalidResponse):
+class RespProtocolError(ClusterError):
     """The byte stream is not RESP2: the connection is out of step and must be dropped."""
 
 
