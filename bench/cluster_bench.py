@@ -8,7 +8,9 @@ its forward is stored) and the hub's collector settings (``hub/gc_tuning.py``;
 ``MAIM_BENCH_GC=default`` keeps CPython's, to measure what they change).
 
 Diagnostics: ``MAIM_BENCH_CMDSTATS=1`` logs Redis's per-command statistics per
-configuration; ``MAIM_BENCH_PROFILE=<dir>`` makes every node dump a cProfile there.
+configuration; ``MAIM_BENCH_PROFILE=<dir>`` makes every node dump a cProfile of each
+measured row there (``<node>-<n>.prof``: the row's measured phase is the dump after its
+"measuring" line).
 
 The last line printed is one JSON object with the headline figures
 (``node_cpu_us_per_msg_single`` / ``_cluster``, ``redis_cmds_per_msg``,
@@ -84,6 +86,7 @@ async def node_main(port: int, backend: str, url: str, node_id: str) -> None:
     await server.start()
     profile_dir = os.environ.get("MAIM_BENCH_PROFILE")  # a cProfile dump per "stats"
     profiler = None
+    dumps = 0
     if profile_dir:
         import cProfile
 
@@ -101,8 +104,10 @@ async def node_main(port: int, backend: str, url: str, node_id: str) -> None:
             cluster = server.cluster
             stats = cluster.stats() if backend == "redis" else {}  # type: ignore[union-attr]
             stats["connections"] = server.get_connection_count()
-            if profiler is not None:
-                profiler.dump_stats(f"{profile_dir}/{node_id}.prof")  # stops it
+            if profiler is not None:  # what ran since the previous "stats"
+                dumps += 1
+                profiler.dump_stats(f"{profile_dir}/{node_id}-{dumps}.prof")  # stops it
+                profiler.clear()
                 profiler.enable()
             print("STATS " + json.dumps(stats), flush=True)
     await server.stop()
@@ -291,6 +296,9 @@ async def run_config(name: str, nodes: List[Proc], ports: List[int], cross: bool
         before_cmds = [json.loads(await n.ask("stats", "STATS"))["redis_commands"]
                        for n in nodes]
         redis_cpu0 = [cpu_seconds(r.proc.pid) for r in redises]
+    if not redises and os.environ.get("MAIM_BENCH_PROFILE"):
+        for n in nodes:  # start the node's profile of this row
+            await n.ask("stats", "STATS")
     log(f"{name}: measuring")
     cpu0 = [cpu_seconds(n.pid) for n in nodes]
     own0 = time.process_time()
@@ -306,6 +314,9 @@ async def run_config(name: str, nodes: List[Proc], ports: List[int], cross: bool
         "node_cpu_us_per_msg": round(sum(cpu) / msgs * 1e6, 1),
         "lost": result["lost"], "duplicates": result["duplicates"],
     }
+    if not redises and os.environ.get("MAIM_BENCH_PROFILE"):
+        for n in nodes:  # dump the node's profile of this row
+            await n.ask("stats", "STATS")
     if redises:
         executed = sum([await r.executed() for r in redises])
         if os.environ.get("MAIM_BENCH_CMDSTATS"):

@@ -9,7 +9,14 @@ queued is dropped while Redis is away (commands may run twice after a cut; the s
 tolerate that).
 
 The queue has its own connection and writes RESP itself (``pack``): redis-py's generic
-command packing cost ~40 us per command here, more than the rest of a message's work.
+command packing cost ~40 us per command here, more than the rest of a message's work. For
+the same reason it reads the replies itself (``resp_reader``: all of a batch's replies from
+one buffer, instead of redis-py's ~10 us per reply); redis-py still makes the connection
+(AUTH, SELECT, TLS, the RESP2 handshake).
+
+An item ``("MULTI", cmd, cmd, ...)`` is a transaction: written as MULTI, the commands, EXEC,
+always whole in one batch; its result is EXEC's reply (a list, a failed command's error in
+its slot) or the error that aborted it.
 """
 
 from __future__ import annotations
@@ -19,17 +26,21 @@ import logging
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
+import redis as redis_py
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..errors import ClusterError
+from .resp_reader import RespProtocolError, RespReader
 
 logger = logging.getLogger(__name__)
 
-MAX_BATCH = 2000
-_RETRYABLE = (RedisConnectionError, RedisTimeoutError, OSError)
+MAX_BATCH = 2000  # commands per written batch (a transaction is never split)
+REPLY_TIMEOUT = 5.0  # s without a byte from Redis mid-batch (if the URL sets no socket_timeout)
+_READ_SIZE = 1 << 18
+_RETRYABLE = (RedisConnectionError, RedisTimeoutError, OSError, RespProtocolError)
 
 
 class QueueStalled(ClusterError):
@@ -50,6 +61,9 @@ class Script:
         self.sha = ""
 
 
+Item = Tuple[Tuple[Any, ...], Optional["asyncio.Future[Any]"]]
+
+
 def pack(args: Tuple[Any, ...]) -> bytes:
     """One command in RESP (arguments: bytes, str or int)."""
     out = [b"*%d\r\n" % len(args)]
@@ -64,6 +78,15 @@ def pack(args: Tuple[Any, ...]) -> bytes:
     return b"".join(out)
 
 
+_MULTI = pack(("MULTI",))
+_EXEC = pack(("EXEC",))
+
+
+def _size(args: Tuple[Any, ...]) -> int:
+    """Commands an item sends: a transaction's plus its MULTI and EXEC."""
+    return len(args) + 1 if args[0] == "MULTI" else 1
+
+
 class CommandQueue:
     """Ordered batches of Redis commands; ``push`` returns a future when asked."""
 
@@ -71,21 +94,50 @@ class CommandQueue:
                  stall_timeout: float = 10.0) -> None:
         self.stall_timeout = stall_timeout
         self._redis = redis
-        self._conn = redis.connection_pool.make_connection()
+        self._conn = conn = redis.connection_pool.make_connection()
+        if not (hasattr(conn, "_reader") and hasattr(conn, "_writer")):
+            raise ClusterError(
+                f"redis-py {redis_py.__version__}: its asyncio connection has no "
+                "_reader/_writer streams, which the cluster's command queue reads replies "
+                "from (redis-py 5 to 8 have them)")
+        if getattr(conn, "protocol", 2) not in (2, "2", None):
+            raise ClusterError("the cluster's command queue needs RESP2 (protocol=2)")
+        timeout = getattr(conn, "socket_timeout", None)
+        self.reply_timeout: float = timeout if timeout else REPLY_TIMEOUT
         self._scripts = scripts
-        self._pending: List[Tuple[Tuple[Any, ...], Optional[asyncio.Future[Any]]]] = []
+        self._replies = RespReader()
+        self._pending: List[Item] = []
+        self._pending_cmds = 0  # commands the pending items send
         self._batch_done: Optional[asyncio.Future[None]] = None
         self._last_done: Optional[asyncio.Future[None]] = None
         self._wake = asyncio.Event()
         self._task: Optional[asyncio.Task[None]] = None
-        self.commands = 0  # sent to Redis (a script call counts one; MULTI and EXEC count)
+        self._last_read = 0.0  # loop time of the last bytes read (the stall watchdog's view)
+        self._timed_out = False
+        self._watchdog: Optional[asyncio.TimerHandle] = None
+        self.commands = 0  # sent to Redis (a script call counts one; MULTI and EXEC too)
         self.batches = 0
         self.failures = 0
         self.rtt = 0.0  # s: moving average of a batch's round trip (send to last reply)
 
     async def load_scripts(self) -> None:
+        """Connect the queue's own connection (checked here, at start-up) and load scripts."""
+        if not self._conn.is_connected:
+            await self._open()
         for script in self._scripts.values():
             script.sha = await self._redis.script_load(script.source)
+
+    async def _open(self) -> Tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        conn = self._conn
+        await conn.connect()  # redis-py's handshake: AUTH, SELECT, TLS, RESP2
+        reader, writer = conn._reader, conn._writer
+        if not (isinstance(reader, asyncio.StreamReader)
+                and isinstance(writer, asyncio.StreamWriter)):
+            await conn.disconnect()
+            raise ClusterError(f"redis-py {redis_py.__version__}: its connection's "
+                               "_reader/_writer are not asyncio streams")
+        self._replies.clear()
+        return reader, writer
 
     def start(self) -> None:
         self._task = asyncio.ensure_future(self._run())
@@ -113,9 +165,8 @@ class CommandQueue:
 
     def push(self, args: Tuple[Any, ...],
              want_result: bool = False) -> Optional[asyncio.Future[Any]]:
-        """Queue one command (``("EVALSHA", script_name, ...)`` runs a named script;
-        ``("MULTI", command, ...)`` is a transaction, written whole in one batch, whose
-        result is EXEC's reply)."""
+        """Queue one command (``("EVALSHA", script_name, ...)`` runs a named script) or a
+        transaction ``("MULTI", (command...), (command...), ...)``."""
         fut: Optional[asyncio.Future[Any]] = None
         if want_result:
             fut = asyncio.get_running_loop().create_future()
@@ -124,6 +175,7 @@ class CommandQueue:
             done.add_done_callback(_consume)
             self._wake.set()
         self._pending.append((args, fut))
+        self._pending_cmds += len(args) + 1 if args[0] == "MULTI" else 1
         return fut
 
     def written(self) -> Optional[asyncio.Future[None]]:
@@ -132,6 +184,23 @@ class CommandQueue:
         return done if done is not None and not done.done() else None
 
     # -- writing ----------------------------------------------------------------------------
+
+    def _next_batch(self) -> Tuple[List[Item], int]:
+        """The next batch (about MAX_BATCH commands, transactions whole) and its size."""
+        if self._pending_cmds <= MAX_BATCH:
+            batch, cmds = self._pending, self._pending_cmds
+            self._pending, self._pending_cmds = [], 0
+            return batch, cmds
+        cmds = count = 0
+        for args, _fut in self._pending:
+            cmds += _size(args)
+            count += 1
+            if cmds >= MAX_BATCH:
+                break
+        batch = self._pending[:count]
+        del self._pending[:count]
+        self._pending_cmds -= cmds
+        return batch, cmds
 
     async def _run(self) -> None:
         backoff = 0.05
@@ -142,20 +211,20 @@ class CommandQueue:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            batch = self._pending[:MAX_BATCH]
-            del self._pending[:MAX_BATCH]
+            batch, cmds = self._next_batch()
             done = self._batch_done
             if not self._pending:
                 self._batch_done = None
             else:  # the rest goes in the next batch: it keeps the same completion future
                 done = None
             try:
-                results = await self._execute(batch)
+                results = await self._execute(batch, cmds)
             except _RETRYABLE as exc:
                 self.failures += 1
                 logger.warning("cluster: Redis unreachable (%s); retrying in %.2fs",
                                type(exc).__name__, backoff)
                 self._pending[:0] = batch
+                self._pending_cmds += cmds
                 if done is not None and not done.done():
                     self._batch_done = done
                 now = loop.time()
@@ -188,57 +257,117 @@ class CommandQueue:
                 done.set_exception(stalled)
         self._batch_done = None  # later commands get a fresh completion future
 
-    async def _execute(self, batch: List[Tuple[Tuple[Any, ...], Any]]) -> List[Any]:
+    def _pack(self, args: Tuple[Any, ...]) -> bytes:
+        if args[0] == "EVALSHA":
+            return pack(("EVALSHA", self._scripts[args[1]].sha, *args[2:]))
+        return pack(args)
+
+    def _pack_batch(self, batch: List[Item]) -> Tuple[bytes, bool]:
+        """The batch's RESP and whether it holds a transaction."""
+        out: List[bytes] = []
+        tx = False
+        pack_one = self._pack
+        for args, _fut in batch:
+            if args[0] == "MULTI":
+                tx = True
+                out.append(_MULTI)
+                out.extend(pack_one(cmd) for cmd in args[1:])
+                out.append(_EXEC)
+            else:
+                out.append(pack_one(args))
+        return b"".join(out), tx
+
+    async def _execute(self, batch: List[Item], cmds: int) -> List[Any]:
+        """Write the batch, read its ``cmds`` replies: one result per item."""
         conn = self._conn
-        results: List[Any] = []
+        replies: List[Any] = []
         for attempt in range(2):
-            scripts = self._scripts
-            packed: List[bytes] = []
-            for args, _fut in batch:
-                if args[0] == "MULTI":
-                    packed.append(b"*1\r\n$5\r\nMULTI\r\n")
-                    packed += [_pack_command(scripts, command) for command in args[1:]]
-                    packed.append(b"*1\r\n$4\r\nEXEC\r\n")
-                else:
-                    packed.append(_pack_command(scripts, args))
-            results = []
+            data, tx = self._pack_batch(batch)
             started = time.monotonic()
+            errors = self._replies.errors
             try:
-                await conn.send_packed_command(packed, check_health=False)
-                for args, _fut in batch:
-                    refused: Optional[ResponseError] = None
-                    skip = len(args) if args[0] == "MULTI" else 0  # MULTI's OK, QUEUED...
-                    for _ in range(skip):
-                        try:
-                            await conn.read_response()
-                        except ResponseError as exc:  # not queued: EXEC aborts
-                            refused = refused or exc
-                    try:
-                        results.append(await conn.read_response())
-                    except ResponseError as exc:  # an error reply: the connection is fine
-                        # a transaction Redis refused answers why (OOM, READONLY...)
-                        results.append(refused or exc)
-            except BaseException:
-                await conn.disconnect()
+                replies = await self._round_trip(data, cmds)
+            except BaseException as exc:
+                self._replies.clear()  # a partial batch's replies are void
+                await conn.disconnect(nowait=True)
+                if self._timed_out:
+                    raise RedisTimeoutError(f"Redis sent nothing for {self.reply_timeout:g}s "
+                                            "mid-batch") from exc
+                if isinstance(exc, OSError):
+                    raise RedisConnectionError(f"Redis connection lost: {exc}") from exc
                 raise
-            self.commands += len(packed)
+            self.commands += cmds
             self.batches += 1
             elapsed = time.monotonic() - started
             self.rtt = elapsed if not self.rtt else self.rtt * 0.9 + elapsed * 0.1
-            if attempt == 0 and any(_is_noscript(r) for r in results):
+            if attempt == 0 and self._replies.errors != errors and _lost_scripts(replies):
                 # Redis restarted (scripts flushed): load them and run the batch again.
                 await self.load_scripts()
                 continue
-            return results
+            break
+        if not tx:
+            return replies
+        results: List[Any] = []
+        at = 0
+        for args, _fut in batch:
+            if args[0] == "MULTI":
+                at += len(args) + 1
+                result = replies[at - 1]  # EXEC's reply
+                if isinstance(result, ResponseError):  # aborted: say why (OOM, READONLY...)
+                    result = next((r for r in replies[at - len(args):at - 1]
+                                   if isinstance(r, ResponseError)), result)
+                results.append(result)
+            else:
+                results.append(replies[at])
+                at += 1
         return results
 
+    async def _round_trip(self, data: bytes, count: int) -> List[Any]:
+        """Write ``data`` and read ``count`` replies; a watchdog drops the connection if
+        Redis sends nothing for ``reply_timeout`` (redis-py's socket_timeout did that)."""
+        self._timed_out = False
+        if not self._conn.is_connected:
+            await self._open()
+        reader, writer = self._conn._reader, self._conn._writer
+        assert reader is not None and writer is not None
+        loop = asyncio.get_running_loop()
+        self._last_read = loop.time()
+        self._watchdog = loop.call_at(self._last_read + self.reply_timeout, self._watch, writer)
+        try:
+            writer.write(data)
+            await writer.drain()
+            parser = self._replies
+            replies = parser.take(count)
+            while len(replies) < count:
+                chunk = await reader.read(_READ_SIZE)
+                if not chunk:
+                    raise RedisConnectionError("Redis closed the connection mid-batch")
+                self._last_read = loop.time()
+                parser.feed(chunk)
+                replies += parser.take(count - len(replies))
+            return replies
+        finally:
+            if self._watchdog is not None:
+                self._watchdog.cancel()
 
-def _pack_command(scripts: Dict[str, Script], args: Tuple[Any, ...]) -> bytes:
-    if args[0] == "EVALSHA":
-        return pack(("EVALSHA", scripts[args[1]].sha, *args[2:]))
-    return pack(args)
+    def _watch(self, writer: asyncio.StreamWriter) -> None:
+        loop = asyncio.get_running_loop()
+        due = self._last_read + self.reply_timeout
+        if loop.time() < due:
+            self._watchdog = loop.call_at(due, self._watch, writer)
+            return
+        self._timed_out = True
+        writer.transport.abort()  # the pending read or drain fails now
 
 
 def _is_noscript(result: Any) -> bool:
     return isinstance(result, NoScriptError) or (
         isinstance(result, ResponseError) and str(result).startswith("NOSCRIPT"))
+
+
+def _lost_scripts(replies: List[Any]) -> bool:
+    """A NOSCRIPT among the replies, a transaction's (inside EXEC's list) included."""
+    for reply in replies:
+        if _is_noscript(reply) or (isinstance(reply, list) and any(map(_is_noscript, reply))):
+            return True
+    return False
