@@ -80,9 +80,9 @@ async def test_a_send_batch_makes_one_entry_per_pair_and_publishes_per_node() ->
     keys = Keys("p")
     turn = SendTurn()
     futs = [loop.create_future() for _ in range(2)]
-    turn.add(PairMessage("n1", "alice", "qq", "m1", "", b"a"), True)
-    turn.add(PairMessage("n1", "alice", "qq", "m2", "", b"b"), True)
-    turn.add(PairMessage("n1", "bob", "qq", "m3", "", b"c"), True)
+    turn.add(("alice", "qq"), PairMessage("n1", "alice", "qq", "m1", "", b"a"), True)
+    turn.add(("alice", "qq"), PairMessage("n1", "alice", "qq", "m2", "", b"b"), True)
+    turn.add(("bob", "qq"), PairMessage("n1", "bob", "qq", "m3", "", b"c"), True)
     turn.waiters += [(("alice", "qq"), futs[0]), (("bob", "qq"), futs[1])]  # who awaits
     turn.marks.append("tok")
     turn.delete(*keys.pair_keys(("carol", "qq"))[:2], True, ["1-0", "2-0"])
@@ -120,7 +120,7 @@ async def test_a_failed_send_batch_fails_its_waiters_and_the_receipts_of_its_fra
     turn = SendTurn()
     assert turn.empty
     fut = asyncio.get_running_loop().create_future()
-    turn.add(PairMessage("n1", "alice", "qq", "m1", "", b"a"), True)
+    turn.add(("alice", "qq"), PairMessage("n1", "alice", "qq", "m1", "", b"a"), True)
     turn.waiters.append((("alice", "qq"), fut))
     receipt = Receipt(("bob", "qq", "f1"))
     turn.receipts.append(receipt)  # a gated frame: its ack waits, nobody awaits the send
@@ -133,7 +133,7 @@ async def test_a_failed_send_batch_fails_its_waiters_and_the_receipts_of_its_fra
 def test_a_command_refused_inside_the_transaction_fails_the_batch() -> None:
     from redis.exceptions import ResponseError
     turn = SendTurn()
-    turn.add(PairMessage("n1", "alice", "qq", "m1", "", b"a"), True)
+    turn.add(("alice", "qq"), PairMessage("n1", "alice", "qq", "m1", "", b"a"), True)
     turn.commands(Keys("p"), "100", "60000", "p:d:1", 2000)
     stored: List[Any] = []
     with pytest.raises(ClusterError, match="WRONGTYPE"):
@@ -312,6 +312,59 @@ async def test_a_gated_frame_is_acked_once_the_store_confirmed_its_handlers_send
                   gates.append)
     gates[2].skip()  # a duplicate: another node handled it
     assert acks == ["f1", "f1", "f3"] and calls == ["hi", "x"]
+
+
+async def test_frames_waiting_for_one_confirmation_are_acked_together_in_order() -> None:
+    acks: List[str] = []
+    unanswered: List[str] = []
+    after = ack_after_handling(acks, unanswered)
+    loop = asyncio.get_running_loop()
+    batch, failing = loop.create_future(), loop.create_future()
+    gates: List[GatedFrame] = []
+    for n, confirmation in enumerate([batch, batch, failing, batch]):
+        after.receive(_Conn(), ("alice", "qq", f"f{n}"), lambda: None, (),  # type: ignore[arg-type]
+                      gates.append)
+        gates[-1].receipt.settle = lambda receipt, c=confirmation: c
+        gates[-1].run()
+    await asyncio.sleep(0)
+    assert acks == [] and len(batch._callbacks) == 1  # type: ignore[attr-defined]
+    batch.set_result(None)  # one callback for the three frames that wait for it
+    await asyncio.sleep(0)
+    assert acks == ["f0", "f1", "f3"]
+    failing.set_exception(ClusterError("Redis gone"))
+    await asyncio.sleep(0)
+    assert acks == ["f0", "f1", "f3"] and unanswered == ["f2"]
+    assert not after._waiting  # nothing kept once confirmed
+
+
+def test_a_send_in_a_gated_handler_marks_the_frame_once_and_holds_its_ack() -> None:
+    from maim_message.backends.cluster_guard import _FRAME, frame_for_send
+    from maim_message.server.acks import CURRENT_RECEIPT
+
+    assert frame_for_send(False) == (None, None)  # not inside a handler
+    held = Receipt(("alice", "qq", "f1"))
+    held.settle = lambda receipt: None  # the gate's settle: the ack waits for the store
+    reset = _FRAME.set((held, "tok1"))
+    try:
+        assert frame_for_send(False) == ("tok1", held)  # first send records the frame
+        assert frame_for_send(False) == (None, held)  # later sends do not
+        assert frame_for_send(True) == (None, None)  # ack_timeout=...: that send waits
+    finally:
+        _FRAME.reset(reset)
+    acked = Receipt(("alice", "qq", "f2"), holds_ack=False)  # ack="receipt": acked already
+    acked.settle = lambda receipt: None
+    reset = _FRAME.set((acked, "tok2"))
+    try:
+        assert frame_for_send(False) == ("tok2", None)  # recorded, but the send waits
+    finally:
+        _FRAME.reset(reset)
+    plain = Receipt(("bob", "qq", "f3"))  # a handler started without the gate
+    token = CURRENT_RECEIPT.set(plain)
+    try:
+        assert frame_for_send(False) == (frame_token(("bob", "qq", "f3")), None)
+        assert frame_for_send(False) == (None, None)
+    finally:
+        CURRENT_RECEIPT.reset(token)
 
 
 async def test_acks_of_one_loop_turn_become_one_delete_per_pair() -> None:

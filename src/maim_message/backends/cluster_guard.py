@@ -4,7 +4,7 @@ Before the handler of a frame runs, the node asks the store whether any node rec
 frame as handled (``frame_dedupe``): a client that re-sends its unacked frames to another
 node after its node died gets those acked without being handled again. Otherwise the
 frame is recorded with the first message its handler sends (in the same atomic store
-call: :func:`frame_to_record`), or on its own when the handler returns having sent
+call: :func:`frame_for_send`), or on its own when the handler returns having sent
 nothing (``Receipt.settle``).
 
 The frame waits in the store's batch of checks as one ``GatedFrame`` (no task, future or
@@ -31,31 +31,29 @@ _FRAME: ContextVar[Optional[Tuple[Receipt, str]]] = ContextVar("maim_cluster_fra
                                                                 default=None)
 
 
-def frame_to_record() -> Optional[str]:
-    """The token of the frame being handled, the first time a send asks (then None)."""
+def frame_for_send(waits: bool) -> Tuple[Optional[str], Optional[Receipt]]:
+    """What a send made now carries for the frame being handled, in one look-up:
+
+    - the frame's token to record, the first time a send asks (then None);
+    - the frame's receipt when its ack still waits for the store (``ack="handled"``:
+      ``Receipt.settle`` holds the ack back, so the send need not wait), else None. Under
+      ``ack="receipt"`` the frame is acked already, and a send someone ``waits`` for
+      (``ack_timeout``) waits anyway: a store failure then reaches the caller."""
     frame = _FRAME.get()
     if frame is not None:
-        if frame[0].recorded:
-            return None
-        frame[0].recorded = True
-        return frame[1]
-    receipt = CURRENT_RECEIPT.get()  # a handler started without the gate
-    if receipt is None or receipt.recorded:
-        return None
-    receipt.recorded = True
-    return frame_token(receipt.key)
-
-
-def gated_receipt() -> Optional[Receipt]:
-    """The receipt of the gated frame being handled when its ack still waits for the
-    store (``ack="handled"``: ``Receipt.settle`` holds the ack back, so a send made now
-    need not wait), else None. Under ``ack="receipt"`` the frame is acked already: the
-    send waits, so a store failure reaches the handler as an exception."""
-    frame = _FRAME.get()
-    if frame is None:
-        return None
-    receipt = frame[0]
-    return receipt if receipt.settle is not None and receipt.holds_ack else None
+        receipt = frame[0]
+        mark = None
+        if not receipt.recorded:
+            receipt.recorded = True
+            mark = frame[1]
+        held = (receipt if not waits and receipt.settle is not None and receipt.holds_ack
+                else None)
+        return mark, held
+    current = CURRENT_RECEIPT.get()  # a handler started without the gate
+    if current is None or current.recorded:
+        return None, None
+    current.recorded = True
+    return frame_token(current.key), None
 
 
 class FrameGuard(PubSubIO):

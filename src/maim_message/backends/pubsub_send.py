@@ -13,7 +13,7 @@ import time
 from typing import Dict, List, Optional, Set, Tuple
 
 from .cluster_base import CONN, ClusterHost, Pair, Selector
-from .cluster_guard import frame_to_record, gated_receipt
+from .cluster_guard import frame_for_send
 from .pubsub_io import Presence, PubSubIO
 from .pubsub_messages import FanoutMessage, PairMessage
 from .pubsub_state import PairState
@@ -48,9 +48,9 @@ class PairSending(PubSubIO):
         delivery = host.delivery
         notify = ack_timeout is not None
         persist = delivery.enabled
-        mark = frame_to_record()  # the handled frame, atomically with its first send
-        # Under the gate the frame's ack waits for the store, so the send need not.
-        deferred = None if notify else gated_receipt()
+        # the handled frame, recorded atomically with its first send; under the gate the
+        # frame's ack waits for the store, so the send need not
+        mark, deferred = frame_for_send(notify)
         waiter = delivery.expect_ack(pair, msg_id) if notify and delivery.enabled else None
         try:
             sent = self._send_pair(PairMessage(self.node_id, pair[0], pair[1], msg_id, "",
@@ -63,8 +63,9 @@ class PairSending(PubSubIO):
                 if state.loading:
                     state.buffer.append((msg_id, payload, False))
                     results = {uuid: True for uuid in host.routes.lookup(*pair)}
-                else:
-                    results = self._deliver(pair, msg_id, payload)
+                else:  # a new message of this node's: not queued here yet
+                    results = delivery.to_pair(pair, host.routes.lookup(*pair), msg_id,
+                                               payload, persist=False)
             if sent is None:  # the pair's connections elsewhere as of its last write
                 remote = self._remote.get(pair, [])
             else:

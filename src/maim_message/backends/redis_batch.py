@@ -56,10 +56,6 @@ class SendTurn:
         self.size = 0
 
     @property
-    def full(self) -> bool:
-        return self.size >= MAX_TURN or len(self.marks) >= MAX_TURN
-
-    @property
     def empty(self) -> bool:
         return not self.groups and not self.marks and not self.deletes
 
@@ -68,12 +64,13 @@ class SendTurn:
         self.deletes.append((stream, index, idle, stream_ids))
         self.size += len(stream_ids)
 
-    def add(self, message: PairMessage, persist: bool) -> None:
-        """One send; a turn's sends all have the same ``persist`` (the outbox is on)."""
-        group = self.groups.get(message.pair)
+    def add(self, pair: Pair, message: PairMessage, persist: bool) -> None:
+        """One send to ``pair`` (``message.pair``); a turn's sends all have the same
+        ``persist`` (the outbox is on)."""
+        group = self.groups.get(pair)
         if group is None:
-            group = self.groups[message.pair] = []
-            self.stored[message.pair] = persist
+            group = self.groups[pair] = []
+            self.stored[pair] = persist
         group.append(message)
         self.size += 1
 

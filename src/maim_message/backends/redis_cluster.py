@@ -51,7 +51,7 @@ from .pubsub_messages import (
     encode_message,
     encode_pair_groups,
 )
-from .redis_batch import SendTurn
+from .redis_batch import MAX_TURN, SendTurn
 from .redis_keys import (
     ACK,
     ADD_ONCE,
@@ -258,7 +258,7 @@ class RedisCluster(PubSubCluster, RedisPresence):
 
     def _turn(self, shard: Shard) -> SendTurn:
         turn = shard.turn
-        if turn is None or turn.full:
+        if turn is None or turn.size >= MAX_TURN or len(turn.marks) >= MAX_TURN:  # full
             if turn is not None:
                 self._push_turn(shard, turn)
             turn = shard.turn = SendTurn()
@@ -392,9 +392,9 @@ class RedisCluster(PubSubCluster, RedisPresence):
 
     def _send_pair(self, message: PairMessage, persist: bool, mark: Optional[str],
                    deferred: Optional[Receipt] = None) -> Optional[Awaitable[SendResult]]:
-        pair = message.pair
+        pair = (message.user, message.platform)
         turn = self._turn(self._shard(pair))
-        turn.add(message, persist)
+        turn.add(pair, message, persist)
         if mark is not None:
             turn.marks.append(mark)
         if deferred is not None:
