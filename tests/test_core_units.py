@@ -253,3 +253,16 @@ def test_dedupe_window_bounds_senders_and_total() -> None:
     assert window.senders == 1 and len(window) == 8
     window.forget(("f", "p", "0"))
     assert not window.seen(("f", "p", "0")) and len(window) == 8
+
+
+def test_routing_first_names_a_users_connections_on_a_platform_without_copying() -> None:
+    table = RoutingTable()
+    assert table.first("alice", "qq") == ""
+    table.add("c2", "alice", "qq")
+    table.add("c1", "alice", "qq")
+    table.add("c0", "alice", "wechat")
+    assert table.first("alice", "qq") == "c1" == min(table.lookup("alice", "qq"))
+    table.remove("c1")
+    assert table.first("alice", "qq") == "c2"
+    table.remove("c2")
+    assert table.first("alice", "qq") == "" and table.first("bob", "qq") == ""

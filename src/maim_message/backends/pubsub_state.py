@@ -46,8 +46,7 @@ class ClusterOutboxStore:
         host = self._cluster._host
         if host is None or not msg_ids:
             return
-        local = host.routes.lookup(*pair)
-        self._cluster._acked(pair, msg_ids, min(local) if local else "")
+        self._cluster._acked(pair, msg_ids, host.routes.first(*pair))
 
     def forget_seen(self, key: FrameKey) -> None:
         """A frame recorded as handled was not (a later send of its handler failed)."""

@@ -374,13 +374,14 @@ class RedisCluster(PubSubCluster, RedisPresence):
                         exc = exc or reply
                     else:
                         answers.append(_text(reply))
-            if len(answers) == 1:
-                flags = answers[0]
-            elif answers:
-                flags = "".join("1" if any(a[n] == "1" for a in answers) else "0"
-                                for n in range(len(tokens)))
-            else:
+            seen_somewhere = [a for a in answers if "1" in a]
+            if len(seen_somewhere) == 1:  # also: one shard
+                flags = seen_somewhere[0]
+            elif not seen_somewhere:
                 flags = "0" * len(tokens)
+            else:
+                flags = "".join("1" if any(a[n] == "1" for a in seen_somewhere) else "0"
+                                for n in range(len(tokens)))
             checked = self._frame_checked
             for n, frame in enumerate(frames):
                 seen = flags[n] == "1"

@@ -47,6 +47,12 @@ class RoutingTable:
                 del self._by_platform[platform]
         return owner
 
+    def first(self, user_id: str, platform: str) -> str:
+        """The smallest uuid of a user's connections on a platform ("" when none): one
+        stable name for them, without copying the set."""
+        conns = self._by_user.get(user_id, {}).get(platform)
+        return min(conns) if conns else ""
+
     def lookup(self, user_id: str, platform: Optional[str] = None) -> Set[str]:
         """Connections of a user, on one platform or on all of them (a new set)."""
         platforms = self._by_user.get(user_id)

@@ -74,14 +74,19 @@ class Delivery:
                 max_pairs_per_user=config.outbox_max_pairs_per_user,
             )
             self._committed_seq = self.outbox.last_assigned_seq
+        self._store_changed()
 
     # -- durability -------------------------------------------------------------------------
 
     def _store(self) -> Any:
-        """The outbox's store when it commits in groups (SQLite), else None."""
+        """The outbox's store when it commits in groups (SQLite), else None (asked several
+        times per message: kept, and updated when the store is replaced)."""
+        return self._committing
+
+    def _store_changed(self) -> None:
         outbox = self.outbox
         store = outbox.store if outbox is not None else None
-        return store if store is not None and hasattr(store, "commit") else None
+        self._committing = store if store is not None and hasattr(store, "commit") else None
 
     @property
     def durable(self) -> bool:
@@ -414,6 +419,7 @@ class Delivery:
         if self.outbox is None:
             return
         previous = self.outbox.replace_store(store)
+        self._store_changed()
         if previous is not None and previous is not store:
             logger.warning("cluster mode keeps the outbox in the cluster store; "
                            "outbox_path is ignored")
