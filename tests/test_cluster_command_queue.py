@@ -49,13 +49,13 @@ async def test_plain_commands_and_transactions_in_one_batch(server: RedisServer)
     redis, queue = await started(server.url)
     try:
         set_a = queue.push(("SET", "a", "1"), want_result=True)
-        tx = queue.push(("MULTI", ("INCR", "a"), ("EVALSHA", "echo", 1, "k", "v"),
+        tx = queue.push(("MULTI", ("INCR", "a"), ("ECHO", "v"),
                          ("LPUSH", "a", "x"), ("GET", "missing")), want_result=True)
         get_a = queue.push(("GET", "a"), want_result=True)
         assert set_a is not None and tx is not None and get_a is not None
         assert await asyncio.wait_for(set_a, 5) == b"OK"
         exec_reply = await asyncio.wait_for(tx, 5)
-        assert exec_reply[0] == 2 and exec_reply[1] == [b"k", b"v"] and exec_reply[3] is None
+        assert exec_reply[0] == 2 and exec_reply[1] == b"v" and exec_reply[3] is None
         assert isinstance(exec_reply[2], ResponseError)
         assert str(exec_reply[2]).startswith("WRONGTYPE")
         assert await asyncio.wait_for(get_a, 5) == b"2"
@@ -98,24 +98,78 @@ async def test_a_transaction_is_never_split_across_batches(
         await stopped(redis, queue)
 
 
-async def test_noscript_reloads_scripts_for_plain_and_transaction_items(
+async def test_noscript_reruns_only_the_script_calls_and_never_a_transaction(
         server: RedisServer) -> None:
     redis, queue = await started(server.url)
     try:
-        await redis.script_flush()
+        await redis.script_flush()  # while connected (a restart is a reconnect: reloads)
         plain = queue.push(("EVALSHA", "echo", 1, "p", "1"), want_result=True)
-        tx = queue.push(("MULTI", ("SET", "t", "x"), ("EVALSHA", "echo", 1, "t", "2")),
+        tx = queue.push(("MULTI", ("SET", "t", "x"), ("XADD", "s", "*", "f", "v")),
                         want_result=True)
-        assert plain is not None and tx is not None
+        later = queue.push(("EVALSHA", "echo", 1, "q", "2"), want_result=True)
+        assert plain is not None and tx is not None and later is not None
         assert await asyncio.wait_for(plain, 5) == [b"p", b"1"]
-        assert await asyncio.wait_for(tx, 5) == [b"OK", [b"t", b"2"]]
-        assert queue.batches == 2  # the batch ran again after the reload
-        await redis.script_flush()  # only inside a transaction this time
-        tx = queue.push(("MULTI", ("EVALSHA", "echo", 1, "u", "3"),), want_result=True)
-        assert tx is not None
-        assert await asyncio.wait_for(tx, 5) == [[b"u", b"3"]]
+        assert (await asyncio.wait_for(tx, 5))[0] == b"OK"
+        assert await asyncio.wait_for(later, 5) == [b"q", b"2"]
+        assert queue.batches == 2  # the batch, then its two script calls alone
+        assert await redis.xlen("s") == 1  # the transaction ran once
+        with pytest.raises(ValueError, match="script"):
+            queue.push(("MULTI", ("EVALSHA", "echo", 1, "u", "3")), want_result=True)
     finally:
         await stopped(redis, queue)
+
+
+class LoadingRedis:
+    """A Redis that is still loading its dataset: ``-LOADING`` to the first ``loading``
+    INCRs (nothing runs), then counts them; +OK to everything else."""
+
+    def __init__(self, loading: int) -> None:
+        self.loading = loading
+        self.count = 0
+        self.server: Optional[asyncio.AbstractServer] = None
+        self.port = free_port()
+
+    async def __aenter__(self) -> LoadingRedis:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        assert self.server is not None
+        self.server.close()
+
+    async def _serve(self, reader: asyncio.StreamReader,
+                     writer: asyncio.StreamWriter) -> None:
+        commands = RespReader()
+        try:
+            while True:
+                data = await reader.read(65536)
+                if not data:
+                    return
+                commands.feed(data)
+                for command in commands.take():
+                    if command[0].upper() != b"INCR":
+                        writer.write(b"+OK\r\n")
+                    elif self.loading > 0:
+                        self.loading -= 1
+                        writer.write(b"-LOADING Redis is loading the dataset in memory\r\n")
+                    else:
+                        self.count += 1
+                        writer.write(b":%d\r\n" % self.count)
+                await writer.drain()
+        finally:
+            writer.close()
+
+
+async def test_a_loading_redis_gets_the_batch_again_later() -> None:
+    async with LoadingRedis(loading=2) as fake:
+        redis, queue = await started(f"redis://127.0.0.1:{fake.port}/0")
+        try:
+            fut = queue.push(("INCR", "n"), want_result=True)
+            assert fut is not None
+            assert await asyncio.wait_for(fut, 10) == 1  # retried, then run once
+            assert queue.failures == 2 and fake.count == 1
+        finally:
+            await stopped(redis, queue)
 
 
 async def test_a_silent_redis_times_out_and_the_batch_is_retried(

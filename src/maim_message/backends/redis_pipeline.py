@@ -29,7 +29,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import redis as redis_py
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..errors import ClusterError
@@ -121,9 +121,11 @@ class CommandQueue:
         self.rtt = 0.0  # s: moving average of a batch's round trip (send to last reply)
 
     async def load_scripts(self) -> None:
-        """Connect the queue's own connection (checked here, at start-up) and load scripts."""
+        """Connect the queue's own connection (checked here, at start-up) and load scripts
+        (again on every reconnect: a restarted Redis has none)."""
         if not self._conn.is_connected:
             await self._open()
+            return
         for script in self._scripts.values():
             script.sha = await self._redis.script_load(script.source)
 
@@ -137,6 +139,8 @@ class CommandQueue:
             raise ClusterError(f"redis-py {redis_py.__version__}: its connection's "
                                "_reader/_writer are not asyncio streams")
         self._replies.clear()
+        for script in self._scripts.values():
+            script.sha = await self._redis.script_load(script.source)
         return reader, writer
 
     def start(self) -> None:
@@ -167,6 +171,9 @@ class CommandQueue:
              want_result: bool = False) -> Optional[asyncio.Future[Any]]:
         """Queue one command (``("EVALSHA", script_name, ...)`` runs a named script) or a
         transaction ``("MULTI", (command...), (command...), ...)``."""
+        if args[0] == "MULTI" and any(cmd[0] == "EVALSHA" for cmd in args[1:]):
+            raise ValueError("a transaction must not call a script (after a SCRIPT FLUSH "
+                             "it could not run again without repeating its other commands)")
         fut: Optional[asyncio.Future[Any]] = None
         if want_result:
             fut = asyncio.get_running_loop().create_future()
@@ -262,60 +269,74 @@ class CommandQueue:
             return pack(("EVALSHA", self._scripts[args[1]].sha, *args[2:]))
         return pack(args)
 
-    def _pack_batch(self, batch: List[Item]) -> Tuple[bytes, bool]:
-        """The batch's RESP and whether it holds a transaction."""
+    def _pack_batch(self, batch: List[Item]) -> bytes:
+        """The batch's RESP."""
         out: List[bytes] = []
-        tx = False
         pack_one = self._pack
         for args, _fut in batch:
             if args[0] == "MULTI":
-                tx = True
                 out.append(_MULTI)
                 out.extend(pack_one(cmd) for cmd in args[1:])
                 out.append(_EXEC)
             else:
                 out.append(pack_one(args))
-        return b"".join(out), tx
+        return b"".join(out)
 
     async def _execute(self, batch: List[Item], cmds: int) -> List[Any]:
-        """Write the batch, read its ``cmds`` replies: one result per item."""
+        """Write the batch, read its ``cmds`` replies: one result per item.
+
+        A script Redis no longer has (``SCRIPT FLUSH``; a restart is a reconnect, which
+        loads them) is loaded and that item alone runs again: the batch's other items ran,
+        and a transaction must not append twice. A ``LOADING`` answer (a restarted Redis
+        still reading its AOF) ran nothing: the batch is retried with backoff."""
+        results = self._results(batch, await self._send(batch, cmds))
+        lost = [n for n, result in enumerate(results) if _is_noscript(result)]
+        if lost:
+            await self.load_scripts()
+            again = [batch[n] for n in lost]  # script calls: never inside a transaction
+            for n, result in zip(lost, self._results(again, await self._send(again, len(again)))):
+                results[n] = result
+        for result in results:
+            if isinstance(result, RedisConnectionError):
+                raise result
+        return results
+
+    async def _send(self, batch: List[Item], cmds: int) -> List[Any]:
+        """One round trip of the batch's commands: their ``cmds`` replies."""
         conn = self._conn
-        replies: List[Any] = []
-        for attempt in range(2):
-            data, tx = self._pack_batch(batch)
-            started = time.monotonic()
-            errors = self._replies.errors
-            try:
-                replies = await self._round_trip(data, cmds)
-            except BaseException as exc:
-                self._replies.clear()  # a partial batch's replies are void
-                await conn.disconnect(nowait=True)
-                if self._timed_out:
-                    raise RedisTimeoutError(f"Redis sent nothing for {self.reply_timeout:g}s "
-                                            "mid-batch") from exc
-                if isinstance(exc, OSError):
-                    raise RedisConnectionError(f"Redis connection lost: {exc}") from exc
-                raise
-            self.commands += cmds
-            self.batches += 1
-            elapsed = time.monotonic() - started
-            self.rtt = elapsed if not self.rtt else self.rtt * 0.9 + elapsed * 0.1
-            if attempt == 0 and self._replies.errors != errors and _lost_scripts(replies):
-                # Redis restarted (scripts flushed): load them and run the batch again.
-                await self.load_scripts()
-                continue
-            break
-        if not tx:
-            return replies
+        data = self._pack_batch(batch)
+        started = time.monotonic()
+        try:
+            replies = await self._round_trip(data, cmds)
+        except BaseException as exc:
+            self._replies.clear()  # a partial batch's replies are void
+            await conn.disconnect(nowait=True)
+            if self._timed_out:
+                raise RedisTimeoutError(f"Redis sent nothing for {self.reply_timeout:g}s "
+                                        "mid-batch") from exc
+            if isinstance(exc, OSError):
+                raise RedisConnectionError(f"Redis connection lost: {exc}") from exc
+            raise
+        self.commands += cmds
+        self.batches += 1
+        elapsed = time.monotonic() - started
+        self.rtt = elapsed if not self.rtt else self.rtt * 0.9 + elapsed * 0.1
+        return replies
+
+    @staticmethod
+    def _results(batch: List[Item], replies: List[Any]) -> List[Any]:
+        """One result per item: a transaction's is EXEC's reply, or why it was refused."""
+        if len(replies) == len(batch):
+            return replies  # no transaction in the batch
         results: List[Any] = []
         at = 0
         for args, _fut in batch:
             if args[0] == "MULTI":
                 at += len(args) + 1
                 result = replies[at - 1]  # EXEC's reply
-                if isinstance(result, ResponseError):  # aborted: say why (OOM, READONLY...)
+                if isinstance(result, ResponseError):  # aborted: say why (OOM, LOADING...)
                     result = next((r for r in replies[at - len(args):at - 1]
-                                   if isinstance(r, ResponseError)), result)
+                                   if isinstance(r, RedisError)), result)
                 results.append(result)
             else:
                 results.append(replies[at])
@@ -336,6 +357,7 @@ class CommandQueue:
         try:
             writer.write(data)
             await writer.drain()
+            self._last_read = loop.time()  # a long write is not Redis's silence
             parser = self._replies
             replies = parser.take(count)
             while len(replies) < count:
@@ -363,11 +385,3 @@ class CommandQueue:
 def _is_noscript(result: Any) -> bool:
     return isinstance(result, NoScriptError) or (
         isinstance(result, ResponseError) and str(result).startswith("NOSCRIPT"))
-
-
-def _lost_scripts(replies: List[Any]) -> bool:
-    """A NOSCRIPT among the replies, a transaction's (inside EXEC's list) included."""
-    for reply in replies:
-        if _is_noscript(reply) or (isinstance(reply, list) and any(map(_is_noscript, reply))):
-            return True
-    return False

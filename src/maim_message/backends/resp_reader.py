@@ -27,16 +27,20 @@ class RespProtocolError(ClusterError):
 
 
 # Error codes redis-py turns into its own classes (their message loses the code, as there).
-_ERROR_CLASSES: Dict[str, Type[_rx.ResponseError]] = {"ERR": _rx.ResponseError}
+# LOADING (a restarted Redis still reading its AOF) is a ConnectionError there, not a
+# ResponseError: the command did not run and is to be retried, as redis-py's reader made
+# the queue do.
+_ERROR_CLASSES: Dict[str, Type[_rx.RedisError]] = {"ERR": _rx.ResponseError}
 for _code, _name in (("NOSCRIPT", "NoScriptError"), ("EXECABORT", "ExecAbortError"),
                      ("OOM", "OutOfMemoryError"), ("LOADING", "BusyLoadingError"),
                      ("READONLY", "ReadOnlyError"), ("NOPERM", "NoPermissionError")):
     _cls = getattr(_rx, _name, None)
-    if isinstance(_cls, type) and issubclass(_cls, _rx.ResponseError):
+    if isinstance(_cls, type) and issubclass(_cls, (_rx.ResponseError,
+                                                    _rx.ConnectionError)):
         _ERROR_CLASSES[_code] = _cls
 
 
-def error_from(line: bytes) -> _rx.ResponseError:
+def error_from(line: bytes) -> _rx.RedisError:
     """The exception for an error reply's text (without the leading ``-``)."""
     text = line.decode("utf-8", "replace")
     code, _, rest = text.partition(" ")

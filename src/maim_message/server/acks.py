@@ -23,6 +23,7 @@ server acked is lost.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from contextvars import ContextVar
 from typing import Any, Callable, Dict, List, Optional, Tuple
@@ -31,6 +32,8 @@ from ..core.dedupe import DedupeWindow
 from ..errors import DeliveryRefused
 from ..runtime.callbacks import HandlerTasks
 from ..transport.base import ServerConnection
+
+logger = logging.getLogger(__name__)
 
 RECEIPT = "receipt"
 HANDLED = "handled"
@@ -244,7 +247,10 @@ class AckAfterHandling:
 
     def _confirmed_all(self, confirmed: asyncio.Future[Any]) -> None:
         for receipt in self._waiting.pop(confirmed, ()):
-            self._confirmed(receipt, confirmed)
+            try:
+                self._confirmed(receipt, confirmed)
+            except Exception:  # one frame's answer must not stop the others'
+                logger.exception("acking a handled frame failed")
 
     def _confirmed(self, receipt: Receipt, confirmed: asyncio.Future[Any]) -> None:
         if receipt.failure is None:
