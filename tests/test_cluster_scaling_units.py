@@ -86,7 +86,7 @@ async def test_a_send_batch_makes_one_entry_per_pair_and_publishes_per_node() ->
     turn.waiters += [(("alice", "qq"), futs[0]), (("bob", "qq"), futs[1])]  # who awaits
     turn.marks.append("tok")
     turn.delete(*keys.pair_keys(("carol", "qq"))[:2], True, ["1-0", "2-0"])
-    items = turn.commands(keys, "100", "60000", "p:d:1", 2000)
+    items = turn.commands(keys, "100", "60000", "p:f:1", 2000)
     stream_a, _, where_a = keys.pair_keys(("alice", "qq"))
     stream_b, _, where_b = keys.pair_keys(("bob", "qq"))
     carol_stream, carol_index, _ = keys.pair_keys(("carol", "qq"))
@@ -94,7 +94,7 @@ async def test_a_send_batch_makes_one_entry_per_pair_and_publishes_per_node() ->
     # pair's cleanup script (per pair, no per-message arguments)
     assert items[0] == (
         "MULTI",
-        ("SADD", "p:d:1", "tok"), ("PEXPIRE", "p:d:1", 2000),
+        ("HSET", "p:f:1", "tok", "h"), ("PEXPIRE", "p:f:1", 2000),
         ("XDEL", carol_stream, "1-0", "2-0"),
         ("XADD", stream_a, "MAXLEN", "~", "100", "*", "m1", b"a", "m2", b"b"),
         ("PEXPIRE", stream_a, "60000"), ("HGETALL", where_a),
@@ -134,7 +134,7 @@ def test_a_command_refused_inside_the_transaction_fails_the_batch() -> None:
     from redis.exceptions import ResponseError
     turn = SendTurn()
     turn.add(("alice", "qq"), PairMessage("n1", "alice", "qq", "m1", "", b"a"), True)
-    turn.commands(Keys("p"), "100", "60000", "p:d:1", 2000)
+    turn.commands(Keys("p"), "100", "60000", "p:f:1", 2000)
     stored: List[Any] = []
     with pytest.raises(ClusterError, match="WRONGTYPE"):
         turn.resolve([ResponseError("WRONGTYPE Operation against a key"), 1, []], b"n1",
@@ -188,9 +188,9 @@ def test_an_ack_repeated_before_the_store_answer_is_not_taken_for_an_entry() -> 
 def test_frames_are_recorded_in_expiring_time_buckets() -> None:
     now = [1000.0]
     buckets = DedupeBuckets("p", 300.0, clock=lambda: now[0])
-    assert buckets.current() == "p:d:3" and buckets.both() == ("p:d:3", "p:d:2")
+    assert buckets.current() == "p:f:3" and buckets.both() == ("p:f:3", "p:f:2")
     now[0] = 1300.0
-    assert buckets.both() == ("p:d:4", "p:d:3")  # a frame from 300 s ago is still found
+    assert buckets.both() == ("p:f:4", "p:f:3")  # a frame from 300 s ago is still found
     assert buckets.ttl_ms == 600_000
     token = frame_token(("alice", "qq", "m1"))
     assert token == frame_token(("alice", "qq", "m1")) and len(token) == 20
@@ -434,26 +434,57 @@ async def test_a_channel_batch_is_handled_per_pair_run_and_entry() -> None:
 
 
 async def test_a_frame_one_shard_has_is_a_duplicate_whatever_another_shard_answered() -> None:
-    """Sharded check: a shard that failed does not hide another shard's "handled"."""
+    """Sharded check: a shard that failed does not hide another shard's "handled"; each
+    frame is claimed on its home shard only."""
     from types import SimpleNamespace
 
+    from maim_message.backends.frame_dedupe import home_shard
     from maim_message.backends.redis_cluster import RedisCluster
 
     loop = asyncio.get_running_loop()
     replies = [loop.create_future(), loop.create_future()]
     pushed = iter(replies)
-    shards = [SimpleNamespace(queue=SimpleNamespace(push=lambda *a, **k: next(pushed)))
-              for _ in replies]
+    sent: List[Tuple[Any, ...]] = []
+
+    def push(args: Tuple[Any, ...], want_result: bool = False) -> Any:
+        sent.append(args)
+        return next(pushed)
+
+    shards = [SimpleNamespace(index=i, queue=SimpleNamespace(push=push)) for i in range(2)]
     answers: List[Tuple[str, bool, Any]] = []
     cluster: Any = RedisCluster.__new__(RedisCluster)
     cluster._shards = shards
     cluster.dedupe = DedupeBuckets("p", 60.0)
+    cluster.node_id = "n1"
+    cluster.keys = Keys("p")
     cluster._frame_checked = lambda token, frame, seen, error: answers.append(
         (token, seen, error))
-    cluster._push_checks(["t1", "t2"], [object(), object()])
+    t1, t2 = (next(f"{i:08x}" + "00" * 6 for i in range(100) if home_shard(f"{i:08x}", 2) == h)
+              for h in (0, 1))
+    cluster._push_checks([t1, t2], [object(), object()])
+    masks = [args[8] for args in sent]
+    assert masks == ["10", "01"]  # t1 claimed on shard 0 only, t2 on shard 1 only
     error = ClusterError("shard b refused")
     replies[0].set_result(b"10")  # shard a has t1, not t2
     replies[1].set_exception(error)
     await asyncio.sleep(0)
     await asyncio.sleep(0)
-    assert answers == [("t1", True, None), ("t2", False, error)]
+    assert answers == [(t1, True, None), (t2, False, error)]
+
+
+def test_the_shards_answers_merge_into_one_per_frame() -> None:
+    from maim_message.backends.frame_dedupe import claim_mask, home_shard, merge_answers
+
+    tokens = [f"{i:08x}" for i in range(6)]
+    homes = [home_shard(t, 2) for t in tokens]
+    assert claim_mask(tokens, 0, 1) == "111111"
+    assert claim_mask(tokens, 0, 2) == "".join("1" if h == 0 else "0" for h in homes)
+    assert merge_answers(tokens, ["012000"]) == "012000"  # one shard: as it answered
+    assert merge_answers(tokens, [None]) == "??????"
+    # a "handled" anywhere wins; else the home shard says held or fresh
+    a = "100002"
+    b = "000202"
+    expected = "".join("1" if "1" in (a[n], b[n]) else (a, b)[homes[n]][n] for n in range(6))
+    assert merge_answers(tokens, [a, b]) == expected
+    # a failed shard: only what another shard saw handled is known
+    assert merge_answers(tokens, ["100000", None]) == "1?????"

@@ -4,18 +4,31 @@ A frame is ``(sender user, sender platform, msg_id)``. A node records the frames
 handlers handled in the store, in the same atomic write as the first message each
 handler sent (or alone, when the handler sent nothing), so a client that re-sends an
 unacked frame to another node after its node died finds it there and is acked without
-being handled again. The record is bounded and expires: frames go into one set per time
-bucket of ``ttl`` seconds, a check reads the current and the previous bucket, and a
-bucket's set expires ``2 * ttl`` after its last write.
+being handled again.
+
+Before a handler starts, its node also *claims* the frame (in the same call as the check):
+a client that re-sends a frame to another node while the first node is still handling it
+(the client's connection dropped, the first node did not) finds the claim of a live node,
+and its new node waits until the frame is recorded (then acks it as a duplicate) or the
+claiming node is gone (then handles it). One hash per time bucket of ``ttl`` seconds holds
+both: token -> ``HANDLED`` or ``CLAIM`` + node id; a check reads the current and the
+previous bucket, and a bucket expires ``2 * ttl`` after its last write.
 """
 
 from __future__ import annotations
 
 import time
 from hashlib import blake2b
-from typing import Callable, Tuple
+from typing import Callable, Optional, Sequence, Tuple
 
 FrameKey = Tuple[str, str, str]
+
+HANDLED = "h"  # a bucket's value for a recorded frame
+CLAIM = "@"  # prefix of a claim's value (the node id follows): never equal to HANDLED
+
+# one character per frame in a check's answer
+FRESH, SEEN, HELD = "0", "1", "2"  # handle it / a node handled it / a live node handles it
+UNCHECKED = "?"  # a shard that may hold its record did not answer
 
 
 def frame_token(key: FrameKey) -> str:
@@ -24,7 +37,7 @@ def frame_token(key: FrameKey) -> str:
 
 
 class DedupeBuckets:
-    """Names of the time-bucketed sets (``<prefix>:d:<bucket>``) frames are recorded in."""
+    """Names of the time-bucketed hashes (``<prefix>:f:<bucket>``) frames are recorded in."""
 
     __slots__ = ("_clock", "prefix", "ttl")
 
@@ -41,9 +54,45 @@ class DedupeBuckets:
         return int(self.ttl * 2000)  # a bucket is read for up to 2 ttl after it opened
 
     def current(self) -> str:
-        return f"{self.prefix}:d:{int(self._clock() // self.ttl)}"
+        return f"{self.prefix}:f:{int(self._clock() // self.ttl)}"
 
     def both(self) -> Tuple[str, str]:
         """(current, previous): a frame recorded within the last ``ttl`` s is in one."""
         bucket = int(self._clock() // self.ttl)
-        return f"{self.prefix}:d:{bucket}", f"{self.prefix}:d:{bucket - 1}"
+        return f"{self.prefix}:f:{bucket}", f"{self.prefix}:f:{bucket - 1}"
+
+
+def home_shard(token: str, shards: int) -> int:
+    """The shard that holds a frame's claim (the same on every node; tokens are hex)."""
+    return int(token[:8], 16) % shards if shards > 1 else 0
+
+
+def claim_mask(tokens: Sequence[str], shard: int, shards: int) -> str:
+    """Which of a check's frames the shard claims ("1"): those whose home it is."""
+    if shards == 1:
+        return "1" * len(tokens)
+    return "".join("1" if home_shard(t, shards) == shard else "0" for t in tokens)
+
+
+def merge_answers(tokens: Sequence[str], answers: Sequence[Optional[str]]) -> str:
+    """One check's answer from every shard's (``None``: that shard failed). A frame is
+    SEEN when any shard recorded it (a handler's first send records it on its target's
+    shard); else, when every shard answered, HELD or FRESH as its home shard says; else
+    UNCHECKED (the failed shard may hold its record: not handled, the client re-sends)."""
+    if len(answers) == 1:
+        only = answers[0]
+        return only if only is not None else UNCHECKED * len(tokens)
+    seen = [a for a in answers if a is not None and SEEN in a]
+    failed = any(a is None for a in answers)
+    if not seen and not failed:
+        return "".join(answers[home_shard(t, len(answers))][n]  # type: ignore[index]
+                       for n, t in enumerate(tokens))
+    out = []
+    for n, token in enumerate(tokens):
+        if any(a[n] == SEEN for a in seen):
+            out.append(SEEN)
+        elif failed:
+            out.append(UNCHECKED)
+        else:
+            out.append(answers[home_shard(token, len(answers))][n])  # type: ignore[index]
+    return "".join(out)

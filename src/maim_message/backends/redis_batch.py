@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Tuple
 
 from ..errors import ClusterError
 from .cluster_base import Pair
+from .frame_dedupe import HANDLED
 from .pubsub_io import SendResult
 from .pubsub_messages import PairMessage
 from .redis_keys import Keys
@@ -81,7 +82,10 @@ class SendTurn:
         drops its keys once its stream is empty. :meth:`resolve` reads EXEC's reply."""
         cmds: List[Tuple[Any, ...]] = []
         if self.marks:
-            cmds.append(("SADD", dedupe_set, *self.marks))
+            handled: List[str] = []
+            for token in self.marks:
+                handled += (token, HANDLED)
+            cmds.append(("HSET", dedupe_set, *handled))
             cmds.append(("PEXPIRE", dedupe_set, dedupe_ttl_ms))
         idle: List[str] = []
         for stream, index, is_idle, stream_ids in self.deletes:

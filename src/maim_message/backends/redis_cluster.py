@@ -37,7 +37,15 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from ..core.defaults import DEFAULT_OUTBOX
 from ..errors import ClusterError, ServerStartError
 from .cluster_base import Pair
-from .frame_dedupe import DedupeBuckets
+from .frame_dedupe import (
+    FRESH,
+    HELD,
+    SEEN,
+    UNCHECKED,
+    DedupeBuckets,
+    claim_mask,
+    merge_answers,
+)
 from .pubsub_cluster import PubSubCluster
 from .pubsub_io import RESUBSCRIBED, SendResult, StoredMessage
 from .pubsub_messages import (
@@ -84,6 +92,9 @@ class RedisCluster(PubSubCluster, RedisPresence):
     # s: sends and frame checks are collected this long (several loop turns) into one
     # transaction per shard: fewer, larger batches cost less CPU per message on both sides
     flush_delay = 0.002
+    # s: a frame another live node is handling is checked again this often (until that
+    # node records it: then acked as a duplicate; or is gone: then handled here)
+    held_recheck = 0.1
 
     def __init__(
         self, url: Union[str, Sequence[str]], *, node_id: str, prefix: str = "maim_hub",
@@ -103,6 +114,7 @@ class RedisCluster(PubSubCluster, RedisPresence):
         self.ttl_ms = str(max(1000, int(outbox_ttl * 1000)))
         self.write_timeout = write_timeout
         self._origin = node_id.encode()  # this node, as Redis answers it
+        self.held_frames = 0  # checks answered "a live node is handling it" (re-checked)
         self._sources = (("drop_empty", DROP_EMPTY), ("add_once", ADD_ONCE), ("ack", ACK),
                          ("unregister", UNREGISTER), ("reap", REAP), ("reap_where", REAP_WHERE),
                          ("check", CHECK_FRAMES))
@@ -348,48 +360,60 @@ class RedisCluster(PubSubCluster, RedisPresence):
         fut.add_done_callback(done)
 
     def _push_checks(self, tokens: List[str], frames: List[GatedFrame]) -> None:
-        """One CHECK_FRAMES call per shard; a frame is seen when any shard has it."""
+        """One CHECK_FRAMES call per shard (a frame's record may be on any shard: it rides
+        with its handler's first send); each frame is claimed on its home shard."""
         current, previous = self.dedupe.both()
+        shards = len(self._shards)
         replies: List[asyncio.Future[Any]] = []
         for shard in self._shards:
-            fut = self._q(shard).push(("EVALSHA", "check", 0, current, previous, *tokens),
-                                      want_result=True)
+            fut = self._q(shard).push(
+                ("EVALSHA", "check", 0, current, previous, self.dedupe.ttl_ms, self.node_id,
+                 self.keys.alive_prefix, claim_mask(tokens, shard.index, shards), *tokens),
+                want_result=True)
             assert fut is not None
             replies.append(fut)
-        gathered = (replies[0] if len(replies) == 1
+        gathered = (replies[0] if shards == 1
                     else asyncio.gather(*replies, return_exceptions=True))
 
         def done(f: asyncio.Future[Any]) -> None:
             exc: Optional[BaseException] = None
-            answers: List[str] = []
+            answers: List[Optional[str]] = []
             if f.cancelled():
                 exc = ClusterError("frame check cancelled")
             elif f.exception() is not None:
                 exc = f.exception()
-            elif len(replies) == 1:
+            elif shards == 1:
                 answers = [_text(f.result())]
             else:  # a shard that has the frame answers for it, whatever the others did
                 for reply in f.result():
                     if isinstance(reply, BaseException):
                         exc = exc or reply
+                        answers.append(None)
                     else:
                         answers.append(_text(reply))
-            seen_somewhere = [a for a in answers if "1" in a]
-            if len(seen_somewhere) == 1:  # also: one shard
-                flags = seen_somewhere[0]
-            elif not seen_somewhere:
-                flags = "0" * len(tokens)
-            else:
-                flags = "".join("1" if any(a[n] == "1" for a in seen_somewhere) else "0"
-                                for n in range(len(tokens)))
+            flags = merge_answers(tokens, answers) if answers else UNCHECKED * len(tokens)
             checked = self._frame_checked
             for n, frame in enumerate(frames):
-                seen = flags[n] == "1"
+                flag = flags[n]
                 try:
-                    checked(tokens[n], frame, seen, None if seen else exc)
+                    if flag == HELD:  # a live node handles it now: ask again later
+                        self.held_frames += 1
+                        asyncio.get_running_loop().call_later(
+                            self.held_recheck, self._recheck, tokens[n], frame)
+                        continue
+                    seen = flag == SEEN
+                    checked(tokens[n], frame, seen,
+                            None if flag in (SEEN, FRESH) else
+                            (exc or ClusterError("frame not checked")))
                 except Exception:  # one frame's start must not stop the others'
                     logger.exception("cluster: starting a checked frame failed")
         gathered.add_done_callback(done)
+
+    def _recheck(self, token: str, frame: GatedFrame) -> None:
+        if self._joined:
+            self._check_frame(token, frame)
+        else:  # stopping: not handled here, not answered (the client re-sends it)
+            frame.unchecked(ClusterError("cluster node stopped"))
 
     def _send_pair(self, message: PairMessage, persist: bool, mark: Optional[str],
                    deferred: Optional[Receipt] = None) -> Optional[Awaitable[SendResult]]:
@@ -420,7 +444,7 @@ class RedisCluster(PubSubCluster, RedisPresence):
         for shard in self._shards:
             if shard.queue is not None:
                 for bucket in self.dedupe.both():
-                    shard.queue.push(("SREM", bucket, token))
+                    shard.queue.push(("HDEL", bucket, token))
 
     # -- store ---------------------------------------------------------------------------------
 
@@ -465,6 +489,7 @@ class RedisCluster(PubSubCluster, RedisPresence):
             "redis_failures": sum(q.failures for q in queues),
             "redis_rtt_seconds": max((q.rtt for q in queues), default=0.0),
             "queue_depth": sum(q.depth for q in queues),
+            "frames_held_elsewhere": self.held_frames,
         })
         return out
 

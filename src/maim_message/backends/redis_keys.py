@@ -10,6 +10,8 @@ which may be an API key, shows up in key names):
 - ``p:w:<pair>``      hash uuid -> node: where the pair's connections are
 - ``p:s:<pair>``      stream: the pair's unacked messages (fields ``m`` msg_id, ``p`` payload)
 - ``p:i:<pair>``      hash msg_id -> stream id (``id|origin`` when the origin awaits the ack)
+- ``p:f:<bucket>``   hash frame token -> ``h`` (handled) or ``@<node>`` (claimed: being
+                      handled there), one per ``cluster_dedupe_ttl`` time bucket
 - ``p:admin``         set of admin actions kept for good (revoked keys, as SHA-256), applied
                       by every node when it starts
 
@@ -112,14 +114,38 @@ if redis.call('XLEN', KEYS[1]) == 0 then redis.call('DEL', KEYS[1], KEYS[2]) end
 return n
 """
 
-# ARGV: current bucket, previous bucket, frame tokens. Which frames some node recorded as
-# handled, as one string of '0' / '1' (one reply element, whatever the batch size).
+# ARGV: current bucket, previous bucket (hashes: token -> 'h' handled, or '@' .. node: that
+# node claimed it and is handling it), bucket ttl ms, this node, alive-key prefix, claim
+# mask ('1': claim that frame here when free: this shard is its home), frame tokens.
+# Answers one string, a character per frame: '1' handled, '2' claimed by another live
+# node, else '0' (and claimed for this node where the mask says so; a Redis that refuses
+# writes, out of memory, still answers, unclaimed).
 CHECK_FRAMES = """
-local a = redis.call('SMISMEMBER', ARGV[1], unpack(ARGV, 3))
-local b = redis.call('SMISMEMBER', ARGV[2], unpack(ARGV, 3))
-local out = {}
-for n = 1, #a do
-  if a[n] == 1 or b[n] == 1 then out[n] = '1' else out[n] = '0' end
+local node, alive, mask = ARGV[4], ARGV[5], ARGV[6]
+local a = redis.call('HMGET', ARGV[1], unpack(ARGV, 7))
+local b = redis.call('HMGET', ARGV[2], unpack(ARGV, 7))
+local out, claim = {}, {}
+for i = 1, #a do
+  local va, vb = a[i], b[i]
+  if va == 'h' or vb == 'h' then
+    out[i] = '1'
+  else
+    local v = va or vb
+    if v and v ~= '@' .. node and redis.call('EXISTS', alive .. string.sub(v, 2)) == 1 then
+      out[i] = '2'
+    else
+      out[i] = '0'
+      if string.byte(mask, i) == 49 then
+        claim[#claim + 1] = ARGV[6 + i]
+        claim[#claim + 1] = '@' .. node
+      end
+    end
+  end
+end
+if #claim > 0 then  -- refused (out of memory): the answer stands, without the claims
+  if type(redis.pcall('HSET', ARGV[1], unpack(claim))) == 'number' then
+    redis.pcall('PEXPIRE', ARGV[1], ARGV[3])
+  end
 end
 return table.concat(out)
 """
