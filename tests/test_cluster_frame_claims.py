@@ -9,17 +9,28 @@ handles it. Either way the handler runs once.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Dict, List, Tuple
+from typing import Any, AsyncIterator, Dict, List, Tuple
 
 import orjson
 import pytest
 import websockets
-from redis import asyncio as redis_asyncio
 
 from .helpers_api import envelope, make_message
-from .test_cluster import Receiver, node, presence, redis_url, started  # noqa: F401 (fixture)
+from .test_cluster import Receiver, RedisServer, node, presence, started
 
 pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture(params=[1, 2], ids=["one Redis", "two shards"])
+async def redis_url(request: Any) -> AsyncIterator[str]:
+    servers = [RedisServer() for _ in range(request.param)]
+    try:
+        for server in servers:
+            await server.ready()
+        yield ",".join(server.url for server in servers)
+    finally:
+        for server in servers:
+            server.stop()
 
 
 class Handler:
@@ -60,7 +71,7 @@ async def frame_on(port: int, uuid: str) -> Any:
 
 @pytest.mark.parametrize("a_dies", [False, True])
 async def test_a_frame_resent_while_another_node_handles_it_is_handled_once(
-        redis_url: str, a_dies: bool) -> None:  # noqa: F811
+        redis_url: str, a_dies: bool) -> None:
     calls: List[Tuple[str, str]] = []
     release = asyncio.Event()
     handlers = {name: Handler(name, calls, release) for name in ("a", "b")}
@@ -69,7 +80,6 @@ async def test_a_frame_resent_while_another_node_handles_it_is_handled_once(
     handlers["a"].server, handlers["b"].server = a, b
     await started(a, b)
     bob = Receiver(b.port or 0, "bob")
-    redis = redis_asyncio.Redis.from_url(redis_url)
     first = second = None
     try:
         assert await bob.client.connect()
@@ -102,6 +112,5 @@ async def test_a_frame_resent_while_another_node_handles_it_is_handled_once(
             if ws is not None:
                 await ws.close()
         await bob.client.stop()
-        await redis.aclose()
         await a.stop()
         await b.stop()

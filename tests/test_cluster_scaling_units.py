@@ -462,8 +462,8 @@ async def test_a_frame_one_shard_has_is_a_duplicate_whatever_another_shard_answe
     t1, t2 = (next(f"{i:08x}" + "00" * 6 for i in range(100) if home_shard(f"{i:08x}", 2) == h)
               for h in (0, 1))
     cluster._push_checks([t1, t2], [object(), object()])
-    masks = [args[8] for args in sent]
-    assert masks == ["10", "01"]  # t1 claimed on shard 0 only, t2 on shard 1 only
+    # every shard gets every frame (a record may be anywhere); each claims its own
+    assert [args[8:] for args in sent] == [(0, 2, t1, t2), (1, 2, t1, t2)]
     error = ClusterError("shard b refused")
     replies[0].set_result(b"10")  # shard a has t1, not t2
     replies[1].set_exception(error)
@@ -473,18 +473,14 @@ async def test_a_frame_one_shard_has_is_a_duplicate_whatever_another_shard_answe
 
 
 def test_the_shards_answers_merge_into_one_per_frame() -> None:
-    from maim_message.backends.frame_dedupe import claim_mask, home_shard, merge_answers
+    from maim_message.backends.frame_dedupe import merge_answers
 
-    tokens = [f"{i:08x}" for i in range(6)]
-    homes = [home_shard(t, 2) for t in tokens]
-    assert claim_mask(tokens, 0, 1) == "111111"
-    assert claim_mask(tokens, 0, 2) == "".join("1" if h == 0 else "0" for h in homes)
-    assert merge_answers(tokens, ["012000"]) == "012000"  # one shard: as it answered
-    assert merge_answers(tokens, [None]) == "??????"
-    # a "handled" anywhere wins; else the home shard says held or fresh
-    a = "100002"
-    b = "000202"
-    expected = "".join("1" if "1" in (a[n], b[n]) else (a, b)[homes[n]][n] for n in range(6))
-    assert merge_answers(tokens, [a, b]) == expected
+    assert merge_answers(4, ["0120"]) == "0120"  # one shard: as it answered
+    assert merge_answers(4, [None]) == "????"
+    assert merge_answers(4, ["0000", "0000"]) == "0000"
+    # a "handled" anywhere wins; else a home shard's "held" (only homes hold claims)
+    assert merge_answers(4, ["1020", "0210"]) == "1210"
     # a failed shard: only what another shard saw handled is known
-    assert merge_answers(tokens, ["100000", None]) == "1?????"
+    assert merge_answers(4, ["1020", None]) == "1???"
+    assert merge_answers(4, ["0000", None]) == "????"
+

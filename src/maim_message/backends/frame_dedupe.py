@@ -63,36 +63,27 @@ class DedupeBuckets:
 
 
 def home_shard(token: str, shards: int) -> int:
-    """The shard that holds a frame's claim (the same on every node; tokens are hex)."""
+    """The shard that holds a frame's claim, as the check script computes it (the same on
+    every node; tokens are hex)."""
     return int(token[:8], 16) % shards if shards > 1 else 0
 
 
-def claim_mask(tokens: Sequence[str], shard: int, shards: int) -> str:
-    """Which of a check's frames the shard claims ("1"): those whose home it is."""
-    if shards == 1:
-        return "1" * len(tokens)
-    return "".join("1" if home_shard(t, shards) == shard else "0" for t in tokens)
-
-
-def merge_answers(tokens: Sequence[str], answers: Sequence[Optional[str]]) -> str:
-    """One check's answer from every shard's (``None``: that shard failed). A frame is
-    SEEN when any shard recorded it (a handler's first send records it on its target's
-    shard); else, when every shard answered, HELD or FRESH as its home shard says; else
-    UNCHECKED (the failed shard may hold its record: not handled, the client re-sends)."""
+def merge_answers(count: int, answers: Sequence[Optional[str]]) -> str:
+    """One check's answer for ``count`` frames from every shard's (``None``: that shard
+    failed). A frame is SEEN when any shard recorded it (a handler's first send records it
+    on its target's shard); else HELD when its home shard says so (only the home holds
+    claims); else FRESH when every shard answered; else UNCHECKED (the failed shard may
+    hold its record: not handled, the client re-sends)."""
     if len(answers) == 1:
         only = answers[0]
-        return only if only is not None else UNCHECKED * len(tokens)
-    seen = [a for a in answers if a is not None and SEEN in a]
+        return only if only is not None else UNCHECKED * count
     failed = any(a is None for a in answers)
-    if not seen and not failed:
-        return "".join(answers[home_shard(t, len(answers))][n]  # type: ignore[index]
-                       for n, t in enumerate(tokens))
+    marked = [a for a in answers if a is not None and (SEEN in a or HELD in a)]
+    if not marked:
+        return (UNCHECKED if failed else FRESH) * count
     out = []
-    for n, token in enumerate(tokens):
-        if any(a[n] == SEEN for a in seen):
-            out.append(SEEN)
-        elif failed:
-            out.append(UNCHECKED)
-        else:
-            out.append(answers[home_shard(token, len(answers))][n])  # type: ignore[index]
+    for n in range(count):
+        chars = {a[n] for a in marked}
+        out.append(SEEN if SEEN in chars else UNCHECKED if failed
+                   else HELD if HELD in chars else FRESH)
     return "".join(out)

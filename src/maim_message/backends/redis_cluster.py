@@ -43,7 +43,6 @@ from .frame_dedupe import (
     SEEN,
     UNCHECKED,
     DedupeBuckets,
-    claim_mask,
     merge_answers,
 )
 from .pubsub_cluster import PubSubCluster
@@ -153,6 +152,7 @@ class RedisCluster(PubSubCluster, RedisPresence):
                 shard.redis = shard.queue = shard.pubsub = None
             raise ServerStartError(f"cluster: cannot use Redis at {safe_url(failed.url)}: "
                                    f"{type(exc).__name__}: {exc}") from exc
+        self._alive_on_other_shards()
         for shard in self._shards:
             assert shard.queue is not None
             shard.queue.start()
@@ -189,6 +189,9 @@ class RedisCluster(PubSubCluster, RedisPresence):
             self._flush()
             first.push(("DEL", self.keys.conns(node), self.keys.alive(node)))
             first.push(("SREM", self.keys.nodes, node))
+            for shard in self._shards[1:]:  # its claims there are void now
+                if shard.queue is not None:
+                    shard.queue.push(("DEL", self.keys.alive(node)))
         for shard in self._shards:
             if shard.reader is not None:
                 shard.reader.cancel()
@@ -368,7 +371,7 @@ class RedisCluster(PubSubCluster, RedisPresence):
         for shard in self._shards:
             fut = self._q(shard).push(
                 ("EVALSHA", "check", 0, current, previous, self.dedupe.ttl_ms, self.node_id,
-                 self.keys.alive_prefix, claim_mask(tokens, shard.index, shards), *tokens),
+                 self.keys.alive_prefix, shard.index, shards, *tokens),
                 want_result=True)
             assert fut is not None
             replies.append(fut)
@@ -391,7 +394,7 @@ class RedisCluster(PubSubCluster, RedisPresence):
                         answers.append(None)
                     else:
                         answers.append(_text(reply))
-            flags = merge_answers(tokens, answers) if answers else UNCHECKED * len(tokens)
+            flags = merge_answers(len(tokens), answers) if answers else UNCHECKED * len(tokens)
             checked = self._frame_checked
             for n, frame in enumerate(frames):
                 flag = flags[n]

@@ -115,15 +115,17 @@ return n
 """
 
 # ARGV: current bucket, previous bucket (hashes: token -> 'h' handled, or '@' .. node: that
-# node claimed it and is handling it), bucket ttl ms, this node, alive-key prefix, claim
-# mask ('1': claim that frame here when free: this shard is its home), frame tokens.
-# Answers one string, a character per frame: '1' handled, '2' claimed by another live
-# node, else '0' (and claimed for this node where the mask says so; a Redis that refuses
-# writes, out of memory, still answers, unclaimed).
+# node claimed it and is handling it), bucket ttl ms, this node, alive-key prefix, this
+# shard's index, the number of shards, frame tokens (hex). Answers one string, a character
+# per frame: '1' handled, '2' claimed by another live node, else '0' (and claimed for this
+# node when this shard is the frame's home: its first 8 hex digits modulo the number of
+# shards; a Redis that refuses writes, out of memory, still answers, unclaimed). Claims
+# live on the home shard only, so only it can answer '2'.
 CHECK_FRAMES = """
-local node, alive, mask = ARGV[4], ARGV[5], ARGV[6]
-local a = redis.call('HMGET', ARGV[1], unpack(ARGV, 7))
-local b = redis.call('HMGET', ARGV[2], unpack(ARGV, 7))
+local node, alive = ARGV[4], ARGV[5]
+local shard, shards = tonumber(ARGV[6]), tonumber(ARGV[7])
+local a = redis.call('HMGET', ARGV[1], unpack(ARGV, 8))
+local b = redis.call('HMGET', ARGV[2], unpack(ARGV, 8))
 local out, claim = {}, {}
 for i = 1, #a do
   local va, vb = a[i], b[i]
@@ -135,8 +137,9 @@ for i = 1, #a do
       out[i] = '2'
     else
       out[i] = '0'
-      if string.byte(mask, i) == 49 then
-        claim[#claim + 1] = ARGV[6 + i]
+      local token = ARGV[7 + i]
+      if shards == 1 or tonumber(string.sub(token, 1, 8), 16) % shards == shard then
+        claim[#claim + 1] = token
         claim[#claim + 1] = '@' .. node
       end
     end

@@ -51,12 +51,21 @@ class RedisPresence(RedisShards):
         pipe.sadd(keys.nodes, node)
         pipe.smembers(keys.nodes)
         previous, _, members = await pipe.execute()
+        self._alive_on_other_shards()
         names = [m.decode() if isinstance(m, bytes) else str(m) for m in members]
         others = sorted(m for m in names if m != node)
         alive = await self._alive_of(others)
         for dead in (o for o in others if o not in alive):
             await self._reap(dead)
         return previous is not None, alive
+
+    def _alive_on_other_shards(self) -> None:
+        """The alive key on every other shard too: a frame's claim lives on its home
+        shard, whose check script asks there whether the claiming node is alive."""
+        ttl = int(self.node_ttl * 1000)
+        for shard in self._shards[1:]:
+            if shard.queue is not None:
+                shard.queue.push(("SET", self.keys.alive(self.node_id), "1", "PX", ttl))
 
     async def _reap(self, dead: str) -> None:
         """Remove a dead node's where-entries (on every shard), then its presence."""
