@@ -114,3 +114,81 @@ async def test_a_frame_resent_while_another_node_handles_it_is_handled_once(
         await bob.client.stop()
         await a.stop()
         await b.stop()
+
+
+async def test_a_frame_that_ends_unhandled_gives_its_claim_back(
+        redis_url: str) -> None:
+    """A's handler fails (a bug: sys_error, not handled) after the client's connection to
+    A dropped; the claim goes with it, so the re-send to B is handled at once."""
+    calls: List[Tuple[str, str]] = []
+    release = asyncio.Event()
+
+    async def failing(message: Any, metadata: Dict[str, Any]) -> None:
+        calls.append(("a", message.message_segment.data))
+        await release.wait()
+        raise RuntimeError("handler bug")
+
+    on_b = Handler("b", calls, release)
+    a = node(redis_url, "a", on_message=failing, ack="handled")
+    b = node(redis_url, "b", on_message=on_b, ack="handled")
+    on_b.server = b
+    await started(a, b)
+    bob = Receiver(b.port or 0, "bob")
+    first = second = None
+    try:
+        assert await bob.client.connect()
+        await presence(a, 1)
+        first = await frame_on(a.port or 0, "alice-1")
+        while not calls:
+            await asyncio.sleep(0.01)
+        await first.close()
+        release.set()  # A's handler raises: the frame was not handled
+        deadline = asyncio.get_running_loop().time() + 5
+        while a.get_connection_count() or a.cluster.stats()["queue_depth"]:  # type: ignore
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.1)  # the claim's removal is written
+        second = await frame_on(b.port or 0, "alice-2")
+        answer = orjson.loads(await asyncio.wait_for(second.recv(), 2))
+        assert answer["type"] == "sys_ack" and answer["meta"]["acked_msg_id"] == "f1"
+        assert calls == [("a", "hello"), ("b", "hello")]
+        assert b.cluster.stats()["frames_held_elsewhere"] == 0  # type: ignore[union-attr]
+    finally:
+        release.set()
+        for ws in (first, second):
+            if ws is not None:
+                await ws.close()
+        await bob.client.stop()
+        await a.stop()
+        await b.stop()
+
+
+async def test_under_ack_receipt_a_held_frame_is_not_run_when_its_waiting_node_stops(
+        redis_url: str) -> None:
+    calls: List[Tuple[str, str]] = []
+    release = asyncio.Event()
+    handlers = {name: Handler(name, calls, release) for name in ("a", "b")}
+    a = node(redis_url, "a", on_message=handlers["a"], ack="handled")
+    b = node(redis_url, "b", on_message=handlers["b"], ack="receipt")
+    handlers["a"].server, handlers["b"].server = a, b
+    await started(a, b)
+    first = second = None
+    try:
+        first = await frame_on(a.port or 0, "alice-1")
+        await asyncio.wait_for(handlers["a"].started.wait(), 5)
+        await first.close()
+        second = await frame_on(b.port or 0, "alice-2")
+        answer = orjson.loads(await asyncio.wait_for(second.recv(), 5))
+        assert answer["type"] == "sys_ack"  # ack="receipt": acked before the check
+        await held_on_b(b)
+        await second.close()
+        await asyncio.wait_for(b.stop(), 10)  # B stops while it waits for A
+        await asyncio.sleep(0.3)
+        assert calls == [("a", "hello")]  # A handles it; B did not run it on its way out
+    finally:
+        release.set()
+        for ws in (first, second):
+            if ws is not None:
+                await ws.close()
+        await a.stop()
+        await b.stop()

@@ -484,3 +484,21 @@ def test_the_shards_answers_merge_into_one_per_frame() -> None:
     assert merge_answers(4, ["1020", None]) == "1???"
     assert merge_answers(4, ["0000", None]) == "????"
 
+
+
+def test_a_large_batch_of_checks_is_split_under_luas_unpack_limit() -> None:
+    from maim_message.backends.redis_cluster import MAX_CHECK, RedisCluster
+
+    cluster: Any = RedisCluster.__new__(RedisCluster)
+    calls: List[Tuple[List[str], List[Any]]] = []
+    cluster._push_checks = lambda tokens, frames: calls.append((tokens, frames))
+    cluster._flush_scheduled, cluster._shards = True, []
+    cluster._flushed = cluster._confirm = None
+    count = 2 * MAX_CHECK + 500  # a reconnect storm's re-sends in one batch
+    cluster._checks = [f"{n:020x}" for n in range(count)]
+    cluster._checked = list(range(count))
+    cluster._flush()
+    assert [len(tokens) for tokens, _ in calls] == [MAX_CHECK, MAX_CHECK, 500]
+    assert [t for tokens, _ in calls for t in tokens] == [f"{n:020x}" for n in range(count)]
+    assert [f for _, frames in calls for f in frames] == list(range(count))
+    assert MAX_CHECK * 2 < 7999  # the claims' HSET unpacks two arguments per frame

@@ -72,7 +72,10 @@ class FrameGuard(PubSubIO):
                        error: Optional[BaseException]) -> None:
         """The store's answer for one frame (called by ``_check_frame``'s batch)."""
         receipt = frame.receipt
-        if error is not None:
+        if error is not None and frame.held:  # a live node had it: it handles it
+            frame.drop(error)
+        elif error is not None:
+            receipt.claimed = True  # its home shard may have claimed it before another failed
             if self.unchecked_frames == 0:
                 logger.warning("cluster: frames could not be checked against the record "
                                "of handled frames: %s", error)
@@ -82,6 +85,7 @@ class FrameGuard(PubSubIO):
             self.duplicate_frames += 1
             frame.skip()
         else:
+            receipt.claimed = True  # the check claimed it: taken back if not handled
             receipt.settle = self._settle
             reset = _FRAME.set((receipt, token))
             try:

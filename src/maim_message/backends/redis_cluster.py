@@ -82,6 +82,7 @@ __all__ = ["ClusterError", "RedisCluster", "split_urls"]  # ClusterError lives i
 logger = logging.getLogger(__name__)
 
 _RETRYABLE = (RedisConnectionError, RedisTimeoutError, OSError)
+MAX_CHECK = 2000  # frames per check call (its claims unpack two arguments per frame)
 
 
 class RedisCluster(PubSubCluster, RedisPresence):
@@ -300,7 +301,9 @@ class RedisCluster(PubSubCluster, RedisPresence):
         tokens, self._checks = self._checks, []
         if tokens:
             frames, self._checked = self._checked, []
-            self._push_checks(tokens, frames)
+            for start in range(0, len(tokens), MAX_CHECK):  # Lua's unpack() limit
+                self._push_checks(tokens[start:start + MAX_CHECK],
+                                  frames[start:start + MAX_CHECK])
         flushed, self._flushed = self._flushed, None
         if flushed is not None and not flushed.done():
             flushed.set_result(None)
@@ -400,7 +403,9 @@ class RedisCluster(PubSubCluster, RedisPresence):
                 flag = flags[n]
                 try:
                     if flag == HELD:  # a live node handles it now: ask again later
-                        self.held_frames += 1
+                        if not frame.held:
+                            frame.held = True
+                            self.held_frames += 1
                         asyncio.get_running_loop().call_later(
                             self.held_recheck, self._recheck, tokens[n], frame)
                         continue
@@ -415,8 +420,8 @@ class RedisCluster(PubSubCluster, RedisPresence):
     def _recheck(self, token: str, frame: GatedFrame) -> None:
         if self._joined:
             self._check_frame(token, frame)
-        else:  # stopping: not handled here, not answered (the client re-sends it)
-            frame.unchecked(ClusterError("cluster node stopped"))
+        else:  # stopping: the node that has it handles it
+            frame.drop(ClusterError("cluster node stopped"))
 
     def _send_pair(self, message: PairMessage, persist: bool, mark: Optional[str],
                    deferred: Optional[Receipt] = None) -> Optional[Awaitable[SendResult]]:
@@ -492,7 +497,7 @@ class RedisCluster(PubSubCluster, RedisPresence):
             "redis_failures": sum(q.failures for q in queues),
             "redis_rtt_seconds": max((q.rtt for q in queues), default=0.0),
             "queue_depth": sum(q.depth for q in queues),
-            "frames_held_elsewhere": self.held_frames,
+            "frames_held_elsewhere": self.held_frames,  # frames, not re-checks
         })
         return out
 

@@ -46,7 +46,7 @@ class Receipt:
     """A received frame whose handler is running: the delivery layer records ``key`` in
     the durable store with the first message the handler queues (same transaction)."""
 
-    __slots__ = ("at", "failure", "holds_ack", "key", "recorded", "settle")
+    __slots__ = ("at", "claimed", "failure", "holds_ack", "key", "recorded", "settle")
 
     def __init__(self, key: FrameKey, holds_ack: bool = True) -> None:
         self.key = key
@@ -55,6 +55,9 @@ class Receipt:
         self.holds_ack = holds_ack
         self.at = time.time()
         self.recorded = False
+        # cluster mode: the store may hold this node's claim on the frame (taken back, as
+        # a record is, when the frame ends unhandled)
+        self.claimed = False
         self.failure: Optional[BaseException] = None  # a send of its handler failed
         # Set by a gate (cluster mode): called once the handler returned; a future it
         # returns is what the ack waits for (the handler's sends confirmed by the store).
@@ -67,11 +70,12 @@ class GatedFrame:
     :meth:`skip` (end it unhandled: acked as a duplicate, or not answered when
     ``receipt.failure`` is set). One object per frame: no closures while it waits."""
 
-    __slots__ = ("_after", "_args", "_handler", "_handlers", "receipt")
+    __slots__ = ("_after", "_args", "_handler", "_handlers", "held", "receipt")
 
     def __init__(self, receipt: Receipt, handler: Callable[..., Any], args: Tuple[Any, ...],
                  after: Optional[AckAfterHandling], handlers: Optional[HandlerTasks]) -> None:
         self.receipt = receipt
+        self.held = False  # the gate found another live node handling it (and waits)
         self._handler = handler
         self._args = args
         self._after = after  # ack="handled": it acks once handled
@@ -99,6 +103,14 @@ class GatedFrame:
             self._after._done(self.receipt, None)
         else:
             self.run()
+
+    def drop(self, error: BaseException) -> None:
+        """Another node handles the frame and this one stops waiting for it (stopping, or
+        the store failed): ack="handled": not answered (the client re-sends it later);
+        ack="receipt": acked already and handled there, so nothing here."""
+        if self._after is not None:
+            self.receipt.failure = error
+            self._after._done(self.receipt, None)
 
     def _returned(self, exc: Optional[BaseException]) -> bool:
         """ack="receipt": tell the gate the handler returned (nothing waits for it)."""

@@ -226,11 +226,12 @@ class Delivery:
 
     def unhandled(self, receipt: Receipt) -> None:
         """A frame was not handled after all: a re-send, even after a restart or on
-        another cluster node, is new (the store that recorded it takes it back)."""
+        another cluster node, is new (the store that recorded or claimed it takes it
+        back)."""
         outbox = self.outbox
         forget = getattr(outbox.store if outbox is not None else None, "forget_seen", None)
-        if forget is not None and receipt.recorded:
-            receipt.recorded = False
+        if forget is not None and (receipt.recorded or receipt.claimed):
+            receipt.recorded = receipt.claimed = False
             try:
                 forget(receipt.key)
             except Exception as exc:  # the store is failing: the re-send is lost on restart only
