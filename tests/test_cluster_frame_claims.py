@@ -14,6 +14,7 @@ from typing import Any, AsyncIterator, Dict, List, Tuple
 import orjson
 import pytest
 import websockets
+from redis import asyncio as redis_asyncio
 
 from .helpers_api import envelope, make_message
 from .test_cluster import Receiver, RedisServer, node, presence, started
@@ -75,8 +76,8 @@ async def test_a_frame_resent_while_another_node_handles_it_is_handled_once(
     calls: List[Tuple[str, str]] = []
     release = asyncio.Event()
     handlers = {name: Handler(name, calls, release) for name in ("a", "b")}
-    a = node(redis_url, "a", on_message=handlers["a"], ack="handled")
-    b = node(redis_url, "b", on_message=handlers["b"], ack="handled")
+    a = node(redis_url, "a", on_message=handlers["a"], ack="handled", cluster_frame_claims=True)
+    b = node(redis_url, "b", on_message=handlers["b"], ack="handled", cluster_frame_claims=True)
     handlers["a"].server, handlers["b"].server = a, b
     await started(a, b)
     bob = Receiver(b.port or 0, "bob")
@@ -129,8 +130,8 @@ async def test_a_frame_that_ends_unhandled_gives_its_claim_back(
         raise RuntimeError("handler bug")
 
     on_b = Handler("b", calls, release)
-    a = node(redis_url, "a", on_message=failing, ack="handled")
-    b = node(redis_url, "b", on_message=on_b, ack="handled")
+    a = node(redis_url, "a", on_message=failing, ack="handled", cluster_frame_claims=True)
+    b = node(redis_url, "b", on_message=on_b, ack="handled", cluster_frame_claims=True)
     on_b.server = b
     await started(a, b)
     bob = Receiver(b.port or 0, "bob")
@@ -168,8 +169,8 @@ async def test_under_ack_receipt_a_held_frame_is_not_run_when_its_waiting_node_s
     calls: List[Tuple[str, str]] = []
     release = asyncio.Event()
     handlers = {name: Handler(name, calls, release) for name in ("a", "b")}
-    a = node(redis_url, "a", on_message=handlers["a"], ack="handled")
-    b = node(redis_url, "b", on_message=handlers["b"], ack="receipt")
+    a = node(redis_url, "a", on_message=handlers["a"], ack="handled", cluster_frame_claims=True)
+    b = node(redis_url, "b", on_message=handlers["b"], ack="receipt", cluster_frame_claims=True)
     handlers["a"].server, handlers["b"].server = a, b
     await started(a, b)
     first = second = None
@@ -191,4 +192,38 @@ async def test_under_ack_receipt_a_held_frame_is_not_run_when_its_waiting_node_s
             if ws is not None:
                 await ws.close()
         await a.stop()
+        await b.stop()
+
+
+async def test_without_frame_claims_the_record_holds_handled_frames_only(
+        redis_url: str) -> None:
+    """The default (``cluster_frame_claims=False``): the check reads, never writes."""
+    calls: List[Tuple[str, str]] = []
+    release = asyncio.Event()
+    release.set()
+    handler = Handler("b", calls, release)
+    b = node(redis_url, "b", on_message=handler, ack="handled")
+    handler.server = b
+    await started(b)
+    bob = Receiver(b.port or 0, "bob")
+    ws = None
+    try:
+        assert await bob.client.connect()
+        ws = await frame_on(b.port or 0, "alice-1")
+        answer = orjson.loads(await asyncio.wait_for(ws.recv(), 5))
+        assert answer["type"] == "sys_ack" and calls == [("b", "hello")]
+        await bob.wait(lambda: bob.texts == ["hello"])
+        values: List[bytes] = []
+        for url in redis_url.split(","):
+            client = redis_asyncio.Redis.from_url(url)
+            try:
+                async for key in client.scan_iter("maim_hub:f:*"):
+                    values += (await client.hgetall(key)).values()
+            finally:
+                await client.aclose()
+        assert values == [b"h"]  # the frame's record; no claim was written
+    finally:
+        if ws is not None:
+            await ws.close()
+        await bob.client.stop()
         await b.stop()

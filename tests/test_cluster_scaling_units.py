@@ -457,6 +457,7 @@ async def test_a_frame_one_shard_has_is_a_duplicate_whatever_another_shard_answe
     cluster.dedupe = DedupeBuckets("p", 60.0)
     cluster.node_id = "n1"
     cluster.keys = Keys("p")
+    cluster.frame_claims = True
     cluster._frame_checked = lambda token, frame, seen, error: answers.append(
         (token, seen, error))
     t1, t2 = (next(f"{i:08x}" + "00" * 6 for i in range(100) if home_shard(f"{i:08x}", 2) == h)

@@ -41,6 +41,7 @@ def test_embedded_defaults() -> None:
     assert (config.host, config.port, config.path) == ("127.0.0.1", 18040, "/ws")
     assert config.keys == [] and config.outbox.backend == "memory"
     assert config.cluster.backend == "local" and not config.tls.enabled
+    assert config.cluster.frame_claims is False
     assert config.url == "ws://127.0.0.1:18040/ws"
 
 
@@ -70,6 +71,7 @@ path = "{tmp_path / 'outbox.sqlite3'}"
 [cluster]
 backend = "redis"
 redis_url = "redis://127.0.0.1:6379/0"
+frame_claims = true
 
 [http]
 dashboard = false
@@ -90,10 +92,11 @@ forward_to = "maibot"
     assert config.tls.enabled and config.url == "wss://0.0.0.0:18444/hub"
     assert config.limits.max_message_size == 1_048_576 and config.limits.ping_interval == 0
     assert config.outbox.backend == "sqlite" and config.cluster.backend == "redis"
+    assert config.cluster.frame_claims is True
     assert config.http.dashboard is False and config.http.metrics is True
     assert [(k.key, k.user, k.platforms) for k in config.keys] == [
         ("k1", "maibot", ("qq", "telegram")), ("from-env", "astrbot", ())]
-    assert config.keys[0].source == f"{path}:28"
+    assert config.keys[0].source == f"{path}:29"
     assert config.keys[1].forward_to == "maibot" and config.keys[0].forward_to is None
 
 

@@ -263,5 +263,6 @@ def create_cluster(config: Any) -> ClusterBackend:
             outbox_max_per_pair=config.outbox_max_per_pair,
             outbox_ttl=config.outbox_ttl,
             dedupe_ttl=getattr(config, "cluster_dedupe_ttl", 60.0),
+            frame_claims=bool(getattr(config, "cluster_frame_claims", False)),
         )
     raise ConfigError(f"cluster_backend: unknown backend {backend!r} (local or redis)")

@@ -101,7 +101,7 @@ class RedisCluster(PubSubCluster, RedisPresence):
         heartbeat_interval: float = 1.0, node_ttl: float = 5.0,
         outbox_max_per_pair: int = DEFAULT_OUTBOX.max_per_pair,
         outbox_ttl: float = DEFAULT_OUTBOX.ttl,
-        write_timeout: float = 10.0, dedupe_ttl: float = 60.0,
+        write_timeout: float = 10.0, dedupe_ttl: float = 60.0, frame_claims: bool = False,
     ) -> None:
         super().__init__(node_id=node_id, heartbeat_interval=heartbeat_interval,
                          node_ttl=node_ttl, outbox_ttl=outbox_ttl)
@@ -115,6 +115,9 @@ class RedisCluster(PubSubCluster, RedisPresence):
         self.write_timeout = write_timeout
         self._origin = node_id.encode()  # this node, as Redis answers it
         self.held_frames = 0  # checks answered "a live node is handling it" (re-checked)
+        # claim frames when checking them (cluster_frame_claims): a re-send to another node
+        # while this one still handles the frame waits for it instead of running again
+        self.frame_claims = frame_claims
         self._sources = (("drop_empty", DROP_EMPTY), ("add_once", ADD_ONCE), ("ack", ACK),
                          ("unregister", UNREGISTER), ("reap", REAP), ("reap_where", REAP_WHERE),
                          ("check", CHECK_FRAMES))
@@ -374,7 +377,8 @@ class RedisCluster(PubSubCluster, RedisPresence):
         for shard in self._shards:
             fut = self._q(shard).push(
                 ("EVALSHA", "check", 0, current, previous, self.dedupe.ttl_ms, self.node_id,
-                 self.keys.alive_prefix, shard.index, shards, *tokens),
+                 self.keys.alive_prefix, shard.index, shards if self.frame_claims else 0,
+                 *tokens),
                 want_result=True)
             assert fut is not None
             replies.append(fut)

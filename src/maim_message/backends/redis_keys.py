@@ -116,11 +116,12 @@ return n
 
 # ARGV: current bucket, previous bucket (hashes: token -> 'h' handled, or '@' .. node: that
 # node claimed it and is handling it), bucket ttl ms, this node, alive-key prefix, this
-# shard's index, the number of shards, frame tokens (hex). Answers one string, a character
-# per frame: '1' handled, '2' claimed by another live node, else '0' (and claimed for this
-# node when this shard is the frame's home: its first 8 hex digits modulo the number of
-# shards; a Redis that refuses writes, out of memory, still answers, unclaimed). Claims
-# live on the home shard only, so only it can answer '2'.
+# shard's index, the number of shards (0: this node does not claim), frame tokens (hex).
+# Answers one string, a character per frame: '1' handled, '2' claimed by another live
+# node, else '0' (and claimed for this node when this shard is the frame's home: its
+# first 8 hex digits modulo the number of shards; a Redis that refuses writes, out of
+# memory, still answers, unclaimed). Claims live on the home shard only, so only it can
+# answer '2'; a node that does not claim still waits for other nodes' claims.
 CHECK_FRAMES = """
 local node, alive = ARGV[4], ARGV[5]
 local shard, shards = tonumber(ARGV[6]), tonumber(ARGV[7])
@@ -138,7 +139,8 @@ for i = 1, #a do
     else
       out[i] = '0'
       local token = ARGV[7 + i]
-      if shards == 1 or tonumber(string.sub(token, 1, 8), 16) % shards == shard then
+      if shards == 1 or
+          (shards > 1 and tonumber(string.sub(token, 1, 8), 16) % shards == shard) then
         claim[#claim + 1] = token
         claim[#claim + 1] = '@' .. node
       end

@@ -189,7 +189,7 @@ SCHEMA: Dict[str, Dict[str, Parser]] = {
     },
     "cluster": {
         "backend": _choice("local", "redis"), "redis_url": _opt_path,
-        "channel_prefix": _nonempty,
+        "channel_prefix": _nonempty, "frame_claims": _bool,
     },
     "http": {"dashboard": _bool, "metrics": _bool},
     "admin": {

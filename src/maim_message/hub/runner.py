@@ -124,6 +124,7 @@ class Hub:
             ack="handled",  # ack once the forward is committed: nothing acked is lost
             cluster_backend=cfg.cluster.backend, cluster_redis_url=cfg.cluster.redis_url,
             cluster_prefix=cfg.cluster.channel_prefix,
+            cluster_frame_claims=cfg.cluster.frame_claims,
             reuse_port=cfg.cluster.backend != "local",
         )
 

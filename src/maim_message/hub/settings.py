@@ -104,6 +104,7 @@ class ClusterSettings:
     backend: str = "local"  # local | redis
     redis_url: Optional[str] = None
     channel_prefix: str = "maim_hub"
+    frame_claims: bool = False  # cluster_frame_claims (docs/cluster.md)
 
 
 @dataclass

@@ -118,6 +118,10 @@ class ServerConfig:
     # s a handled frame stays recorded cluster-wide (a re-send to another node within it
     # is not handled again); several URLs in cluster_redis_url (commas) shard the pairs
     cluster_dedupe_ttl: float = 60.0
+    # claim each frame cluster-wide before its handler runs: a client that re-sends a
+    # frame to another node while a live node still handles it gets it handled once
+    # (costs Redis a write per frame; docs/cluster.md "The delivery guarantee")
+    cluster_frame_claims: bool = False
 
     def validate(self) -> bool:
         return not self.get_missing_fields()
