@@ -119,17 +119,17 @@ async def test_noscript_reruns_only_the_script_calls_and_never_a_transaction(
         await stopped(redis, queue)
 
 
-class LoadingRedis:
-    """A Redis that is still loading its dataset: ``-LOADING`` to the first ``loading``
-    INCRs (nothing runs), then counts them; +OK to everything else."""
+class ScriptedRedis:
+    """A fake Redis on a free port: ``answer(command, connection)`` gives each command's
+    reply bytes; ``hang_up`` set by it closes the connection once they are written."""
 
-    def __init__(self, loading: int) -> None:
-        self.loading = loading
-        self.count = 0
+    def __init__(self) -> None:
+        self.connections = 0
+        self.hang_up = False
         self.server: Optional[asyncio.AbstractServer] = None
         self.port = free_port()
 
-    async def __aenter__(self) -> LoadingRedis:
+    async def __aenter__(self) -> ScriptedRedis:
         self.server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
         return self
 
@@ -137,9 +137,14 @@ class LoadingRedis:
         assert self.server is not None
         self.server.close()
 
+    def answer(self, command: List[bytes], connection: int) -> bytes:
+        return b"+OK\r\n"
+
     async def _serve(self, reader: asyncio.StreamReader,
                      writer: asyncio.StreamWriter) -> None:
-        commands = RespReader()
+        self.connections += 1
+        connection = self.connections
+        commands = RespReader()  # a command is an array of bulk strings
         try:
             while True:
                 data = await reader.read(65536)
@@ -147,17 +152,50 @@ class LoadingRedis:
                     return
                 commands.feed(data)
                 for command in commands.take():
-                    if command[0].upper() != b"INCR":
-                        writer.write(b"+OK\r\n")
-                    elif self.loading > 0:
-                        self.loading -= 1
-                        writer.write(b"-LOADING Redis is loading the dataset in memory\r\n")
-                    else:
-                        self.count += 1
-                        writer.write(b":%d\r\n" % self.count)
+                    writer.write(self.answer(command, connection))
+                    if self.hang_up:
+                        self.hang_up = False
+                        await writer.drain()
+                        return
                 await writer.drain()
         finally:
             writer.close()
+
+
+class FakeRedis(ScriptedRedis):
+    """Answers +OK to everything, except that the first connection's batch of PINGs gets
+    ``first`` (a partial or broken reply) and is then closed."""
+
+    def __init__(self, first: bytes) -> None:
+        super().__init__()
+        self.first = first
+
+    def answer(self, command: List[bytes], connection: int) -> bytes:
+        if command[0].upper() != b"PING":
+            return b"+OK\r\n"
+        if connection == 1:
+            self.hang_up = True
+            return self.first
+        return b"+PONG\r\n"
+
+
+class LoadingRedis(ScriptedRedis):
+    """A Redis that is still loading its dataset: ``-LOADING`` to the first ``loading``
+    INCRs (nothing runs), then counts them; +OK to everything else."""
+
+    def __init__(self, loading: int) -> None:
+        super().__init__()
+        self.loading = loading
+        self.count = 0
+
+    def answer(self, command: List[bytes], connection: int) -> bytes:
+        if command[0].upper() != b"INCR":
+            return b"+OK\r\n"
+        if self.loading > 0:
+            self.loading -= 1
+            return b"-LOADING Redis is loading the dataset in memory\r\n"
+        self.count += 1
+        return b":%d\r\n" % self.count
 
 
 async def test_a_loading_redis_gets_the_batch_again_later() -> None:
@@ -194,49 +232,6 @@ async def test_a_silent_redis_times_out_and_the_batch_is_retried(
         assert "TimeoutError" in caplog.text
     finally:
         await stopped(redis, queue)
-
-
-class FakeRedis:
-    """Answers +OK to everything, except that the first connection's batch of PINGs gets
-    ``first`` (a partial or broken reply) and is then closed."""
-
-    def __init__(self, first: bytes) -> None:
-        self.first = first
-        self.connections = 0
-        self.server: Optional[asyncio.AbstractServer] = None
-        self.port = free_port()
-
-    async def __aenter__(self) -> FakeRedis:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
-        return self
-
-    async def __aexit__(self, *exc: Any) -> None:
-        assert self.server is not None
-        self.server.close()
-
-    async def _serve(self, reader: asyncio.StreamReader,
-                     writer: asyncio.StreamWriter) -> None:
-        self.connections += 1
-        first = self.connections == 1
-        commands = RespReader()  # a command is an array of bulk strings
-        try:
-            while True:
-                data = await reader.read(65536)
-                if not data:
-                    return
-                commands.feed(data)
-                for command in commands.take():
-                    if command[0].upper() == b"PING":
-                        if first:
-                            writer.write(self.first)
-                            await writer.drain()
-                            return
-                        writer.write(b"+PONG\r\n")
-                    else:
-                        writer.write(b"+OK\r\n")
-                await writer.drain()
-        finally:
-            writer.close()
 
 
 @pytest.mark.parametrize("first", [b"+PONG\r\n+PO", b"+PONG\r\n!garbage\r\n"])

@@ -9,7 +9,7 @@ handles it. Either way the handler runs once.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, AsyncIterator, Dict, List, Tuple
+from typing import Any, AsyncIterator, Callable, Dict, List, Optional, Tuple
 
 import orjson
 import pytest
@@ -64,84 +64,101 @@ async def held_on_b(b: Any, timeout: float = 5.0) -> None:
         await asyncio.sleep(0.01)
 
 
-async def frame_on(port: int, uuid: str) -> Any:
-    ws = await websockets.connect(f"ws://127.0.0.1:{port}/ws", additional_headers=alice(uuid))
-    await ws.send(envelope("f1", make_message("hello", "alice", "qq").to_dict()))
-    return ws
+class Scene:
+    """Nodes "a" and "b" on one Redis (or two shards), bob connected to b for the
+    forwards, and alice's sockets: all closed and stopped on the way out."""
+
+    def __init__(self, redis_url: str, claims: bool = True, ack_b: str = "handled",
+                 on_a: Optional[Callable[..., Any]] = None, nodes: str = "ab") -> None:
+        self.calls: List[Tuple[str, str]] = []
+        self.release = asyncio.Event()
+        self.handlers = {name: Handler(name, self.calls, self.release) for name in "ab"}
+        acks = {"a": "handled", "b": ack_b}
+        on = {"a": on_a or self.handlers["a"], "b": self.handlers["b"]}
+        self.nodes = {name: node(redis_url, name, on_message=on[name], ack=acks[name],
+                                 cluster_frame_claims=claims) for name in nodes}
+        for name, server in self.nodes.items():
+            self.handlers[name].server = server
+        self.sockets: List[Any] = []
+        self.bob: Optional[Receiver] = None
+
+    async def __aenter__(self) -> Scene:
+        await started(*self.nodes.values())
+        self.bob = Receiver(self.nodes["b"].port or 0, "bob")
+        assert await self.bob.client.connect()
+        if "a" in self.nodes:
+            await presence(self.nodes["a"], 1)
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        self.release.set()
+        for ws in self.sockets:
+            await ws.close()
+        if self.bob is not None:
+            await self.bob.client.stop()
+        for server in self.nodes.values():
+            await server.stop()
+
+    async def frame_on(self, name: str, uuid: str) -> Any:
+        """alice's connection to a node, sending frame f1."""
+        port = self.nodes[name].port or 0
+        ws = await websockets.connect(f"ws://127.0.0.1:{port}/ws",
+                                      additional_headers=alice(uuid))
+        self.sockets.append(ws)
+        await ws.send(envelope("f1", make_message("hello", "alice", "qq").to_dict()))
+        return ws
+
+
+async def acked(ws: Any, timeout: float = 5.0) -> Dict[str, Any]:
+    answer: Dict[str, Any] = orjson.loads(await asyncio.wait_for(ws.recv(), timeout))
+    assert answer["type"] == "sys_ack" and answer["meta"]["acked_msg_id"] == "f1"
+    return answer
 
 
 @pytest.mark.parametrize("a_dies", [False, True])
 async def test_a_frame_resent_while_another_node_handles_it_is_handled_once(
         redis_url: str, a_dies: bool) -> None:
-    calls: List[Tuple[str, str]] = []
-    release = asyncio.Event()
-    handlers = {name: Handler(name, calls, release) for name in ("a", "b")}
-    a = node(redis_url, "a", on_message=handlers["a"], ack="handled", cluster_frame_claims=True)
-    b = node(redis_url, "b", on_message=handlers["b"], ack="handled", cluster_frame_claims=True)
-    handlers["a"].server, handlers["b"].server = a, b
-    await started(a, b)
-    bob = Receiver(b.port or 0, "bob")
-    first = second = None
-    try:
-        assert await bob.client.connect()
-        await presence(a, 1)
-        first = await frame_on(a.port or 0, "alice-1")
-        await asyncio.wait_for(handlers["a"].started.wait(), 5)
+    async with Scene(redis_url) as scene:
+        a, b = scene.nodes["a"], scene.nodes["b"]
+        first = await scene.frame_on("a", "alice-1")
+        await asyncio.wait_for(scene.handlers["a"].started.wait(), 5)
         await first.close()  # the client's connection to A drops mid-handling
-        second = await frame_on(b.port or 0, "alice-2")  # and it re-sends f1 to B
+        second = await scene.frame_on("b", "alice-2")  # and it re-sends f1 to B
         await held_on_b(b)
         with pytest.raises(asyncio.TimeoutError):  # B neither handles nor acks it yet
             await asyncio.wait_for(second.recv(), 0.3)
-        assert calls == [("a", "hello")]
+        assert scene.calls == [("a", "hello")]
         if a_dies:
             # A goes away mid-handling (its handler is cancelled, nothing was recorded): its
             # liveness goes with it (after a crash: once its alive key expires), and so
             # does its claim
             await asyncio.wait_for(a.stop(), 10)
         else:
-            release.set()  # A's handler forwards and returns: the frame is recorded
-        answer = orjson.loads(await asyncio.wait_for(second.recv(), 5))
-        assert answer["type"] == "sys_ack" and answer["meta"]["acked_msg_id"] == "f1"
+            scene.release.set()  # A's handler forwards and returns: the frame is recorded
+        await acked(second)
         expected = [("a", "hello"), ("b", "hello")] if a_dies else [("a", "hello")]
-        assert calls == expected  # with A gone, B handles it; else it is A's alone
-        await bob.wait(lambda: len(bob.texts) >= 1)
+        assert scene.calls == expected  # with A gone, B handles it; else it is A's alone
+        assert scene.bob is not None
+        await scene.bob.wait(lambda: len(scene.bob.texts) >= 1)  # type: ignore[union-attr]
         await asyncio.sleep(0.2)  # a second forward would arrive by now
-        assert bob.texts == ["hello"]
-    finally:
-        release.set()
-        for ws in (first, second):
-            if ws is not None:
-                await ws.close()
-        await bob.client.stop()
-        await a.stop()
-        await b.stop()
+        assert scene.bob.texts == ["hello"]
 
 
-async def test_a_frame_that_ends_unhandled_gives_its_claim_back(
-        redis_url: str) -> None:
+async def test_a_frame_that_ends_unhandled_gives_its_claim_back(redis_url: str) -> None:
     """A's handler fails (a bug: sys_error, not handled) after the client's connection to
     A dropped; the claim goes with it, so the re-send to B is handled at once."""
-    calls: List[Tuple[str, str]] = []
     release = asyncio.Event()
+    started_a = asyncio.Event()
 
     async def failing(message: Any, metadata: Dict[str, Any]) -> None:
-        calls.append(("a", message.message_segment.data))
+        started_a.set()
         await release.wait()
         raise RuntimeError("handler bug")
 
-    on_b = Handler("b", calls, release)
-    a = node(redis_url, "a", on_message=failing, ack="handled", cluster_frame_claims=True)
-    b = node(redis_url, "b", on_message=on_b, ack="handled", cluster_frame_claims=True)
-    on_b.server = b
-    await started(a, b)
-    bob = Receiver(b.port or 0, "bob")
-    first = second = None
-    try:
-        assert await bob.client.connect()
-        await presence(a, 1)
-        first = await frame_on(a.port or 0, "alice-1")
-        while not calls:
-            await asyncio.sleep(0.01)
+    async with Scene(redis_url, on_a=failing) as scene:
+        a, b = scene.nodes["a"], scene.nodes["b"]
+        first = await scene.frame_on("a", "alice-1")
+        await asyncio.wait_for(started_a.wait(), 5)
         await first.close()
         release.set()  # A's handler raises: the frame was not handled
         deadline = asyncio.get_running_loop().time() + 5
@@ -149,70 +166,36 @@ async def test_a_frame_that_ends_unhandled_gives_its_claim_back(
             assert asyncio.get_running_loop().time() < deadline
             await asyncio.sleep(0.01)
         await asyncio.sleep(0.1)  # the claim's removal is written
-        second = await frame_on(b.port or 0, "alice-2")
-        answer = orjson.loads(await asyncio.wait_for(second.recv(), 2))
-        assert answer["type"] == "sys_ack" and answer["meta"]["acked_msg_id"] == "f1"
-        assert calls == [("a", "hello"), ("b", "hello")]
+        await acked(await scene.frame_on("b", "alice-2"), timeout=2)
+        assert scene.calls == [("b", "hello")]  # handled at once on B
         assert b.cluster.stats()["frames_held_elsewhere"] == 0  # type: ignore[union-attr]
-    finally:
-        release.set()
-        for ws in (first, second):
-            if ws is not None:
-                await ws.close()
-        await bob.client.stop()
-        await a.stop()
-        await b.stop()
 
 
 async def test_under_ack_receipt_a_held_frame_is_not_run_when_its_waiting_node_stops(
         redis_url: str) -> None:
-    calls: List[Tuple[str, str]] = []
-    release = asyncio.Event()
-    handlers = {name: Handler(name, calls, release) for name in ("a", "b")}
-    a = node(redis_url, "a", on_message=handlers["a"], ack="handled", cluster_frame_claims=True)
-    b = node(redis_url, "b", on_message=handlers["b"], ack="receipt", cluster_frame_claims=True)
-    handlers["a"].server, handlers["b"].server = a, b
-    await started(a, b)
-    first = second = None
-    try:
-        first = await frame_on(a.port or 0, "alice-1")
-        await asyncio.wait_for(handlers["a"].started.wait(), 5)
+    async with Scene(redis_url, ack_b="receipt") as scene:
+        b = scene.nodes["b"]
+        first = await scene.frame_on("a", "alice-1")
+        await asyncio.wait_for(scene.handlers["a"].started.wait(), 5)
         await first.close()
-        second = await frame_on(b.port or 0, "alice-2")
-        answer = orjson.loads(await asyncio.wait_for(second.recv(), 5))
-        assert answer["type"] == "sys_ack"  # ack="receipt": acked before the check
+        second = await scene.frame_on("b", "alice-2")
+        await acked(second)  # ack="receipt": acked before the check
         await held_on_b(b)
         await second.close()
         await asyncio.wait_for(b.stop(), 10)  # B stops while it waits for A
         await asyncio.sleep(0.3)
-        assert calls == [("a", "hello")]  # A handles it; B did not run it on its way out
-    finally:
-        release.set()
-        for ws in (first, second):
-            if ws is not None:
-                await ws.close()
-        await a.stop()
-        await b.stop()
+        assert scene.calls == [("a", "hello")]  # A handles it; B did not run it on its way
 
 
 async def test_without_frame_claims_the_record_holds_handled_frames_only(
         redis_url: str) -> None:
     """The default (``cluster_frame_claims=False``): the check reads, never writes."""
-    calls: List[Tuple[str, str]] = []
-    release = asyncio.Event()
-    release.set()
-    handler = Handler("b", calls, release)
-    b = node(redis_url, "b", on_message=handler, ack="handled")
-    handler.server = b
-    await started(b)
-    bob = Receiver(b.port or 0, "bob")
-    ws = None
-    try:
-        assert await bob.client.connect()
-        ws = await frame_on(b.port or 0, "alice-1")
-        answer = orjson.loads(await asyncio.wait_for(ws.recv(), 5))
-        assert answer["type"] == "sys_ack" and calls == [("b", "hello")]
-        await bob.wait(lambda: bob.texts == ["hello"])
+    async with Scene(redis_url, claims=False, nodes="b") as scene:
+        scene.release.set()
+        await acked(await scene.frame_on("b", "alice-1"))
+        assert scene.calls == [("b", "hello")]
+        assert scene.bob is not None
+        await scene.bob.wait(lambda: scene.bob.texts == ["hello"])  # type: ignore[union-attr]
         values: List[bytes] = []
         for url in redis_url.split(","):
             client = redis_asyncio.Redis.from_url(url)
@@ -222,8 +205,3 @@ async def test_without_frame_claims_the_record_holds_handled_frames_only(
             finally:
                 await client.aclose()
         assert values == [b"h"]  # the frame's record; no claim was written
-    finally:
-        if ws is not None:
-            await ws.close()
-        await bob.client.stop()
-        await b.stop()
