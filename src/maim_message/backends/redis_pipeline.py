@@ -289,7 +289,10 @@ class CommandQueue:
         loads them) is loaded and that item alone runs again: the batch's other items ran,
         and a transaction must not append twice. A ``LOADING`` answer (a restarted Redis
         still reading its AOF) ran nothing: the batch is retried with backoff."""
+        errors = self._replies.errors
         results = self._results(batch, await self._send(batch, cmds))
+        if self._replies.errors == errors:
+            return results  # no error reply at all (the usual batch): nothing to look for
         lost = [n for n, result in enumerate(results) if _is_noscript(result)]
         if lost:
             await self.load_scripts()
