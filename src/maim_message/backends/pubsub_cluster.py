@@ -26,7 +26,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING, Any, Awaitable, Coroutine, Dict, List, Optional, Set, Tuple
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Dict,
+    List,
+    Optional,
+    Set,
+    Tuple,
+)
 
 from ..core.defaults import DEFAULT_OUTBOX
 from ..errors import ClusterError
@@ -95,6 +106,7 @@ class PubSubCluster(PairSending, AckBatching, FrameGuard):
         self.reaped = 0
         self.rejoins = 0
         self.node_deaths = 0  # other nodes seen dying (each makes this node re-read)
+        self.resyncs = 0  # re-reads of the held pairs' streams (node deaths, reconnects)
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -295,14 +307,17 @@ class PubSubCluster(PairSending, AckBatching, FrameGuard):
             if message.origin != self.node_id:
                 self._admin_apply(message)
 
-    def _resync_all(self, why: str) -> None:
-        """Re-read the streams of every pair held here and deliver what is missing."""
-        if not self._pairs:
+    def _resync_all(self, why: str, only: Optional[Callable[[Pair], bool]] = None) -> None:
+        """Re-read the streams of every pair held here (``only``: those it keeps) and
+        deliver what is missing."""
+        pairs = [(pair, state) for pair, state in self._pairs.items()
+                 if not state.loading and (only is None or only(pair))]
+        if not pairs:
             return
-        logger.info("cluster: re-reading %d pair stream(s) (%s)", len(self._pairs), why)
-        for pair, state in list(self._pairs.items()):
-            if not state.loading:
-                self._spawn(self._finish_resync(pair, state, self._read_pair(pair)))
+        self.resyncs += 1
+        logger.info("cluster: re-reading %d pair stream(s) (%s)", len(pairs), why)
+        for pair, state in pairs:
+            self._spawn(self._finish_resync(pair, state, self._read_pair(pair)))
 
     async def _finish_resync(self, pair: Pair, state: PairState,
                              read: Awaitable[List[StoredMessage]]) -> None:
@@ -401,4 +416,5 @@ class PubSubCluster(PairSending, AckBatching, FrameGuard):
                 "remote_deliveries": self.remote_deliveries,
                 "stream_backlog": len(self._sids), "takeovers": self.takeovers,
                 "duplicate_frames": self.duplicate_frames, "node_deaths": self.node_deaths,
+                "resyncs": self.resyncs,
                 "reaped": self.reaped, "rejoins": self.rejoins}

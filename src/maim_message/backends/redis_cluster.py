@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from functools import partial
 from typing import (
     TYPE_CHECKING,
     Any,
@@ -46,7 +47,7 @@ from .frame_dedupe import (
     merge_answers,
 )
 from .pubsub_cluster import PubSubCluster
-from .pubsub_io import RESUBSCRIBED, SendResult, StoredMessage
+from .pubsub_io import SendResult, StoredMessage
 from .pubsub_messages import (
     AckMessage,
     AcksMessage,
@@ -123,7 +124,8 @@ class RedisCluster(PubSubCluster, RedisPresence):
                          ("check", CHECK_FRAMES))
         self._shards = [Shard(i, u) for i, u in enumerate(self.urls)]
         self._shard_of: Dict[Pair, Shard] = {}
-        self._inbox: asyncio.Queue[Optional[bytes]] = asyncio.Queue()
+        # channel messages, or the index of a shard whose channel connection came back
+        self._inbox: asyncio.Queue[Union[bytes, int]] = asyncio.Queue()
         # frame tokens to check in this batch and their frames (no future per frame)
         self._checks: List[str] = []
         self._checked: List[GatedFrame] = []  # (parallel lists: no tuple per frame)
@@ -184,7 +186,7 @@ class RedisCluster(PubSubCluster, RedisPresence):
             msg = await pubsub.get_message(timeout=1.0)
             if msg is not None and msg.get("type") == "subscribe":
                 confirmed += 1
-        shard.queue, shard.pubsub = queue, pubsub
+        shard.queue, shard.pubsub, shard.channels = queue, pubsub, len(channels)
 
     async def _leave(self) -> None:
         first = self._shards[0].queue
@@ -232,15 +234,18 @@ class RedisCluster(PubSubCluster, RedisPresence):
             kind = msg.get("type")
             if kind == "message":
                 self._inbox.put_nowait(msg["data"])
-            elif kind == "subscribe":
-                self._inbox.put_nowait(None)  # redis-py re-subscribed after a reconnect
+            elif kind == "subscribe" and msg.get("data") == shard.channels:
+                # redis-py re-subscribed after a reconnect (the last channel's
+                # confirmation: one re-read per reconnect, not one per channel)
+                self._inbox.put_nowait(shard.index)
 
     async def _listen(self) -> AsyncIterator[Optional[List[ClusterMessage]]]:
         inbox = self._inbox
         while True:
             data = await inbox.get()
-            if data is None:
-                yield RESUBSCRIBED
+            if isinstance(data, int):  # only what went through that shard can be missing
+                self._resync_all(f"channel to shard {data} reconnected",
+                                 partial(self._on_shard, self._shards[data]))
                 continue
             try:
                 messages = decode_batch(data)
@@ -248,6 +253,9 @@ class RedisCluster(PubSubCluster, RedisPresence):
                 logger.warning("cluster: undecodable channel message dropped: %s", exc)
                 continue
             yield messages
+
+    def _on_shard(self, shard: Shard, pair: Pair) -> bool:
+        return self._shard(pair) is shard
 
     def _publish(self, message: Union[FanoutMessage, AdminMessage, AcksMessage]) -> None:
         self._q(self._shards[0]).push(("PUBLISH", self.keys.all_channel,

@@ -38,10 +38,11 @@ def safe_url(url: str) -> str:
 class Shard:
     """One Redis primary: its clients, command queue, subscription and current batch."""
 
-    __slots__ = ("index", "pubsub", "queue", "reader", "redis", "turn", "url")
+    __slots__ = ("channels", "index", "pubsub", "queue", "reader", "redis", "turn", "url")
 
     def __init__(self, index: int, url: str) -> None:
         self.index, self.url = index, url
+        self.channels = 0  # channels subscribed on it (a reconnect confirms each again)
         self.redis: Optional[Redis] = None
         self.queue: Optional[CommandQueue] = None
         self.pubsub: Any = None

@@ -1,0 +1,82 @@
+"""A node's channel connection to one Redis shard drops and comes back (real Redis).
+
+redis-py re-subscribes every channel and confirms each; the node re-reads the streams it
+may have missed messages of once per reconnect (not once per channel), and only those of
+the pairs on that shard: what the other shards published still arrived.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, AsyncIterator, List
+
+import pytest
+from redis import asyncio as redis_asyncio
+
+from maim_message.backends.redis_keys import Keys
+from maim_message.backends.shard_ring import ShardRing
+
+from .helpers_api import make_message
+from .test_cluster import Receiver, RedisServer, node, presence, started
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture
+async def two_shards() -> AsyncIterator[List[str]]:
+    servers = [RedisServer(), RedisServer()]
+    try:
+        for server in servers:
+            await server.ready()
+        yield [server.url for server in servers]
+    finally:
+        for server in servers:
+            server.stop()
+
+
+def user_on(urls: List[str], shard: int) -> str:
+    ring = ShardRing(urls)
+    return next(f"user{n}" for n in range(1000)
+                if ring.shard_of(Keys.pair_id((f"user{n}", "qq"))) == shard)
+
+
+@pytest.mark.parametrize("cut", [0, 1])  # shard 0 also carries the fan-out channel
+async def test_a_reconnected_channel_re_reads_its_shards_pairs_once(
+        two_shards: List[str], caplog: pytest.LogCaptureFixture, cut: int) -> None:
+    url = ",".join(two_shards)
+    users = [user_on(two_shards, 0), user_on(two_shards, 1)]
+    sender, holder = node(url, "s"), node(url, "h")
+    await started(sender, holder)
+    receivers = [Receiver(holder.port or 0, user) for user in users]
+    cut_shard = redis_asyncio.Redis.from_url(two_shards[cut])
+    try:
+        for receiver in receivers:
+            assert await receiver.client.connect()
+        await presence(sender, 2)
+        caplog.set_level(logging.INFO, logger="maim_message.backends.pubsub_cluster")
+        stats: Any = holder.cluster.stats  # type: ignore[union-attr]
+        before = stats()["resyncs"]
+        killed = await cut_shard.client_kill_filter(_type="pubsub")
+        assert killed >= 1  # the nodes' channel connections to that shard
+        deadline = asyncio.get_running_loop().time() + 10
+        while stats()["resyncs"] == before:
+            assert asyncio.get_running_loop().time() < deadline, "no re-read after the cut"
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.5)  # further confirmations would have re-read again by now
+        assert stats()["resyncs"] == before + 1
+        lines = [r.getMessage() for r in caplog.records if "re-reading" in r.getMessage()]
+        mine = [line for line in lines if f"shard {cut}" in line]
+        # the holder re-read its one pair on that shard (the sender holds none)
+        assert mine == [f"cluster: re-reading 1 pair stream(s) (channel to shard {cut} "
+                        "reconnected)"]
+        # both pairs still get what is sent to them, through either shard
+        for n, (user, receiver) in enumerate(zip(users, receivers)):
+            await sender.send_message(make_message(f"after {n}", user, "qq"))
+            await receiver.wait(lambda r=receiver, n=n: f"after {n}" in r.texts)
+    finally:
+        for receiver in receivers:
+            await receiver.client.stop()
+        await cut_shard.aclose()
+        await sender.stop()
+        await holder.stop()
