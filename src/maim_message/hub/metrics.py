@@ -68,6 +68,10 @@ METRICS = (
      "Pairs that connected here with a backlog in their stream (taken over from elsewhere)."),
     ("cluster_duplicate_frames_total", "counter",
      "Re-sent frames not handled again because a node had handled them already."),
+    ("cluster_frames_held_elsewhere_total", "counter",
+     "Re-sent frames that waited for another live node handling them (frame claims)."),
+    ("cluster_resyncs_total", "counter",
+     "Re-reads of this node's pairs' streams (a node died, a channel reconnected)."),
     ("ready", "gauge", "1 while the hub accepts connections, 0 while starting or draining."),
     ("start_time_seconds", "gauge", "Unix time the hub started."),
 )
@@ -125,7 +129,8 @@ class _HubCollector:
         for name in ("nodes_alive", "redis_rtt_seconds", "stream_backlog"):
             yield GaugeMetricFamily(PREFIX + "cluster_" + name, docs["cluster_" + name],
                                     value=cluster[name])
-        for name in ("remote_deliveries", "takeovers", "duplicate_frames"):
+        for name in ("remote_deliveries", "takeovers", "duplicate_frames",
+                     "frames_held_elsewhere", "resyncs"):
             yield CounterMetricFamily(PREFIX + "cluster_" + name,
                                       docs["cluster_" + name + "_total"], value=cluster[name])
         yield GaugeMetricFamily(PREFIX + "ready", docs["ready"],
