@@ -368,6 +368,18 @@ async def idle_cost(port: int, node: Proc, redis: Redis, n: int) -> Dict[str, fl
 # -- report -----------------------------------------------------------------------------------
 
 
+def _commit() -> str:
+    """ ", on <commit>" of the checkout measured (nothing outside a git checkout)."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+                             capture_output=True, text=True, timeout=5, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                           cwd=ROOT, capture_output=True, text=True, timeout=5).stdout
+    return f", on {out.stdout.strip()}" + (" with local changes" if dirty.strip() else "")
+
+
 def render(rows: List[Dict[str, Any]], idle: Dict[str, float], args: argparse.Namespace,
            redis_version: str) -> str:
     import redis as redis_py
@@ -382,7 +394,8 @@ def render(rows: List[Dict[str, Any]], idle: Dict[str, float], args: argparse.Na
         "trimmed per message). Nodes run as `maim_message serve` runs a hub: "
         "`ack=\"handled\"` and the hub's collector settings (`hub/gc_tuning.py`"
         + (", here switched off by MAIM_BENCH_GC=default" if os.environ.get("MAIM_BENCH_GC")
-           == "default" else "") + "). One run, all configurations in the same run.",
+           == "default" else "") + "), frame claims off (the default). One run, all "
+        f"configurations in the same run{_commit()}.",
         "",
         "| configuration | delivered msgs/s | per node | node CPU (s) | node CPU us/msg | "
         "load gen CPU (s) | Redis CPU (s) | Redis cmds/msg executed (sent by nodes) | "

@@ -8,7 +8,8 @@ which may be an API key, shows up in key names):
 - ``p:conns:<node>``  hash uuid -> JSON info of the node's connections (presence; ``pk`` is
                       the pair hash, ``uk`` a hash of the user id)
 - ``p:w:<pair>``      hash uuid -> node: where the pair's connections are
-- ``p:s:<pair>``      stream: the pair's unacked messages (fields ``m`` msg_id, ``p`` payload)
+- ``p:s:<pair>``      stream: the pair's unacked messages (an entry's fields: msg_id ->
+                      payload, one per message; a send batch's messages share an entry)
 - ``p:i:<pair>``      hash msg_id -> stream id (``id|origin`` when the origin awaits the ack)
 - ``p:f:<bucket>``   hash frame token -> ``h`` (handled) or ``@<node>`` (claimed: being
                       handled there), one per ``cluster_dedupe_ttl`` time bucket

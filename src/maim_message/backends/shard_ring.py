@@ -1,7 +1,7 @@
 """Which Redis primary holds a pair's keys: client-side consistent hashing (no I/O).
 
 Every key of one (user, platform) pair (stream, index, where-hash) lives on one shard,
-so a send stays one atomic script on one primary. A ring of virtual points keeps most
+so a send batch stays one atomic transaction on one primary. A ring of virtual points keeps most
 pairs in place when a shard is added (only ~1/N of them move). Shard 0 also holds what
 is not per pair (node liveness, presence, the fan-out channel).
 """
