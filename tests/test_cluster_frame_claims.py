@@ -205,3 +205,36 @@ async def test_without_frame_claims_the_record_holds_handled_frames_only(
             finally:
                 await client.aclose()
         assert values == [b"h"]  # the frame's record; no claim was written
+
+
+@pytest.mark.parametrize("fail", [False, True])
+async def test_a_waiting_node_acks_only_once_the_other_handler_returned(
+        redis_url: str, fail: bool) -> None:
+    """With claims, a handler's first send records the frame as started: a node waiting
+    for it acks the re-send only when that handler has returned, and handles it itself
+    when the handler failed after its first send (the record is taken back)."""
+    release = asyncio.Event()
+    first_sent = asyncio.Event()
+
+    async def two_sends(message: Any, metadata: Dict[str, Any]) -> None:
+        server = scene.nodes["a"]
+        await server.send_message(make_message("part1", "bob", "qq"))
+        first_sent.set()
+        await release.wait()
+        if fail:
+            raise RuntimeError("the second send failed")
+        await server.send_message(make_message("part2", "bob", "qq"))
+
+    async with Scene(redis_url, on_a=two_sends) as scene:
+        first = await scene.frame_on("a", "alice-1")
+        await asyncio.wait_for(first_sent.wait(), 5)
+        await asyncio.sleep(0.05)  # the first send (and its record) is stored
+        await first.close()
+        second = await scene.frame_on("b", "alice-2")
+        await held_on_b(scene.nodes["b"])
+        with pytest.raises(asyncio.TimeoutError):  # A's handler still runs: B waits
+            await asyncio.wait_for(second.recv(), 0.3)
+        release.set()
+        await acked(second)
+        # A returned: a duplicate, handled once; A failed after its first send: B handles it
+        assert scene.calls == ([("b", "hello")] if fail else [])

@@ -84,7 +84,7 @@ async def test_a_send_batch_makes_one_entry_per_pair_and_publishes_per_node() ->
     turn.add(("alice", "qq"), PairMessage("n1", "alice", "qq", "m2", "", b"b"), True)
     turn.add(("bob", "qq"), PairMessage("n1", "bob", "qq", "m3", "", b"c"), True)
     turn.waiters += [(("alice", "qq"), futs[0]), (("bob", "qq"), futs[1])]  # who awaits
-    turn.marks.append("tok")
+    turn.mark("tok")
     turn.delete(*keys.pair_keys(("carol", "qq"))[:2], True, ["1-0", "2-0"])
     items = turn.commands(keys, "100", "60000", "p:f:1", 2000)
     stream_a, _, where_a = keys.pair_keys(("alice", "qq"))

@@ -60,6 +60,7 @@ class FrameGuard(PubSubIO):
     """Mixin of :class:`~.pubsub_cluster.PubSubCluster`."""
 
     duplicate_frames: int
+    frame_claims = False  # set by a backend that claims frames (records them as started)
     unchecked_frames = 0  # frames the store could not check (logged once)
 
     def admit(self, frame: GatedFrame) -> None:
@@ -98,5 +99,7 @@ class FrameGuard(PubSubIO):
         the ack waits for (everything queued so far confirmed by the store)."""
         if not receipt.recorded:
             receipt.recorded = True
+            self._mark_frame(frame_token(receipt.key))
+        elif self.frame_claims:  # its first send recorded it as started: now handled
             self._mark_frame(frame_token(receipt.key))
         return self._confirmation()

@@ -9,10 +9,12 @@ being handled again.
 Before a handler starts, its node also *claims* the frame (in the same call as the check):
 a client that re-sends a frame to another node while the first node is still handling it
 (the client's connection dropped, the first node did not) finds the claim of a live node,
-and its new node waits until the frame is recorded (then acks it as a duplicate) or the
-claiming node is gone (then handles it). One hash per time bucket of ``ttl`` seconds holds
-both: token -> ``HANDLED`` or ``CLAIM`` + node id; a check reads the current and the
-previous bucket, and a bucket expires ``2 * ttl`` after its last write.
+and its new node waits until the frame is recorded as handled (then acks it as a
+duplicate) or the claiming node is gone or gave it up (then handles it). One hash per time
+bucket of ``ttl`` seconds holds them: token -> ``HANDLED``, ``CLAIM`` + node id, or (with
+claims) ``STARTED`` + node id from the handler's first send until it returns; a check
+reads the current and the previous bucket, and a bucket expires ``2 * ttl`` after its
+last write.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ FrameKey = Tuple[str, str, str]
 
 HANDLED = "h"  # a bucket's value for a recorded frame
 CLAIM = "@"  # prefix of a claim's value (the node id follows): never equal to HANDLED
+STARTED = "s@"  # prefix of a record made by a handler's first send while it still runs
 
 # one character per frame in a check's answer
 FRESH, SEEN, HELD = "0", "1", "2"  # handle it / a node handled it / a live node handles it

@@ -51,7 +51,7 @@ class SendTurn:
         self.stored: Dict[Pair, bool] = {}  # True: the pair's messages go to its stream
         self.waiters: List[Tuple[Pair, asyncio.Future[SendResult]]] = []
         self.receipts: List[Receipt] = []
-        self.marks: List[str] = []
+        self.marks: List[str] = []  # flat: frame token, its record value (HANDLED...), ...
         self.deletes: List[Tuple[str, str, bool, List[str]]] = []  # stream, index, idle, ids
         self._replies: List[Tuple[int, int]] = []
         self.size = 0
@@ -59,6 +59,10 @@ class SendTurn:
     @property
     def empty(self) -> bool:
         return not self.groups and not self.marks and not self.deletes
+
+    def mark(self, token: str, value: str = HANDLED) -> None:
+        """Record a frame (``value``: HANDLED, or STARTED + node while its handler runs)."""
+        self.marks += (token, value)
 
     def delete(self, stream: str, index: str, idle: bool, stream_ids: List[str]) -> None:
         """Acked entries to delete in this call (before its appends)."""
@@ -82,10 +86,7 @@ class SendTurn:
         drops its keys once its stream is empty. :meth:`resolve` reads EXEC's reply."""
         cmds: List[Tuple[Any, ...]] = []
         if self.marks:
-            handled: List[str] = []
-            for token in self.marks:
-                handled += (token, HANDLED)
-            cmds.append(("HSET", dedupe_set, *handled))
+            cmds.append(("HSET", dedupe_set, *self.marks))
             cmds.append(("PEXPIRE", dedupe_set, dedupe_ttl_ms))
         idle: List[str] = []
         for stream, index, is_idle, stream_ids in self.deletes:

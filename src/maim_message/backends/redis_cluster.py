@@ -40,10 +40,13 @@ from ..errors import ClusterError, ServerStartError
 from .cluster_base import Pair
 from .frame_dedupe import (
     FRESH,
+    HANDLED,
     HELD,
     SEEN,
+    STARTED,
     UNCHECKED,
     DedupeBuckets,
+    home_shard,
     merge_answers,
 )
 from .pubsub_cluster import PubSubCluster
@@ -119,6 +122,9 @@ class RedisCluster(PubSubCluster, RedisPresence):
         # claim frames when checking them (cluster_frame_claims): a re-send to another node
         # while this one still handles the frame waits for it instead of running again
         self.frame_claims = frame_claims
+        # what a handler's first send records: with claims, "started here" (a node that
+        # waits for this frame keeps waiting until the handler returned: HANDLED then)
+        self._first_record = STARTED + node_id if frame_claims else HANDLED
         self._sources = (("drop_empty", DROP_EMPTY), ("add_once", ADD_ONCE), ("ack", ACK),
                          ("unregister", UNREGISTER), ("reap", REAP), ("reap_where", REAP_WHERE),
                          ("check", CHECK_FRAMES))
@@ -285,7 +291,7 @@ class RedisCluster(PubSubCluster, RedisPresence):
 
     def _turn(self, shard: Shard) -> SendTurn:
         turn = shard.turn
-        if turn is None or turn.size >= MAX_TURN or len(turn.marks) >= MAX_TURN:  # full
+        if turn is None or turn.size >= MAX_TURN or len(turn.marks) >= 2 * MAX_TURN:  # full
             if turn is not None:
                 self._push_turn(shard, turn)
             turn = shard.turn = SendTurn()
@@ -441,7 +447,7 @@ class RedisCluster(PubSubCluster, RedisPresence):
         turn = self._turn(self._shard(pair))
         turn.add(pair, message, persist)
         if mark is not None:
-            turn.marks.append(mark)
+            turn.mark(mark, self._first_record)
         if deferred is not None:
             turn.receipts.append(deferred)
             return None
@@ -456,8 +462,9 @@ class RedisCluster(PubSubCluster, RedisPresence):
         self._checked.append(frame)
 
     def _mark_frame(self, token: str) -> None:
-        shard = self._shards[self.ring.shard_of(token)]
-        self._turn(shard).marks.append(token)
+        # on the frame's home shard: over its claim there, if it has one
+        shard = self._shards[home_shard(token, len(self._shards))]
+        self._turn(shard).mark(token)
 
     def _unmark_frame(self, token: str) -> None:
         # The mark rode with the handler's first send: on that pair's shard, any of them.

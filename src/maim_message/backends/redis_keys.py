@@ -115,8 +115,9 @@ if redis.call('XLEN', KEYS[1]) == 0 then redis.call('DEL', KEYS[1], KEYS[2]) end
 return n
 """
 
-# ARGV: current bucket, previous bucket (hashes: token -> 'h' handled, or '@' .. node: that
-# node claimed it and is handling it), bucket ttl ms, this node, alive-key prefix, this
+# ARGV: current bucket, previous bucket (hashes: token -> 'h' handled, 's@' .. node: that
+# node's handler stored its first send and still runs, or '@' .. node: that node claimed
+# it and is handling it), bucket ttl ms, this node, alive-key prefix, this
 # shard's index, the number of shards (0: this node does not claim), frame tokens (hex).
 # Answers one string, a character per frame: '1' handled, '2' claimed by another live
 # node, else '0' (and claimed for this node when this shard is the frame's home: its
@@ -135,8 +136,12 @@ for i = 1, #a do
     out[i] = '1'
   else
     local v = va or vb
-    if v and v ~= '@' .. node and redis.call('EXISTS', alive .. string.sub(v, 2)) == 1 then
+    local started = v and string.sub(v, 1, 2) == 's@'
+    local owner = v and string.sub(v, started and 3 or 2)
+    if v and owner ~= node and redis.call('EXISTS', alive .. owner) == 1 then
       out[i] = '2'
+    elseif started then
+      out[i] = '1'  -- its first send was stored and its node is gone (or it is this one)
     else
       out[i] = '0'
       local token = ARGV[7 + i]
