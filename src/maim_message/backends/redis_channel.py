@@ -34,7 +34,7 @@ __all__ = ["RedisChannel", "Subscription", "open_streams", "raw_connection"]
 
 logger = logging.getLogger(__name__)
 
-READ_SIZE = 1 << 16
+READ_SIZE = 1 << 18
 FIRST_BACKOFF, MAX_BACKOFF = 0.05, 2.0  # s: between reconnects (doubling)
 _LOST = (RedisError, OSError, ClusterError)  # ClusterError: RespProtocolError, bad streams
 _MESSAGE = b"message"
