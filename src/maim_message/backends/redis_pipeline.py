@@ -64,17 +64,40 @@ class Script:
 Item = Tuple[Tuple[Any, ...], Optional["asyncio.Future[Any]"]]
 
 
+_HEADERS = 1024  # lengths whose ``$<n>\r\n`` / ``*<n>\r\n`` headers are made once
+_BULK_HEADERS = tuple(b"$%d\r\n" % n for n in range(_HEADERS))
+_ARRAY_HEADERS = tuple(b"*%d\r\n" % n for n in range(_HEADERS))
+_CRLF = b"\r\n"
+
+
+def _encoded(arg: Any) -> Any:
+    """An argument that is not exactly ``bytes``: str as UTF-8, int in decimal, any other
+    bytes-like as it is."""
+    if isinstance(arg, str):
+        return arg.encode()
+    if isinstance(arg, int):
+        return b"%d" % arg
+    return arg
+
+
+def pack_into(out: List[bytes], args: Tuple[Any, ...]) -> None:
+    """Append one command's RESP pieces to ``out`` (a batch joins its pieces once)."""
+    count = len(args)
+    append = out.append
+    append(_ARRAY_HEADERS[count] if count < _HEADERS else b"*%d\r\n" % count)
+    for arg in args:
+        if arg.__class__ is not bytes:  # most arguments are bytes already: no isinstance
+            arg = _encoded(arg)
+        size = len(arg)
+        append(_BULK_HEADERS[size] if size < _HEADERS else b"$%d\r\n" % size)
+        append(arg)
+        append(_CRLF)
+
+
 def pack(args: Tuple[Any, ...]) -> bytes:
     """One command in RESP (arguments: bytes, str or int)."""
-    out = [b"*%d\r\n" % len(args)]
-    for arg in args:
-        if isinstance(arg, str):
-            arg = arg.encode()
-        elif isinstance(arg, int):
-            arg = b"%d" % arg
-        out.append(b"$%d\r\n" % len(arg))
-        out.append(arg)
-        out.append(b"\r\n")
+    out: List[bytes] = []
+    pack_into(out, args)
     return b"".join(out)
 
 
@@ -264,22 +287,21 @@ class CommandQueue:
                 done.set_exception(stalled)
         self._batch_done = None  # later commands get a fresh completion future
 
-    def _pack(self, args: Tuple[Any, ...]) -> bytes:
-        if args[0] == "EVALSHA":
-            return pack(("EVALSHA", self._scripts[args[1]].sha, *args[2:]))
-        return pack(args)
-
     def _pack_batch(self, batch: List[Item]) -> bytes:
-        """The batch's RESP."""
+        """The batch's RESP (a script call names the script: its SHA is written)."""
         out: List[bytes] = []
-        pack_one = self._pack
+        scripts = self._scripts
         for args, _fut in batch:
-            if args[0] == "MULTI":
+            head = args[0]
+            if head == "MULTI":
                 out.append(_MULTI)
-                out.extend(pack_one(cmd) for cmd in args[1:])
+                for cmd in args[1:]:
+                    pack_into(out, cmd)
                 out.append(_EXEC)
+            elif head == "EVALSHA":
+                pack_into(out, ("EVALSHA", scripts[args[1]].sha, *args[2:]))
             else:
-                out.append(pack_one(args))
+                pack_into(out, args)
         return b"".join(out)
 
     async def _execute(self, batch: List[Item], cmds: int) -> List[Any]:
