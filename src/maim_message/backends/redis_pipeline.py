@@ -26,14 +26,14 @@ import logging
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
-import redis as redis_py
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..errors import ClusterError
-from .resp_reader import RespProtocolError, RespReader
+from .redis_link import RespLink, check_connection
+from .resp_reader import RespProtocolError
 
 logger = logging.getLogger(__name__)
 
@@ -118,26 +118,17 @@ class CommandQueue:
         self.stall_timeout = stall_timeout
         self._redis = redis
         self._conn = conn = redis.connection_pool.make_connection()
-        if not (hasattr(conn, "_reader") and hasattr(conn, "_writer")):
-            raise ClusterError(
-                f"redis-py {redis_py.__version__}: its asyncio connection has no "
-                "_reader/_writer streams, which the cluster's command queue reads replies "
-                "from (redis-py 5 to 8 have them)")
-        if getattr(conn, "protocol", 2) not in (2, "2", None):
-            raise ClusterError("the cluster's command queue needs RESP2 (protocol=2)")
+        check_connection(conn)
+        self._link: Optional[RespLink] = None  # the open connection's data path
         timeout = getattr(conn, "socket_timeout", None)
         self.reply_timeout: float = timeout if timeout else REPLY_TIMEOUT
         self._scripts = scripts
-        self._replies = RespReader()
         self._pending: List[Item] = []
         self._pending_cmds = 0  # commands the pending items send
         self._batch_done: Optional[asyncio.Future[None]] = None
         self._last_done: Optional[asyncio.Future[None]] = None
-        self._wake = asyncio.Event()
+        self._wake: Optional[asyncio.Future[None]] = None  # the idle task waits on it
         self._task: Optional[asyncio.Task[None]] = None
-        self._last_read = 0.0  # loop time of the last bytes read (the stall watchdog's view)
-        self._timed_out = False
-        self._watchdog: Optional[asyncio.TimerHandle] = None
         self.commands = 0  # sent to Redis (a script call counts one; MULTI and EXEC too)
         self.batches = 0
         self.failures = 0
@@ -146,25 +137,25 @@ class CommandQueue:
     async def load_scripts(self) -> None:
         """Connect the queue's own connection (checked here, at start-up) and load scripts
         (again on every reconnect: a restarted Redis has none)."""
-        if not self._conn.is_connected:
+        if self._link is None or not self._link.connected:
             await self._open()
             return
         for script in self._scripts.values():
             script.sha = await self._redis.script_load(script.source)
 
-    async def _open(self) -> Tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        conn = self._conn
-        await conn.connect()  # redis-py's handshake: AUTH, SELECT, TLS, RESP2
-        reader, writer = conn._reader, conn._writer
-        if not (isinstance(reader, asyncio.StreamReader)
-                and isinstance(writer, asyncio.StreamWriter)):
-            await conn.disconnect()
-            raise ClusterError(f"redis-py {redis_py.__version__}: its connection's "
-                               "_reader/_writer are not asyncio streams")
-        self._replies.clear()
-        for script in self._scripts.values():
-            script.sha = await self._redis.script_load(script.source)
-        return reader, writer
+    async def _open(self) -> RespLink:
+        if self._link is not None:  # lost: redis-py's side of it is reset first
+            link, self._link = self._link, None
+            await link.drop()
+        link = await RespLink.open(self._conn, self.reply_timeout)
+        try:
+            for script in self._scripts.values():
+                script.sha = await self._redis.script_load(script.source)
+        except BaseException:
+            await link.drop()
+            raise
+        self._link = link
+        return link
 
     def start(self) -> None:
         self._task = asyncio.ensure_future(self._run())
@@ -182,7 +173,11 @@ class CommandQueue:
         self._task.cancel()
         await asyncio.gather(self._task, return_exceptions=True)
         self._task = None
-        await self._conn.disconnect()
+        link, self._link = self._link, None
+        if link is not None:
+            await link.close()
+        else:
+            await self._conn.disconnect()
 
     @property
     def depth(self) -> int:
@@ -203,7 +198,9 @@ class CommandQueue:
         if self._batch_done is None:
             done = self._batch_done = self._last_done = asyncio.get_running_loop().create_future()
             done.add_done_callback(_consume)
-            self._wake.set()
+            wake, self._wake = self._wake, None
+            if wake is not None and not wake.done():
+                wake.set_result(None)
         self._pending.append((args, fut))
         self._pending_cmds += len(args) + 1 if args[0] == "MULTI" else 1
         return fut
@@ -238,8 +235,8 @@ class CommandQueue:
         loop = asyncio.get_running_loop()
         while True:
             if not self._pending:
-                self._wake.clear()
-                await self._wake.wait()
+                self._wake = loop.create_future()
+                await self._wake
                 continue
             batch, cmds = self._next_batch()
             done = self._batch_done
@@ -311,34 +308,37 @@ class CommandQueue:
         loads them) is loaded and that item alone runs again: the batch's other items ran,
         and a transaction must not append twice. A ``LOADING`` answer (a restarted Redis
         still reading its AOF) ran nothing: the batch is retried with backoff."""
-        errors = self._replies.errors
-        results = self._results(batch, await self._send(batch, cmds))
-        if self._replies.errors == errors:
+        replies, errors = await self._send(batch, cmds)
+        results = self._results(batch, replies)
+        if not errors:
             return results  # no error reply at all (the usual batch): nothing to look for
         lost = [n for n, result in enumerate(results) if _is_noscript(result)]
         if lost:
             await self.load_scripts()
             again = [batch[n] for n in lost]  # script calls: never inside a transaction
-            for n, result in zip(lost, self._results(again, await self._send(again, len(again)))):
+            replies, _errors = await self._send(again, len(again))
+            for n, result in zip(lost, self._results(again, replies)):
                 results[n] = result
         for result in results:
             if isinstance(result, RedisConnectionError):
                 raise result
         return results
 
-    async def _send(self, batch: List[Item], cmds: int) -> List[Any]:
-        """One round trip of the batch's commands: their ``cmds`` replies."""
-        conn = self._conn
+    async def _send(self, batch: List[Item], cmds: int) -> Tuple[List[Any], bool]:
+        """One round trip of the batch's commands: their ``cmds`` replies, and whether any
+        is an error reply."""
         data = self._pack_batch(batch)
         started = time.monotonic()
         try:
-            replies = await self._round_trip(data, cmds)
+            link = self._link
+            if link is None or not link.connected:
+                link = await self._open()
+            errors = link.replies.errors
+            replies = await link.send(data, cmds)
         except BaseException as exc:
-            self._replies.clear()  # a partial batch's replies are void
-            await conn.disconnect(nowait=True)
-            if self._timed_out:
-                raise RedisTimeoutError(f"Redis sent nothing for {self.reply_timeout:g}s "
-                                        "mid-batch") from exc
+            lost, self._link = self._link, None
+            if lost is not None:
+                await lost.drop()
             if isinstance(exc, OSError):
                 raise RedisConnectionError(f"Redis connection lost: {exc}") from exc
             raise
@@ -346,7 +346,7 @@ class CommandQueue:
         self.batches += 1
         elapsed = time.monotonic() - started
         self.rtt = elapsed if not self.rtt else self.rtt * 0.9 + elapsed * 0.1
-        return replies
+        return replies, link.replies.errors != errors
 
     @staticmethod
     def _results(batch: List[Item], replies: List[Any]) -> List[Any]:
@@ -367,44 +367,6 @@ class CommandQueue:
                 results.append(replies[at])
                 at += 1
         return results
-
-    async def _round_trip(self, data: bytes, count: int) -> List[Any]:
-        """Write ``data`` and read ``count`` replies; a watchdog drops the connection if
-        Redis sends nothing for ``reply_timeout`` (redis-py's socket_timeout did that)."""
-        self._timed_out = False
-        if not self._conn.is_connected:
-            await self._open()
-        reader, writer = self._conn._reader, self._conn._writer
-        assert reader is not None and writer is not None
-        loop = asyncio.get_running_loop()
-        self._last_read = loop.time()
-        self._watchdog = loop.call_at(self._last_read + self.reply_timeout, self._watch, writer)
-        try:
-            writer.write(data)
-            await writer.drain()
-            self._last_read = loop.time()  # a long write is not Redis's silence
-            parser = self._replies
-            replies = parser.take(count)
-            while len(replies) < count:
-                chunk = await reader.read(_READ_SIZE)
-                if not chunk:
-                    raise RedisConnectionError("Redis closed the connection mid-batch")
-                self._last_read = loop.time()
-                parser.feed(chunk)
-                replies += parser.take(count - len(replies))
-            return replies
-        finally:
-            if self._watchdog is not None:
-                self._watchdog.cancel()
-
-    def _watch(self, writer: asyncio.StreamWriter) -> None:
-        loop = asyncio.get_running_loop()
-        due = self._last_read + self.reply_timeout
-        if loop.time() < due:
-            self._watchdog = loop.call_at(due, self._watch, writer)
-            return
-        self._timed_out = True
-        writer.transport.abort()  # the pending read or drain fails now
 
 
 def _is_noscript(result: Any) -> bool:
