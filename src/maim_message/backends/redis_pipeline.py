@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from functools import partial
 from typing import Any, Dict, List, Optional, Tuple
 
 from redis.asyncio import Redis
@@ -127,8 +128,10 @@ class CommandQueue:
         self._pending_cmds = 0  # commands the pending items send
         self._batch_done: Optional[asyncio.Future[None]] = None
         self._last_done: Optional[asyncio.Future[None]] = None
-        self._wake: Optional[asyncio.Future[None]] = None  # the idle task waits on it
-        self._task: Optional[asyncio.Task[None]] = None
+        self._busy = True  # a batch is due, in flight or recovering (or not started)
+        self._stopped = False
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._task: Optional[asyncio.Task[None]] = None  # the slow path, while it runs
         self.commands = 0  # sent to Redis (a script call counts one; MULTI and EXEC too)
         self.batches = 0
         self.failures = 0
@@ -158,21 +161,27 @@ class CommandQueue:
         return link
 
     def start(self) -> None:
-        self._task = asyncio.ensure_future(self._run())
+        """Start writing (what was queued before goes first)."""
+        self._loop = asyncio.get_running_loop()
+        self._busy = False
+        if self._pending:
+            self._kick()
 
     async def close(self, timeout: float = 5.0) -> None:
-        """Write what is queued (bounded by ``timeout``), then stop."""
-        if self._task is None:
-            return
-        if self._last_done is not None and not self._last_done.done():
+        """Write what is queued (bounded by ``timeout``), then stop: no task, no connection
+        left."""
+        if self._loop is not None and not self._stopped and self._last_done is not None \
+                and not self._last_done.done():
             try:
                 await asyncio.wait_for(asyncio.shield(self._last_done), timeout)
             except asyncio.TimeoutError:
                 logger.warning("cluster: %d Redis command(s) not written at shutdown",
                                len(self._pending))
-        self._task.cancel()
-        await asyncio.gather(self._task, return_exceptions=True)
-        self._task = None
+        self._stopped = self._busy = True
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
         link, self._link = self._link, None
         if link is not None:
             await link.close()
@@ -198,11 +207,10 @@ class CommandQueue:
         if self._batch_done is None:
             done = self._batch_done = self._last_done = asyncio.get_running_loop().create_future()
             done.add_done_callback(_consume)
-            wake, self._wake = self._wake, None
-            if wake is not None and not wake.done():
-                wake.set_result(None)
         self._pending.append((args, fut))
         self._pending_cmds += len(args) + 1 if args[0] == "MULTI" else 1
+        if not self._busy:
+            self._kick()
         return fut
 
     def written(self) -> Optional[asyncio.Future[None]]:
@@ -229,24 +237,85 @@ class CommandQueue:
         self._pending_cmds -= cmds
         return batch, cmds
 
-    async def _run(self) -> None:
+    def _take(self) -> Tuple[List[Item], int, Optional[asyncio.Future[None]]]:
+        """The next batch, its size, and the completion future it resolves (None when the
+        rest of the queue goes in a later batch: that one resolves it)."""
+        batch, cmds = self._next_batch()
+        done = self._batch_done
+        if not self._pending:
+            self._batch_done = None
+        else:
+            done = None
+        return batch, cmds, done
+
+    # The fast path: callbacks only. The first push wakes it (one loop callback), each batch
+    # is written as the last one's replies are in; anything unusual (no connection, a lost
+    # one, NOSCRIPT or LOADING replies) goes to the slow path, a task, which hands back
+    # after its first clean batch.
+
+    def _kick(self) -> None:
+        self._busy = True
+        assert self._loop is not None
+        self._loop.call_soon(self._write_next)
+
+    def _write_next(self) -> None:
+        if self._stopped:
+            return
+        if not self._pending:
+            self._busy = False
+            return
+        batch, cmds, done = self._take()
+        link = self._link
+        if link is None or not link.connected:
+            self._recover(batch, cmds, done, None)
+            return
+        errors = link.replies.errors
+        sent = link.send(self._pack_batch(batch), cmds)
+        sent.add_done_callback(partial(self._landed, batch, cmds, done, errors,
+                                       time.monotonic()))
+
+    def _landed(self, batch: List[Item], cmds: int, done: Optional[asyncio.Future[None]],
+                errors: int, started: float, sent: asyncio.Future[List[Any]]) -> None:
+        if sent.cancelled():
+            return
+        failed = sent.exception()
+        if failed is None:
+            replies = sent.result()
+            self._counted(cmds, started)
+            link = self._link
+            clean = link is not None and link.replies.errors == errors
+            results = self._results(batch, replies)
+            if clean or not any(_needs_recovery(result) for result in results):
+                self._deliver(batch, results, done)
+                self._write_next()
+                return
+            self._recover(batch, cmds, done, (replies, True))
+        elif not self._stopped:
+            self._recover(batch, cmds, done, failed)
+
+    def _recover(self, batch: List[Item], cmds: int, done: Optional[asyncio.Future[None]],
+                 outcome: Any) -> None:
+        if not self._stopped:
+            self._task = asyncio.ensure_future(self._run(batch, cmds, done, outcome))
+
+    async def _run(self, batch: List[Item], cmds: int, done: Optional[asyncio.Future[None]],
+                   outcome: Any) -> None:
+        """The slow path, from a batch not sent (``outcome`` None), failed (an exception)
+        or answered with errors to look at (its replies): reconnects with backoff, reloads
+        scripts, re-runs NOSCRIPT calls; back to the fast path after a clean batch."""
         backoff = 0.05
         failing_since: Optional[float] = None
         loop = asyncio.get_running_loop()
         while True:
-            if not self._pending:
-                self._wake = loop.create_future()
-                await self._wake
-                continue
-            batch, cmds = self._next_batch()
-            done = self._batch_done
-            if not self._pending:
-                self._batch_done = None
-            else:  # the rest goes in the next batch: it keeps the same completion future
-                done = None
             try:
-                results = await self._execute(batch, cmds)
+                if outcome is None:
+                    outcome = await self._send(batch, cmds)
+                elif isinstance(outcome, BaseException):
+                    raise outcome
+                results = await self._settle(batch, *outcome)
+                break
             except _RETRYABLE as exc:
+                await self._drop()
                 self.failures += 1
                 logger.warning("cluster: Redis unreachable (%s); retrying in %.2fs",
                                type(exc).__name__, backoff)
@@ -260,18 +329,23 @@ class CommandQueue:
                     self._fail_waiters()  # the commands stay queued; only waiters give up
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
-                continue
-            backoff = 0.05
-            failing_since = None
-            for (args, fut), result in zip(batch, results):
-                if isinstance(result, Exception):
-                    logger.warning("cluster: Redis command %s failed: %s", args[0], result)
-                    if fut is not None and not fut.done():
-                        fut.set_exception(result)
-                elif fut is not None and not fut.done():
-                    fut.set_result(result)
-            if done is not None and not done.done():
-                done.set_result(None)
+                batch, cmds, done = self._take()
+                outcome = None
+        self._task = None
+        self._deliver(batch, results, done)
+        self._write_next()
+
+    def _deliver(self, batch: List[Item], results: List[Any],
+                 done: Optional[asyncio.Future[None]]) -> None:
+        for (args, fut), result in zip(batch, results):
+            if isinstance(result, Exception):
+                logger.warning("cluster: Redis command %s failed: %s", args[0], result)
+                if fut is not None and not fut.done():
+                    fut.set_exception(result)
+            elif fut is not None and not fut.done():
+                fut.set_result(result)
+        if done is not None and not done.done():
+            done.set_result(None)
 
     def _fail_waiters(self) -> None:
         stalled = QueueStalled(f"Redis did not confirm within {self.stall_timeout:g}s; the "
@@ -301,14 +375,13 @@ class CommandQueue:
                 pack_into(out, args)
         return b"".join(out)
 
-    async def _execute(self, batch: List[Item], cmds: int) -> List[Any]:
-        """Write the batch, read its ``cmds`` replies: one result per item.
+    async def _settle(self, batch: List[Item], replies: List[Any], errors: bool) -> List[Any]:
+        """One result per item from a batch's replies.
 
         A script Redis no longer has (``SCRIPT FLUSH``; a restart is a reconnect, which
         loads them) is loaded and that item alone runs again: the batch's other items ran,
         and a transaction must not append twice. A ``LOADING`` answer (a restarted Redis
-        still reading its AOF) ran nothing: the batch is retried with backoff."""
-        replies, errors = await self._send(batch, cmds)
+        still reading its AOF) ran nothing: raised, the batch is retried with backoff."""
         results = self._results(batch, replies)
         if not errors:
             return results  # no error reply at all (the usual batch): nothing to look for
@@ -325,8 +398,8 @@ class CommandQueue:
         return results
 
     async def _send(self, batch: List[Item], cmds: int) -> Tuple[List[Any], bool]:
-        """One round trip of the batch's commands: their ``cmds`` replies, and whether any
-        is an error reply."""
+        """One round trip of the batch's commands (connecting first if need be): their
+        ``cmds`` replies, and whether any is an error reply."""
         data = self._pack_batch(batch)
         started = time.monotonic()
         try:
@@ -336,17 +409,23 @@ class CommandQueue:
             errors = link.replies.errors
             replies = await link.send(data, cmds)
         except BaseException as exc:
-            lost, self._link = self._link, None
-            if lost is not None:
-                await lost.drop()
+            await self._drop()
             if isinstance(exc, OSError):
                 raise RedisConnectionError(f"Redis connection lost: {exc}") from exc
             raise
+        self._counted(cmds, started)
+        return replies, link.replies.errors != errors
+
+    async def _drop(self) -> None:
+        lost, self._link = self._link, None
+        if lost is not None:
+            await lost.drop()
+
+    def _counted(self, cmds: int, started: float) -> None:
         self.commands += cmds
         self.batches += 1
         elapsed = time.monotonic() - started
         self.rtt = elapsed if not self.rtt else self.rtt * 0.9 + elapsed * 0.1
-        return replies, link.replies.errors != errors
 
     @staticmethod
     def _results(batch: List[Item], replies: List[Any]) -> List[Any]:
@@ -367,6 +446,11 @@ class CommandQueue:
                 results.append(replies[at])
                 at += 1
         return results
+
+
+def _needs_recovery(result: Any) -> bool:
+    """A result the slow path handles: a flushed script, a Redis not ready (LOADING)."""
+    return isinstance(result, RedisConnectionError) or _is_noscript(result)
 
 
 def _is_noscript(result: Any) -> bool:
