@@ -16,7 +16,8 @@ writes the next batch once the last one's replies are in.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, List, Optional
+from functools import partial
+from typing import Any, Callable, List, Optional
 
 import redis as redis_py
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -25,7 +26,20 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from ..errors import ClusterError
 from .resp_reader import RespProtocolError, RespReader
 
-__all__ = ["RespLink", "check_connection"]
+__all__ = ["Landed", "RespLink", "check_connection"]
+
+Landed = Callable[[Optional[List[Any]], Optional[Exception]], None]
+"""Called with a batch's replies, or with why it failed."""
+
+
+def _resolve(fut: asyncio.Future[List[Any]], replies: Optional[List[Any]],
+             error: Optional[Exception]) -> None:
+    if fut.done():  # cancelled: its waiter is gone
+        return
+    if error is not None:
+        fut.set_exception(error)
+    else:
+        fut.set_result(replies or [])
 
 
 def check_connection(conn: Any) -> None:
@@ -58,7 +72,7 @@ class RespLink(asyncio.Protocol):
         self._loop = asyncio.get_running_loop()
         self._transport: Optional[asyncio.Transport] = None
         self._streams: Optional[asyncio.BaseProtocol] = None  # redis-py's stream protocol
-        self._flight: Optional[asyncio.Future[List[Any]]] = None
+        self._then: Optional[Landed] = None  # the batch in flight's callback
         self._want = 0
         self._got: List[Any] = []
         self._heard = 0.0  # loop time the flight was written or Redis last sent bytes
@@ -106,18 +120,24 @@ class RespLink(asyncio.Protocol):
 
     def send(self, data: bytes, count: int) -> asyncio.Future[List[Any]]:
         """Write a batch; the future resolves with its ``count`` replies in order."""
+        fut: asyncio.Future[List[Any]] = self._loop.create_future()
+        self.send_then(data, count, partial(_resolve, fut))
+        return fut
+
+    def send_then(self, data: bytes, count: int, then: Landed) -> None:
+        """Write a batch; ``then(replies, None)`` is called from ``data_received`` as its
+        last reply is parsed, or ``then(None, error)`` when it fails."""
         transport, loop = self._transport, self._loop
         if transport is None:
             raise RedisConnectionError("the command queue's connection is not open")
-        assert self._flight is None, "one batch in flight at a time"
-        fut = self._flight = loop.create_future()
+        assert self._then is None, "one batch in flight at a time"
+        self._then = then
         self._want = count
         self._got = []
         self._heard = loop.time()
         if self._watchdog is None:
             self._watchdog = loop.call_at(self._heard + self.reply_timeout, self._watch)
         transport.write(data)
-        return fut
 
     # -- asyncio.Protocol --------------------------------------------------------------------
 
@@ -125,9 +145,9 @@ class RespLink(asyncio.Protocol):
         self._heard = self._loop.time()
         parser = self.replies
         parser.feed(data)
-        fut = self._flight
+        then = self._then
         try:
-            if fut is None:
+            if then is None:
                 raise RespProtocolError(f"a reply to no command: {data[:32]!r}")
             got = self._got
             if got:
@@ -143,10 +163,9 @@ class RespLink(asyncio.Protocol):
             if self._transport is not None:
                 self._transport.abort()
             return
-        self._flight = None
+        self._then = None
         self._got = []
-        if not fut.done():  # cancelled: the queue is closing
-            fut.set_result(got)
+        then(got, None)  # may send the next batch: nothing of this one is touched after
 
     def eof_received(self) -> bool:
         return False  # close the transport: connection_lost follows
@@ -176,10 +195,10 @@ class RespLink(asyncio.Protocol):
     # -- internals ---------------------------------------------------------------------------
 
     def _fail(self, exc: Exception) -> None:
-        fut, self._flight = self._flight, None
+        then, self._then = self._then, None
         self._got = []
-        if fut is not None and not fut.done():
-            fut.set_exception(exc)
+        if then is not None:
+            then(None, exc)
 
     def _disarm(self) -> None:
         if self._watchdog is not None:
@@ -190,7 +209,7 @@ class RespLink(asyncio.Protocol):
         """The one watchdog: re-arms while batches are in flight, drops a silent Redis."""
         self._watchdog = None
         loop, transport = self._loop, self._transport
-        if self._flight is None or transport is None:
+        if self._then is None or transport is None:
             return  # idle: the next send arms it again
         due = self._heard + self.reply_timeout
         if loop.time() < due:

@@ -248,8 +248,10 @@ class CommandQueue:
             done = None
         return batch, cmds, done
 
-    # The fast path: callbacks only. The first push wakes it (one loop callback), each batch
-    # is written as the last one's replies are in; anything unusual (no connection, a lost
+    # The fast path: callbacks only, no task. The first push schedules a write (one loop
+    # callback: what else is queued in this loop turn joins the batch); as a batch's last
+    # reply is parsed its results are delivered and the next write is scheduled behind
+    # their callbacks (what they queue joins it). Anything unusual (no connection, a lost
     # one, NOSCRIPT or LOADING replies) goes to the slow path, a task, which hands back
     # after its first clean batch.
 
@@ -269,25 +271,22 @@ class CommandQueue:
         if link is None or not link.connected:
             self._recover(batch, cmds, done, None)
             return
-        errors = link.replies.errors
-        sent = link.send(self._pack_batch(batch), cmds)
-        sent.add_done_callback(partial(self._landed, batch, cmds, done, errors,
-                                       time.monotonic()))
+        link.send_then(self._pack_batch(batch), cmds,
+                       partial(self._landed, batch, cmds, done, link.replies.errors,
+                               time.monotonic()))
 
     def _landed(self, batch: List[Item], cmds: int, done: Optional[asyncio.Future[None]],
-                errors: int, started: float, sent: asyncio.Future[List[Any]]) -> None:
-        if sent.cancelled():
-            return
-        failed = sent.exception()
-        if failed is None:
-            replies = sent.result()
+                errors: int, started: float, replies: Optional[List[Any]],
+                failed: Optional[Exception]) -> None:
+        """A fast-path batch's outcome (called by the link as its last reply is parsed)."""
+        if replies is not None:
             self._counted(cmds, started)
             link = self._link
             clean = link is not None and link.replies.errors == errors
             results = self._results(batch, replies)
             if clean or not any(_needs_recovery(result) for result in results):
                 self._deliver(batch, results, done)
-                self._write_next()
+                self._kick()  # after the callbacks of these results: what they queue joins
                 return
             self._recover(batch, cmds, done, (replies, True))
         elif not self._stopped:
@@ -333,7 +332,7 @@ class CommandQueue:
                 outcome = None
         self._task = None
         self._deliver(batch, results, done)
-        self._write_next()
+        self._kick()
 
     def _deliver(self, batch: List[Item], results: List[Any],
                  done: Optional[asyncio.Future[None]]) -> None:
