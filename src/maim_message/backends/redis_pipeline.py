@@ -8,11 +8,16 @@ round trip. A batch that fails on a connection error is retried with backoff: no
 queued is dropped while Redis is away (commands may run twice after a cut; the scripts
 tolerate that).
 
-The queue has its own connection and writes RESP itself (``pack``): redis-py's generic
-command packing cost ~40 us per command here, more than the rest of a message's work. For
-the same reason it reads the replies itself (``resp_reader``: all of a batch's replies from
-one buffer, instead of redis-py's ~10 us per reply); redis-py still makes the connection
-(AUTH, SELECT, TLS, the RESP2 handshake).
+The queue has its own connection and writes RESP itself (``resp_pack``): redis-py's
+generic command packing cost ~40 us per command here, more than the rest of a message's
+work. For the same reason it reads the replies itself (``resp_reader``: all of a batch's
+replies from one buffer, instead of redis-py's ~10 us per reply), from the transport
+directly (``redis_link``: no stream, no task wake-up per round trip); redis-py still makes
+the connection (AUTH, SELECT, TLS, unix sockets, the RESP2 handshake).
+
+Writing is driven by callbacks while all goes well (a batch is written as the previous
+one's replies are in) and by a task while it does not (reconnects, backoff, script
+reloads), so one batch at a time is in flight either way.
 
 An item ``("MULTI", cmd, cmd, ...)`` is a transaction: written as MULTI, the commands, EXEC,
 always whole in one batch; its result is EXEC's reply (a list, a failed command's error in
@@ -34,13 +39,15 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..errors import ClusterError
 from .redis_link import RespLink, check_connection
+from .resp_pack import pack, pack_into
 from .resp_reader import RespProtocolError
+
+__all__ = ["CommandQueue", "QueueStalled", "Script", "pack", "pack_into"]
 
 logger = logging.getLogger(__name__)
 
 MAX_BATCH = 2000  # commands per written batch (a transaction is never split)
 REPLY_TIMEOUT = 5.0  # s without a byte from Redis mid-batch (if the URL sets no socket_timeout)
-_READ_SIZE = 1 << 18
 _RETRYABLE = (RedisConnectionError, RedisTimeoutError, OSError, RespProtocolError)
 
 
@@ -54,6 +61,19 @@ def _consume(fut: asyncio.Future[Any]) -> None:
         fut.exception()  # retrieved: no "never retrieved" warning for unawaited waiters
 
 
+def _resolve_like(target: asyncio.Future[None], source: asyncio.Future[None]) -> None:
+    if target.done():
+        return
+    if source.cancelled():
+        target.cancel()
+        return
+    error = source.exception()
+    if error is not None:
+        target.set_exception(error)
+    else:
+        target.set_result(None)
+
+
 class Script:
     __slots__ = ("sha", "source")
 
@@ -63,43 +83,6 @@ class Script:
 
 
 Item = Tuple[Tuple[Any, ...], Optional["asyncio.Future[Any]"]]
-
-
-_HEADERS = 1024  # lengths whose ``$<n>\r\n`` / ``*<n>\r\n`` headers are made once
-_BULK_HEADERS = tuple(b"$%d\r\n" % n for n in range(_HEADERS))
-_ARRAY_HEADERS = tuple(b"*%d\r\n" % n for n in range(_HEADERS))
-_CRLF = b"\r\n"
-
-
-def _encoded(arg: Any) -> Any:
-    """An argument that is not exactly ``bytes``: str as UTF-8, int in decimal, any other
-    bytes-like as it is."""
-    if isinstance(arg, str):
-        return arg.encode()
-    if isinstance(arg, int):
-        return b"%d" % arg
-    return arg
-
-
-def pack_into(out: List[bytes], args: Tuple[Any, ...]) -> None:
-    """Append one command's RESP pieces to ``out`` (a batch joins its pieces once)."""
-    count = len(args)
-    append = out.append
-    append(_ARRAY_HEADERS[count] if count < _HEADERS else b"*%d\r\n" % count)
-    for arg in args:
-        if arg.__class__ is not bytes:  # most arguments are bytes already: no isinstance
-            arg = _encoded(arg)
-        size = len(arg)
-        append(_BULK_HEADERS[size] if size < _HEADERS else b"$%d\r\n" % size)
-        append(arg)
-        append(_CRLF)
-
-
-def pack(args: Tuple[Any, ...]) -> bytes:
-    """One command in RESP (arguments: bytes, str or int)."""
-    out: List[bytes] = []
-    pack_into(out, args)
-    return b"".join(out)
 
 
 _MULTI = pack(("MULTI",))
@@ -318,10 +301,7 @@ class CommandQueue:
                 self.failures += 1
                 logger.warning("cluster: Redis unreachable (%s); retrying in %.2fs",
                                type(exc).__name__, backoff)
-                self._pending[:0] = batch
-                self._pending_cmds += cmds
-                if done is not None and not done.done():
-                    self._batch_done = done
+                self._requeue(batch, cmds, done)
                 now = loop.time()
                 failing_since = failing_since or now
                 if now - failing_since > self.stall_timeout:
@@ -333,6 +313,21 @@ class CommandQueue:
         self._task = None
         self._deliver(batch, results, done)
         self._kick()
+
+    def _requeue(self, batch: List[Item], cmds: int,
+                 done: Optional[asyncio.Future[None]]) -> None:
+        """Put a failed batch back in front; its completion future resolves with the
+        queue's current one if commands were queued behind it meanwhile (they have theirs,
+        which ``written()`` already handed out: both must resolve)."""
+        self._pending[:0] = batch
+        self._pending_cmds += cmds
+        if done is None or done.done():
+            return
+        later = self._batch_done
+        if later is None:
+            self._batch_done = done
+        else:
+            later.add_done_callback(partial(_resolve_like, done))
 
     def _deliver(self, batch: List[Item], results: List[Any],
                  done: Optional[asyncio.Future[None]]) -> None:
