@@ -43,10 +43,8 @@ class ClusterOutboxStore:
         self._cluster._store_add(pair, entry.msg_id, entry.payload)
 
     def remove(self, pair: Pair, msg_ids: List[str]) -> None:
-        host = self._cluster._host
-        if host is None or not msg_ids:
-            return
-        self._cluster._acked(pair, msg_ids, host.routes.first(*pair))
+        if msg_ids and self._cluster._host is not None:
+            self._cluster._acked(pair, msg_ids)  # named after the pair's first connection
 
     def forget_seen(self, key: FrameKey) -> None:
         """A frame recorded as handled was not (a later send of its handler failed)."""
