@@ -238,3 +238,47 @@ async def test_a_waiting_node_acks_only_once_the_other_handler_returned(
         await acked(second)
         # A returned: a duplicate, handled once; A failed after its first send: B handles it
         assert scene.calls == ([("b", "hello")] if fail else [])
+
+
+async def test_claims_of_a_node_restarted_under_the_same_id_are_not_waited_for(
+        redis_url: str) -> None:
+    """A claimed f1 and then restarted under the same node id (a StatefulSet pod): its
+    alive key holds the new life's incarnation, so its previous life's claim is not a live
+    node's, and the re-send to B is handled at once instead of waiting for the bucket."""
+    async with Scene(redis_url) as scene:
+        a, b = scene.nodes["a"], scene.nodes["b"]
+        first = await scene.frame_on("a", "alice-1")
+        await asyncio.wait_for(scene.handlers["a"].started.wait(), 5)
+        await first.close()
+        cluster = a.cluster
+        assert cluster is not None
+        cluster.incarnation = "0123abcd"  # the new life, as its join and heartbeats write it
+        for url in redis_url.split(","):
+            client = redis_asyncio.Redis.from_url(url)
+            try:
+                await client.set(cluster.keys.alive("a"), cluster.incarnation, px=5000)
+            finally:
+                await client.aclose()
+        await acked(await scene.frame_on("b", "alice-2"), timeout=2)  # not held
+        assert scene.calls == [("a", "hello"), ("b", "hello")]
+        assert b.cluster.stats()["frames_held_elsewhere"] == 0  # type: ignore[union-attr]
+
+
+async def test_a_live_node_s_claim_names_its_incarnation(redis_url: str) -> None:
+    """The claim is node id, NUL, incarnation; the alive key holds the incarnation."""
+    async with Scene(redis_url) as scene:
+        a = scene.nodes["a"]
+        await scene.frame_on("a", "alice-1")
+        await asyncio.wait_for(scene.handlers["a"].started.wait(), 5)
+        cluster = a.cluster
+        assert cluster is not None
+        claims: List[bytes] = []
+        for url in redis_url.split(","):
+            client = redis_asyncio.Redis.from_url(url)
+            try:
+                assert await client.get(cluster.keys.alive("a")) == cluster.incarnation.encode()
+                for key in await client.keys(f"{cluster.dedupe.prefix}:f:*"):
+                    claims += (await client.hgetall(key)).values()
+            finally:
+                await client.aclose()
+        assert claims == [b"@a\x00" + cluster.incarnation.encode()]

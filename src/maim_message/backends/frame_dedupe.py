@@ -28,6 +28,9 @@ FrameKey = Tuple[str, str, str]
 HANDLED = "h"  # a bucket's value for a recorded frame
 CLAIM = "@"  # prefix of a claim's value (the node id follows): never equal to HANDLED
 STARTED = "s@"  # prefix of a record made by a handler's first send while it still runs
+# between a claim's node id and the claiming process's incarnation (its alive key's value);
+# a NUL: never part of a configured node id
+INCARNATION_SEP = "\x00"
 
 # one character per frame in a check's answer
 FRESH, SEEN, HELD = "0", "1", "2"  # handle it / a node handled it / a live node handles it

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 from functools import partial
 from typing import (
@@ -42,6 +43,7 @@ from .frame_dedupe import (
     FRESH,
     HANDLED,
     HELD,
+    INCARNATION_SEP,
     SEEN,
     STARTED,
     UNCHECKED,
@@ -124,7 +126,12 @@ class RedisCluster(PubSubCluster, RedisPresence):
         self.frame_claims = frame_claims
         # what a handler's first send records: with claims, "started here" (a node that
         # waits for this frame keeps waiting until the handler returned: HANDLED then)
-        self._first_record = STARTED + node_id if frame_claims else HANDLED
+        # This process's life: its alive key holds it, and its claims name it after the
+        # node id, so a node restarted under the same id (a StatefulSet pod) does not keep
+        # its previous life's claims looking alive until their bucket expires.
+        self.incarnation = secrets.token_hex(4)
+        self._claimant = node_id + INCARNATION_SEP + self.incarnation
+        self._first_record = STARTED + self._claimant if frame_claims else HANDLED
         self._sources = (("drop_empty", DROP_EMPTY), ("add_once", ADD_ONCE), ("ack", ACK),
                          ("unregister", UNREGISTER), ("reap", REAP), ("reap_where", REAP_WHERE),
                          ("check", CHECK_FRAMES))
@@ -152,7 +159,8 @@ class RedisCluster(PubSubCluster, RedisPresence):
             redis = self._shards[0].redis
             assert redis is not None
             pipe = redis.pipeline(transaction=False)
-            pipe.set(self.keys.alive(self.node_id), b"1", px=int(self.node_ttl * 1000))
+            pipe.set(self.keys.alive(self.node_id), self.incarnation,
+                     px=int(self.node_ttl * 1000))
             pipe.sadd(self.keys.nodes, self.node_id)
             pipe.delete(self.keys.conns(self.node_id))
             await pipe.execute()
@@ -390,7 +398,7 @@ class RedisCluster(PubSubCluster, RedisPresence):
         replies: List[asyncio.Future[Any]] = []
         for shard in self._shards:
             fut = self._q(shard).push(
-                ("EVALSHA", "check", 0, current, previous, self.dedupe.ttl_ms, self.node_id,
+                ("EVALSHA", "check", 0, current, previous, self.dedupe.ttl_ms, self._claimant,
                  self.keys.alive_prefix, shard.index, shards if self.frame_claims else 0,
                  *tokens),
                 want_result=True)

@@ -26,6 +26,7 @@ class RedisPresence(RedisShards):
 
     node_ttl: float
     reaped: int
+    incarnation: str  # this process's life: the value of its alive keys
 
     def _presence_add(self, peer: Peer, info: Dict[str, Any]) -> None:
         info["pk"] = self.keys.pair_id(peer.pair)  # the reaper finds the where-entry by it
@@ -47,7 +48,7 @@ class RedisPresence(RedisShards):
         assert redis is not None
         keys, node = self.keys, self.node_id
         pipe = redis.pipeline(transaction=False)
-        pipe.set(keys.alive(node), b"1", px=int(self.node_ttl * 1000), get=True)
+        pipe.set(keys.alive(node), self.incarnation, px=int(self.node_ttl * 1000), get=True)
         pipe.sadd(keys.nodes, node)
         pipe.smembers(keys.nodes)
         previous, _, members = await pipe.execute()
@@ -65,7 +66,8 @@ class RedisPresence(RedisShards):
         ttl = int(self.node_ttl * 1000)
         for shard in self._shards[1:]:
             if shard.queue is not None:
-                shard.queue.push(("SET", self.keys.alive(self.node_id), "1", "PX", ttl))
+                shard.queue.push(("SET", self.keys.alive(self.node_id), self.incarnation,
+                                  "PX", ttl))
 
     async def _reap(self, dead: str) -> None:
         """Remove a dead node's where-entries (on every shard), then its presence."""
