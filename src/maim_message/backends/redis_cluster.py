@@ -74,6 +74,7 @@ from .redis_keys import (
     DROP_EMPTY,
     REAP,
     REAP_WHERE,
+    UNMARK_FRAME,
     UNREGISTER,
     Keys,
 )
@@ -137,7 +138,7 @@ class RedisCluster(PubSubCluster, RedisPresence):
         self._renewals = ClaimRenewals(dedupe_ttl)  # claims of handlers running here
         self._sources = (("drop_empty", DROP_EMPTY), ("add_once", ADD_ONCE), ("ack", ACK),
                          ("unregister", UNREGISTER), ("reap", REAP), ("reap_where", REAP_WHERE),
-                         ("check", CHECK_FRAMES))
+                         ("check", CHECK_FRAMES), ("unmark", UNMARK_FRAME))
         self._shards = [Shard(i, u) for i, u in enumerate(self.urls)]
         self._shard_of: Dict[Pair, Shard] = {}
         # channel messages, or the index of a shard whose channel connection came back
@@ -481,13 +482,18 @@ class RedisCluster(PubSubCluster, RedisPresence):
         shard = self._shards[home_shard(token, len(self._shards))]
         self._turn(shard).mark(token)
 
-    def _unmark_frame(self, token: str) -> None:
+    def _unmark_frame(self, token: str, record: bool = True) -> None:
         # The mark rode with the handler's first send: on that pair's shard, any of them.
+        # Compare-and-delete: this node's claim, and with ``record`` its record (another
+        # node's record of the frame stays: its re-send is a duplicate).
         self._renewals.ended(token)
+        values = [CLAIM + self._claimant]
+        if record:  # (with claims, the handler's return wrote HANDLED over STARTED)
+            values += [STARTED + self._claimant, HANDLED]
+        current, previous = self.dedupe.both()
         for shard in self._shards:
             if shard.queue is not None:
-                for bucket in self.dedupe.both():
-                    shard.queue.push(("HDEL", bucket, token))
+                shard.queue.push(("EVALSHA", "unmark", 0, current, previous, token, *values))
 
     def _renew_claims(self) -> None:
         """Claims of handlers still running here, written again into the current bucket
