@@ -456,6 +456,7 @@ async def test_a_frame_one_shard_has_is_a_duplicate_whatever_another_shard_answe
     cluster._shards = shards
     cluster.dedupe = DedupeBuckets("p", 60.0)
     cluster.node_id = "n1"
+    cluster._claimant = "n1\x00abcd1234"  # node id and incarnation
     cluster.keys = Keys("p")
     cluster.frame_claims = True
     cluster._frame_checked = lambda token, frame, seen, error: answers.append(

@@ -262,33 +262,36 @@ class PubSubCluster(PairSending, AckBatching, FrameGuard):
         pairs, sids, node_id = self._pairs, self._sids, self.node_id
         pair: Pair = ("", "")
         sid, newer = "", True
+        delivered = 0
         for message in messages:
             try:
                 if type(message) is not PairMessage:
                     self.handle_message(message)
                     continue
+                # one unpack: a NamedTuple's named fields are a Python property each
+                origin, user, platform, msg_id, stream_id, payload, notify = message
                 self.received += 1
-                if message.origin == node_id:
+                if origin == node_id:
                     continue
-                if message.user != pair[0] or message.platform != pair[1]:
-                    pair = (message.user, message.platform)
+                if user != pair[0] or platform != pair[1]:
+                    pair = (user, platform)
                     sid, newer = "", True
-                state = pairs.get(pair)
+                state = pairs.get(pair)  # (a delivery may end the pair's last connection)
                 if state is None:
                     continue  # not here any more; the stream keeps it for the next node
-                self.remote_deliveries += 1
-                sids.known(pair, message.msg_id, message.stream_id,
-                           message.origin if message.notify else None)
+                delivered += 1
+                sids.known(pair, msg_id, stream_id, origin if notify else None)
                 if state.loading:
-                    state.buffer.append((message.msg_id, message.payload, False))
+                    state.buffer.append((msg_id, payload, False))
                     continue
-                if message.stream_id != sid:
-                    sid = message.stream_id
+                if stream_id != sid:
+                    sid = stream_id
                     newer = not sid or stream_id_key(sid) > state.loaded_upto
                 if newer:
-                    self._deliver(pair, message.msg_id, message.payload)
+                    self._deliver(pair, msg_id, payload)
             except Exception:  # a bad message must not stop the node's routing
                 logger.exception("cluster: failed to handle a channel message")
+        self.remote_deliveries += delivered
 
     def handle_message(self, message: ClusterMessage) -> None:
         """Act on one message from another node (or, for acks, from the store)."""

@@ -26,6 +26,7 @@ class RedisPresence(RedisShards):
 
     node_ttl: float
     reaped: int
+    incarnation: str  # this process's life: the value of its alive keys
 
     def _presence_add(self, peer: Peer, info: Dict[str, Any]) -> None:
         info["pk"] = self.keys.pair_id(peer.pair)  # the reaper finds the where-entry by it
@@ -47,11 +48,12 @@ class RedisPresence(RedisShards):
         assert redis is not None
         keys, node = self.keys, self.node_id
         pipe = redis.pipeline(transaction=False)
-        pipe.set(keys.alive(node), b"1", px=int(self.node_ttl * 1000), get=True)
+        pipe.set(keys.alive(node), self.incarnation, px=int(self.node_ttl * 1000), get=True)
         pipe.sadd(keys.nodes, node)
         pipe.smembers(keys.nodes)
         previous, _, members = await pipe.execute()
         self._alive_on_other_shards()
+        self._renew_claims()
         names = [m.decode() if isinstance(m, bytes) else str(m) for m in members]
         others = sorted(m for m in names if m != node)
         alive = await self._alive_of(others)
@@ -59,13 +61,17 @@ class RedisPresence(RedisShards):
             await self._reap(dead)
         return previous is not None, alive
 
+    def _renew_claims(self) -> None:
+        """Write again the claims of frames whose handlers still run here."""
+
     def _alive_on_other_shards(self) -> None:
         """The alive key on every other shard too: a frame's claim lives on its home
         shard, whose check script asks there whether the claiming node is alive."""
         ttl = int(self.node_ttl * 1000)
         for shard in self._shards[1:]:
             if shard.queue is not None:
-                shard.queue.push(("SET", self.keys.alive(self.node_id), "1", "PX", ttl))
+                shard.queue.push(("SET", self.keys.alive(self.node_id), self.incarnation,
+                                  "PX", ttl))
 
     async def _reap(self, dead: str) -> None:
         """Remove a dead node's where-entries (on every shard), then its presence."""

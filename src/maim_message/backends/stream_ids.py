@@ -52,7 +52,9 @@ class StreamIds:
         return sum(len(ids) for ids in self._pairs.values())
 
     def _count(self, pair: Pair, sid: str) -> None:
-        left = self._left.setdefault(pair, {})
+        left = self._left.get(pair)
+        if left is None:
+            left = self._left[pair] = {}
         left[sid] = left.get(sid, 0) + 1
 
     def pending(self, pair: Pair, msg_id: str) -> None:
@@ -62,7 +64,9 @@ class StreamIds:
         """A message of the pair read from its stream or received from another node."""
         if not sid:
             return
-        ids = self._pairs.setdefault(pair, {})
+        ids = self._pairs.get(pair)
+        if ids is None:
+            ids = self._pairs[pair] = {}
         if msg_id not in ids:
             ids[msg_id] = sid if origin is None else (sid, origin)
             self._count(pair, sid)
