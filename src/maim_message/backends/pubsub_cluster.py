@@ -228,10 +228,16 @@ class PubSubCluster(PairSending, AckBatching, FrameGuard):
         ``durable``: also kept in the store, and applied by every node when it starts
         (a restart, or a node that joins later). Returns once the store has it."""
         self._running()
-        if durable:
-            self._admin_keep(encode_message(AdminMessage("", action, args)))
+        kept = (self._admin_keep(encode_message(AdminMessage("", action, args)))
+                if durable else None)
         self._publish(AdminMessage(self.node_id, action, args))
         await self._written()
+        if kept is not None:
+            try:
+                await kept
+            except Exception as exc:  # refused (out of memory, a read-only replica)
+                raise ClusterError(f"the admin action was applied but not stored for "
+                                   f"nodes that start later: {exc}") from exc
 
     def _admin_replay(self, record: bytes) -> None:
         try:
