@@ -172,8 +172,9 @@ class MemoryCluster(PubSubCluster):
     def _mark_frame(self, token: str) -> None:
         self.bus.frames.add(token)
 
-    def _unmark_frame(self, token: str) -> None:
-        self.bus.frames.discard(token)
+    def _unmark_frame(self, token: str, record: bool = True) -> None:
+        if record:
+            self.bus.frames.discard(token)
 
     def _store_add(self, pair: Pair, msg_id: str, payload: bytes) -> None:
         stream = self.bus.streams.get(pair)

@@ -111,9 +111,10 @@ class PubSubIO:
         """Record a handled frame whose handler sent nothing."""
         raise NotImplementedError
 
-    def _unmark_frame(self, token: str) -> None:
+    def _unmark_frame(self, token: str, record: bool = True) -> None:
         """Take a frame out of the record: its handler's sends were not all stored, so it
-        is not acked and its re-send must be handled again (rare: a failure path)."""
+        is not acked and its re-send must be handled again (rare: a failure path). Only
+        this node's claim (and, with ``record``, its record) is taken back."""
         raise NotImplementedError
 
     def _store_add(self, pair: Pair, msg_id: str, payload: bytes) -> None:

@@ -10,6 +10,7 @@ from .stream_ids import ANY_ORIGIN
 
 if TYPE_CHECKING:
     from ..core.outbox import OutboxEntry
+    from ..server.acks import Receipt
 
 
 def stream_id_key(stream_id: str) -> Tuple[int, int]:
@@ -84,6 +85,15 @@ class ClusterOutboxStore:
     def forget_seen(self, key: FrameKey) -> None:
         """A frame recorded as handled was not (a later send of its handler failed)."""
         self._cluster._unmark_frame(frame_token(key))
+
+    def forget_frame(self, receipt: Receipt) -> None:
+        """A frame recorded or claimed here ends unhandled: its claim is given back, and
+        its record too unless the batch that holds it still waits for Redis (its commands
+        stay queued and run: a re-send must then find the record, or it would be handled
+        twice). Only what this node wrote is taken back (never another node's record)."""
+        still_queued = getattr(receipt.failure, "still_queued", False)
+        self._cluster._unmark_frame(frame_token(receipt.key),
+                                    record=receipt.recorded and not still_queued)
 
     def close(self) -> None:
         return None

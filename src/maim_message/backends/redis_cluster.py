@@ -40,6 +40,7 @@ from ..core.defaults import DEFAULT_OUTBOX
 from ..errors import ClusterError, ServerStartError
 from .cluster_base import Pair
 from .frame_dedupe import (
+    CLAIM,
     FRESH,
     HANDLED,
     HELD,
@@ -47,6 +48,7 @@ from .frame_dedupe import (
     SEEN,
     STARTED,
     UNCHECKED,
+    ClaimRenewals,
     DedupeBuckets,
     home_shard,
     merge_answers,
@@ -72,6 +74,7 @@ from .redis_keys import (
     DROP_EMPTY,
     REAP,
     REAP_WHERE,
+    UNMARK_FRAME,
     UNREGISTER,
     Keys,
 )
@@ -132,9 +135,10 @@ class RedisCluster(PubSubCluster, RedisPresence):
         self.incarnation = secrets.token_hex(4)
         self._claimant = node_id + INCARNATION_SEP + self.incarnation
         self._first_record = STARTED + self._claimant if frame_claims else HANDLED
+        self._renewals = ClaimRenewals(dedupe_ttl)  # claims of handlers running here
         self._sources = (("drop_empty", DROP_EMPTY), ("add_once", ADD_ONCE), ("ack", ACK),
                          ("unregister", UNREGISTER), ("reap", REAP), ("reap_where", REAP_WHERE),
-                         ("check", CHECK_FRAMES))
+                         ("check", CHECK_FRAMES), ("unmark", UNMARK_FRAME))
         self._shards = [Shard(i, u) for i, u in enumerate(self.urls)]
         self._shard_of: Dict[Pair, Shard] = {}
         # channel messages, or the index of a shard whose channel connection came back
@@ -203,6 +207,7 @@ class RedisCluster(PubSubCluster, RedisPresence):
         shard.queue, shard.pubsub, shard.channels = queue, pubsub, len(channels)
 
     async def _leave(self) -> None:
+        self._renewals.clear()  # its claims are void once its alive keys are gone
         first = self._shards[0].queue
         if first is not None:
             node = self.node_id
@@ -436,6 +441,8 @@ class RedisCluster(PubSubCluster, RedisPresence):
                             self.held_recheck, self._recheck, tokens[n], frame)
                         continue
                     seen = flag == SEEN
+                    if flag == FRESH and self.frame_claims:
+                        self._renewals.claimed(tokens[n])  # (held while its handler runs)
                     checked(tokens[n], frame, seen,
                             None if flag in (SEEN, FRESH) else
                             (exc or ClusterError("frame not checked")))
@@ -471,15 +478,39 @@ class RedisCluster(PubSubCluster, RedisPresence):
 
     def _mark_frame(self, token: str) -> None:
         # on the frame's home shard: over its claim there, if it has one
+        self._renewals.ended(token)
         shard = self._shards[home_shard(token, len(self._shards))]
         self._turn(shard).mark(token)
 
-    def _unmark_frame(self, token: str) -> None:
+    def _unmark_frame(self, token: str, record: bool = True) -> None:
         # The mark rode with the handler's first send: on that pair's shard, any of them.
+        # Compare-and-delete: this node's claim, and with ``record`` its record (another
+        # node's record of the frame stays: its re-send is a duplicate).
+        self._renewals.ended(token)
+        values = [CLAIM + self._claimant]
+        if record:  # (with claims, the handler's return wrote HANDLED over STARTED)
+            values += [STARTED + self._claimant, HANDLED]
+        current, previous = self.dedupe.both()
         for shard in self._shards:
             if shard.queue is not None:
-                for bucket in self.dedupe.both():
-                    shard.queue.push(("HDEL", bucket, token))
+                shard.queue.push(("EVALSHA", "unmark", 0, current, previous, token, *values))
+
+    def _renew_claims(self) -> None:
+        """Claims of handlers still running here, written again into the current bucket
+        before theirs leaves the checks' view (on the heartbeat)."""
+        due = self._renewals.due()
+        if not due:
+            return
+        current, count = self.dedupe.current(), len(self._shards)
+        value = CLAIM + self._claimant
+        touched = set()
+        for token in due:
+            shard = self._shards[home_shard(token, count)]
+            if shard.queue is not None:
+                shard.queue.push(("HSETNX", current, token, value))  # never over a record
+                touched.add(shard.index)
+        for index in touched:
+            self._q(self._shards[index]).push(("PEXPIRE", current, self.dedupe.ttl_ms))
 
     # -- store ---------------------------------------------------------------------------------
 

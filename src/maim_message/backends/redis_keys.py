@@ -171,6 +171,24 @@ end
 return table.concat(out)
 """
 
+# ARGV: current bucket, previous bucket, frame token, then the values that may be taken
+# back (this node's claim, its record): a frame's entry is deleted only when it holds one
+# of them, never when another node recorded the frame.
+UNMARK_FRAME = """
+for b = 1, 2 do
+  local v = redis.call('HGET', ARGV[b], ARGV[3])
+  if v then
+    for i = 4, #ARGV do
+      if v == ARGV[i] then
+        redis.call('HDEL', ARGV[b], ARGV[3])
+        break
+      end
+    end
+  end
+end
+return 0
+"""
+
 # KEYS: where. ARGV: uuid, node. Forget a connection only if this node still owns it (the
 # client may already have reconnected to another node with the same uuid).
 UNREGISTER = """

