@@ -155,3 +155,42 @@ async def test_a_frame_whose_later_send_was_refused_is_handled_again_when_resent
         await bob.client.stop()
         for server in (a, b):
             await server.stop()
+
+
+async def test_an_ack_frees_its_stream_entry_while_redis_refuses_writes(
+        redis_url: str) -> None:  # noqa: F811
+    """Out of memory, Redis refuses a transaction but still takes a delete: an acked
+    entry's XDEL goes outside the send transaction, so the ack frees memory instead of
+    being lost with the refused transaction (and the message redelivered later)."""
+    from maim_message.core.envelope import encode_ack
+
+    forward = Forwarder()
+    a = node(redis_url, "a", on_message=forward, ack="handled")
+    forward.server = a
+    await started(a)
+    redis = redis_asyncio.Redis.from_url(redis_url)
+    bob_headers = {"x-apikey": "bob", "x-platform": "qq", "x-uuid": "bob-1"}
+    try:
+        cluster: Any = a.cluster
+        stream = cluster.keys.pair_keys(("bob", "qq"))[0]
+        async with websockets.connect(f"ws://127.0.0.1:{a.port}/ws",
+                                      additional_headers=bob_headers) as bob, \
+                websockets.connect(f"ws://127.0.0.1:{a.port}/ws",
+                                   additional_headers=ALICE) as alice:
+            await presence(a, 2)
+            await alice.send(envelope("f1", make_message("hi", "alice", "qq").to_dict()))
+            got = orjson.loads(await asyncio.wait_for(bob.recv(), 5))
+            assert got["type"] == "sys_std"
+            deadline = asyncio.get_running_loop().time() + 5
+            while await redis.xlen(stream) != 1:  # stored (the frame's ack waits for it)
+                assert asyncio.get_running_loop().time() < deadline
+                await asyncio.sleep(0.02)
+            await refuse_writes(redis)
+            await bob.send(encode_ack("c-1", "bob-1", got["msg_id"], from_server=False).decode())
+            while await redis.xlen(stream) != 0:
+                assert asyncio.get_running_loop().time() < deadline, "the delete was lost"
+                await asyncio.sleep(0.02)
+    finally:
+        await redis.config_set("maxmemory", 0)
+        await redis.aclose()
+        await a.stop()

@@ -5,8 +5,8 @@ one or more Redis primaries (``redis_shards``: which shard holds a pair;
 ``redis_presence``: presence and liveness). Sends and frame checks collected for
 ``flush_delay`` go to each shard as one MULTI/EXEC transaction of plain commands
 (``redis_batch``: a pair's messages become one stream entry; acked entries are deleted in
-the same transaction) and one ``CHECK_FRAMES`` call; once Redis answered, the node
-publishes one "pairs" message to each other node holding any of the pairs. A node
+the same write, outside the transaction) and one ``CHECK_FRAMES`` call; once Redis
+answered, the node publishes one "pairs" message to each other node holding any of the pairs. A node
 subscribes to its own channel on every shard. Commands are pipelined in order per shard
 through ``redis_pipeline.CommandQueue``.
 """
@@ -370,6 +370,10 @@ class RedisCluster(PubSubCluster, RedisPresence):
         queue = self._q(shard)
         items = turn.commands(self.keys, self.max_per_pair, self.ttl_ms,
                               self.dedupe.current(), self.dedupe.ttl_ms)
+        if not items or items[0][0] != "MULTI":  # acked entries' deletes only
+            for item in items:
+                queue.push(item)
+            return
         fut = queue.push(items[0], want_result=True)
         for item in items[1:]:
             queue.push(item)
