@@ -122,6 +122,7 @@ class MemoryCluster(PubSubCluster):
 
     def _admin_keep(self, record: bytes) -> None:
         self.bus.admin.add(record)
+        return None
 
     def _admin_kept(self) -> Awaitable[List[bytes]]:
         return _done(sorted(self.bus.admin))

@@ -66,8 +66,9 @@ class PubSubIO:
         """Queue a fan-out (or an admin action, or acks for any origin) to every node."""
         raise NotImplementedError
 
-    def _admin_keep(self, record: bytes) -> None:
-        """Keep an admin action in the store for good (a set: the same record once)."""
+    def _admin_keep(self, record: bytes) -> Optional[Awaitable[Any]]:
+        """Keep an admin action in the store for good (a set: the same record once);
+        what resolves once the store took it, or fails if it refused (None: taken)."""
         raise NotImplementedError
 
     def _admin_kept(self) -> Awaitable[List[bytes]]:

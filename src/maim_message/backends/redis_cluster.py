@@ -5,8 +5,8 @@ one or more Redis primaries (``redis_shards``: which shard holds a pair;
 ``redis_presence``: presence and liveness). Sends and frame checks collected for
 ``flush_delay`` go to each shard as one MULTI/EXEC transaction of plain commands
 (``redis_batch``: a pair's messages become one stream entry; acked entries are deleted in
-the same transaction) and one ``CHECK_FRAMES`` call; once Redis answered, the node
-publishes one "pairs" message to each other node holding any of the pairs. A node
+the same write, outside the transaction) and one ``CHECK_FRAMES`` call; once Redis
+answered, the node publishes one "pairs" message to each other node holding any of the pairs. A node
 subscribes to its own channel on every shard. Commands are pipelined in order per shard
 through ``redis_pipeline.CommandQueue``.
 """
@@ -38,6 +38,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..core.defaults import DEFAULT_OUTBOX
 from ..errors import ClusterError, ServerStartError
+from ..server.acks import CURRENT_RECEIPT
 from .cluster_base import Pair
 from .frame_dedupe import (
     CLAIM,
@@ -280,8 +281,9 @@ class RedisCluster(PubSubCluster, RedisPresence):
         self._q(self._shards[0]).push(("PUBLISH", self.keys.all_channel,
                                        encode_message(message)))
 
-    def _admin_keep(self, record: bytes) -> None:
-        self._q(self._shards[0]).push(("SADD", self.keys.admin, record))
+    def _admin_keep(self, record: bytes) -> Optional[Awaitable[Any]]:
+        return self._q(self._shards[0]).push(("SADD", self.keys.admin, record),
+                                             want_result=True)
 
     async def _admin_kept(self) -> List[bytes]:
         fut = self._q(self._shards[0]).push(("SMEMBERS", self.keys.admin), want_result=True)
@@ -370,6 +372,10 @@ class RedisCluster(PubSubCluster, RedisPresence):
         queue = self._q(shard)
         items = turn.commands(self.keys, self.max_per_pair, self.ttl_ms,
                               self.dedupe.current(), self.dedupe.ttl_ms)
+        if not items or items[0][0] != "MULTI":  # acked entries' deletes only
+            for item in items:
+                queue.push(item)
+            return
         fut = queue.push(items[0], want_result=True)
         for item in items[1:]:
             queue.push(item)
@@ -519,8 +525,11 @@ class RedisCluster(PubSubCluster, RedisPresence):
         if shard.queue is None:
             return
         stream, index, _ = self.keys.pair_keys(pair)
-        shard.queue.push(("EVALSHA", "add_once", 2, stream, index, msg_id, payload,
-                          self.max_per_pair, self.ttl_ms))
+        stored = shard.queue.push(("EVALSHA", "add_once", 2, stream, index, msg_id, payload,
+                                   self.max_per_pair, self.ttl_ms), want_result=True)
+        receipt = CURRENT_RECEIPT.get()  # a handler's fan-out: its frame's ack waits for it
+        assert stored is not None
+        stored.add_done_callback(partial(_refused, receipt))
 
     def _store_delete(self, pair: Pair, stream_ids: List[str], idle: bool) -> None:
         shard = self._shard(pair)
@@ -558,6 +567,15 @@ class RedisCluster(PubSubCluster, RedisPresence):
             "frames_held_elsewhere": self.held_frames,  # frames, not re-checks
         })
         return out
+
+
+def _refused(receipt: Optional[Receipt], fut: asyncio.Future[Any]) -> None:
+    """A message's store write was refused (out of memory, a read-only replica): the frame
+    whose handler sent it is not acked (the client re-sends it). The queue resolves a
+    command's future before the batch's, so this runs before the frame's ack is decided."""
+    if not fut.cancelled() and fut.exception() is not None and receipt is not None:
+        if receipt.failure is None:
+            receipt.failure = fut.exception()
 
 
 def _retrieved(fut: asyncio.Future[Any]) -> None:

@@ -209,9 +209,12 @@ redis.call('SREM', KEYS[2], ARGV[1])
 return n
 """
 
-# ARGV: dead node, then (where key, uuid) pairs: forget the uuids the dead node still owns.
+# ARGV: dead node, its alive key, then (where key, uuid) pairs: forget the uuids the dead
+# node still owns, unless it is alive again (it came back from a pause and re-registered
+# them: its alive key is on every shard) -> -1.
 REAP_WHERE = """
-for i = 2, #ARGV, 2 do
+if redis.call('EXISTS', ARGV[2]) == 1 then return -1 end
+for i = 3, #ARGV, 2 do
   if redis.call('HGET', ARGV[i], ARGV[i + 1]) == ARGV[1] then
     redis.call('HDEL', ARGV[i], ARGV[i + 1])
   end

@@ -27,6 +27,7 @@ class RedisPresence(RedisShards):
     node_ttl: float
     reaped: int
     incarnation: str  # this process's life: the value of its alive keys
+    _missed_deadline = False  # its alive key had expired: it must register again
 
     def _presence_add(self, peer: Peer, info: Dict[str, Any]) -> None:
         info["pk"] = self.keys.pair_id(peer.pair)  # the reaper finds the where-entry by it
@@ -52,6 +53,8 @@ class RedisPresence(RedisShards):
         pipe.sadd(keys.nodes, node)
         pipe.smembers(keys.nodes)
         previous, _, members = await pipe.execute()
+        if previous is None:  # taken for dead: kept until a heartbeat reports it, so a
+            self._missed_deadline = True  # failure below does not lose it
         self._alive_on_other_shards()
         self._renew_claims()
         names = [m.decode() if isinstance(m, bytes) else str(m) for m in members]
@@ -59,7 +62,8 @@ class RedisPresence(RedisShards):
         alive = await self._alive_of(others)
         for dead in (o for o in others if o not in alive):
             await self._reap(dead)
-        return previous is not None, alive
+        missed, self._missed_deadline = self._missed_deadline, False
+        return not missed, alive
 
     def _renew_claims(self) -> None:
         """Write again the claims of frames whose handlers still run here."""
@@ -90,7 +94,7 @@ class RedisPresence(RedisShards):
             redis = self._shards[index].redis
             if redis is not None:
                 await redis.evalsha(self._q(self._shards[index])._scripts["reap_where"].sha,
-                                    0, dead, *args)
+                                    0, dead, keys.alive(dead), *args)
         n = await first.evalsha(self._q(self._shards[0])._scripts["reap"].sha, 2,
                                 keys.conns(dead), keys.nodes, dead, keys.alive(dead))
         if n and n > 0:
