@@ -177,6 +177,25 @@ async def test_unreachable_redis_fails_start_without_leaking_the_password() -> N
     assert not server.is_running()
 
 
+@pytest.mark.parametrize("url", [
+    "redis://:s3cret-pass@127.0.0.1:{port}/0",
+    "redis://127.0.0.1:{port}/0?password=s3cret-pass",  # redis-py reads it there too
+    "redis://127.0.0.1:{port}/0?socket_timeout=1&password=s3cret-pass&username=me",
+])
+async def test_a_password_anywhere_in_the_url_stays_out_of_errors_and_logs(
+        url: str, caplog: pytest.LogCaptureFixture) -> None:
+    from maim_message.backends.redis_shards import safe_url
+
+    url = url.format(port=free_port())
+    assert "s3cret-pass" not in safe_url(url) and "127.0.0.1" in safe_url(url)
+    server = WebSocketServer(create_server_config(
+        host="127.0.0.1", port=0, cluster_backend="redis", cluster_redis_url=url))
+    with caplog.at_level("DEBUG"), pytest.raises(ServerStartError) as info:
+        await server.start()
+    assert "s3cret-pass" not in str(info.value) and "127.0.0.1" in str(info.value)
+    assert "s3cret-pass" not in caplog.text
+
+
 async def test_local_cluster_delivers_like_a_single_hub() -> None:
     server = WebSocketServer(create_server_config(
         host="127.0.0.1", port=0, on_auth_extract_user=lambda m: m["api_key"],

@@ -69,14 +69,15 @@ class Scene:
     forwards, and alice's sockets: all closed and stopped on the way out."""
 
     def __init__(self, redis_url: str, claims: bool = True, ack_b: str = "handled",
-                 on_a: Optional[Callable[..., Any]] = None, nodes: str = "ab") -> None:
+                 on_a: Optional[Callable[..., Any]] = None, nodes: str = "ab",
+                 **extra: Any) -> None:
         self.calls: List[Tuple[str, str]] = []
         self.release = asyncio.Event()
         self.handlers = {name: Handler(name, self.calls, self.release) for name in "ab"}
         acks = {"a": "handled", "b": ack_b}
         on = {"a": on_a or self.handlers["a"], "b": self.handlers["b"]}
         self.nodes = {name: node(redis_url, name, on_message=on[name], ack=acks[name],
-                                 cluster_frame_claims=claims) for name in nodes}
+                                 cluster_frame_claims=claims, **extra) for name in nodes}
         for name, server in self.nodes.items():
             self.handlers[name].server = server
         self.sockets: List[Any] = []
@@ -238,3 +239,66 @@ async def test_a_waiting_node_acks_only_once_the_other_handler_returned(
         await acked(second)
         # A returned: a duplicate, handled once; A failed after its first send: B handles it
         assert scene.calls == ([("b", "hello")] if fail else [])
+
+
+async def test_claims_of_a_node_restarted_under_the_same_id_are_not_waited_for(
+        redis_url: str) -> None:
+    """A claimed f1 and then restarted under the same node id (a StatefulSet pod): its
+    alive key holds the new life's incarnation, so its previous life's claim is not a live
+    node's, and the re-send to B is handled at once instead of waiting for the bucket."""
+    async with Scene(redis_url) as scene:
+        a, b = scene.nodes["a"], scene.nodes["b"]
+        first = await scene.frame_on("a", "alice-1")
+        await asyncio.wait_for(scene.handlers["a"].started.wait(), 5)
+        await first.close()
+        cluster = a.cluster
+        assert cluster is not None
+        cluster.incarnation = "0123abcd"  # the new life, as its join and heartbeats write it
+        for url in redis_url.split(","):
+            client = redis_asyncio.Redis.from_url(url)
+            try:
+                await client.set(cluster.keys.alive("a"), cluster.incarnation, px=5000)
+            finally:
+                await client.aclose()
+        await acked(await scene.frame_on("b", "alice-2"), timeout=2)  # not held
+        assert scene.calls == [("a", "hello"), ("b", "hello")]
+        assert b.cluster.stats()["frames_held_elsewhere"] == 0  # type: ignore[union-attr]
+
+
+async def test_a_live_node_s_claim_names_its_incarnation(redis_url: str) -> None:
+    """The claim is node id, NUL, incarnation; the alive key holds the incarnation."""
+    async with Scene(redis_url) as scene:
+        a = scene.nodes["a"]
+        await scene.frame_on("a", "alice-1")
+        await asyncio.wait_for(scene.handlers["a"].started.wait(), 5)
+        cluster = a.cluster
+        assert cluster is not None
+        claims: List[bytes] = []
+        for url in redis_url.split(","):
+            client = redis_asyncio.Redis.from_url(url)
+            try:
+                assert await client.get(cluster.keys.alive("a")) == cluster.incarnation.encode()
+                for key in await client.keys(f"{cluster.dedupe.prefix}:f:*"):
+                    claims += (await client.hgetall(key)).values()
+            finally:
+                await client.aclose()
+        assert claims == [b"@a\x00" + cluster.incarnation.encode()]
+
+
+async def test_a_claim_is_renewed_while_its_handler_runs_longer_than_the_buckets(
+        redis_url: str) -> None:
+    """Buckets of 1 s: an unrenewed claim is out of the checks' view within 2 s. A's
+    handler runs longer; its claim is written again while it runs, so the re-send to B
+    still waits for A (and is acked as a duplicate) instead of running a second time."""
+    async with Scene(redis_url, cluster_dedupe_ttl=1.0) as scene:
+        b = scene.nodes["b"]
+        first = await scene.frame_on("a", "alice-1")
+        await asyncio.wait_for(scene.handlers["a"].started.wait(), 5)
+        await first.close()
+        await asyncio.sleep(2.5)  # past both buckets the claim was first written in
+        second = await scene.frame_on("b", "alice-2")
+        await held_on_b(b)
+        assert scene.calls == [("a", "hello")]
+        scene.release.set()
+        await acked(second)
+        assert scene.calls == [("a", "hello")]

@@ -90,21 +90,22 @@ async def test_a_send_batch_makes_one_entry_per_pair_and_publishes_per_node() ->
     stream_a, _, where_a = keys.pair_keys(("alice", "qq"))
     stream_b, _, where_b = keys.pair_keys(("bob", "qq"))
     carol_stream, carol_index, _ = keys.pair_keys(("carol", "qq"))
-    # one transaction of plain commands (no message goes through Lua), then the idle
-    # pair's cleanup script (per pair, no per-message arguments)
+    # one transaction of plain commands (no message goes through Lua), the acked
+    # entries' deletes outside it (a Redis out of memory refuses the transaction but
+    # takes a delete), then the idle pair's cleanup script (no per-message arguments)
     assert items[0] == (
         "MULTI",
         ("HSET", "p:f:1", "tok", "h"), ("PEXPIRE", "p:f:1", 2000),
-        ("XDEL", carol_stream, "1-0", "2-0"),
         ("XADD", stream_a, "MAXLEN", "~", "100", "*", "m1", b"a", "m2", b"b"),
         ("PEXPIRE", stream_a, "60000"), ("HGETALL", where_a),
         ("XADD", stream_b, "MAXLEN", "~", "100", "*", "m3", b"c"),
         ("PEXPIRE", stream_b, "60000"), ("HGETALL", where_b))
-    assert items[1:] == [("EVALSHA", "drop_empty", 0, carol_stream, carol_index)]
+    assert items[1:] == [("XDEL", carol_stream, "1-0", "2-0"),
+                         ("EVALSHA", "drop_empty", 0, carol_stream, carol_index)]
     stored: List[Tuple[Any, ...]] = []
     routed: List[Tuple[Any, ...]] = []
     # EXEC's reply; the node leaves out its own connections (n1)
-    reply = [1, 1, 2, b"9-0", 1, [b"ua", b"n2", b"ua2", b"n1"], b"9-1", 1, [b"ub", b"n1"]]
+    reply = [1, 1, b"9-0", 1, [b"ua", b"n2", b"ua2", b"n1"], b"9-1", 1, [b"ub", b"n1"]]
     publish = turn.resolve(reply, b"n1", lambda *a: stored.append(a),
                            lambda *a: routed.append(a))
     assert stored == [(("alice", "qq"), ["m1", "m2"], "9-0"), (("bob", "qq"), ["m3"], "9-1")]
@@ -114,6 +115,14 @@ async def test_a_send_batch_makes_one_entry_per_pair_and_publishes_per_node() ->
     assert [(m.origin, m.pair, m.msg_id, m.stream_id, m.payload) for m in sent] == [
         ("n1", ("alice", "qq"), "m1", "9-0", b"a"), ("n1", ("alice", "qq"), "m2", "9-0", b"b")]
     assert futs[0].result() == ("9-0", [("ua", "n2")]) and futs[1].result() == ("9-1", [])
+
+
+def test_a_batch_of_deletes_only_is_no_transaction() -> None:
+    keys = Keys("p")
+    turn = SendTurn()
+    turn.delete(*keys.pair_keys(("carol", "qq"))[:2], False, ["1-0"])
+    stream = keys.pair_keys(("carol", "qq"))[0]
+    assert turn.commands(keys, "100", "60000", "p:f:1", 2000) == [("XDEL", stream, "1-0")]
 
 
 async def test_a_failed_send_batch_fails_its_waiters_and_the_receipts_of_its_frames() -> None:
@@ -456,6 +465,7 @@ async def test_a_frame_one_shard_has_is_a_duplicate_whatever_another_shard_answe
     cluster._shards = shards
     cluster.dedupe = DedupeBuckets("p", 60.0)
     cluster.node_id = "n1"
+    cluster._claimant = "n1\x00abcd1234"  # node id and incarnation
     cluster.keys = Keys("p")
     cluster.frame_claims = True
     cluster._frame_checked = lambda token, frame, seen, error: answers.append(

@@ -13,9 +13,9 @@ receiver acked.
 from __future__ import annotations
 
 import asyncio
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
-from .cluster_base import Pair
+from .cluster_base import ClusterHost, Pair
 from .pubsub_io import PubSubIO
 from .pubsub_messages import AckMessage, AcksMessage
 from .stream_ids import ANY_ORIGIN, StreamIds
@@ -29,6 +29,7 @@ class AckBatching(PubSubIO):
     ack_delay = 0.0
     node_id: str
     _joined: bool
+    _host: Optional[ClusterHost]
     _sids: StreamIds
     _ack_turn: Dict[Pair, Tuple[List[str], str]]
 
@@ -39,9 +40,11 @@ class AckBatching(PubSubIO):
         if again:
             self._acked(pair, again, "")  # acked before the answer: delete them now
 
-    def _acked(self, pair: Pair, msg_ids: List[str], acker: str) -> None:
+    def _acked(self, pair: Pair, msg_ids: List[str], acker: Optional[str] = None) -> None:
         """Connections here acked these messages: delete them from the stream (batched:
-        one delete per pair per ``ack_delay``), tell origins that wait."""
+        one delete per pair per ``ack_delay``), tell origins that wait. ``acker``: the
+        uuid named as the acking connection (None: the pair's first connection here, looked
+        up once per pair and batch: receivers ack one message at a time)."""
         turn = self._ack_turn
         if not turn:
             loop = asyncio.get_running_loop()
@@ -51,6 +54,9 @@ class AckBatching(PubSubIO):
                 loop.call_soon(self._flush_acks)
         queued = turn.get(pair)
         if queued is None:
+            if acker is None:
+                host = self._host
+                acker = host.routes.first(*pair) if host is not None else ""
             turn[pair] = (list(msg_ids), acker)
         else:
             queued[0].extend(msg_ids)

@@ -264,5 +264,6 @@ def create_cluster(config: Any) -> ClusterBackend:
             outbox_ttl=config.outbox_ttl,
             dedupe_ttl=getattr(config, "cluster_dedupe_ttl", 60.0),
             frame_claims=bool(getattr(config, "cluster_frame_claims", False)),
+            write_timeout=getattr(config, "cluster_write_timeout", 10.0),
         )
     raise ConfigError(f"cluster_backend: unknown backend {backend!r} (local or redis)")

@@ -76,7 +76,9 @@ class FrameGuard(PubSubIO):
         if error is not None and frame.held:  # a live node had it: it handles it
             frame.drop(error)
         elif error is not None:
-            receipt.claimed = True  # its home shard may have claimed it before another failed
+            # its home shard may have claimed it before another failed (claims only: a
+            # check without claims writes nothing, so there is nothing to give back)
+            receipt.claimed = self.frame_claims
             if self.unchecked_frames == 0:
                 logger.warning("cluster: frames could not be checked against the record "
                                "of handled frames: %s", error)

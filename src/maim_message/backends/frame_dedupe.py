@@ -21,13 +21,16 @@ from __future__ import annotations
 
 import time
 from hashlib import blake2b
-from typing import Callable, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 FrameKey = Tuple[str, str, str]
 
 HANDLED = "h"  # a bucket's value for a recorded frame
 CLAIM = "@"  # prefix of a claim's value (the node id follows): never equal to HANDLED
 STARTED = "s@"  # prefix of a record made by a handler's first send while it still runs
+# between a claim's node id and the claiming process's incarnation (its alive key's value);
+# a NUL: never part of a configured node id
+INCARNATION_SEP = "\x00"
 
 # one character per frame in a check's answer
 FRESH, SEEN, HELD = "0", "1", "2"  # handle it / a node handled it / a live node handles it
@@ -90,3 +93,52 @@ def merge_answers(count: int, answers: Sequence[Optional[str]]) -> str:
         out.append(SEEN if SEEN in chars else UNCHECKED if failed
                    else HELD if HELD in chars else FRESH)
     return "".join(out)
+
+
+class ClaimRenewals:
+    """The claims this node holds on frames whose handlers still run (no I/O).
+
+    A claim is written into the current time bucket and the checks read two buckets, so
+    it is seen for between ``ttl`` and ``2 * ttl``. A handler that runs longer would lose
+    it, and a re-send to another node would start the frame again: so a claim is written
+    again into the current bucket (HSETNX: never over a record) once it is ``ttl / 2``
+    old, while its handler runs, for at most ``max_age`` (a handler that never returns
+    does not hold its frame forever), and for at most ``cap`` frames at once."""
+
+    __slots__ = ("_at", "_clock", "cap", "every", "max_age")
+
+    def __init__(self, ttl: float, max_age: float = 600.0, cap: int = 100_000,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.every = ttl / 2
+        self.max_age = max_age
+        self.cap = cap
+        self._clock = clock
+        self._at: Dict[str, Tuple[float, float]] = {}  # token -> (claimed, last written)
+
+    def __len__(self) -> int:
+        return len(self._at)
+
+    def claimed(self, token: str) -> None:
+        """The check claimed ``token`` for this node and its handler starts."""
+        if len(self._at) < self.cap:
+            now = self._clock()
+            self._at[token] = (now, now)
+
+    def ended(self, token: str) -> None:
+        """The frame is recorded as handled, or its claim was taken back."""
+        self._at.pop(token, None)
+
+    def due(self) -> List[str]:
+        """The claims to write again now (each counts as written again)."""
+        now = self._clock()
+        out: List[str] = []
+        for token, (claimed, written) in list(self._at.items()):
+            if now - claimed >= self.max_age:
+                del self._at[token]
+            elif now - written >= self.every:
+                self._at[token] = (claimed, now)
+                out.append(token)
+        return out
+
+    def clear(self) -> None:
+        self._at.clear()

@@ -121,6 +121,7 @@ class MemoryCluster(PubSubCluster):
 
     def _admin_keep(self, record: bytes) -> None:
         self.bus.admin.add(record)
+        return None
 
     def _admin_kept(self) -> Awaitable[List[bytes]]:
         return _done(sorted(self.bus.admin))
@@ -171,8 +172,9 @@ class MemoryCluster(PubSubCluster):
     def _mark_frame(self, token: str) -> None:
         self.bus.frames.add(token)
 
-    def _unmark_frame(self, token: str) -> None:
-        self.bus.frames.discard(token)
+    def _unmark_frame(self, token: str, record: bool = True) -> None:
+        if record:
+            self.bus.frames.discard(token)
 
     def _store_add(self, pair: Pair, msg_id: str, payload: bytes) -> None:
         stream = self.bus.streams.get(pair)

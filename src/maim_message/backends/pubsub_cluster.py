@@ -40,6 +40,7 @@ from typing import (
 )
 
 from ..core.defaults import DEFAULT_OUTBOX
+from ..core.redact import pair_label
 from ..errors import ClusterError
 from .cluster_acks import AckBatching
 from .cluster_base import ClusterHost, Pair, user_key
@@ -56,7 +57,7 @@ from .pubsub_messages import (
     encode_message,
 )
 from .pubsub_send import PairSending
-from .pubsub_state import ClusterOutboxStore, PairState, stream_id_key
+from .pubsub_state import ClusterOutboxStore, PairState, resync_merge, stream_id_key
 from .stream_ids import ANY_ORIGIN, StreamIds
 
 if TYPE_CHECKING:
@@ -65,6 +66,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 SNAPSHOT_DEMAND_WINDOW = 30.0  # s: keep refreshing the presence snapshot this long after use
+READ_RETRY_FIRST = 0.1  # s: first wait before a failed stream read is tried again
+READ_RETRY_MAX = 5.0  # s: the wait doubles up to this
 
 
 
@@ -134,6 +137,10 @@ class PubSubCluster(PairSending, AckBatching, FrameGuard):
             for peer in list(host.peers.values()):
                 self._presence_remove(peer)
         await self._leave()
+        loads, self._loads = list(self._loads), set()
+        for load in loads:  # reads (and their retries) of pairs no longer held
+            load.cancel()
+        await asyncio.gather(*loads, return_exceptions=True)
         self._pairs.clear()
         self._remote.clear()
         self._sids.clear()
@@ -193,15 +200,54 @@ class PubSubCluster(PairSending, AckBatching, FrameGuard):
         self._loads.add(task)
         task.add_done_callback(self._loads.discard)
 
+    def _holds(self, pair: Pair, state: PairState) -> bool:
+        """``state`` is still the pair's here (it did not leave, the node did not stop)."""
+        return self._joined and self._pairs.get(pair) is state
+
+    async def _read_held(self, pair: Pair, state: PairState, what: str,
+                         read: Awaitable[List[StoredMessage]]) -> Optional[List[StoredMessage]]:
+        """The pair's stream (``read``: the first read, queued when it was asked for); a
+        failed read (Redis stalled, a lost connection) is tried again with backoff for as
+        long as the pair is held here by ``state`` (its channel messages stay buffered
+        meanwhile). None once the pair left or the node stopped."""
+        delay = READ_RETRY_FIRST
+        failures = 0
+        while True:
+            # a task of its own: a cancelled read is a failed read, this task's own
+            # cancellation (the loop shutting down) is not swallowed
+            reading = asyncio.ensure_future(read)
+            try:
+                await asyncio.wait((reading,))
+            except asyncio.CancelledError:
+                reading.cancel()
+                raise
+            error: Optional[BaseException] = (
+                asyncio.CancelledError() if reading.cancelled() else reading.exception())
+            if not self._holds(pair, state):
+                return None
+            if error is None:
+                if failures:
+                    logger.info("cluster: %s of pair %s succeeded after %d failure(s)",
+                                what, pair_label(pair), failures)
+                return reading.result()
+            failures += 1
+            log = logger.warning if failures == 1 else logger.debug
+            log("cluster: %s of pair %s failed (%s, attempt %d); retrying in %.2gs while "
+                "it has connections here", what, pair_label(pair), type(error).__name__,
+                failures, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, READ_RETRY_MAX)
+            if not self._holds(pair, state):
+                return None
+            read = self._read_pair(pair)
+
     async def _finish_load(self, pair: Pair, state: PairState,
                            read: Awaitable[List[StoredMessage]]) -> None:
-        try:
-            entries = await read
-        except (Exception, asyncio.CancelledError) as exc:
-            logger.warning("cluster: reading the stream of %s failed: %s", pair, exc)
-            entries = []
+        """A pair's first connection opened here: its backlog (the stream) goes out
+        first, then what arrived meanwhile (buffered), then the pair is loaded."""
+        entries = await self._read_held(pair, state, "the backlog read", read)
         host = self._host
-        if host is None or self._pairs.get(pair) is not state:
+        if entries is None or host is None:
             return  # the pair left this node meanwhile
         delivery = host.delivery
         cutoff = (time.time() - self.outbox_ttl) * 1000
@@ -216,11 +262,12 @@ class PubSubCluster(PairSending, AckBatching, FrameGuard):
             if not delivery.is_queued(pair, msg_id):
                 delivery.enqueue(pair, msg_id, payload, persist=persist)
         state.buffer.clear()
-        state.loading = False
+        state.loading = state.reading = False
         for uuid in host.routes.lookup(*pair):
             peer = host.peers.get(uuid)
             if peer is not None and peer.conn is not None:
                 delivery.peer_opened(peer)
+        self._reread_if_asked(pair, state)
 
     # -- the admin plane ----------------------------------------------------------------------
 
@@ -229,10 +276,16 @@ class PubSubCluster(PairSending, AckBatching, FrameGuard):
         ``durable``: also kept in the store, and applied by every node when it starts
         (a restart, or a node that joins later). Returns once the store has it."""
         self._running()
-        if durable:
-            self._admin_keep(encode_message(AdminMessage("", action, args)))
+        kept = (self._admin_keep(encode_message(AdminMessage("", action, args)))
+                if durable else None)
         self._publish(AdminMessage(self.node_id, action, args))
         await self._written()
+        if kept is not None:
+            try:
+                await kept
+            except Exception as exc:  # refused (out of memory, a read-only replica)
+                raise ClusterError(f"the admin action was applied but not stored for "
+                                   f"nodes that start later: {exc}") from exc
 
     def _admin_replay(self, record: bytes) -> None:
         try:
@@ -277,33 +330,41 @@ class PubSubCluster(PairSending, AckBatching, FrameGuard):
         pairs, sids, node_id = self._pairs, self._sids, self.node_id
         pair: Pair = ("", "")
         sid, newer = "", True
+        delivered = 0
         for message in messages:
             try:
                 if type(message) is not PairMessage:
                     self.handle_message(message)
                     continue
+                # one unpack: a NamedTuple's named fields are a Python property each
+                origin, user, platform, msg_id, stream_id, payload, notify = message
                 self.received += 1
-                if message.origin == node_id:
+                if origin == node_id:
                     continue
-                if message.user != pair[0] or message.platform != pair[1]:
-                    pair = (message.user, message.platform)
+                if user != pair[0] or platform != pair[1]:
+                    pair = (user, platform)
                     sid, newer = "", True
-                state = pairs.get(pair)
+                state = pairs.get(pair)  # (a delivery may end the pair's last connection)
                 if state is None:
                     continue  # not here any more; the stream keeps it for the next node
-                self.remote_deliveries += 1
-                sids.known(pair, message.msg_id, message.stream_id,
-                           message.origin if message.notify else None)
-                if state.loading:
-                    state.buffer.append((message.msg_id, message.payload, False))
+                delivered += 1
+                if state.reading:  # a read of its stream is pending: after the read
+                    if state.loading:
+                        sids.known(pair, msg_id, stream_id, origin if notify else None)
+                        state.buffer.append((msg_id, payload, False))
+                    else:
+                        state.rebuffer.append((stream_id, msg_id, payload,
+                                               origin if notify else None))
                     continue
-                if message.stream_id != sid:
-                    sid = message.stream_id
+                sids.known(pair, msg_id, stream_id, origin if notify else None)
+                if stream_id != sid:
+                    sid = stream_id
                     newer = not sid or stream_id_key(sid) > state.loaded_upto
                 if newer:
-                    self._deliver(pair, message.msg_id, message.payload)
+                    self._deliver(pair, msg_id, payload)
             except Exception:  # a bad message must not stop the node's routing
                 logger.exception("cluster: failed to handle a channel message")
+        self.remote_deliveries += delivered
 
     def handle_message(self, message: ClusterMessage) -> None:
         """Act on one message from another node (or, for acks, from the store)."""
@@ -324,30 +385,51 @@ class PubSubCluster(PairSending, AckBatching, FrameGuard):
 
     def _resync_all(self, why: str, only: Optional[Callable[[Pair], bool]] = None) -> None:
         """Re-read the streams of every pair held here (``only``: those it keeps) and
-        deliver what is missing."""
-        pairs = [(pair, state) for pair, state in self._pairs.items()
-                 if not state.loading and (only is None or only(pair))]
+        deliver what is missing. A pair whose stream is being read already is read once
+        more after that read (what it missed may postdate the pending read)."""
+        pairs: List[Tuple[Pair, PairState]] = []
+        for pair, state in self._pairs.items():
+            if only is not None and not only(pair):
+                continue
+            if state.reading:
+                state.again = True
+            else:
+                pairs.append((pair, state))
         if not pairs:
             return
         self.resyncs += 1
         logger.info("cluster: re-reading %d pair stream(s) (%s)", len(pairs), why)
         for pair, state in pairs:
-            self._spawn(self._finish_resync(pair, state, self._read_pair(pair)))
+            self._start_reread(pair, state)
+
+    def _start_reread(self, pair: Pair, state: PairState) -> None:
+        state.reading = True  # its channel messages wait for the re-read (handle_messages)
+        self._spawn(self._finish_resync(pair, state, self._read_pair(pair)))
+
+    def _reread_if_asked(self, pair: Pair, state: PairState) -> None:
+        if state.again:
+            state.again = False
+            self._start_reread(pair, state)
 
     async def _finish_resync(self, pair: Pair, state: PairState,
                              read: Awaitable[List[StoredMessage]]) -> None:
-        try:
-            entries = await read
-        except (Exception, asyncio.CancelledError):
+        """Deliver what the re-read found that this node did not deliver yet, merged by
+        stream id with the channel messages that arrived meanwhile: per sending node,
+        in stream order, each once."""
+        entries = await self._read_held(pair, state, "the re-read", read)
+        if entries is None:
             return
-        if self._host is None or self._pairs.get(pair) is not state or state.loading:
-            return
-        for sid, msg_id, payload in entries:
+        merged = resync_merge(entries, state.rebuffer, state.loaded_upto)
+        state.rebuffer = []
+        state.reading = False
+        sids = self._sids
+        for sid, msg_id, payload, origin in merged:
             state.loaded_upto = max(state.loaded_upto, stream_id_key(sid))
-            if self._sids.has(pair, msg_id):
-                continue  # delivered here already (maybe acked, its delete not yet sent)
-            self._sids.known(pair, msg_id, sid, ANY_ORIGIN)
+            if sids.has(pair, msg_id) or sids.was_acked(pair, sid, msg_id):
+                continue  # delivered here already (acked, or its ack not applied yet)
+            sids.known(pair, msg_id, sid, origin)
             self._deliver(pair, msg_id, payload)
+        self._reread_if_asked(pair, state)
 
     # -- presence -----------------------------------------------------------------------------
 

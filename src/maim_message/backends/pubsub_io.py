@@ -65,8 +65,9 @@ class PubSubIO:
         """Queue a fan-out (or an admin action, or acks for any origin) to every node."""
         raise NotImplementedError
 
-    def _admin_keep(self, record: bytes) -> None:
-        """Keep an admin action in the store for good (a set: the same record once)."""
+    def _admin_keep(self, record: bytes) -> Optional[Awaitable[Any]]:
+        """Keep an admin action in the store for good (a set: the same record once);
+        what resolves once the store took it, or fails if it refused (None: taken)."""
         raise NotImplementedError
 
     def _admin_kept(self) -> Awaitable[List[bytes]]:
@@ -110,9 +111,10 @@ class PubSubIO:
         """Record a handled frame whose handler sent nothing."""
         raise NotImplementedError
 
-    def _unmark_frame(self, token: str) -> None:
+    def _unmark_frame(self, token: str, record: bool = True) -> None:
         """Take a frame out of the record: its handler's sends were not all stored, so it
-        is not acked and its re-send must be handled again (rare: a failure path)."""
+        is not acked and its re-send must be handled again (rare: a failure path). Only
+        this node's claim (and, with ``record``, its record) is taken back."""
         raise NotImplementedError
 
     def _store_add(self, pair: Pair, msg_id: str, payload: bytes) -> None:

@@ -170,6 +170,7 @@ def decode_batch(data: bytes) -> List[ClusterMessage]:
         raise ValueError("pairs batch shorter than its header says")
     body = parts[-1]
     out: List[ClusterMessage] = []
+    new = tuple.__new__  # the NamedTuple's generated __new__ is a Python call per message
     at = 0
     for g in range(count):
         user, platform, items = orjson.loads(parts[2 * g])
@@ -182,8 +183,8 @@ def decode_batch(data: bytes) -> List[ClusterMessage]:
             end = at + int(length)
             if end > len(body):
                 raise ValueError("pairs batch shorter than its header says")
-            out.append(PairMessage(origin, user, platform, msg_id, sid, body[at:end],
-                                   bool(notify)))
+            out.append(new(PairMessage, (origin, user, platform, msg_id, sid, body[at:end],
+                                         bool(notify))))
             at = end
     return out
 

@@ -53,8 +53,10 @@ class PairSending(PubSubIO):
         mark, deferred = frame_for_send(notify)
         waiter = delivery.expect_ack(pair, msg_id) if notify and delivery.enabled else None
         try:
-            sent = self._send_pair(PairMessage(self.node_id, pair[0], pair[1], msg_id, "",
-                                               payload, notify), persist, mark, deferred)
+            # tuple.__new__: the NamedTuple's generated __new__ is a Python call per message
+            message = tuple.__new__(PairMessage, (self.node_id, pair[0], pair[1], msg_id, "",
+                                                  payload, notify))
+            sent = self._send_pair(message, persist, mark, deferred)
             results: Dict[str, bool] = {}
             state = self._pairs.get(pair)
             if state is not None:

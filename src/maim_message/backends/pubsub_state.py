@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, List, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
 from .cluster_base import Pair
 from .frame_dedupe import FrameKey, frame_token
+from .stream_ids import ANY_ORIGIN
 
 if TYPE_CHECKING:
     from ..core.outbox import OutboxEntry
+    from ..server.acks import Receipt
 
 
 def stream_id_key(stream_id: str) -> Tuple[int, int]:
@@ -19,14 +21,48 @@ def stream_id_key(stream_id: str) -> Tuple[int, int]:
     return (int(ms), int(seq or 0))
 
 
-class PairState:
-    """A pair with connections on this node; ``loading`` until its stream was read."""
+# a channel message held back during a re-read, or a message a re-read is to deliver:
+# (stream id, msg_id, payload, origin awaiting its ack: None when nobody waits)
+Held = Tuple[str, str, bytes, Optional[str]]
 
-    __slots__ = ("buffer", "loaded_upto", "loading")
+
+def resync_merge(entries: List[Tuple[str, str, bytes]], held: List[Held],
+                 loaded_upto: Tuple[int, int]) -> List[Held]:
+    """What a re-read of a pair's stream hands on, in order: the stream's entries (oldest
+    first), then the channel messages that arrived while it was pending and are newer than
+    anything it read, in arrival order (each sending node publishes in stream order).
+
+    A held message the read found too is taken once, where the stream has it, with the
+    origin its channel message names. A held message no newer than what was read but not
+    in the stream was deleted before the read (acked elsewhere): it is left out, as
+    ``handle_messages`` leaves out a message no newer than the last read."""
+    origins: Dict[str, Optional[str]] = {msg_id: origin for _s, msg_id, _p, origin in held}
+    out: List[Held] = [(sid, msg_id, payload, origins.get(msg_id, ANY_ORIGIN))
+                       for sid, msg_id, payload in entries]
+    upto = max(loaded_upto, stream_id_key(entries[-1][0])) if entries else loaded_upto
+    read = {msg_id for _s, msg_id, _p in entries}
+    for item in held:
+        sid = item[0]
+        if item[1] not in read and (not sid or stream_id_key(sid) > upto):
+            out.append(item)
+    return out
+
+
+class PairState:
+    """A pair with connections on this node; ``loading`` until its stream was read.
+
+    ``reading``: a read of its stream is pending (the first load or a re-read); the
+    channel's messages for it wait until the read is delivered, so that nothing newer
+    goes out before what the read finds (per sending node, stream order)."""
+
+    __slots__ = ("again", "buffer", "loaded_upto", "loading", "reading", "rebuffer")
 
     def __init__(self, loading: bool) -> None:
         self.loading = loading
+        self.reading = loading
+        self.again = False  # a re-read was asked for while a read was pending
         self.buffer: List[Tuple[str, bytes, bool]] = []  # (msg_id, payload, persist)
+        self.rebuffer: List[Held] = []  # channel messages held during a re-read
         self.loaded_upto: Tuple[int, int] = (0, 0)
 
 
@@ -43,14 +79,21 @@ class ClusterOutboxStore:
         self._cluster._store_add(pair, entry.msg_id, entry.payload)
 
     def remove(self, pair: Pair, msg_ids: List[str]) -> None:
-        host = self._cluster._host
-        if host is None or not msg_ids:
-            return
-        self._cluster._acked(pair, msg_ids, host.routes.first(*pair))
+        if msg_ids and self._cluster._host is not None:
+            self._cluster._acked(pair, msg_ids)  # named after the pair's first connection
 
     def forget_seen(self, key: FrameKey) -> None:
         """A frame recorded as handled was not (a later send of its handler failed)."""
         self._cluster._unmark_frame(frame_token(key))
+
+    def forget_frame(self, receipt: Receipt) -> None:
+        """A frame recorded or claimed here ends unhandled: its claim is given back, and
+        its record too unless the batch that holds it still waits for Redis (its commands
+        stay queued and run: a re-send must then find the record, or it would be handled
+        twice). Only what this node wrote is taken back (never another node's record)."""
+        still_queued = getattr(receipt.failure, "still_queued", False)
+        self._cluster._unmark_frame(frame_token(receipt.key),
+                                    record=receipt.recorded and not still_queued)
 
     def close(self) -> None:
         return None

@@ -3,7 +3,8 @@
 Sends made during a batch (every handler that ran in the last loop turns) are grouped
 per pair: a pair's messages become ONE stream entry (one XADD) plus one PEXPIRE and one
 routing read (HGETALL of where it is connected); acks of the batch ride along (one XDEL
-per pair); each other node holding any of the pairs then gets one PUBLISH from the node.
+per pair, after the transaction, not in it); each other node holding any of the pairs
+then gets one PUBLISH from the node.
 Handled frames' marks (``frame_dedupe``) ride in the same transaction, so a mark and its
 handler's send are written atomically.
 
@@ -82,16 +83,21 @@ class SendTurn:
     def commands(self, keys: Keys, max_entries: str, ttl_ms: str, dedupe_set: str,
                  dedupe_ttl_ms: int) -> List[Tuple[Any, ...]]:
         """The queue items of this batch: ``("MULTI", command, ...)`` (the queue writes
-        MULTI, the commands, EXEC) and, when some acked pair is idle, the script call that
-        drops its keys once its stream is empty. :meth:`resolve` reads EXEC's reply."""
+        MULTI, the commands, EXEC; first, when there are sends or marks), the acked
+        entries' deletes, and, when some acked pair is idle, the script call that drops its
+        keys once its stream is empty. :meth:`resolve` reads EXEC's reply. The deletes are
+        plain commands outside the transaction: a Redis out of memory refuses the whole
+        transaction, but still takes a delete, which frees memory (inside it they were
+        refused with it and lost, the acked entries staying until the stream expired)."""
         cmds: List[Tuple[Any, ...]] = []
         if self.marks:
             cmds.append(("HSET", dedupe_set, *self.marks))
             cmds.append(("PEXPIRE", dedupe_set, dedupe_ttl_ms))
+        deletes: List[Tuple[Any, ...]] = []
         idle: List[str] = []
         for stream, index, is_idle, stream_ids in self.deletes:
             if stream_ids:
-                cmds.append(("XDEL", stream, *stream_ids))
+                deletes.append(("XDEL", stream, *stream_ids))
             if is_idle:
                 idle += (stream, index)
         at = self._replies = []  # per pair: (index of its XADD reply or -1, of HGETALL's)
@@ -107,7 +113,8 @@ class SendTurn:
                 cmds.append(("PEXPIRE", stream, ttl_ms))
             at.append((sid_at, len(cmds)))
             cmds.append(("HGETALL", where))
-        items: List[Tuple[Any, ...]] = [("MULTI", *cmds)]
+        items: List[Tuple[Any, ...]] = [("MULTI", *cmds)] if cmds else []
+        items += deletes
         if idle:
             items.append(("EVALSHA", "drop_empty", 0, *idle))
         return items

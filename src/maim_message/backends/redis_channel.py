@@ -27,7 +27,8 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..errors import ClusterError
-from .redis_pipeline import pack
+from .redis_link import check_connection
+from .resp_pack import pack
 from .resp_reader import RespProtocolError, RespReader
 
 __all__ = ["RedisChannel", "Subscription", "open_streams", "raw_connection"]
@@ -43,14 +44,10 @@ _SUBSCRIBE = b"subscribe"
 
 def raw_connection(redis: Redis) -> Any:
     """A new, unconnected redis-py connection from ``redis``'s pool settings, outside the
-    pool, whose streams we read and write RESP2 on ourselves."""
+    pool, whose streams we read and write RESP2 on ourselves (checked as the command
+    queue's is)."""
     conn = redis.connection_pool.make_connection()
-    if not (hasattr(conn, "_reader") and hasattr(conn, "_writer")):
-        raise ClusterError(
-            f"redis-py {redis_py.__version__}: its asyncio connection has no _reader/_writer "
-            "streams, which the cluster reads Redis's replies from (redis-py 5 to 8 have them)")
-    if getattr(conn, "protocol", 2) not in (2, "2", None):
-        raise ClusterError("the cluster's Redis connections need RESP2 (protocol=2)")
+    check_connection(conn)
     return conn
 
 

@@ -5,8 +5,8 @@ one or more Redis primaries (``redis_shards``: which shard holds a pair;
 ``redis_presence``: presence and liveness). Sends and frame checks collected for
 ``flush_delay`` go to each shard as one MULTI/EXEC transaction of plain commands
 (``redis_batch``: a pair's messages become one stream entry; acked entries are deleted in
-the same transaction) and one ``CHECK_FRAMES`` call; once Redis answered, the node
-publishes one "pairs" message to each other node holding any of the pairs. A node
+the same write, outside the transaction) and one ``CHECK_FRAMES`` call; once Redis
+answered, the node publishes one "pairs" message to each other node holding any of the pairs. A node
 subscribes to its own channel on every shard. Commands are pipelined in order per shard
 through ``redis_pipeline.CommandQueue``.
 """
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 from functools import partial
 from typing import (
     TYPE_CHECKING,
@@ -33,14 +34,18 @@ from redis.exceptions import RedisError
 
 from ..core.defaults import DEFAULT_OUTBOX
 from ..errors import ClusterError, ServerStartError
+from ..server.acks import CURRENT_RECEIPT
 from .cluster_base import Pair
 from .frame_dedupe import (
+    CLAIM,
     FRESH,
     HANDLED,
     HELD,
+    INCARNATION_SEP,
     SEEN,
     STARTED,
     UNCHECKED,
+    ClaimRenewals,
     DedupeBuckets,
     home_shard,
     merge_answers,
@@ -65,6 +70,7 @@ from .redis_keys import (
     DROP_EMPTY,
     REAP,
     REAP_WHERE,
+    UNMARK_FRAME,
     UNREGISTER,
     Keys,
 )
@@ -118,10 +124,16 @@ class RedisCluster(PubSubCluster, RedisPresence):
         self.frame_claims = frame_claims
         # what a handler's first send records: with claims, "started here" (a node that
         # waits for this frame keeps waiting until the handler returned: HANDLED then)
-        self._first_record = STARTED + node_id if frame_claims else HANDLED
+        # This process's life: its alive key holds it, and its claims name it after the
+        # node id, so a node restarted under the same id (a StatefulSet pod) does not keep
+        # its previous life's claims looking alive until their bucket expires.
+        self.incarnation = secrets.token_hex(4)
+        self._claimant = node_id + INCARNATION_SEP + self.incarnation
+        self._first_record = STARTED + self._claimant if frame_claims else HANDLED
+        self._renewals = ClaimRenewals(dedupe_ttl)  # claims of handlers running here
         self._sources = (("drop_empty", DROP_EMPTY), ("add_once", ADD_ONCE), ("ack", ACK),
                          ("unregister", UNREGISTER), ("reap", REAP), ("reap_where", REAP_WHERE),
-                         ("check", CHECK_FRAMES))
+                         ("check", CHECK_FRAMES), ("unmark", UNMARK_FRAME))
         self._shards = [Shard(i, u) for i, u in enumerate(self.urls)]
         self._shard_of: Dict[Pair, Shard] = {}
         # frame tokens to check in this batch and their frames (no future per frame)
@@ -144,7 +156,8 @@ class RedisCluster(PubSubCluster, RedisPresence):
             redis = self._shards[0].redis
             assert redis is not None
             pipe = redis.pipeline(transaction=False)
-            pipe.set(self.keys.alive(self.node_id), b"1", px=int(self.node_ttl * 1000))
+            pipe.set(self.keys.alive(self.node_id), self.incarnation,
+                     px=int(self.node_ttl * 1000))
             pipe.sadd(self.keys.nodes, self.node_id)
             pipe.delete(self.keys.conns(self.node_id))
             await pipe.execute()
@@ -182,6 +195,7 @@ class RedisCluster(PubSubCluster, RedisPresence):
         shard.queue = queue
 
     async def _leave(self) -> None:
+        self._renewals.clear()  # its claims are void once its alive keys are gone
         first = self._shards[0].queue
         if first is not None:
             node = self.node_id
@@ -227,8 +241,9 @@ class RedisCluster(PubSubCluster, RedisPresence):
         self._q(self._shards[0]).push(("PUBLISH", self.keys.all_channel,
                                        encode_message(message)))
 
-    def _admin_keep(self, record: bytes) -> None:
-        self._q(self._shards[0]).push(("SADD", self.keys.admin, record))
+    def _admin_keep(self, record: bytes) -> Optional[Awaitable[Any]]:
+        return self._q(self._shards[0]).push(("SADD", self.keys.admin, record),
+                                             want_result=True)
 
     async def _admin_kept(self) -> List[bytes]:
         fut = self._q(self._shards[0]).push(("SMEMBERS", self.keys.admin), want_result=True)
@@ -317,6 +332,10 @@ class RedisCluster(PubSubCluster, RedisPresence):
         queue = self._q(shard)
         items = turn.commands(self.keys, self.max_per_pair, self.ttl_ms,
                               self.dedupe.current(), self.dedupe.ttl_ms)
+        if not items or items[0][0] != "MULTI":  # acked entries' deletes only
+            for item in items:
+                queue.push(item)
+            return
         fut = queue.push(items[0], want_result=True)
         for item in items[1:]:
             queue.push(item)
@@ -350,7 +369,7 @@ class RedisCluster(PubSubCluster, RedisPresence):
         replies: List[asyncio.Future[Any]] = []
         for shard in self._shards:
             fut = self._q(shard).push(
-                ("EVALSHA", "check", 0, current, previous, self.dedupe.ttl_ms, self.node_id,
+                ("EVALSHA", "check", 0, current, previous, self.dedupe.ttl_ms, self._claimant,
                  self.keys.alive_prefix, shard.index, shards if self.frame_claims else 0,
                  *tokens),
                 want_result=True)
@@ -388,6 +407,8 @@ class RedisCluster(PubSubCluster, RedisPresence):
                             self.held_recheck, self._recheck, tokens[n], frame)
                         continue
                     seen = flag == SEEN
+                    if flag == FRESH and self.frame_claims:
+                        self._renewals.claimed(tokens[n])  # (held while its handler runs)
                     checked(tokens[n], frame, seen,
                             None if flag in (SEEN, FRESH) else
                             (exc or ClusterError("frame not checked")))
@@ -423,15 +444,39 @@ class RedisCluster(PubSubCluster, RedisPresence):
 
     def _mark_frame(self, token: str) -> None:
         # on the frame's home shard: over its claim there, if it has one
+        self._renewals.ended(token)
         shard = self._shards[home_shard(token, len(self._shards))]
         self._turn(shard).mark(token)
 
-    def _unmark_frame(self, token: str) -> None:
+    def _unmark_frame(self, token: str, record: bool = True) -> None:
         # The mark rode with the handler's first send: on that pair's shard, any of them.
+        # Compare-and-delete: this node's claim, and with ``record`` its record (another
+        # node's record of the frame stays: its re-send is a duplicate).
+        self._renewals.ended(token)
+        values = [CLAIM + self._claimant]
+        if record:  # (with claims, the handler's return wrote HANDLED over STARTED)
+            values += [STARTED + self._claimant, HANDLED]
+        current, previous = self.dedupe.both()
         for shard in self._shards:
             if shard.queue is not None:
-                for bucket in self.dedupe.both():
-                    shard.queue.push(("HDEL", bucket, token))
+                shard.queue.push(("EVALSHA", "unmark", 0, current, previous, token, *values))
+
+    def _renew_claims(self) -> None:
+        """Claims of handlers still running here, written again into the current bucket
+        before theirs leaves the checks' view (on the heartbeat)."""
+        due = self._renewals.due()
+        if not due:
+            return
+        current, count = self.dedupe.current(), len(self._shards)
+        value = CLAIM + self._claimant
+        touched = set()
+        for token in due:
+            shard = self._shards[home_shard(token, count)]
+            if shard.queue is not None:
+                shard.queue.push(("HSETNX", current, token, value))  # never over a record
+                touched.add(shard.index)
+        for index in touched:
+            self._q(self._shards[index]).push(("PEXPIRE", current, self.dedupe.ttl_ms))
 
     # -- store ---------------------------------------------------------------------------------
 
@@ -440,8 +485,11 @@ class RedisCluster(PubSubCluster, RedisPresence):
         if shard.queue is None:
             return
         stream, index, _ = self.keys.pair_keys(pair)
-        shard.queue.push(("EVALSHA", "add_once", 2, stream, index, msg_id, payload,
-                          self.max_per_pair, self.ttl_ms))
+        stored = shard.queue.push(("EVALSHA", "add_once", 2, stream, index, msg_id, payload,
+                                   self.max_per_pair, self.ttl_ms), want_result=True)
+        receipt = CURRENT_RECEIPT.get()  # a handler's fan-out: its frame's ack waits for it
+        assert stored is not None
+        stored.add_done_callback(partial(_refused, receipt))
 
     def _store_delete(self, pair: Pair, stream_ids: List[str], idle: bool) -> None:
         shard = self._shard(pair)
@@ -479,6 +527,15 @@ class RedisCluster(PubSubCluster, RedisPresence):
             "frames_held_elsewhere": self.held_frames,  # frames, not re-checks
         })
         return out
+
+
+def _refused(receipt: Optional[Receipt], fut: asyncio.Future[Any]) -> None:
+    """A message's store write was refused (out of memory, a read-only replica): the frame
+    whose handler sent it is not acked (the client re-sends it). The queue resolves a
+    command's future before the batch's, so this runs before the frame's ack is decided."""
+    if not fut.cancelled() and fut.exception() is not None and receipt is not None:
+        if receipt.failure is None:
+            receipt.failure = fut.exception()
 
 
 def _retrieved(fut: asyncio.Future[Any]) -> None:

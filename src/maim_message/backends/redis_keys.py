@@ -3,7 +3,7 @@
 Keys (``p`` = ``cluster_prefix``; ``<pair>`` = a hash of (user, platform), so no user id,
 which may be an API key, shows up in key names):
 
-- ``p:alive:<node>``  string with a TTL, refreshed by the node's heartbeat
+- ``p:alive:<node>``  the process's incarnation, with a TTL, refreshed by its heartbeat
 - ``p:nodes``         set of node ids that joined (a dead one is reaped by a survivor)
 - ``p:conns:<node>``  hash uuid -> JSON info of the node's connections (presence; ``pk`` is
                       the pair hash, ``uk`` a hash of the user id)
@@ -115,9 +115,12 @@ if redis.call('XLEN', KEYS[1]) == 0 then redis.call('DEL', KEYS[1], KEYS[2]) end
 return n
 """
 
-# ARGV: current bucket, previous bucket (hashes: token -> 'h' handled, 's@' .. node: that
-# node's handler stored its first send and still runs, or '@' .. node: that node claimed
-# it and is handling it), bucket ttl ms, this node, alive-key prefix, this
+# ARGV: current bucket, previous bucket (hashes: token -> 'h' handled, 's@' .. claimant:
+# that node's handler stored its first send and still runs, or '@' .. claimant: that node
+# claimed it and is handling it; a claimant is node id, NUL, incarnation: alive while the
+# node's alive key holds that incarnation, so a node restarted under the same id does not
+# keep its previous life's claims; a claimant without NUL, from an earlier version, is
+# alive while its node's alive key exists), bucket ttl ms, this claimant, alive-key prefix, this
 # shard's index, the number of shards (0: this node does not claim), frame tokens (hex).
 # Answers one string, a character per frame: '1' handled, '2' claimed by another live
 # node, else '0' (and claimed for this node when this shard is the frame's home: its
@@ -125,7 +128,7 @@ return n
 # memory, still answers, unclaimed). Claims live on the home shard only, so only it can
 # answer '2'; a node that does not claim still waits for other nodes' claims.
 CHECK_FRAMES = """
-local node, alive = ARGV[4], ARGV[5]
+local node, alive, nul = ARGV[4], ARGV[5], string.char(0)
 local shard, shards = tonumber(ARGV[6]), tonumber(ARGV[7])
 local a = redis.call('HMGET', ARGV[1], unpack(ARGV, 8))
 local b = redis.call('HMGET', ARGV[2], unpack(ARGV, 8))
@@ -138,7 +141,14 @@ for i = 1, #a do
     local v = va or vb
     local started = v and string.sub(v, 1, 2) == 's@'
     local owner = v and string.sub(v, started and 3 or 2)
-    if v and owner ~= node and redis.call('EXISTS', alive .. owner) == 1 then
+    local live = false
+    if v and owner ~= node then
+      local sep = string.find(owner, nul, 1, true)
+      local name = sep and string.sub(owner, 1, sep - 1) or owner
+      local now = redis.call('GET', alive .. name)
+      live = now and (not sep or now == string.sub(owner, sep + 1))
+    end
+    if live then
       out[i] = '2'
     elseif started then
       out[i] = '1'  -- its first send was stored and its node is gone (or it is this one)
@@ -161,6 +171,24 @@ end
 return table.concat(out)
 """
 
+# ARGV: current bucket, previous bucket, frame token, then the values that may be taken
+# back (this node's claim, its record): a frame's entry is deleted only when it holds one
+# of them, never when another node recorded the frame.
+UNMARK_FRAME = """
+for b = 1, 2 do
+  local v = redis.call('HGET', ARGV[b], ARGV[3])
+  if v then
+    for i = 4, #ARGV do
+      if v == ARGV[i] then
+        redis.call('HDEL', ARGV[b], ARGV[3])
+        break
+      end
+    end
+  end
+end
+return 0
+"""
+
 # KEYS: where. ARGV: uuid, node. Forget a connection only if this node still owns it (the
 # client may already have reconnected to another node with the same uuid).
 UNREGISTER = """
@@ -181,9 +209,12 @@ redis.call('SREM', KEYS[2], ARGV[1])
 return n
 """
 
-# ARGV: dead node, then (where key, uuid) pairs: forget the uuids the dead node still owns.
+# ARGV: dead node, its alive key, then (where key, uuid) pairs: forget the uuids the dead
+# node still owns, unless it is alive again (it came back from a pause and re-registered
+# them: its alive key is on every shard) -> -1.
 REAP_WHERE = """
-for i = 2, #ARGV, 2 do
+if redis.call('EXISTS', ARGV[2]) == 1 then return -1 end
+for i = 3, #ARGV, 2 do
   if redis.call('HGET', ARGV[i], ARGV[i + 1]) == ARGV[1] then
     redis.call('HDEL', ARGV[i], ARGV[i + 1])
   end

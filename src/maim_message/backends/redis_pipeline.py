@@ -8,11 +8,16 @@ round trip. A batch that fails on a connection error is retried with backoff: no
 queued is dropped while Redis is away (commands may run twice after a cut; the scripts
 tolerate that).
 
-The queue has its own connection and writes RESP itself (``pack``): redis-py's generic
-command packing cost ~40 us per command here, more than the rest of a message's work. For
-the same reason it reads the replies itself (``resp_reader``: all of a batch's replies from
-one buffer, instead of redis-py's ~10 us per reply); redis-py still makes the connection
-(AUTH, SELECT, TLS, the RESP2 handshake).
+The queue has its own connection and writes RESP itself (``resp_pack``): redis-py's
+generic command packing cost ~40 us per command here, more than the rest of a message's
+work. For the same reason it reads the replies itself (``resp_reader``: all of a batch's
+replies from one buffer, instead of redis-py's ~10 us per reply), from the transport
+directly (``redis_link``: no stream, no task wake-up per round trip); redis-py still makes
+the connection (AUTH, SELECT, TLS, unix sockets, the RESP2 handshake).
+
+Writing is driven by callbacks while all goes well (a batch is written as the previous
+one's replies are in) and by a task while it does not (reconnects, backoff, script
+reloads), so one batch at a time is in flight either way.
 
 An item ``("MULTI", cmd, cmd, ...)`` is a transaction: written as MULTI, the commands, EXEC,
 always whole in one batch; its result is EXEC's reply (a list, a failed command's error in
@@ -24,22 +29,25 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from functools import partial
 from typing import Any, Dict, List, Optional, Tuple
 
-import redis as redis_py
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..errors import ClusterError
-from .resp_reader import RespProtocolError, RespReader
+from .redis_link import RespLink, check_connection
+from .resp_pack import pack, pack_into
+from .resp_reader import RespProtocolError
+
+__all__ = ["CommandQueue", "QueueStalled", "Script", "pack", "pack_into"]
 
 logger = logging.getLogger(__name__)
 
 MAX_BATCH = 2000  # commands per written batch (a transaction is never split)
 REPLY_TIMEOUT = 5.0  # s without a byte from Redis mid-batch (if the URL sets no socket_timeout)
-_READ_SIZE = 1 << 18
 _RETRYABLE = (RedisConnectionError, RedisTimeoutError, OSError, RespProtocolError)
 
 
@@ -47,10 +55,25 @@ class QueueStalled(ClusterError):
     """Redis has been unreachable for longer than the queue's stall timeout (what
     ``send_message`` raises then; a :class:`ClusterError`)."""
 
+    still_queued = True  # the commands stay queued and run once Redis is back
+
 
 def _consume(fut: asyncio.Future[Any]) -> None:
     if not fut.cancelled():
         fut.exception()  # retrieved: no "never retrieved" warning for unawaited waiters
+
+
+def _resolve_like(target: asyncio.Future[None], source: asyncio.Future[None]) -> None:
+    if target.done():
+        return
+    if source.cancelled():
+        target.cancel()
+        return
+    error = source.exception()
+    if error is not None:
+        target.set_exception(error)
+    else:
+        target.set_result(None)
 
 
 class Script:
@@ -62,20 +85,6 @@ class Script:
 
 
 Item = Tuple[Tuple[Any, ...], Optional["asyncio.Future[Any]"]]
-
-
-def pack(args: Tuple[Any, ...]) -> bytes:
-    """One command in RESP (arguments: bytes, str or int)."""
-    out = [b"*%d\r\n" % len(args)]
-    for arg in args:
-        if isinstance(arg, str):
-            arg = arg.encode()
-        elif isinstance(arg, int):
-            arg = b"%d" % arg
-        out.append(b"$%d\r\n" % len(arg))
-        out.append(arg)
-        out.append(b"\r\n")
-    return b"".join(out)
 
 
 _MULTI = pack(("MULTI",))
@@ -95,26 +104,19 @@ class CommandQueue:
         self.stall_timeout = stall_timeout
         self._redis = redis
         self._conn = conn = redis.connection_pool.make_connection()
-        if not (hasattr(conn, "_reader") and hasattr(conn, "_writer")):
-            raise ClusterError(
-                f"redis-py {redis_py.__version__}: its asyncio connection has no "
-                "_reader/_writer streams, which the cluster's command queue reads replies "
-                "from (redis-py 5 to 8 have them)")
-        if getattr(conn, "protocol", 2) not in (2, "2", None):
-            raise ClusterError("the cluster's command queue needs RESP2 (protocol=2)")
+        check_connection(conn)
+        self._link: Optional[RespLink] = None  # the open connection's data path
         timeout = getattr(conn, "socket_timeout", None)
         self.reply_timeout: float = timeout if timeout else REPLY_TIMEOUT
         self._scripts = scripts
-        self._replies = RespReader()
         self._pending: List[Item] = []
         self._pending_cmds = 0  # commands the pending items send
         self._batch_done: Optional[asyncio.Future[None]] = None
         self._last_done: Optional[asyncio.Future[None]] = None
-        self._wake = asyncio.Event()
-        self._task: Optional[asyncio.Task[None]] = None
-        self._last_read = 0.0  # loop time of the last bytes read (the stall watchdog's view)
-        self._timed_out = False
-        self._watchdog: Optional[asyncio.TimerHandle] = None
+        self._busy = True  # a batch is due, in flight or recovering (or not started)
+        self._stopped = False
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._task: Optional[asyncio.Task[None]] = None  # the slow path, while it runs
         self.commands = 0  # sent to Redis (a script call counts one; MULTI and EXEC too)
         self.batches = 0
         self.failures = 0
@@ -123,43 +125,53 @@ class CommandQueue:
     async def load_scripts(self) -> None:
         """Connect the queue's own connection (checked here, at start-up) and load scripts
         (again on every reconnect: a restarted Redis has none)."""
-        if not self._conn.is_connected:
+        if self._link is None or not self._link.connected:
             await self._open()
             return
         for script in self._scripts.values():
             script.sha = await self._redis.script_load(script.source)
 
-    async def _open(self) -> Tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        conn = self._conn
-        await conn.connect()  # redis-py's handshake: AUTH, SELECT, TLS, RESP2
-        reader, writer = conn._reader, conn._writer
-        if not (isinstance(reader, asyncio.StreamReader)
-                and isinstance(writer, asyncio.StreamWriter)):
-            await conn.disconnect()
-            raise ClusterError(f"redis-py {redis_py.__version__}: its connection's "
-                               "_reader/_writer are not asyncio streams")
-        self._replies.clear()
-        for script in self._scripts.values():
-            script.sha = await self._redis.script_load(script.source)
-        return reader, writer
+    async def _open(self) -> RespLink:
+        if self._link is not None:  # lost: redis-py's side of it is reset first
+            link, self._link = self._link, None
+            await link.drop()
+        link = await RespLink.open(self._conn, self.reply_timeout)
+        try:
+            for script in self._scripts.values():
+                script.sha = await self._redis.script_load(script.source)
+        except BaseException:
+            await link.drop()
+            raise
+        self._link = link
+        return link
 
     def start(self) -> None:
-        self._task = asyncio.ensure_future(self._run())
+        """Start writing (what was queued before goes first)."""
+        self._loop = asyncio.get_running_loop()
+        self._busy = False
+        if self._pending:
+            self._kick()
 
     async def close(self, timeout: float = 5.0) -> None:
-        """Write what is queued (bounded by ``timeout``), then stop."""
-        if self._task is None:
-            return
-        if self._last_done is not None and not self._last_done.done():
+        """Write what is queued (bounded by ``timeout``), then stop: no task, no connection
+        left."""
+        if self._loop is not None and not self._stopped and self._last_done is not None \
+                and not self._last_done.done():
             try:
                 await asyncio.wait_for(asyncio.shield(self._last_done), timeout)
             except asyncio.TimeoutError:
                 logger.warning("cluster: %d Redis command(s) not written at shutdown",
                                len(self._pending))
-        self._task.cancel()
-        await asyncio.gather(self._task, return_exceptions=True)
-        self._task = None
-        await self._conn.disconnect()
+        self._stopped = self._busy = True
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        link, self._link = self._link, None
+        if link is not None:
+            await link.close()
+        else:
+            await self._conn.disconnect()
 
     @property
     def depth(self) -> int:
@@ -180,9 +192,10 @@ class CommandQueue:
         if self._batch_done is None:
             done = self._batch_done = self._last_done = asyncio.get_running_loop().create_future()
             done.add_done_callback(_consume)
-            self._wake.set()
         self._pending.append((args, fut))
         self._pending_cmds += len(args) + 1 if args[0] == "MULTI" else 1
+        if not self._busy:
+            self._kick()
         return fut
 
     def written(self) -> Optional[asyncio.Future[None]]:
@@ -209,49 +222,126 @@ class CommandQueue:
         self._pending_cmds -= cmds
         return batch, cmds
 
-    async def _run(self) -> None:
+    def _take(self) -> Tuple[List[Item], int, Optional[asyncio.Future[None]]]:
+        """The next batch, its size, and the completion future it resolves (None when the
+        rest of the queue goes in a later batch: that one resolves it)."""
+        batch, cmds = self._next_batch()
+        done = self._batch_done
+        if not self._pending:
+            self._batch_done = None
+        else:
+            done = None
+        return batch, cmds, done
+
+    # The fast path: callbacks only, no task. The first push schedules a write (one loop
+    # callback: what else is queued in this loop turn joins the batch); as a batch's last
+    # reply is parsed its results are delivered and the next write is scheduled behind
+    # their callbacks (what they queue joins it). Anything unusual (no connection, a lost
+    # one, NOSCRIPT or LOADING replies) goes to the slow path, a task, which hands back
+    # after its first clean batch.
+
+    def _kick(self) -> None:
+        self._busy = True
+        assert self._loop is not None
+        self._loop.call_soon(self._write_next)
+
+    def _write_next(self) -> None:
+        if self._stopped:
+            return
+        if not self._pending:
+            self._busy = False
+            return
+        batch, cmds, done = self._take()
+        link = self._link
+        if link is None or not link.connected:
+            self._recover(batch, cmds, done, None)
+            return
+        link.send_then(self._pack_batch(batch), cmds,
+                       partial(self._landed, batch, cmds, done, link.replies.errors,
+                               time.monotonic()))
+
+    def _landed(self, batch: List[Item], cmds: int, done: Optional[asyncio.Future[None]],
+                errors: int, started: float, replies: Optional[List[Any]],
+                failed: Optional[Exception]) -> None:
+        """A fast-path batch's outcome (called by the link as its last reply is parsed)."""
+        if replies is not None:
+            self._counted(cmds, started)
+            link = self._link
+            clean = link is not None and link.replies.errors == errors
+            results = self._results(batch, replies)
+            if clean or not any(_needs_recovery(result) for result in results):
+                self._deliver(batch, results, done)
+                self._kick()  # after the callbacks of these results: what they queue joins
+                return
+            self._recover(batch, cmds, done, (replies, True))
+        elif not self._stopped:
+            self._recover(batch, cmds, done, failed)
+
+    def _recover(self, batch: List[Item], cmds: int, done: Optional[asyncio.Future[None]],
+                 outcome: Any) -> None:
+        if not self._stopped:
+            self._task = asyncio.ensure_future(self._run(batch, cmds, done, outcome))
+
+    async def _run(self, batch: List[Item], cmds: int, done: Optional[asyncio.Future[None]],
+                   outcome: Any) -> None:
+        """The slow path, from a batch not sent (``outcome`` None), failed (an exception)
+        or answered with errors to look at (its replies): reconnects with backoff, reloads
+        scripts, re-runs NOSCRIPT calls; back to the fast path after a clean batch."""
         backoff = 0.05
         failing_since: Optional[float] = None
         loop = asyncio.get_running_loop()
         while True:
-            if not self._pending:
-                self._wake.clear()
-                await self._wake.wait()
-                continue
-            batch, cmds = self._next_batch()
-            done = self._batch_done
-            if not self._pending:
-                self._batch_done = None
-            else:  # the rest goes in the next batch: it keeps the same completion future
-                done = None
             try:
-                results = await self._execute(batch, cmds)
+                if outcome is None:
+                    outcome = await self._send(batch, cmds)
+                elif isinstance(outcome, BaseException):
+                    raise outcome
+                results = await self._settle(batch, *outcome)
+                break
             except _RETRYABLE as exc:
+                await self._drop()
                 self.failures += 1
                 logger.warning("cluster: Redis unreachable (%s); retrying in %.2fs",
                                type(exc).__name__, backoff)
-                self._pending[:0] = batch
-                self._pending_cmds += cmds
-                if done is not None and not done.done():
-                    self._batch_done = done
+                self._requeue(batch, cmds, done)
                 now = loop.time()
                 failing_since = failing_since or now
                 if now - failing_since > self.stall_timeout:
                     self._fail_waiters()  # the commands stay queued; only waiters give up
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
-                continue
-            backoff = 0.05
-            failing_since = None
-            for (args, fut), result in zip(batch, results):
-                if isinstance(result, Exception):
-                    logger.warning("cluster: Redis command %s failed: %s", args[0], result)
-                    if fut is not None and not fut.done():
-                        fut.set_exception(result)
-                elif fut is not None and not fut.done():
-                    fut.set_result(result)
-            if done is not None and not done.done():
-                done.set_result(None)
+                batch, cmds, done = self._take()
+                outcome = None
+        self._task = None
+        self._deliver(batch, results, done)
+        self._kick()
+
+    def _requeue(self, batch: List[Item], cmds: int,
+                 done: Optional[asyncio.Future[None]]) -> None:
+        """Put a failed batch back in front; its completion future resolves with the
+        queue's current one if commands were queued behind it meanwhile (they have theirs,
+        which ``written()`` already handed out: both must resolve)."""
+        self._pending[:0] = batch
+        self._pending_cmds += cmds
+        if done is None or done.done():
+            return
+        later = self._batch_done
+        if later is None:
+            self._batch_done = done
+        else:
+            later.add_done_callback(partial(_resolve_like, done))
+
+    def _deliver(self, batch: List[Item], results: List[Any],
+                 done: Optional[asyncio.Future[None]]) -> None:
+        for (args, fut), result in zip(batch, results):
+            if isinstance(result, Exception):
+                logger.warning("cluster: Redis command %s failed: %s", args[0], result)
+                if fut is not None and not fut.done():
+                    fut.set_exception(result)
+            elif fut is not None and not fut.done():
+                fut.set_result(result)
+        if done is not None and not done.done():
+            done.set_result(None)
 
     def _fail_waiters(self) -> None:
         stalled = QueueStalled(f"Redis did not confirm within {self.stall_timeout:g}s; the "
@@ -264,67 +354,74 @@ class CommandQueue:
                 done.set_exception(stalled)
         self._batch_done = None  # later commands get a fresh completion future
 
-    def _pack(self, args: Tuple[Any, ...]) -> bytes:
-        if args[0] == "EVALSHA":
-            return pack(("EVALSHA", self._scripts[args[1]].sha, *args[2:]))
-        return pack(args)
-
     def _pack_batch(self, batch: List[Item]) -> bytes:
-        """The batch's RESP."""
+        """The batch's RESP (a script call names the script: its SHA is written)."""
         out: List[bytes] = []
-        pack_one = self._pack
+        scripts = self._scripts
         for args, _fut in batch:
-            if args[0] == "MULTI":
+            head = args[0]
+            if head == "MULTI":
                 out.append(_MULTI)
-                out.extend(pack_one(cmd) for cmd in args[1:])
+                for cmd in args[1:]:
+                    pack_into(out, cmd)
                 out.append(_EXEC)
+            elif head == "EVALSHA":
+                pack_into(out, ("EVALSHA", scripts[args[1]].sha, *args[2:]))
             else:
-                out.append(pack_one(args))
+                pack_into(out, args)
         return b"".join(out)
 
-    async def _execute(self, batch: List[Item], cmds: int) -> List[Any]:
-        """Write the batch, read its ``cmds`` replies: one result per item.
+    async def _settle(self, batch: List[Item], replies: List[Any], errors: bool) -> List[Any]:
+        """One result per item from a batch's replies.
 
         A script Redis no longer has (``SCRIPT FLUSH``; a restart is a reconnect, which
         loads them) is loaded and that item alone runs again: the batch's other items ran,
         and a transaction must not append twice. A ``LOADING`` answer (a restarted Redis
-        still reading its AOF) ran nothing: the batch is retried with backoff."""
-        errors = self._replies.errors
-        results = self._results(batch, await self._send(batch, cmds))
-        if self._replies.errors == errors:
+        still reading its AOF) ran nothing: raised, the batch is retried with backoff."""
+        results = self._results(batch, replies)
+        if not errors:
             return results  # no error reply at all (the usual batch): nothing to look for
         lost = [n for n, result in enumerate(results) if _is_noscript(result)]
         if lost:
             await self.load_scripts()
             again = [batch[n] for n in lost]  # script calls: never inside a transaction
-            for n, result in zip(lost, self._results(again, await self._send(again, len(again)))):
+            replies, _errors = await self._send(again, len(again))
+            for n, result in zip(lost, self._results(again, replies)):
                 results[n] = result
         for result in results:
             if isinstance(result, RedisConnectionError):
                 raise result
         return results
 
-    async def _send(self, batch: List[Item], cmds: int) -> List[Any]:
-        """One round trip of the batch's commands: their ``cmds`` replies."""
-        conn = self._conn
+    async def _send(self, batch: List[Item], cmds: int) -> Tuple[List[Any], bool]:
+        """One round trip of the batch's commands (connecting first if need be): their
+        ``cmds`` replies, and whether any is an error reply."""
         data = self._pack_batch(batch)
         started = time.monotonic()
         try:
-            replies = await self._round_trip(data, cmds)
+            link = self._link
+            if link is None or not link.connected:
+                link = await self._open()
+            errors = link.replies.errors
+            replies = await link.send(data, cmds)
         except BaseException as exc:
-            self._replies.clear()  # a partial batch's replies are void
-            await conn.disconnect(nowait=True)
-            if self._timed_out:
-                raise RedisTimeoutError(f"Redis sent nothing for {self.reply_timeout:g}s "
-                                        "mid-batch") from exc
+            await self._drop()
             if isinstance(exc, OSError):
                 raise RedisConnectionError(f"Redis connection lost: {exc}") from exc
             raise
+        self._counted(cmds, started)
+        return replies, link.replies.errors != errors
+
+    async def _drop(self) -> None:
+        lost, self._link = self._link, None
+        if lost is not None:
+            await lost.drop()
+
+    def _counted(self, cmds: int, started: float) -> None:
         self.commands += cmds
         self.batches += 1
         elapsed = time.monotonic() - started
         self.rtt = elapsed if not self.rtt else self.rtt * 0.9 + elapsed * 0.1
-        return replies
 
     @staticmethod
     def _results(batch: List[Item], replies: List[Any]) -> List[Any]:
@@ -346,43 +443,10 @@ class CommandQueue:
                 at += 1
         return results
 
-    async def _round_trip(self, data: bytes, count: int) -> List[Any]:
-        """Write ``data`` and read ``count`` replies; a watchdog drops the connection if
-        Redis sends nothing for ``reply_timeout`` (redis-py's socket_timeout did that)."""
-        self._timed_out = False
-        if not self._conn.is_connected:
-            await self._open()
-        reader, writer = self._conn._reader, self._conn._writer
-        assert reader is not None and writer is not None
-        loop = asyncio.get_running_loop()
-        self._last_read = loop.time()
-        self._watchdog = loop.call_at(self._last_read + self.reply_timeout, self._watch, writer)
-        try:
-            writer.write(data)
-            await writer.drain()
-            self._last_read = loop.time()  # a long write is not Redis's silence
-            parser = self._replies
-            replies = parser.take(count)
-            while len(replies) < count:
-                chunk = await reader.read(_READ_SIZE)
-                if not chunk:
-                    raise RedisConnectionError("Redis closed the connection mid-batch")
-                self._last_read = loop.time()
-                parser.feed(chunk)
-                replies += parser.take(count - len(replies))
-            return replies
-        finally:
-            if self._watchdog is not None:
-                self._watchdog.cancel()
 
-    def _watch(self, writer: asyncio.StreamWriter) -> None:
-        loop = asyncio.get_running_loop()
-        due = self._last_read + self.reply_timeout
-        if loop.time() < due:
-            self._watchdog = loop.call_at(due, self._watch, writer)
-            return
-        self._timed_out = True
-        writer.transport.abort()  # the pending read or drain fails now
+def _needs_recovery(result: Any) -> bool:
+    """A result the slow path handles: a flushed script, a Redis not ready (LOADING)."""
+    return isinstance(result, RedisConnectionError) or _is_noscript(result)
 
 
 def _is_noscript(result: Any) -> bool:

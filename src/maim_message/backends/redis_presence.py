@@ -26,6 +26,8 @@ class RedisPresence(RedisShards):
 
     node_ttl: float
     reaped: int
+    incarnation: str  # this process's life: the value of its alive keys
+    _missed_deadline = False  # its alive key had expired: it must register again
 
     def _presence_add(self, peer: Peer, info: Dict[str, Any]) -> None:
         info["pk"] = self.keys.pair_id(peer.pair)  # the reaper finds the where-entry by it
@@ -47,17 +49,24 @@ class RedisPresence(RedisShards):
         assert redis is not None
         keys, node = self.keys, self.node_id
         pipe = redis.pipeline(transaction=False)
-        pipe.set(keys.alive(node), b"1", px=int(self.node_ttl * 1000), get=True)
+        pipe.set(keys.alive(node), self.incarnation, px=int(self.node_ttl * 1000), get=True)
         pipe.sadd(keys.nodes, node)
         pipe.smembers(keys.nodes)
         previous, _, members = await pipe.execute()
+        if previous is None:  # taken for dead: kept until a heartbeat reports it, so a
+            self._missed_deadline = True  # failure below does not lose it
         self._alive_on_other_shards()
+        self._renew_claims()
         names = [m.decode() if isinstance(m, bytes) else str(m) for m in members]
         others = sorted(m for m in names if m != node)
         alive = await self._alive_of(others)
         for dead in (o for o in others if o not in alive):
             await self._reap(dead)
-        return previous is not None, alive
+        missed, self._missed_deadline = self._missed_deadline, False
+        return not missed, alive
+
+    def _renew_claims(self) -> None:
+        """Write again the claims of frames whose handlers still run here."""
 
     def _alive_on_other_shards(self) -> None:
         """The alive key on every other shard too: a frame's claim lives on its home
@@ -65,7 +74,8 @@ class RedisPresence(RedisShards):
         ttl = int(self.node_ttl * 1000)
         for shard in self._shards[1:]:
             if shard.queue is not None:
-                shard.queue.push(("SET", self.keys.alive(self.node_id), "1", "PX", ttl))
+                shard.queue.push(("SET", self.keys.alive(self.node_id), self.incarnation,
+                                  "PX", ttl))
 
     async def _reap(self, dead: str) -> None:
         """Remove a dead node's where-entries (on every shard), then its presence."""
@@ -84,7 +94,7 @@ class RedisPresence(RedisShards):
             redis = self._shards[index].redis
             if redis is not None:
                 await redis.evalsha(self._q(self._shards[index])._scripts["reap_where"].sha,
-                                    0, dead, *args)
+                                    0, dead, keys.alive(dead), *args)
         n = await first.evalsha(self._q(self._shards[0])._scripts["reap"].sha, 2,
                                 keys.conns(dead), keys.nodes, dead, keys.alive(dead))
         if n and n > 0:

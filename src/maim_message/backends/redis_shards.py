@@ -8,6 +8,7 @@ pair (liveness, presence, fan-outs).
 from __future__ import annotations
 
 from typing import Dict, List, Optional, Sequence, Union
+from urllib.parse import urlsplit
 
 from redis.asyncio import Redis
 
@@ -30,9 +31,20 @@ def split_urls(url: Union[str, Sequence[str]]) -> List[str]:
     return out
 
 
+_SECRET_PARAMS = ("password", "username", "user")
+
+
 def safe_url(url: str) -> str:
-    _, sep, tail = url.rpartition("@")
-    return f"{url.split('://', 1)[0]}://***@{tail}" if sep else url
+    """The URL as logs may show it: a user/password part masked, and a password given as
+    a query parameter (``?password=``, which redis-py also reads) left out."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = "***@" + netloc.rpartition("@")[2]
+    query = "&".join(p for p in parts.query.split("&")
+                     if p and p.split("=", 1)[0].lower() not in _SECRET_PARAMS)
+    return (f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")
+            + (f"#{parts.fragment}" if parts.fragment else ""))
 
 
 class Shard:

@@ -6,11 +6,15 @@ pair in one batch, and goes once all of them are acked. Messages a node sends to
 connections are delivered before Redis has answered with their entry: they are
 ``PENDING`` until the answer arrives, and an ack that arrives first marks them ``ACKED``
 so the answer deletes them at once.
+
+Messages acked here whose entry still holds unacked ones stay in the stream: they are
+remembered (by entry) until the entry is deleted, so a re-read of the stream (a node died,
+the channel reconnected) does not deliver them again.
 """
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Tuple, Union
+from typing import Dict, List, Optional, Set, Tuple, Union
 
 from .cluster_base import Pair
 
@@ -42,17 +46,21 @@ class StreamIds:
     still unacked here (an entry holds a turn's messages for the pair; it is deleted once
     all of them are acked)."""
 
-    __slots__ = ("_left", "_pairs")
+    __slots__ = ("_done", "_left", "_pairs")
 
     def __init__(self) -> None:
         self._pairs: Dict[Pair, Dict[str, _Entry]] = {}
         self._left: Dict[Pair, Dict[str, int]] = {}
+        # acked messages of entries not deleted yet: pair -> stream id -> msg_ids
+        self._done: Dict[Pair, Dict[str, Set[str]]] = {}
 
     def __len__(self) -> int:
         return sum(len(ids) for ids in self._pairs.values())
 
     def _count(self, pair: Pair, sid: str) -> None:
-        left = self._left.setdefault(pair, {})
+        left = self._left.get(pair)
+        if left is None:
+            left = self._left[pair] = {}
         left[sid] = left.get(sid, 0) + 1
 
     def pending(self, pair: Pair, msg_id: str) -> None:
@@ -62,7 +70,9 @@ class StreamIds:
         """A message of the pair read from its stream or received from another node."""
         if not sid:
             return
-        ids = self._pairs.setdefault(pair, {})
+        ids = self._pairs.get(pair)
+        if ids is None:
+            ids = self._pairs[pair] = {}
         if msg_id not in ids:
             ids[msg_id] = sid if origin is None else (sid, origin)
             self._count(pair, sid)
@@ -87,6 +97,7 @@ class StreamIds:
         out = Acked()
         ids = self._pairs.get(pair, {})
         left = self._left.get(pair, {})
+        done = self._done.get(pair)
         for msg_id in msg_ids:
             state = ids.get(msg_id)
             if state is None:
@@ -102,16 +113,35 @@ class StreamIds:
                 if n <= 0:
                     left.pop(sid, None)
                     out.sids.append(sid)  # every message of the entry is acked
+                    if done is not None:
+                        done.pop(sid, None)
                 else:
                     left[sid] = n
+                    if done is None:
+                        done = self._done[pair] = {}
+                    acked = done.get(sid)
+                    if acked is None:
+                        done[sid] = {msg_id}
+                    else:
+                        acked.add(msg_id)
                 if isinstance(state, tuple):
                     out.notify.append((state[1], msg_id))
+        if done is not None and not done:
+            del self._done[pair]
         return out
 
     def has(self, pair: Pair, msg_id: str) -> bool:
         """The message is known here (delivered, unacked or its ack not yet applied)."""
         ids = self._pairs.get(pair)
         return ids is not None and msg_id in ids
+
+    def was_acked(self, pair: Pair, sid: str, msg_id: str) -> bool:
+        """Acked here, in entry ``sid`` that other messages still keep in the stream."""
+        done = self._done.get(pair)
+        if done is None:
+            return False
+        acked = done.get(sid)
+        return acked is not None and msg_id in acked
 
     def idle(self, pair: Pair) -> bool:
         """Nothing of the pair is unacked here (its stream may now be empty)."""
@@ -120,7 +150,9 @@ class StreamIds:
     def forget(self, pair: Pair) -> None:
         self._pairs.pop(pair, None)
         self._left.pop(pair, None)
+        self._done.pop(pair, None)
 
     def clear(self) -> None:
         self._pairs.clear()
         self._left.clear()
+        self._done.clear()

@@ -114,3 +114,10 @@ class RedactingLogger(logging.LoggerAdapter):
 def redacting_logger(name: str, secrets: Iterable[Optional[str]]) -> RedactingLogger:
     """``logging.getLogger(name)`` wrapped so that ``secrets`` never reach a handler."""
     return RedactingLogger(logging.getLogger(name), Redactor(secrets))
+
+
+def pair_label(pair: Tuple[str, str]) -> str:
+    """A (user id, platform) pair for a log line: the user id is the API key in the
+    usual setup, so only its fingerprint (the label connection logs show) appears."""
+    user, platform = pair
+    return f"{fingerprint(user)}/{log_safe(platform, 40)}"

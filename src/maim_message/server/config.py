@@ -122,6 +122,10 @@ class ServerConfig:
     # frame to another node while a live node still handles it gets it handled once
     # (costs Redis a write per frame; docs/cluster.md "The delivery guarantee")
     cluster_frame_claims: bool = False
+    # s Redis may stay unreachable before a send waiting for it raises ClusterError (the
+    # commands stay queued); counted from the first failed batch, which a silent Redis
+    # takes the URL's socket_timeout (5 s) to produce
+    cluster_write_timeout: float = 10.0
 
     def validate(self) -> bool:
         return not self.get_missing_fields()

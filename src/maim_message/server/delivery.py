@@ -229,13 +229,18 @@ class Delivery:
         another cluster node, is new (the store that recorded or claimed it takes it
         back)."""
         outbox = self.outbox
-        forget = getattr(outbox.store if outbox is not None else None, "forget_seen", None)
+        store = outbox.store if outbox is not None else None
+        forget = getattr(store, "forget_seen", None)
+        forget_frame = getattr(store, "forget_frame", None)  # knows what it may take back
         if forget is not None and (receipt.recorded or receipt.claimed):
-            receipt.recorded = receipt.claimed = False
             try:
-                forget(receipt.key)
+                if forget_frame is not None:
+                    forget_frame(receipt)
+                else:
+                    forget(receipt.key)
             except Exception as exc:  # the store is failing: the re-send is lost on restart only
                 logger.debug("could not un-record frame %s: %s", receipt.key[2], exc)
+            receipt.recorded = receipt.claimed = False
             if self._store() is not None:
                 self._touch()
 

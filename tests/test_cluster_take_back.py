@@ -1,0 +1,135 @@
+"""What a node takes back from the record of handled frames when a frame ends unhandled
+while Redis stalls (real redis-server, paused with SIGSTOP and resumed).
+
+The commands of a stalled batch stay queued and run once Redis is back: the frame was
+not acked (the client re-sends it), but its record, queued with its first send, must
+survive; and a record another node wrote must never be taken back, or the re-send is
+handled twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from typing import Any, AsyncIterator, Dict, List
+
+import orjson
+import pytest
+import websockets
+from redis import asyncio as redis_asyncio
+
+from maim_message.backends.frame_dedupe import frame_token
+
+from .helpers_api import envelope, make_message
+from .test_cluster import Receiver, RedisServer, node, presence, started
+
+pytestmark = pytest.mark.timeout(60)
+
+ALICE = {"x-apikey": "alice", "x-platform": "qq", "x-uuid": "alice-1"}
+FAST = {"cluster_write_timeout": 0.5}  # a send gives up on Redis after 0.5 s
+
+
+@pytest.fixture
+async def redis() -> AsyncIterator[RedisServer]:
+    server = RedisServer()
+    await server.ready()
+    try:
+        yield server
+    finally:
+        os.kill(server.proc.pid, signal.SIGCONT)  # never leave it stopped
+        server.stop()
+
+
+def fast_url(server: RedisServer) -> str:
+    return server.url + "?socket_timeout=0.5"  # a silent Redis fails a batch in 0.5 s
+
+
+class Forwarder:
+    def __init__(self) -> None:
+        self.server: Any = None
+        self.calls: List[str] = []
+        self.started = asyncio.Event()
+        self.go = asyncio.Event()
+
+    async def __call__(self, message: Any, metadata: Dict[str, Any]) -> None:
+        self.calls.append(message.message_segment.data)
+        self.started.set()
+        await self.go.wait()
+        await self.server.send_message(make_message(message.message_segment.data, "bob", "qq"))
+
+
+async def drained(server: Any, timeout: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while server.cluster.stats()["queue_depth"]:
+        assert asyncio.get_running_loop().time() < deadline, "queue never drained"
+        await asyncio.sleep(0.02)
+
+
+async def answer(ws: Any, timeout: float) -> Dict[str, Any]:
+    result: Dict[str, Any] = orjson.loads(await asyncio.wait_for(ws.recv(), timeout))
+    return result
+
+
+async def test_a_stalled_check_never_takes_back_another_nodes_record(
+        redis: RedisServer) -> None:
+    forward = Forwarder()
+    forward.go.set()
+    b = node(fast_url(redis), "b", on_message=forward, ack="handled", **FAST)
+    forward.server = b
+    await started(b)
+    client = redis_asyncio.Redis.from_url(redis.url)
+    try:
+        cluster: Any = b.cluster
+        token = frame_token(("alice", "qq", "f1"))
+        await client.hset(cluster.dedupe.current(), token, "h")  # node A handled f1
+        async with websockets.connect(f"ws://127.0.0.1:{b.port}/ws",
+                                      additional_headers=ALICE) as ws:
+            os.kill(redis.proc.pid, signal.SIGSTOP)
+            await ws.send(envelope("f1", make_message("hello", "alice", "qq").to_dict()))
+            with pytest.raises(asyncio.TimeoutError):  # not checked: not answered
+                await answer(ws, 2.0)
+            os.kill(redis.proc.pid, signal.SIGCONT)
+            await drained(b)
+            assert await client.hget(cluster.dedupe.current(), token) == b"h"  # A's, kept
+            await ws.send(envelope("f1", make_message("hello", "alice", "qq").to_dict()))
+            acked = await answer(ws, 5.0)
+            assert acked["type"] == "sys_ack" and acked["meta"]["acked_msg_id"] == "f1"
+        assert forward.calls == []  # a duplicate of A's: never handled here
+    finally:
+        await client.aclose()
+        await b.stop()
+
+
+async def test_a_frame_whose_send_stalled_is_acked_as_a_duplicate_once_it_is_written(
+        redis: RedisServer) -> None:
+    forward = Forwarder()
+    a = node(fast_url(redis), "a", on_message=forward, ack="handled", **FAST)
+    b = node(redis.url, "b")
+    forward.server = a
+    await started(a, b)
+    bob = Receiver(b.port or 0, "bob")
+    try:
+        assert await bob.client.connect()
+        await presence(a, 1)
+        async with websockets.connect(f"ws://127.0.0.1:{a.port}/ws",
+                                      additional_headers=ALICE) as ws:
+            await ws.send(envelope("f1", make_message("hello", "alice", "qq").to_dict()))
+            await asyncio.wait_for(forward.started.wait(), 5)  # checked: FRESH
+            os.kill(redis.proc.pid, signal.SIGSTOP)
+            forward.go.set()  # its send goes into a batch that stalls
+            with pytest.raises(asyncio.TimeoutError):  # not acked: the client re-sends
+                await answer(ws, 2.0)
+            os.kill(redis.proc.pid, signal.SIGCONT)
+            await drained(a)  # the stalled batch (the send and the frame's record) ran
+            await ws.send(envelope("f1", make_message("hello", "alice", "qq").to_dict()))
+            acked = await answer(ws, 5.0)
+            assert acked["type"] == "sys_ack" and acked["meta"]["acked_msg_id"] == "f1"
+        assert forward.calls == ["hello"]  # handled once
+        await bob.wait(lambda: bob.texts == ["hello"])
+        await asyncio.sleep(0.3)  # a second forward would have arrived by now
+        assert bob.texts == ["hello"]
+    finally:
+        await bob.client.stop()
+        await a.stop()
+        await b.stop()
