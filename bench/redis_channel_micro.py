@@ -97,8 +97,12 @@ async def _new(redis: Redis, payloads: List[bytes]) -> float:
 
     channel = RedisChannel(redis, [CHANNEL], on_message, lambda: None, "bench")
     await channel.open()
+    transport = channel._transport  # it reads as bytes arrive: not while publishing
+    assert transport is not None
+    transport.pause_reading()
     await _publish(redis, payloads)
     started = time.process_time()
+    transport.resume_reading()
     task = asyncio.ensure_future(channel.run())
     await done.wait()
     spent = time.process_time() - started

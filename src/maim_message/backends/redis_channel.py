@@ -2,16 +2,17 @@
 
 redis-py's ``PubSub.get_message`` (its pure-Python RESP parser, a timeout context per
 read) and a queue hop to another task cost a few tens of us per channel message, ~1 us
-per relayed message. Here the connection's bytes go through the project's sans-I/O parser
-(``resp_reader``: every message of a read from one buffer) and each payload is handed to
-``on_message`` in the task that read it, in order. redis-py still makes the connection
-(AUTH, SELECT, TLS, unix sockets, the RESP2 handshake): :func:`raw_connection` and
-:func:`open_streams`, the same way the command queue gets its own.
+per relayed message. Here redis-py only opens the connection (AUTH, SELECT, TLS, unix
+sockets, the RESP2 handshake); then its transport is read by :class:`RedisChannel`, an
+``asyncio.Protocol`` (:func:`adopt`, as the command queue's ``redis_link`` does): each
+read goes through the project's sans-I/O parser (``resp_reader``, wrapped by
+:class:`Subscription`) and its payloads are handed to ``on_message`` in ``data_received``,
+in order: no task wake-up, no stream buffer copy, no queue.
 
-A lost connection (EOF, a reset, ``CLIENT KILL TYPE pubsub``, a Redis restart) is
-reconnected with backoff (0.05 s doubling to 2 s) and subscribed again; once its last
-channel is confirmed ``on_resubscribed`` runs once: what was published meanwhile is
-missing and must be read from the store.
+A lost connection (EOF, a reset, ``CLIENT KILL TYPE pubsub``, a Redis restart, bytes that
+are not RESP) is reconnected with backoff (0.05 s doubling to 2 s) by :meth:`RedisChannel.run`
+and subscribed again; once its last channel is confirmed ``on_resubscribed`` runs once:
+what was published meanwhile is missing and must be read from the store.
 """
 
 from __future__ import annotations
@@ -31,28 +32,22 @@ from .redis_link import check_connection
 from .resp_pack import pack
 from .resp_reader import RespProtocolError, RespReader
 
-__all__ = ["RedisChannel", "Subscription", "open_streams", "raw_connection"]
+__all__ = ["RedisChannel", "Subscription", "adopt"]
 
 logger = logging.getLogger(__name__)
 
-READ_SIZE = 1 << 18
 FIRST_BACKOFF, MAX_BACKOFF = 0.05, 2.0  # s: between reconnects (doubling)
 _LOST = (RedisError, OSError, ClusterError)  # ClusterError: RespProtocolError, bad streams
 _MESSAGE = b"message"
 _SUBSCRIBE = b"subscribe"
 
 
-def raw_connection(redis: Redis) -> Any:
-    """A new, unconnected redis-py connection from ``redis``'s pool settings, outside the
-    pool, whose streams we read and write RESP2 on ourselves (checked as the command
-    queue's is)."""
-    conn = redis.connection_pool.make_connection()
-    check_connection(conn)
-    return conn
-
-
-async def open_streams(conn: Any) -> Tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """Connect ``conn`` (redis-py's handshake: AUTH, SELECT, TLS) and return its streams."""
+async def adopt(conn: Any, protocol: asyncio.BaseProtocol
+                ) -> Tuple[asyncio.Transport, asyncio.BaseProtocol, bytes]:
+    """Connect ``conn`` through redis-py (its handshake), then make ``protocol`` read its
+    transport. Returns the transport, redis-py's own protocol (``protocol`` passes
+    ``connection_lost`` on to it, so that redis-py's ``disconnect()`` still works) and
+    what redis-py had read beyond the handshake (nothing, normally)."""
     await conn.connect()
     reader, writer = conn._reader, conn._writer
     if not (isinstance(reader, asyncio.StreamReader)
@@ -60,7 +55,14 @@ async def open_streams(conn: Any) -> Tuple[asyncio.StreamReader, asyncio.StreamW
         await conn.disconnect()
         raise ClusterError(f"redis-py {redis_py.__version__}: its connection's "
                            "_reader/_writer are not asyncio streams")
-    return reader, writer
+    transport = writer.transport
+    streams = transport.get_protocol()
+    leftover = bytes(getattr(reader, "_buffer", b""))
+    transport.set_protocol(protocol)
+    if transport.is_closing():  # lost while redis-py still held it
+        await conn.disconnect(nowait=True)
+        raise RedisConnectionError("Redis closed the connection after the handshake")
+    return transport, streams, leftover  # type: ignore[return-value]
 
 
 class Subscription:
@@ -118,26 +120,34 @@ OnMessage = Callable[[bytes], None]
 OnResubscribed = Callable[[], None]
 
 
-class RedisChannel:
+class RedisChannel(asyncio.Protocol):
     """One subscribed connection to a Redis: :meth:`open` (subscribed before the node
-    announces itself), then :meth:`run` reads it for good; :meth:`close` ends both."""
+    announces itself), then :meth:`run` hands on what arrived meanwhile and reconnects
+    for good; :meth:`close` disconnects (after the task running ``run`` was cancelled)."""
 
     def __init__(self, redis: Redis, channels: Sequence[str], on_message: OnMessage,
                  on_resubscribed: OnResubscribed, name: str) -> None:
         self.name = name  # for logs: never the URL's password
         self.reconnects = 0
-        self._conn = raw_connection(redis)
+        conn = self._conn = redis.connection_pool.make_connection()
+        check_connection(conn)
         self._sub = Subscription(channels)
         self._on_message = on_message
         self._on_resubscribed = on_resubscribed
-        self._reader: Optional[asyncio.StreamReader] = None
-        self._early: List[bytes] = []  # payloads read with the confirmations at open()
+        self._transport: Optional[asyncio.Transport] = None
+        self._streams: Optional[asyncio.BaseProtocol] = None  # redis-py's, told of the close
+        self._subscribed = False  # this connection's channels are all confirmed
+        self._opening: Optional[asyncio.Future[None]] = None  # open()'s wait
+        self._lost: Optional[asyncio.Future[Exception]] = None  # run()'s wait
+        self._why: Optional[Exception] = None  # why we dropped the connection
+        self._held: Optional[List[bytes]] = []  # payloads until run() (None: hand on)
         self._backoff = FIRST_BACKOFF
 
     async def open(self, timeout: float = 5.0) -> None:
         """Connect, subscribe and wait (``timeout``) for every channel's confirmation."""
+        opening = self._opening = asyncio.get_running_loop().create_future()
         try:
-            self._reader = await asyncio.wait_for(self._subscribe(confirmed=True), timeout)
+            await asyncio.wait_for(self._connect(opening), timeout)
         except asyncio.TimeoutError:
             await self._conn.disconnect(nowait=True)
             raise RedisTimeoutError(f"no subscribe confirmation within {timeout:g}s") from None
@@ -147,61 +157,117 @@ class RedisChannel:
         except BaseException:
             await self._conn.disconnect(nowait=True)
             raise
+        finally:
+            self._opening = None
 
     async def close(self) -> None:
-        """Disconnect (the task running :meth:`run` is cancelled by its owner first)."""
-        self._reader = None
+        """Disconnect; what arrives from now on is dropped."""
+        self._held = []
         await self._conn.disconnect()
 
-    async def _subscribe(self, confirmed: bool = False) -> asyncio.StreamReader:
-        """Connect and write SUBSCRIBE; ``confirmed``: also read every confirmation."""
-        reader, writer = await open_streams(self._conn)
-        sub = self._sub
-        writer.write(sub.request())
-        await writer.drain()
-        while confirmed and not sub.subscribed:
-            self._early += sub.feed(await _chunk(reader))
-        return reader
+    async def _connect(self, confirmed: Optional[asyncio.Future[None]] = None) -> None:
+        """Connect and write SUBSCRIBE (the confirmations arrive in ``data_received``);
+        ``confirmed``: wait for them too."""
+        self._subscribed = False
+        self._why = None
+        self._lost = asyncio.get_running_loop().create_future()
+        request = self._sub.request()
+        transport, self._streams, leftover = await adopt(self._conn, self)
+        self._transport = transport
+        transport.write(request)
+        if leftover:
+            self.data_received(leftover)
+        if confirmed is not None:
+            await confirmed
 
     async def run(self) -> None:
-        """Hand every payload to ``on_message`` as it is read, reconnecting for good."""
-        early, self._early = self._early, []
-        self._deliver(early)
+        """Hand on what arrived since :meth:`open`, then reconnect whenever the connection
+        is lost, for good (payloads are handed on by ``data_received``)."""
+        held, self._held = self._held, None
+        if held:
+            self._deliver(held)
         while True:
-            try:
-                reader = self._reader
-                if reader is None:
-                    reader = self._reader = await self._subscribe()
-                await self._read(reader)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # lost (or a bug): reconnect, the node keeps running
-                if not isinstance(exc, _LOST):
-                    logger.exception("cluster: channel reader of %s failed", self.name)
+            lost = self._lost
+            assert lost is not None
+            why: BaseException = await lost
+            while True:
                 logger.warning("cluster: channel connection to %s lost (%s); reconnecting "
-                               "in %.2fs", self.name, type(exc).__name__, self._backoff)
-                self._reader = None
+                               "in %.2fs", self.name, type(why).__name__, self._backoff)
                 await self._conn.disconnect(nowait=True)
                 await asyncio.sleep(self._backoff)
                 self._backoff = min(self._backoff * 2, MAX_BACKOFF)
-
-    async def _read(self, reader: asyncio.StreamReader) -> None:
-        sub = self._sub
-        feed, deliver = sub.feed, self._deliver
-        while True:
-            chunk = await _chunk(reader)
-            if sub.subscribed:
-                deliver(feed(chunk))
-                continue
-            deliver(feed(chunk))  # a reconnect's confirmations (and what followed them)
-            if sub.subscribed:  # the last channel's: once per reconnect
-                self._backoff = FIRST_BACKOFF
-                self.reconnects += 1
                 try:
-                    self._on_resubscribed()
-                except Exception:
-                    logger.exception("cluster: re-reading after %s reconnected failed",
-                                     self.name)
+                    await self._connect()
+                    break
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # still away (or a bug): again, later
+                    if not isinstance(exc, _LOST):
+                        logger.exception("cluster: reconnecting to %s failed", self.name)
+                    why = exc
+
+    # -- asyncio.Protocol --------------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        sub = self._sub
+        try:
+            payloads = sub.feed(data)
+        except (RespProtocolError, RedisConnectionError) as exc:  # out of step, or refused
+            self._why = exc
+            if self._transport is not None:
+                self._transport.abort()  # connection_lost follows
+            return
+        if payloads:
+            held = self._held
+            if held is not None:
+                held += payloads
+            else:
+                self._deliver(payloads)
+        if not self._subscribed and sub.subscribed:
+            self._confirmed()
+
+    def eof_received(self) -> bool:
+        return False  # close the transport: connection_lost follows
+
+    def connection_lost(self, exc: Optional[Exception]) -> None:
+        self._transport = None
+        self._subscribed = False
+        why = self._why or RedisConnectionError(
+            f"channel connection lost: {exc}" if exc else "Redis closed the channel connection")
+        opening, lost = self._opening, self._lost
+        if opening is not None and not opening.done():
+            opening.set_exception(why)  # open() fails with it
+        if lost is not None and not lost.done():
+            lost.set_result(why)  # run() reconnects
+        streams, self._streams = self._streams, None
+        if streams is not None:
+            streams.connection_lost(exc)  # redis-py's streams: its disconnect() waits on it
+
+    def pause_writing(self) -> None:
+        if self._streams is not None:
+            self._streams.pause_writing()
+
+    def resume_writing(self) -> None:
+        if self._streams is not None:
+            self._streams.resume_writing()
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _confirmed(self) -> None:
+        """The last channel's confirmation: open() returns, or (a reconnect) the owner
+        re-reads what may have been missed, once."""
+        self._subscribed = True
+        self._backoff = FIRST_BACKOFF
+        opening = self._opening
+        if opening is not None:
+            if not opening.done():
+                opening.set_result(None)
+            return
+        self.reconnects += 1
+        try:
+            self._on_resubscribed()
+        except Exception:
+            logger.exception("cluster: re-reading after %s reconnected failed", self.name)
 
     def _deliver(self, payloads: List[bytes]) -> None:
         on_message = self._on_message
@@ -210,10 +276,3 @@ class RedisChannel:
                 on_message(payload)
             except Exception:  # a bad message never stops the reader
                 logger.exception("cluster: handling a channel message failed")
-
-
-async def _chunk(reader: asyncio.StreamReader) -> bytes:
-    data = await reader.read(READ_SIZE)
-    if not data:
-        raise RedisConnectionError("Redis closed the channel connection")
-    return data
