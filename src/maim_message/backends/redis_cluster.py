@@ -7,7 +7,8 @@ one or more Redis primaries (``redis_shards``: which shard holds a pair;
 (``redis_batch``: a pair's messages become one stream entry; acked entries are deleted in
 the same write, outside the transaction) and one ``CHECK_FRAMES`` call; once Redis
 answered, the node publishes one "pairs" message to each other node holding any of the pairs. A node
-subscribes to its own channel on every shard. Commands are pipelined in order per shard
+subscribes to its own channel on every shard (``redis_channel``: payloads handled as
+read). Commands are pipelined in order per shard
 through ``redis_pipeline.CommandQueue``.
 """
 
@@ -218,8 +219,9 @@ class RedisCluster(PubSubCluster, RedisPresence):
     # -- publish and listen --------------------------------------------------------------------
 
     async def _read_loop(self) -> None:
-        """Each shard's channel read in its own task; each payload is handled there, as
-        read (in order per shard), through ``_channel_data``."""
+        """Each shard's channel kept connected by its own task; payloads are handed to
+        ``_channel_data`` as they are read (``RedisChannel.data_received``, in order per
+        shard)."""
         await asyncio.gather(*(self._running_channel(s).run() for s in self._shards))
 
     @staticmethod
