@@ -35,7 +35,6 @@ from .pubsub_messages import (
     ClusterMessage,
     FanoutMessage,
     PairMessage,
-    decode_batch,
     encode_message,
     encode_pairs,
 )
@@ -111,10 +110,10 @@ class MemoryCluster(PubSubCluster):
         bus.presence.pop(self.node_id, None)
         bus.channels.pop(self.node_id, None)
 
-    async def _listen(self) -> AsyncIterator[Optional[List[ClusterMessage]]]:
+    async def _listen(self) -> AsyncIterator[Optional[bytes]]:
         channel = self.bus.channels[self.node_id]
         while True:
-            yield decode_batch(await channel.get())
+            yield await channel.get()
 
     def _publish(self, message: Union[FanoutMessage, AdminMessage, AcksMessage]) -> None:
         for node in list(self.bus.members):

@@ -52,6 +52,7 @@ from .pubsub_messages import (
     ClusterMessage,
     FanoutMessage,
     PairMessage,
+    decode_batch,
     decode_message,
     encode_message,
 )
@@ -303,11 +304,25 @@ class PubSubCluster(PairSending, AckBatching, FrameGuard):
     # -- channel messages ---------------------------------------------------------------------
 
     async def _read_loop(self) -> None:
-        async for messages in self._listen():
-            if messages is RESUBSCRIBED:
+        """Act on what ``_listen`` yields, until stopped (cancelled). A backend that reads
+        its channels itself overrides this to run its readers, which hand each payload
+        to :meth:`_channel_data` as they read it (RedisCluster: no task hop per message)."""
+        async for data in self._listen():
+            if data is RESUBSCRIBED:
                 self._resync_all("channel reconnected")
                 continue
-            self.handle_messages(messages)
+            self._channel_data(data)
+
+    def _channel_data(self, data: bytes) -> None:
+        """One channel message's payload: decoded and acted on now; an undecodable one is
+        logged and dropped."""
+        try:
+            messages = decode_batch(data)
+        except Exception as exc:
+            logger.warning("cluster: undecodable channel message dropped: %s: %s",
+                           type(exc).__name__, exc)
+            return
+        self.handle_messages(messages)
 
     def handle_messages(self, messages: List[ClusterMessage]) -> None:
         """Act on one channel message's messages (a ``pairs`` batch: consecutive

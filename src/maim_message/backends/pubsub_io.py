@@ -26,7 +26,6 @@ from .pubsub_messages import (
     AckMessage,
     AcksMessage,
     AdminMessage,
-    ClusterMessage,
     FanoutMessage,
     PairMessage,
 )
@@ -56,10 +55,10 @@ class PubSubIO:
         """Write what is queued, remove the node's presence, disconnect."""
         raise NotImplementedError
 
-    def _listen(self) -> AsyncIterator[Optional[List[ClusterMessage]]]:
-        """Messages for this node, one channel message's list at a time, forever
-        (``RESUBSCRIBED`` after a reconnect). A list, not one yield per message: an
-        async generator's step costs about as much as handling a relayed message."""
+    def _listen(self) -> AsyncIterator[Optional[bytes]]:
+        """Channel messages for this node, one payload (``pubsub_messages.encode_*``) at
+        a time, forever (``RESUBSCRIBED`` after a reconnect). Not needed by a backend that
+        overrides ``_read_loop`` to read its channels itself (``RedisCluster``)."""
         raise NotImplementedError
 
     def _publish(self, message: Union[FanoutMessage, AdminMessage, AcksMessage]) -> None:

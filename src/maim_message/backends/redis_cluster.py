@@ -16,12 +16,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-import time
 from functools import partial
 from typing import (
     TYPE_CHECKING,
     Any,
-    AsyncIterator,
     Awaitable,
     Dict,
     List,
@@ -32,9 +30,7 @@ from typing import (
 )
 
 from redis.asyncio import Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..core.defaults import DEFAULT_OUTBOX
 from ..errors import ClusterError, ServerStartError
@@ -60,14 +56,13 @@ from .pubsub_messages import (
     AckMessage,
     AcksMessage,
     AdminMessage,
-    ClusterMessage,
     FanoutMessage,
     PairMessage,
-    decode_batch,
     encode_message,
     encode_pair_groups,
 )
 from .redis_batch import MAX_TURN, SendTurn
+from .redis_channel import RedisChannel
 from .redis_keys import (
     ACK,
     ADD_ONCE,
@@ -91,7 +86,6 @@ __all__ = ["ClusterError", "RedisCluster", "split_urls"]  # ClusterError lives i
 
 logger = logging.getLogger(__name__)
 
-_RETRYABLE = (RedisConnectionError, RedisTimeoutError, OSError)
 MAX_CHECK = 2000  # frames per check call (its claims unpack two arguments per frame)
 
 
@@ -142,8 +136,6 @@ class RedisCluster(PubSubCluster, RedisPresence):
                          ("check", CHECK_FRAMES), ("unmark", UNMARK_FRAME))
         self._shards = [Shard(i, u) for i, u in enumerate(self.urls)]
         self._shard_of: Dict[Pair, Shard] = {}
-        # channel messages, or the index of a shard whose channel connection came back
-        self._inbox: asyncio.Queue[Union[bytes, int]] = asyncio.Queue()
         # frame tokens to check in this batch and their frames (no future per frame)
         self._checks: List[str] = []
         self._checked: List[GatedFrame] = []  # (parallel lists: no tuple per frame)
@@ -172,16 +164,17 @@ class RedisCluster(PubSubCluster, RedisPresence):
         except (RedisError, OSError) as exc:
             failed = next((s for s in self._shards if s.queue is None), self._shards[0])
             for shard in self._shards:
+                if shard.channel is not None:
+                    await shard.channel.close()
                 if shard.redis is not None:
                     await shard.redis.aclose()
-                shard.redis = shard.queue = shard.pubsub = None
+                shard.redis = shard.queue = shard.channel = None
             raise ServerStartError(f"cluster: cannot use Redis at {safe_url(failed.url)}: "
                                    f"{type(exc).__name__}: {exc}") from exc
         self._alive_on_other_shards()
         for shard in self._shards:
             assert shard.queue is not None
             shard.queue.start()
-            shard.reader = asyncio.ensure_future(self._read_shard(shard))
         logger.info("cluster: node %s joined via %s", self.node_id,
                     ", ".join(safe_url(u) for u in self.urls))
 
@@ -195,17 +188,11 @@ class RedisCluster(PubSubCluster, RedisPresence):
         queue = CommandQueue(redis, {n: Script(src) for n, src in self._sources},
                              self.write_timeout)
         await queue.load_scripts()
-        pubsub = redis.pubsub()
-        await pubsub.subscribe(*channels)
-        confirmed = 0
-        deadline = time.monotonic() + 5.0
-        while confirmed < len(channels):  # subscribed before we announce ourselves
-            if time.monotonic() > deadline:
-                raise RedisTimeoutError("no subscribe confirmation")
-            msg = await pubsub.get_message(timeout=1.0)
-            if msg is not None and msg.get("type") == "subscribe":
-                confirmed += 1
-        shard.queue, shard.pubsub, shard.channels = queue, pubsub, len(channels)
+        shard.channel = RedisChannel(redis, channels, self._channel_data,
+                                     partial(self._channel_back, shard),
+                                     f"shard {shard.index} ({safe_url(shard.url)})")
+        await shard.channel.open(timeout=5.0)  # subscribed before we announce ourselves
+        shard.queue = queue
 
     async def _leave(self) -> None:
         self._renewals.clear()  # its claims are void once its alive keys are gone
@@ -218,61 +205,34 @@ class RedisCluster(PubSubCluster, RedisPresence):
             for shard in self._shards[1:]:  # its claims there are void now
                 if shard.queue is not None:
                     shard.queue.push(("DEL", self.keys.alive(node)))
-        for shard in self._shards:
-            if shard.reader is not None:
-                shard.reader.cancel()
-                await asyncio.gather(shard.reader, return_exceptions=True)
+        for shard in self._shards:  # the channel readers stopped with _read_loop
             if shard.queue is not None:
                 await shard.queue.close()
-            if shard.pubsub is not None:
-                try:
-                    await shard.pubsub.aclose()
-                except (RedisError, OSError):
-                    pass
+            if shard.channel is not None:
+                await shard.channel.close()
             if shard.redis is not None:
                 await shard.redis.aclose()
-            shard.redis = shard.queue = shard.pubsub = shard.reader = None
+            shard.redis = shard.queue = shard.channel = None
         logger.info("cluster: node %s left", self.node_id)
 
     # -- publish and listen --------------------------------------------------------------------
 
-    async def _read_shard(self, shard: Shard) -> None:
-        pubsub = shard.pubsub
-        backoff = 0.05
-        while True:
-            try:
-                msg = await pubsub.get_message(timeout=None)
-            except _RETRYABLE as exc:
-                logger.warning("cluster: channel connection to shard %d lost (%s); retrying",
-                               shard.index, type(exc).__name__)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 2.0)
-                continue
-            backoff = 0.05
-            if msg is None:
-                continue
-            kind = msg.get("type")
-            if kind == "message":
-                self._inbox.put_nowait(msg["data"])
-            elif kind == "subscribe" and msg.get("data") == shard.channels:
-                # redis-py re-subscribed after a reconnect (the last channel's
-                # confirmation: one re-read per reconnect, not one per channel)
-                self._inbox.put_nowait(shard.index)
+    async def _read_loop(self) -> None:
+        """Each shard's channel read in its own task; each payload is handled there, as
+        read (in order per shard), through ``_channel_data``."""
+        await asyncio.gather(*(self._running_channel(s).run() for s in self._shards))
 
-    async def _listen(self) -> AsyncIterator[Optional[List[ClusterMessage]]]:
-        inbox = self._inbox
-        while True:
-            data = await inbox.get()
-            if isinstance(data, int):  # only what went through that shard can be missing
-                self._resync_all(f"channel to shard {data} reconnected",
-                                 partial(self._on_shard, self._shards[data]))
-                continue
-            try:
-                messages = decode_batch(data)
-            except (ValueError, KeyError, TypeError) as exc:
-                logger.warning("cluster: undecodable channel message dropped: %s", exc)
-                continue
-            yield messages
+    @staticmethod
+    def _running_channel(shard: Shard) -> RedisChannel:
+        if shard.channel is None:
+            raise ClusterError("cluster backend is not running (server not started)")
+        return shard.channel
+
+    def _channel_back(self, shard: Shard) -> None:
+        """The shard's channel was re-subscribed (every channel confirmed): what went
+        through that shard meanwhile can be missing, only that."""
+        self._resync_all(f"channel to shard {shard.index} reconnected",
+                         partial(self._on_shard, shard))
 
     def _on_shard(self, shard: Shard, pair: Pair) -> bool:
         return self._shard(pair) is shard

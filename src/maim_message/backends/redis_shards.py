@@ -7,8 +7,7 @@ pair (liveness, presence, fan-outs).
 
 from __future__ import annotations
 
-import asyncio
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Dict, List, Optional, Sequence, Union
 from urllib.parse import urlsplit
 
 from redis.asyncio import Redis
@@ -17,6 +16,7 @@ from ..errors import ClusterError
 from .cluster_base import Pair
 from .pubsub_io import PubSubIO
 from .redis_batch import SendTurn
+from .redis_channel import RedisChannel
 from .redis_keys import Keys
 from .redis_pipeline import CommandQueue
 from .shard_ring import ShardRing
@@ -50,15 +50,13 @@ def safe_url(url: str) -> str:
 class Shard:
     """One Redis primary: its clients, command queue, subscription and current batch."""
 
-    __slots__ = ("channels", "index", "pubsub", "queue", "reader", "redis", "turn", "url")
+    __slots__ = ("channel", "index", "queue", "redis", "turn", "url")
 
     def __init__(self, index: int, url: str) -> None:
         self.index, self.url = index, url
-        self.channels = 0  # channels subscribed on it (a reconnect confirms each again)
         self.redis: Optional[Redis] = None
         self.queue: Optional[CommandQueue] = None
-        self.pubsub: Any = None
-        self.reader: Optional[asyncio.Task[None]] = None
+        self.channel: Optional[RedisChannel] = None  # this node's subscription there
         self.turn: Optional[SendTurn] = None
 
 
