@@ -147,6 +147,29 @@ async def test_payloads_arrive_in_order_and_a_failing_handler_stops_nothing(
         assert got.resubscribed == 0  # the first subscription is no reconnect
 
 
+async def test_what_arrives_before_the_node_reads_is_handed_on_when_it_does() -> None:
+    async with ChannelRedis() as fake:
+        got = Recorder()
+        redis = redis_asyncio.Redis.from_url(f"redis://127.0.0.1:{fake.port}/0", protocol=2)
+        channel = RedisChannel(redis, ["c"], got.on_message, got.on_resubscribed, "test")
+        task = None
+        try:
+            await channel.open()
+            fake.send(message(b"c", b"early") + message(b"c", b"second"))
+            await asyncio.sleep(0.2)  # read by now, but the node has not started reading
+            assert got.payloads == []
+            task = asyncio.ensure_future(channel.run())
+            fake.send(message(b"c", b"live"))
+            await got.until(lambda: len(got.payloads) == 3)
+            assert got.payloads == [b"early", b"second", b"live"]
+        finally:
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+            await channel.close()
+            await redis.aclose()
+
+
 @pytest.mark.parametrize("fault", ["cut", "garbage", "refusal"])
 async def test_a_lost_connection_is_subscribed_again_and_re_read_once(
         channel_of: Any, caplog: pytest.LogCaptureFixture, fault: str) -> None:

@@ -159,6 +159,8 @@ class RedisChannel(asyncio.Protocol):
             raise
         finally:
             self._opening = None
+            if opening.done() and not opening.cancelled():
+                opening.exception()  # retrieved, whoever failed first
 
     async def close(self) -> None:
         """Disconnect; what arrives from now on is dropped."""
