@@ -223,3 +223,31 @@ async def test_close_while_redis_is_away_stops_the_retries(tmp_path: Path) -> No
     finally:
         await redis.aclose()
         server.stop()
+
+
+async def test_an_unexpected_error_while_reconnecting_is_retried_not_fatal(
+        server: RedisServer, caplog: pytest.LogCaptureFixture) -> None:
+    """A reconnect whose SCRIPT LOAD is refused (NOPERM after an ACL change) must not end
+    the queue silently with every later command waiting forever: it is logged and
+    retried with backoff like a lost connection."""
+    from redis.exceptions import ResponseError
+
+    redis, queue = await started(server.url)
+    try:
+        assert await result(queue, "SET", "k", "1") == b"OK"
+        real = redis.script_load
+        refusals = [ResponseError("NOPERM this user has no permissions to run 'script'")]
+
+        async def script_load(source: str) -> Any:
+            if refusals:
+                raise refusals.pop()
+            return await real(source)
+
+        redis.script_load = script_load
+        await redis.client_kill_filter(_type="normal", skipme=True)  # the queue's link
+        await until(lambda: not link_of(queue).connected, "link never saw the kill")
+        with caplog.at_level("ERROR"):
+            assert await result(queue, "GET", "k") == b"1"  # after one refused reconnect
+        assert refusals == [] and "NOPERM" in caplog.text
+    finally:
+        await stopped(redis, queue)

@@ -298,11 +298,15 @@ class CommandQueue:
                     raise outcome
                 results = await self._settle(batch, *outcome)
                 break
-            except _RETRYABLE as exc:
+            except Exception as exc:  # anything else too: the queue must never stop
                 await self._drop()
                 self.failures += 1
-                logger.warning("cluster: Redis unreachable (%s); retrying in %.2fs",
-                               type(exc).__name__, backoff)
+                if isinstance(exc, _RETRYABLE):
+                    logger.warning("cluster: Redis unreachable (%s); retrying in %.2fs",
+                                   type(exc).__name__, backoff)
+                else:  # e.g. SCRIPT LOAD refused (NOPERM after an ACL change), a bad AUTH
+                    logger.error("cluster: Redis command queue failed (%s: %s); retrying "
+                                 "in %.2fs", type(exc).__name__, exc, backoff)
                 self._requeue(batch, cmds, done)
                 now = loop.time()
                 failing_since = failing_since or now
