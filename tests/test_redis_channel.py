@@ -37,6 +37,8 @@ class ChannelRedis:
         self.subscribes: List[List[bytes]] = []  # each SUBSCRIBE's channels
         self.subscribed = asyncio.Event()
         self.hung_up = asyncio.Event()  # a client connection ended
+        self.pings = 0
+        self.muted: List[asyncio.StreamWriter] = []  # connections it no longer answers
         self._writers: List[asyncio.StreamWriter] = []
         self._server: Optional[asyncio.AbstractServer] = None
 
@@ -54,6 +56,10 @@ class ChannelRedis:
     def cut(self) -> None:
         self._writers[-1].close()
 
+    def mute(self) -> None:
+        """The newest connection goes silent without closing (a proxy that dropped it)."""
+        self.muted.append(self._writers[-1])
+
     async def _serve(self, reader: asyncio.StreamReader,
                      writer: asyncio.StreamWriter) -> None:
         commands = RespReader()
@@ -63,7 +69,11 @@ class ChannelRedis:
                 if not data:
                     return
                 commands.feed(data)
+                if writer in self.muted:
+                    continue
                 for command in commands.take():
+                    if command[0].upper() == b"PING":
+                        self.pings += 1
                     if command[0].upper() != b"SUBSCRIBE":
                         writer.write(b"+OK\r\n")  # AUTH, CLIENT SETINFO ...
                         continue
@@ -285,3 +295,56 @@ async def test_stopped_nodes_leave_no_channel_connection(restartable: AofRedis) 
         assert [c["name"] for c in await admin.client_list()] == [""]  # only this client
     finally:
         await admin.aclose()
+
+
+async def test_a_connection_gone_silent_is_noticed_by_its_keepalive_and_replaced(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A subscriber only reads: a connection that stops carrying anything without closing
+    (a proxy or NAT that dropped it, an address moved to a new primary) would be kept for
+    hours. An idle one gets a PING; one still silent a keepalive later is reconnected
+    and its pairs re-read. An answered PING keeps the connection."""
+    caplog.set_level(logging.WARNING, logger=redis_channel.__name__)
+    async with ChannelRedis() as fake:
+        got = Recorder()
+        redis = redis_asyncio.Redis.from_url(f"redis://127.0.0.1:{fake.port}/0", protocol=2)
+        channel = RedisChannel(redis, ["c"], got.on_message, got.on_resubscribed, "test")
+        channel.keepalive = 0.1
+        task = None
+        try:
+            await channel.open()
+            task = asyncio.ensure_future(channel.run())
+            await asyncio.sleep(0.5)  # idle: pinged, answered, kept
+            assert fake.pings >= 2 and got.resubscribed == 0
+            fake.mute()
+            await got.until(lambda: got.resubscribed == 1, timeout=5)
+            assert len(fake.subscribes) == 2 and "TimeoutError" in caplog.text
+            fake.send(message(b"c", b"after"))  # on the new connection
+            await got.until(lambda: got.payloads == [b"after"])
+        finally:
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+            await channel.close()
+            await redis.aclose()
+
+
+async def test_a_real_redis_answers_the_keepalive_of_an_idle_channel(
+        restartable: AofRedis) -> None:
+    got = Recorder()
+    redis = redis_asyncio.Redis.from_url(restartable.url, protocol=2)
+    channel = RedisChannel(redis, ["c"], got.on_message, got.on_resubscribed, "test")
+    channel.keepalive = 0.1
+    task = None
+    try:
+        await channel.open()
+        task = asyncio.ensure_future(channel.run())
+        await asyncio.sleep(0.6)  # several PINGs, each answered with a pong
+        assert got.resubscribed == 0 and channel.reconnects == 0
+        await redis.publish("c", b"still here")
+        await got.until(lambda: got.payloads == [b"still here"])
+    finally:
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        await channel.close()
+        await redis.aclose()

@@ -19,20 +19,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Callable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, List, Optional, Sequence
 
-import redis as redis_py
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..errors import ClusterError
-from .redis_link import check_connection
+from .redis_link import adopt, check_connection
 from .resp_pack import pack
 from .resp_reader import RespProtocolError, RespReader
 
-__all__ = ["RedisChannel", "Subscription", "adopt"]
+__all__ = ["RedisChannel", "Subscription"]
 
 logger = logging.getLogger(__name__)
 
@@ -40,29 +39,7 @@ FIRST_BACKOFF, MAX_BACKOFF = 0.05, 2.0  # s: between reconnects (doubling)
 _LOST = (RedisError, OSError, ClusterError)  # ClusterError: RespProtocolError, bad streams
 _MESSAGE = b"message"
 _SUBSCRIBE = b"subscribe"
-
-
-async def adopt(conn: Any, protocol: asyncio.BaseProtocol
-                ) -> Tuple[asyncio.Transport, asyncio.BaseProtocol, bytes]:
-    """Connect ``conn`` through redis-py (its handshake), then make ``protocol`` read its
-    transport. Returns the transport, redis-py's own protocol (``protocol`` passes
-    ``connection_lost`` on to it, so that redis-py's ``disconnect()`` still works) and
-    what redis-py had read beyond the handshake (nothing, normally)."""
-    await conn.connect()
-    reader, writer = conn._reader, conn._writer
-    if not (isinstance(reader, asyncio.StreamReader)
-            and isinstance(writer, asyncio.StreamWriter)):
-        await conn.disconnect()
-        raise ClusterError(f"redis-py {redis_py.__version__}: its connection's "
-                           "_reader/_writer are not asyncio streams")
-    transport = writer.transport
-    streams = transport.get_protocol()
-    leftover = bytes(getattr(reader, "_buffer", b""))
-    transport.set_protocol(protocol)
-    if transport.is_closing():  # lost while redis-py still held it
-        await conn.disconnect(nowait=True)
-        raise RedisConnectionError("Redis closed the connection after the handshake")
-    return transport, streams, leftover  # type: ignore[return-value]
+_PING = pack(("PING",))  # on a subscribed connection answered with ["pong", ""]
 
 
 class Subscription:
@@ -123,7 +100,15 @@ OnResubscribed = Callable[[], None]
 class RedisChannel(asyncio.Protocol):
     """One subscribed connection to a Redis: :meth:`open` (subscribed before the node
     announces itself), then :meth:`run` hands on what arrived meanwhile and reconnects
-    for good; :meth:`close` disconnects (after the task running ``run`` was cancelled)."""
+    for good; :meth:`close` disconnects (after the task running ``run`` was cancelled).
+
+    A connection that goes silent without closing (a proxy or NAT that dropped it, an
+    address that moved to a new primary after a failover) would never be noticed: a
+    subscriber only reads. So a connection idle for ``keepalive`` seconds gets a PING,
+    and one still silent ``keepalive`` seconds later is dropped and reconnected (then
+    re-read, as after any reconnect). One self-rearming timer per connection."""
+
+    keepalive = 5.0  # s
 
     def __init__(self, redis: Redis, channels: Sequence[str], on_message: OnMessage,
                  on_resubscribed: OnResubscribed, name: str) -> None:
@@ -142,6 +127,10 @@ class RedisChannel(asyncio.Protocol):
         self._why: Optional[Exception] = None  # why we dropped the connection
         self._held: Optional[List[bytes]] = []  # payloads until run() (None: hand on)
         self._backoff = FIRST_BACKOFF
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._heard = 0.0  # loop time of the last bytes read
+        self._pinged = False  # a PING is out, unanswered
+        self._watchdog: Optional[asyncio.TimerHandle] = None
 
     async def open(self, timeout: float = 5.0) -> None:
         """Connect, subscribe and wait (``timeout``) for every channel's confirmation."""
@@ -165,6 +154,7 @@ class RedisChannel(asyncio.Protocol):
     async def close(self) -> None:
         """Disconnect; what arrives from now on is dropped."""
         self._held = []
+        self._disarm()
         await self._conn.disconnect()
 
     async def _connect(self, confirmed: Optional[asyncio.Future[None]] = None) -> None:
@@ -176,6 +166,10 @@ class RedisChannel(asyncio.Protocol):
         request = self._sub.request()
         transport, self._streams, leftover = await adopt(self._conn, self)
         self._transport = transport
+        loop = self._loop = asyncio.get_running_loop()
+        self._heard, self._pinged = loop.time(), False
+        if self._watchdog is None:
+            self._watchdog = loop.call_at(self._heard + self.keepalive, self._watch)
         transport.write(request)
         if leftover:
             self.data_received(leftover)
@@ -211,6 +205,9 @@ class RedisChannel(asyncio.Protocol):
     # -- asyncio.Protocol --------------------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
+        if self._loop is not None:
+            self._heard = self._loop.time()
+            self._pinged = False
         sub = self._sub
         try:
             payloads = sub.feed(data)
@@ -234,6 +231,7 @@ class RedisChannel(asyncio.Protocol):
     def connection_lost(self, exc: Optional[Exception]) -> None:
         self._transport = None
         self._subscribed = False
+        self._disarm()
         why = self._why or RedisConnectionError(
             f"channel connection lost: {exc}" if exc else "Redis closed the channel connection")
         opening, lost = self._opening, self._lost
@@ -270,6 +268,29 @@ class RedisChannel(asyncio.Protocol):
             self._on_resubscribed()
         except Exception:
             logger.exception("cluster: re-reading after %s reconnected failed", self.name)
+
+    def _watch(self) -> None:
+        """Keepalive: PING an idle connection; drop one that stayed silent since."""
+        self._watchdog = None
+        transport, loop = self._transport, self._loop
+        if transport is None or loop is None:
+            return
+        now = loop.time()
+        if now - self._heard >= self.keepalive:
+            if self._pinged:
+                self._why = RedisTimeoutError(
+                    f"channel connection silent for {2 * self.keepalive:g}s")
+                transport.abort()  # connection_lost follows: run() reconnects
+                return
+            transport.write(_PING)
+            self._pinged = True
+            self._heard = now  # the answer is due within another keepalive
+        self._watchdog = loop.call_at(self._heard + self.keepalive, self._watch)
+
+    def _disarm(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
 
     def _deliver(self, payloads: List[bytes]) -> None:
         on_message = self._on_message

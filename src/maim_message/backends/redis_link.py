@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 from functools import partial
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, List, Optional, Tuple
 
 import redis as redis_py
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -53,6 +53,29 @@ def check_connection(conn: Any) -> None:
         raise ClusterError("the cluster's command queue needs RESP2 (protocol=2)")
 
 
+async def adopt(conn: Any, protocol: asyncio.BaseProtocol
+                ) -> Tuple[asyncio.Transport, asyncio.BaseProtocol, bytes]:
+    """Connect ``conn`` through redis-py (its handshake), then make ``protocol`` read its
+    transport. Returns the transport, redis-py's own protocol (``protocol`` passes
+    ``connection_lost`` on to it, so that redis-py's ``disconnect()`` still works) and
+    what redis-py had read beyond the handshake (nothing, normally)."""
+    await conn.connect()
+    reader, writer = conn._reader, conn._writer
+    if not (isinstance(reader, asyncio.StreamReader)
+            and isinstance(writer, asyncio.StreamWriter)):
+        await conn.disconnect()
+        raise ClusterError(f"redis-py {redis_py.__version__}: its connection's "
+                           "_reader/_writer are not asyncio streams")
+    transport = writer.transport
+    streams = transport.get_protocol()
+    leftover = bytes(getattr(reader, "_buffer", b""))
+    transport.set_protocol(protocol)
+    if transport.is_closing():  # lost while redis-py still held it
+        await conn.disconnect(nowait=True)
+        raise RedisConnectionError("Redis closed the connection after the handshake")
+    return transport, streams, leftover  # type: ignore[return-value]
+
+
 class RespLink(asyncio.Protocol):
     """One connection opened by redis-py, read by us (a new link per connection, so that
     a dropped connection's late callbacks touch nothing of the next one): ``send`` writes
@@ -82,22 +105,10 @@ class RespLink(asyncio.Protocol):
     async def open(cls, conn: Any, reply_timeout: float) -> RespLink:
         """Connect through redis-py (which must not be connected), then read the
         connection ourselves."""
-        await conn.connect()
-        reader, writer = conn._reader, conn._writer
-        if not (isinstance(reader, asyncio.StreamReader)
-                and isinstance(writer, asyncio.StreamWriter)):
-            await conn.disconnect()
-            raise ClusterError(f"redis-py {redis_py.__version__}: its connection's "
-                               "_reader/_writer are not asyncio streams")
         link = cls(conn, reply_timeout)
-        transport = writer.transport
-        link.replies.feed(bytes(getattr(reader, "_buffer", b"")))  # none after a handshake
-        link._streams = transport.get_protocol()
-        transport.set_protocol(link)
-        if transport.is_closing():  # lost while redis-py still held it
-            await conn.disconnect(nowait=True)
-            raise RedisConnectionError("Redis closed the connection after the handshake")
-        link._transport = transport  # type: ignore[assignment]
+        transport, link._streams, leftover = await adopt(conn, link)
+        link.replies.feed(leftover)  # none after a handshake
+        link._transport = transport
         return link
 
     @property
