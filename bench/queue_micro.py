@@ -13,21 +13,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import shutil
-import socket
-import subprocess
 import time
 from typing import Any, List, Tuple
 
-from redis.asyncio import Redis
-
+from bench.redis_server import redis_server
 from maim_message.backends.redis_pipeline import CommandQueue, Script
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _batch(items: int, trip: int) -> List[Tuple[Any, ...]]:
@@ -57,20 +47,7 @@ async def _measure(queue: CommandQueue, trips: int, items: int) -> float:
 
 
 async def _main(trips: int, items: int, rounds: int) -> None:
-    exe = shutil.which("redis-server")
-    if exe is None:
-        raise SystemExit("redis-server is not installed")
-    port = _free_port()
-    proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no"], stdout=subprocess.DEVNULL)
-    try:
-        redis = Redis.from_url(f"redis://127.0.0.1:{port}/0", protocol=2)
-        for _ in range(100):
-            try:
-                await redis.ping()
-                break
-            except Exception:  # still starting
-                await asyncio.sleep(0.05)
+    async with redis_server() as redis:
         queue = CommandQueue(redis, {"touch": Script("return redis.call('SET', KEYS[1], "
                                                      "ARGV[1])")})
         await queue.load_scripts()
@@ -80,10 +57,6 @@ async def _main(trips: int, items: int, rounds: int) -> None:
         print(f"{items} item(s) per round trip: {best * 1e6:7.1f} us/round trip, "
               f"{best * 1e6 / items:6.2f} us/item ({queue.batches} batches)")
         await queue.close()
-        await redis.aclose()
-    finally:
-        proc.kill()
-        proc.wait(10)
 
 
 def main() -> None:

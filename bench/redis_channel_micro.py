@@ -15,24 +15,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import shutil
-import socket
-import subprocess
 import time
 from typing import Any, Callable, List
 
 from redis.asyncio import Redis
 
+from bench.redis_server import redis_server
 from maim_message.backends.pubsub_messages import PairMessage, decode_batch, encode_pair_groups
 from maim_message.backends.redis_channel import RedisChannel
 
 CHANNEL = "bench:n:a"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _payload(per_message: int, serial: int) -> bytes:
@@ -128,21 +120,7 @@ async def _best(run: Callable[[Redis, List[bytes]], Any], redis: Redis,
 
 
 async def _main(messages: int, per_message: int, rounds: int) -> None:
-    exe = shutil.which("redis-server")
-    if exe is None:
-        raise SystemExit("redis-server is not installed")
-    port = _free_port()
-    proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no", "--client-output-buffer-limit",
-                             "pubsub 0 0 0"], stdout=subprocess.DEVNULL)
-    try:
-        redis = Redis.from_url(f"redis://127.0.0.1:{port}/0", protocol=2)
-        for _ in range(100):
-            try:
-                await redis.ping()
-                break
-            except Exception:  # still starting
-                await asyncio.sleep(0.05)
+    async with redis_server("--client-output-buffer-limit", "pubsub 0 0 0") as redis:
         payloads = [_payload(per_message, n) for n in range(messages)]
         size = sum(map(len, payloads)) // len(payloads)
         old = await _best(_old, redis, payloads, rounds)
@@ -156,10 +134,6 @@ async def _main(messages: int, per_message: int, rounds: int) -> None:
               f"{new / per_message:5.2f} us/relayed message ({old / new:.1f}x)")
         print(f"  of which decode_batch alone:      {decode:7.1f} us/channel message "
               f"(reading: {old - decode:.1f} -> {new - decode:.1f} us)")
-        await redis.aclose()
-    finally:
-        proc.kill()
-        proc.wait(10)
 
 
 def main() -> None:

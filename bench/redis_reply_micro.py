@@ -13,22 +13,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import shutil
-import socket
-import subprocess
 import time
 from typing import Any, Awaitable, Callable, List
 
-from redis.asyncio import Redis
-
+from bench.redis_server import redis_server
 from maim_message.backends.redis_pipeline import pack
 from maim_message.backends.resp_reader import RespReader
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def _old(conn: Any, data: bytes, count: int) -> None:
@@ -63,20 +53,7 @@ async def _measure(run: Callable[[Any, bytes, int], Awaitable[None]], conn: Any,
 
 
 async def _main(replies: int, rounds: int) -> None:
-    exe = shutil.which("redis-server")
-    if exe is None:
-        raise SystemExit("redis-server is not installed")
-    port = _free_port()
-    proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no"], stdout=subprocess.DEVNULL)
-    try:
-        redis = Redis.from_url(f"redis://127.0.0.1:{port}/0", protocol=2)
-        for _ in range(100):
-            try:
-                await redis.ping()
-                break
-            except Exception:  # still starting
-                await asyncio.sleep(0.05)
+    async with redis_server() as redis:
         conn = redis.connection_pool.make_connection()
         await conn.connect()
         pings = b"".join(pack(("PING",)) for _ in range(replies))
@@ -92,10 +69,6 @@ async def _main(replies: int, rounds: int) -> None:
                         f"({old / new:.1f}x)")
         print("\n".join(rows))
         await conn.disconnect()
-        await redis.aclose()
-    finally:
-        proc.kill()
-        proc.wait(10)
 
 
 def main() -> None:

@@ -125,10 +125,12 @@ async def channel_of() -> AsyncIterator[Any]:
     made: List[Any] = []
 
     async def open_one(url: str, recorder: Recorder, channels: List[str],
-                       timeout: float = 5.0) -> RedisChannel:
+                       timeout: float = 5.0, keepalive: float = 0.0) -> RedisChannel:
         redis = redis_asyncio.Redis.from_url(url, protocol=2)
         channel = RedisChannel(redis, channels, recorder.on_message,
                                recorder.on_resubscribed, "shard 0 (test)")
+        if keepalive:
+            channel.keepalive = keepalive
         made.append((redis, channel, None))
         await channel.open(timeout=timeout)
         made[-1] = (redis, channel, asyncio.ensure_future(channel.run()))
@@ -298,7 +300,7 @@ async def test_stopped_nodes_leave_no_channel_connection(restartable: AofRedis) 
 
 
 async def test_a_connection_gone_silent_is_noticed_by_its_keepalive_and_replaced(
-        caplog: pytest.LogCaptureFixture) -> None:
+        channel_of: Any, caplog: pytest.LogCaptureFixture) -> None:
     """A subscriber only reads: a connection that stops carrying anything without closing
     (a proxy or NAT that dropped it, an address moved to a new primary) would be kept for
     hours. An idle one gets a PING; one still silent a keepalive later is reconnected
@@ -306,45 +308,25 @@ async def test_a_connection_gone_silent_is_noticed_by_its_keepalive_and_replaced
     caplog.set_level(logging.WARNING, logger=redis_channel.__name__)
     async with ChannelRedis() as fake:
         got = Recorder()
-        redis = redis_asyncio.Redis.from_url(f"redis://127.0.0.1:{fake.port}/0", protocol=2)
-        channel = RedisChannel(redis, ["c"], got.on_message, got.on_resubscribed, "test")
-        channel.keepalive = 0.1
-        task = None
-        try:
-            await channel.open()
-            task = asyncio.ensure_future(channel.run())
-            await asyncio.sleep(0.5)  # idle: pinged, answered, kept
-            assert fake.pings >= 2 and got.resubscribed == 0
-            fake.mute()
-            await got.until(lambda: got.resubscribed == 1, timeout=5)
-            assert len(fake.subscribes) == 2 and "TimeoutError" in caplog.text
-            fake.send(message(b"c", b"after"))  # on the new connection
-            await got.until(lambda: got.payloads == [b"after"])
-        finally:
-            if task is not None:
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
-            await channel.close()
-            await redis.aclose()
+        await channel_of(f"redis://127.0.0.1:{fake.port}/0", got, ["c"], keepalive=0.1)
+        await asyncio.sleep(0.5)  # idle: pinged, answered, kept
+        assert fake.pings >= 2 and got.resubscribed == 0
+        fake.mute()
+        await got.until(lambda: got.resubscribed == 1, timeout=5)
+        assert len(fake.subscribes) == 2 and "TimeoutError" in caplog.text
+        fake.send(message(b"c", b"after"))  # on the new connection
+        await got.until(lambda: got.payloads == [b"after"])
 
 
 async def test_a_real_redis_answers_the_keepalive_of_an_idle_channel(
-        restartable: AofRedis) -> None:
+        channel_of: Any, restartable: AofRedis) -> None:
     got = Recorder()
-    redis = redis_asyncio.Redis.from_url(restartable.url, protocol=2)
-    channel = RedisChannel(redis, ["c"], got.on_message, got.on_resubscribed, "test")
-    channel.keepalive = 0.1
-    task = None
+    channel = await channel_of(restartable.url, got, ["c"], keepalive=0.1)
+    await asyncio.sleep(0.6)  # several PINGs, each answered with a pong
+    assert got.resubscribed == 0 and channel.reconnects == 0
+    redis = redis_asyncio.Redis.from_url(restartable.url)
     try:
-        await channel.open()
-        task = asyncio.ensure_future(channel.run())
-        await asyncio.sleep(0.6)  # several PINGs, each answered with a pong
-        assert got.resubscribed == 0 and channel.reconnects == 0
         await redis.publish("c", b"still here")
-        await got.until(lambda: got.payloads == [b"still here"])
     finally:
-        if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-        await channel.close()
         await redis.aclose()
+    await got.until(lambda: got.payloads == [b"still here"])

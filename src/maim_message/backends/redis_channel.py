@@ -27,7 +27,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..errors import ClusterError
-from .redis_link import adopt, check_connection
+from .redis_link import AdoptedProtocol, adopt, check_connection
 from .resp_pack import pack
 from .resp_reader import RespProtocolError, RespReader
 
@@ -97,7 +97,7 @@ OnMessage = Callable[[bytes], None]
 OnResubscribed = Callable[[], None]
 
 
-class RedisChannel(asyncio.Protocol):
+class RedisChannel(AdoptedProtocol):
     """One subscribed connection to a Redis: :meth:`open` (subscribed before the node
     announces itself), then :meth:`run` hands on what arrived meanwhile and reconnects
     for good; :meth:`close` disconnects (after the task running ``run`` was cancelled).
@@ -120,7 +120,6 @@ class RedisChannel(asyncio.Protocol):
         self._on_message = on_message
         self._on_resubscribed = on_resubscribed
         self._transport: Optional[asyncio.Transport] = None
-        self._streams: Optional[asyncio.BaseProtocol] = None  # redis-py's, told of the close
         self._subscribed = False  # this connection's channels are all confirmed
         self._opening: Optional[asyncio.Future[None]] = None  # open()'s wait
         self._lost: Optional[asyncio.Future[Exception]] = None  # run()'s wait
@@ -239,17 +238,7 @@ class RedisChannel(asyncio.Protocol):
             opening.set_exception(why)  # open() fails with it
         if lost is not None and not lost.done():
             lost.set_result(why)  # run() reconnects
-        streams, self._streams = self._streams, None
-        if streams is not None:
-            streams.connection_lost(exc)  # redis-py's streams: its disconnect() waits on it
-
-    def pause_writing(self) -> None:
-        if self._streams is not None:
-            self._streams.pause_writing()
-
-    def resume_writing(self) -> None:
-        if self._streams is not None:
-            self._streams.resume_writing()
+        self._release_streams(exc)
 
     # -- internals ---------------------------------------------------------------------------
 

@@ -76,7 +76,28 @@ async def adopt(conn: Any, protocol: asyncio.BaseProtocol
     return transport, streams, leftover  # type: ignore[return-value]
 
 
-class RespLink(asyncio.Protocol):
+class AdoptedProtocol(asyncio.Protocol):
+    """A protocol on a transport redis-py opened (:func:`adopt`): flow control and the
+    close are passed on to redis-py's own stream protocol (its ``disconnect()`` waits for
+    that close)."""
+
+    _streams: Optional[asyncio.BaseProtocol] = None  # redis-py's, set by adopt's caller
+
+    def _release_streams(self, exc: Optional[Exception]) -> None:
+        streams, self._streams = self._streams, None
+        if streams is not None:
+            streams.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        if self._streams is not None:
+            self._streams.pause_writing()
+
+    def resume_writing(self) -> None:
+        if self._streams is not None:
+            self._streams.resume_writing()
+
+
+class RespLink(AdoptedProtocol):
     """One connection opened by redis-py, read by us (a new link per connection, so that
     a dropped connection's late callbacks touch nothing of the next one): ``send`` writes
     one batch and returns a future of its ``count`` replies (exceptions for error replies,
@@ -94,7 +115,6 @@ class RespLink(asyncio.Protocol):
         self._conn = conn
         self._loop = asyncio.get_running_loop()
         self._transport: Optional[asyncio.Transport] = None
-        self._streams: Optional[asyncio.BaseProtocol] = None  # redis-py's stream protocol
         self._then: Optional[Landed] = None  # the batch in flight's callback
         self._want = 0
         self._got: List[Any] = []
@@ -190,18 +210,11 @@ class RespLink(asyncio.Protocol):
         else:
             self._fail(RedisConnectionError(f"Redis connection lost: {exc}" if exc else
                                             "Redis closed the connection mid-batch"))
-        streams, self._streams = self._streams, None
-        if streams is not None:
-            streams.connection_lost(exc)  # redis-py's streams: its disconnect() waits on it
-
-    def pause_writing(self) -> None:
-        if self._streams is not None:
-            self._streams.pause_writing()
+        self._release_streams(exc)
 
     def resume_writing(self) -> None:
         self._heard = self._loop.time()  # Redis read what we wrote: it is not silent
-        if self._streams is not None:
-            self._streams.resume_writing()
+        super().resume_writing()
 
     # -- internals ---------------------------------------------------------------------------
 
