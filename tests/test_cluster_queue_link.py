@@ -251,3 +251,31 @@ async def test_an_unexpected_error_while_reconnecting_is_retried_not_fatal(
         assert refusals == [] and "NOPERM" in caplog.text
     finally:
         await stopped(redis, queue)
+
+
+async def test_close_while_redis_stalls_stops_everything_and_fails_what_waits(
+        server: RedisServer) -> None:
+    """close() waits (bounded) for what is queued; Redis stalling meanwhile must not make
+    it raise half-way (leaving its task and connection behind), and a command it could
+    not write fails its waiter instead of leaving it waiting forever."""
+    import os
+
+    from maim_message.errors import ClusterError
+
+    redis, queue = await started(server.url, socket_timeout=0.2)
+    queue.stall_timeout = 0.3
+    os.kill(server.proc.pid, signal.SIGSTOP)
+    try:
+        first = queue.push(("SET", "a", "1"), want_result=True)
+        assert first is not None
+        with pytest.raises(QueueStalled):
+            await asyncio.wait_for(first, 5)
+        later = queue.push(("SET", "b", "1"), want_result=True)
+        assert later is not None
+        await asyncio.wait_for(queue.close(timeout=3.0), 10)  # returns, does not raise
+        assert queue._task is None
+        with pytest.raises(ClusterError):
+            await asyncio.wait_for(later, 1)
+    finally:
+        os.kill(server.proc.pid, signal.SIGCONT)
+        await redis.aclose()

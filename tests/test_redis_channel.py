@@ -38,6 +38,7 @@ class ChannelRedis:
         self.subscribed = asyncio.Event()
         self.hung_up = asyncio.Event()  # a client connection ended
         self.pings = 0
+        self.with_confirmation = b""  # sent in the same write as the confirmations
         self.muted: List[asyncio.StreamWriter] = []  # connections it no longer answers
         self._writers: List[asyncio.StreamWriter] = []
         self._server: Optional[asyncio.AbstractServer] = None
@@ -82,7 +83,8 @@ class ChannelRedis:
                     self._writers.append(writer)
                     if self.confirm:
                         writer.write(b"".join(confirmation(c, n + 1)
-                                              for n, c in enumerate(channels)))
+                                              for n, c in enumerate(channels))
+                                     + self.with_confirmation)
                     self.subscribed.set()
                 await writer.drain()
         except OSError:
@@ -97,18 +99,21 @@ class Recorder:
 
     def __init__(self, fail_on: bytes = b"") -> None:
         self.payloads: List[bytes] = []
+        self.events: List[bytes] = []  # payloads and re-subscriptions, in order
         self.resubscribed = 0
         self.changed = asyncio.Event()
         self.fail_on = fail_on
 
     def on_message(self, payload: bytes) -> None:
         self.payloads.append(payload)
+        self.events.append(payload)
         self.changed.set()
         if payload == self.fail_on:
             raise RuntimeError("handler failed")
 
     def on_resubscribed(self) -> None:
         self.resubscribed += 1
+        self.events.append(b"<resubscribed>")
         self.changed.set()
 
     async def until(self, predicate: Any, timeout: float = 10.0) -> None:
@@ -330,3 +335,18 @@ async def test_a_real_redis_answers_the_keepalive_of_an_idle_channel(
     finally:
         await redis.aclose()
     await got.until(lambda: got.payloads == [b"still here"])
+
+
+async def test_a_message_read_with_the_last_confirmation_comes_after_the_re_read_request(
+        channel_of: Any) -> None:
+    """Under load the last confirmation of a re-subscription and a newly published message
+    arrive in one read: the re-read (which holds the pair's channel messages until it has
+    delivered what the stream kept) must be asked for before that message is handed on,
+    or it would go out before older messages the re-read then delivers."""
+    async with ChannelRedis() as fake:
+        got = Recorder()
+        await channel_of(f"redis://127.0.0.1:{fake.port}/0", got, ["c1", "c2"])
+        fake.with_confirmation = message(b"c1", b"new")
+        fake.cut()
+        await got.until(lambda: got.payloads == [b"new"])
+        assert got.events == [b"<resubscribed>", b"new"]

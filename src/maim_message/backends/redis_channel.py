@@ -52,13 +52,16 @@ class Subscription:
     are not RESP2 raise RespProtocolError: either way the connection is to be dropped.
     """
 
-    __slots__ = ("_replies", "channels", "confirmed")
+    __slots__ = ("_replies", "channels", "completed_at", "confirmed")
 
     def __init__(self, channels: Sequence[str]) -> None:
         if not channels:
             raise ValueError("a subscription needs at least one channel")
         self.channels = tuple(channels)
         self.confirmed = 0
+        # in the last feed: how many of its payloads came before the confirmation that
+        # completed the subscription (-1: it did not complete there)
+        self.completed_at = -1
         self._replies = RespReader()
 
     def request(self) -> bytes:
@@ -76,21 +79,24 @@ class Subscription:
         replies = self._replies
         replies.feed(data)
         out: List[bytes] = []
+        self.completed_at = -1
         for reply in replies.take():
             # ["message", channel, payload]: the hot path, checked first
             if type(reply) is list and len(reply) == 3 and reply[0] == _MESSAGE:
                 out.append(reply[2])
-            else:
-                self._control(reply)
+            elif self._control(reply) and self.confirmed == len(self.channels):
+                self.completed_at = len(out)
         return out
 
-    def _control(self, reply: Any) -> None:
+    def _control(self, reply: Any) -> bool:
+        """True for a subscribe confirmation."""
         if isinstance(reply, Exception):
             raise RedisConnectionError(
                 f"Redis refused the subscription: {type(reply).__name__}: {reply}")
         if type(reply) is list and reply and reply[0] == _SUBSCRIBE:
             self.confirmed += 1
-        # anything else (an unsubscribe, a pong) asks nothing of us
+            return True
+        return False  # anything else (an unsubscribe, a pong) asks nothing of us
 
 
 OnMessage = Callable[[bytes], None]
@@ -215,14 +221,25 @@ class RedisChannel(AdoptedProtocol):
             if self._transport is not None:
                 self._transport.abort()  # connection_lost follows
             return
+        at = sub.completed_at
+        if at >= 0 and not self._subscribed:
+            # the re-subscription completed in this read: what came after it may be newer
+            # than what the re-read it starts finds, so the re-read is asked for first
+            self._hand_on(payloads[:at])
+            self._confirmed()
+            self._hand_on(payloads[at:])
+        else:
+            self._hand_on(payloads)
+            if not self._subscribed and sub.subscribed:
+                self._confirmed()
+
+    def _hand_on(self, payloads: List[bytes]) -> None:
         if payloads:
             held = self._held
             if held is not None:
                 held += payloads
             else:
                 self._deliver(payloads)
-        if not self._subscribed and sub.subscribed:
-            self._confirmed()
 
     def eof_received(self) -> bool:
         return False  # close the transport: connection_lost follows

@@ -159,7 +159,7 @@ class CommandQueue:
                 and not self._last_done.done():
             try:
                 await asyncio.wait_for(asyncio.shield(self._last_done), timeout)
-            except asyncio.TimeoutError:
+            except (asyncio.TimeoutError, ClusterError):  # not written in time, or stalled
                 logger.warning("cluster: %d Redis command(s) not written at shutdown",
                                len(self._pending))
         self._stopped = self._busy = True
@@ -169,9 +169,22 @@ class CommandQueue:
             await asyncio.gather(task, return_exceptions=True)
         link, self._link = self._link, None
         if link is not None:
-            await link.close()
+            await link.close()  # a batch in flight is failed (``_landed``)
         else:
             await self._conn.disconnect()
+        self._abandon(self._pending, self._last_done)  # nothing waits forever
+        self._pending, self._pending_cmds = [], 0
+
+    @staticmethod
+    def _abandon(batch: List[Item], done: Optional[asyncio.Future[None]]) -> None:
+        """The queue closed with these not written: their waiters fail."""
+        closed = ClusterError("the cluster stopped before Redis confirmed the command")
+        for _args, fut in batch:
+            if fut is not None and not fut.done():
+                fut.set_exception(closed)
+                fut.add_done_callback(_consume)
+        if done is not None and not done.done():
+            done.set_exception(closed)
 
     @property
     def depth(self) -> int:
@@ -276,6 +289,8 @@ class CommandQueue:
             self._recover(batch, cmds, done, (replies, True))
         elif not self._stopped:
             self._recover(batch, cmds, done, failed)
+        else:  # closed while in flight
+            self._abandon(batch, done)
 
     def _recover(self, batch: List[Item], cmds: int, done: Optional[asyncio.Future[None]],
                  outcome: Any) -> None:
@@ -298,6 +313,9 @@ class CommandQueue:
                     raise outcome
                 results = await self._settle(batch, *outcome)
                 break
+            except asyncio.CancelledError:  # close(): the batch in hand was not written
+                self._abandon(batch, done)
+                raise
             except Exception as exc:  # anything else too: the queue must never stop
                 await self._drop()
                 self.failures += 1
