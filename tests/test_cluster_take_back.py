@@ -51,12 +51,15 @@ class Forwarder:
         self.calls: List[str] = []
         self.started = asyncio.Event()
         self.go = asyncio.Event()
+        self.then_wait = False
 
     async def __call__(self, message: Any, metadata: Dict[str, Any]) -> None:
         self.calls.append(message.message_segment.data)
         self.started.set()
         await self.go.wait()
         await self.server.send_message(make_message(message.message_segment.data, "bob", "qq"))
+        if self.then_wait:
+            await self.server.send_message(make_message("second", "bob", "qq"), ack_timeout=5)
 
 
 async def drained(server: Any, timeout: float = 10.0) -> None:
@@ -131,6 +134,45 @@ async def test_a_frame_whose_send_stalled_is_acked_as_a_duplicate_once_it_is_wri
         await bob.wait(lambda: bob.texts == ["hello"])
         await asyncio.sleep(0.3)  # a second forward would have arrived by now
         assert bob.texts == ["hello"]
+    finally:
+        await bob.client.stop()
+        await a.stop()
+        await b.stop()
+
+
+async def test_with_claims_a_stalled_frame_is_a_duplicate_on_another_node_too(
+        redis: RedisServer) -> None:
+    """With frame claims the first send records the frame as started by its node; when
+    the handler then fails because Redis stalls, that record must end as handled (its
+    send is still queued and will be written), or a re-send to another node would wait
+    for a live node that no longer handles it, and then run it a second time."""
+    forward = Forwarder()
+    forward.then_wait = True  # a second send that waits for Redis: QueueStalled, raised
+    claims = {"cluster_frame_claims": True}
+    a = node(fast_url(redis), "a", on_message=forward, ack="handled", **FAST, **claims)
+    b = node(redis.url, "b", on_message=forward, ack="handled", **claims)
+    forward.server = a
+    await started(a, b)
+    bob = Receiver(b.port or 0, "bob")
+    try:
+        assert await bob.client.connect()
+        await presence(a, 1)
+        async with websockets.connect(f"ws://127.0.0.1:{a.port}/ws",
+                                      additional_headers=ALICE) as ws:
+            await ws.send(envelope("f1", make_message("hello", "alice", "qq").to_dict()))
+            await asyncio.wait_for(forward.started.wait(), 5)
+            os.kill(redis.proc.pid, signal.SIGSTOP)
+            forward.go.set()
+            with pytest.raises(asyncio.TimeoutError):
+                await answer(ws, 2.0)
+            os.kill(redis.proc.pid, signal.SIGCONT)
+            await drained(a)
+        async with websockets.connect(f"ws://127.0.0.1:{b.port}/ws",
+                                      additional_headers=ALICE) as ws:
+            await ws.send(envelope("f1", make_message("hello", "alice", "qq").to_dict()))
+            acked = await answer(ws, 5.0)  # at once: not held for a live node's claim
+            assert acked["type"] == "sys_ack" and acked["meta"]["acked_msg_id"] == "f1"
+        assert forward.calls == ["hello"]  # handled once
     finally:
         await bob.client.stop()
         await a.stop()

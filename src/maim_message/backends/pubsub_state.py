@@ -92,8 +92,13 @@ class ClusterOutboxStore:
         stay queued and run: a re-send must then find the record, or it would be handled
         twice). Only what this node wrote is taken back (never another node's record)."""
         still_queued = getattr(receipt.failure, "still_queued", False)
-        self._cluster._unmark_frame(frame_token(receipt.key),
-                                    record=receipt.recorded and not still_queued)
+        token = frame_token(receipt.key)
+        cluster = self._cluster
+        cluster._unmark_frame(token, record=receipt.recorded and not still_queued)
+        if still_queued and receipt.recorded and cluster.frame_claims:
+            # its record says "started" (a live node still handling it: a re-send elsewhere
+            # would wait for it): it becomes "handled", behind the queued batch
+            cluster._mark_frame(token)
 
     def close(self) -> None:
         return None
