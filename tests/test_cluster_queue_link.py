@@ -279,3 +279,28 @@ async def test_close_while_redis_stalls_stops_everything_and_fails_what_waits(
     finally:
         os.kill(server.proc.pid, signal.SIGCONT)
         await redis.aclose()
+
+
+async def test_a_patient_command_outlasts_a_stall_and_runs_once_redis_is_back(
+        server: RedisServer) -> None:
+    """A stream read waits past the stall timeout (its caller would only queue another
+    read per retry, piling them up while Redis is away); other waiters still give up."""
+    import os
+
+    redis, queue = await started(server.url, socket_timeout=0.2)
+    queue.stall_timeout = 0.3
+    try:
+        assert await result(queue, "RPUSH", "l", "x") == 1
+        os.kill(server.proc.pid, signal.SIGSTOP)
+        impatient = queue.push(("SET", "a", "1"), want_result=True)
+        read = queue.push(("LRANGE", "l", 0, -1), want_result=True, patient=True)
+        assert impatient is not None and read is not None
+        with pytest.raises(QueueStalled):
+            await asyncio.wait_for(impatient, 5)
+        assert not read.done()
+        os.kill(server.proc.pid, signal.SIGCONT)
+        assert await asyncio.wait_for(read, 10) == [b"x"]
+        assert queue.depth == 0
+    finally:
+        os.kill(server.proc.pid, signal.SIGCONT)
+        await stopped(redis, queue)

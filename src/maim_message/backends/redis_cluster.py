@@ -511,8 +511,10 @@ class RedisCluster(PubSubCluster, RedisPresence):
     def _read_pair(self, pair: Pair) -> Awaitable[List[StoredMessage]]:
         if self._flush_scheduled:  # the read must see the sends and deletes queued before it
             self._flush()
+        # patient: a stall does not fail it (it stays queued and runs once Redis is back;
+        # the reader would only queue another one, one more per retry)
         fut = self._q(self._shard(pair)).push(("XRANGE", self.keys.stream(pair), "-", "+"),
-                                              want_result=True)
+                                              want_result=True, patient=True)
         assert fut is not None
         return _entries(fut)
 

@@ -30,7 +30,7 @@ import asyncio
 import logging
 import time
 from functools import partial
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Set, Tuple
 
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -121,6 +121,7 @@ class CommandQueue:
         self.batches = 0
         self.failures = 0
         self.rtt = 0.0  # s: moving average of a batch's round trip (send to last reply)
+        self._patient: Set[asyncio.Future[Any]] = set()  # futures a stall does not fail
 
     async def load_scripts(self) -> None:
         """Connect the queue's own connection (checked here, at start-up) and load scripts
@@ -192,16 +193,21 @@ class CommandQueue:
 
     # -- queueing ---------------------------------------------------------------------------
 
-    def push(self, args: Tuple[Any, ...],
-             want_result: bool = False) -> Optional[asyncio.Future[Any]]:
+    def push(self, args: Tuple[Any, ...], want_result: bool = False,
+             patient: bool = False) -> Optional[asyncio.Future[Any]]:
         """Queue one command (``("EVALSHA", script_name, ...)`` runs a named script) or a
-        transaction ``("MULTI", (command...), (command...), ...)``."""
+        transaction ``("MULTI", (command...), (command...), ...)``. ``patient``: its
+        result is waited for past the stall timeout (a stream read the caller would
+        only queue again: it runs once Redis is back, or fails when the queue closes)."""
         if args[0] == "MULTI" and any(cmd[0] == "EVALSHA" for cmd in args[1:]):
             raise ValueError("a transaction must not call a script (after a SCRIPT FLUSH "
                              "it could not run again without repeating its other commands)")
         fut: Optional[asyncio.Future[Any]] = None
         if want_result:
             fut = asyncio.get_running_loop().create_future()
+            if patient:
+                self._patient.add(fut)
+                fut.add_done_callback(self._patient.discard)
         if self._batch_done is None:
             done = self._batch_done = self._last_done = asyncio.get_running_loop().create_future()
             done.add_done_callback(_consume)
@@ -368,8 +374,9 @@ class CommandQueue:
     def _fail_waiters(self) -> None:
         stalled = QueueStalled(f"Redis did not confirm within {self.stall_timeout:g}s; the "
                                "message stays queued and is written when Redis is back")
+        patient = self._patient
         for _args, fut in self._pending:
-            if fut is not None and not fut.done():
+            if fut is not None and not fut.done() and fut not in patient:
                 fut.set_exception(stalled)
         for done in (self._batch_done, self._last_done):
             if done is not None and not done.done():
