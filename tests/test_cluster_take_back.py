@@ -74,6 +74,21 @@ async def answer(ws: Any, timeout: float) -> Dict[str, Any]:
     return result
 
 
+async def handled_while_redis_stalls(ws: Any, node_a: Any, redis: RedisServer,
+                                     forward: Forwarder) -> None:
+    """Frame f1 on ``ws``: checked (fresh), then Redis stops while its handler sends; the
+    frame is not acked (the client would re-send it); Redis comes back and the stalled
+    batch (the send and the frame's record) is written."""
+    await ws.send(envelope("f1", make_message("hello", "alice", "qq").to_dict()))
+    await asyncio.wait_for(forward.started.wait(), 5)  # checked: FRESH
+    os.kill(redis.proc.pid, signal.SIGSTOP)
+    forward.go.set()  # its send goes into a batch that stalls
+    with pytest.raises(asyncio.TimeoutError):  # not acked: the client re-sends
+        await answer(ws, 2.0)
+    os.kill(redis.proc.pid, signal.SIGCONT)
+    await drained(node_a)
+
+
 async def test_a_stalled_check_never_takes_back_another_nodes_record(
         redis: RedisServer) -> None:
     forward = Forwarder()
@@ -119,14 +134,7 @@ async def test_a_frame_whose_send_stalled_is_acked_as_a_duplicate_once_it_is_wri
         await presence(a, 1)
         async with websockets.connect(f"ws://127.0.0.1:{a.port}/ws",
                                       additional_headers=ALICE) as ws:
-            await ws.send(envelope("f1", make_message("hello", "alice", "qq").to_dict()))
-            await asyncio.wait_for(forward.started.wait(), 5)  # checked: FRESH
-            os.kill(redis.proc.pid, signal.SIGSTOP)
-            forward.go.set()  # its send goes into a batch that stalls
-            with pytest.raises(asyncio.TimeoutError):  # not acked: the client re-sends
-                await answer(ws, 2.0)
-            os.kill(redis.proc.pid, signal.SIGCONT)
-            await drained(a)  # the stalled batch (the send and the frame's record) ran
+            await handled_while_redis_stalls(ws, a, redis, forward)
             await ws.send(envelope("f1", make_message("hello", "alice", "qq").to_dict()))
             acked = await answer(ws, 5.0)
             assert acked["type"] == "sys_ack" and acked["meta"]["acked_msg_id"] == "f1"
@@ -159,14 +167,7 @@ async def test_with_claims_a_stalled_frame_is_a_duplicate_on_another_node_too(
         await presence(a, 1)
         async with websockets.connect(f"ws://127.0.0.1:{a.port}/ws",
                                       additional_headers=ALICE) as ws:
-            await ws.send(envelope("f1", make_message("hello", "alice", "qq").to_dict()))
-            await asyncio.wait_for(forward.started.wait(), 5)
-            os.kill(redis.proc.pid, signal.SIGSTOP)
-            forward.go.set()
-            with pytest.raises(asyncio.TimeoutError):
-                await answer(ws, 2.0)
-            os.kill(redis.proc.pid, signal.SIGCONT)
-            await drained(a)
+            await handled_while_redis_stalls(ws, a, redis, forward)
         async with websockets.connect(f"ws://127.0.0.1:{b.port}/ws",
                                       additional_headers=ALICE) as ws:
             await ws.send(envelope("f1", make_message("hello", "alice", "qq").to_dict()))
