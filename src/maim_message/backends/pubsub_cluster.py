@@ -207,7 +207,8 @@ class PubSubCluster(PairSending, AckBatching, FrameGuard):
     async def _read_held(self, pair: Pair, state: PairState, what: str,
                          read: Awaitable[List[StoredMessage]]) -> Optional[List[StoredMessage]]:
         """The pair's stream (``read``: the first read, queued when it was asked for); a
-        failed read (Redis stalled, a lost connection) is tried again with backoff for as
+        failed read (an error reply, a queue closed; a stalled Redis is waited for, the
+        read queued once) is tried again with backoff for as
         long as the pair is held here by ``state`` (its channel messages stay buffered
         meanwhile). None once the pair left or the node stopped."""
         delay = READ_RETRY_FIRST
