@@ -128,6 +128,17 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK
 
 
+def reply_parser() -> str:
+    """Which RESP reader the nodes use (they run this tree's src with this environment)."""
+    from maim_message.backends import resp_codec
+
+    if not resp_codec.NATIVE:
+        return "the pure-Python reader"
+    import hiredis
+
+    return f"hiredis {hiredis.__version__}"
+
+
 def rss_kib(pid: int) -> int:
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -419,9 +430,9 @@ def render(rows: List[Dict[str, Any]], idle: Dict[str, float], args: argparse.Na
         "",
         f"Machine: {os.cpu_count()} CPUs, {platform.platform()}, Python "
         f"{platform.python_version()}, redis-server {redis_version}, redis-py "
-        f"{redis_py.__version__}. Every process (load generator, nodes, Redis) shares the "
-        "same cores, so the 2-node row measures coordination cost, not scale-out: a second "
-        "node adds a process but no core.",
+        f"{redis_py.__version__}, replies parsed by {reply_parser()}. Every process (load "
+        "generator, nodes, Redis) shares the same cores, so the 2-node row measures "
+        "coordination cost, not scale-out: a second node adds a process but no core.",
         "",
     ]
     return "\n".join(lines)

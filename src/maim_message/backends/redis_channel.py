@@ -5,7 +5,7 @@ read) and a queue hop to another task cost a few tens of us per channel message,
 per relayed message. Here redis-py only opens the connection (AUTH, SELECT, TLS, unix
 sockets, the RESP2 handshake); then its transport is read by :class:`RedisChannel`, an
 ``asyncio.Protocol`` (:func:`adopt`, as the command queue's ``redis_link`` does): each
-read goes through the project's sans-I/O parser (``resp_reader``, wrapped by
+read goes through a sans-I/O reply parser (``resp_codec``: hiredis's or ``resp_reader``; wrapped by
 :class:`Subscription`) and its payloads are handed to ``on_message`` in ``data_received``,
 in order: no task wake-up, no stream buffer copy, no queue.
 
@@ -28,8 +28,9 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..errors import ClusterError
 from .redis_link import AdoptedProtocol, adopt, check_connection
+from .resp_codec import RespReader
 from .resp_pack import pack
-from .resp_reader import RespProtocolError, RespReader
+from .resp_reader import RespProtocolError
 
 __all__ = ["RedisChannel", "Subscription"]
 

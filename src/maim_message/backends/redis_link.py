@@ -24,7 +24,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..errors import ClusterError
-from .resp_reader import RespProtocolError, RespReader
+from .resp_codec import RespReader
+from .resp_reader import RespProtocolError
 
 __all__ = ["Landed", "RespLink", "check_connection"]
 
@@ -187,7 +188,7 @@ class RespLink(AdoptedProtocol):
                 got = self._got = parser.take(self._want)
             if len(got) < self._want:
                 return
-            if parser.buffered:
+            if parser.has_unread:
                 raise RespProtocolError("more replies than commands")
         except RespProtocolError as exc:
             self._fail(exc)

@@ -10,7 +10,7 @@ tolerate that).
 
 The queue has its own connection and writes RESP itself (``resp_pack``): redis-py's
 generic command packing cost ~40 us per command here, more than the rest of a message's
-work. For the same reason it reads the replies itself (``resp_reader``: all of a batch's
+work. For the same reason it reads the replies itself (``resp_codec``: all of a batch's
 replies from one buffer, instead of redis-py's ~10 us per reply), from the transport
 directly (``redis_link``: no stream, no task wake-up per round trip); redis-py still makes
 the connection (AUTH, SELECT, TLS, unix sockets, the RESP2 handshake).

@@ -83,9 +83,9 @@ class RespReader:
         self._have = self._need = 0
 
     @property
-    def buffered(self) -> int:
-        """Unread bytes held."""
-        return self._have
+    def has_unread(self) -> bool:
+        """Bytes fed and not yet taken as replies are held."""
+        return self._have > 0
 
     def feed(self, data: bytes) -> None:
         if data:
