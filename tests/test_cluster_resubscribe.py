@@ -80,3 +80,44 @@ async def test_a_reconnected_channel_re_reads_its_shards_pairs_once(
         await cut_shard.aclose()
         await sender.stop()
         await holder.stop()
+
+
+@pytest.fixture
+async def one_redis() -> AsyncIterator[str]:
+    server = RedisServer()
+    try:
+        await server.ready()
+        yield server.url
+    finally:
+        server.stop()
+
+
+async def test_a_fan_out_sent_while_a_channel_is_away_arrives_once_after(
+        one_redis: str) -> None:
+    """A broadcast reaches another node only through the channel; published while that
+    node's channel connection is down, it is read from the fan-out log once the channel
+    is back: delivered once, before what was broadcast after it."""
+    sender, holder = node(one_redis, "s"), node(one_redis, "h")
+    await started(sender, holder)
+    receiver = Receiver(holder.port or 0, "u1")
+    admin = redis_asyncio.Redis.from_url(one_redis)
+    try:
+        assert await receiver.client.connect()
+        await presence(sender, 1)
+        cluster: Any = holder.cluster
+        channel = cluster._shards[0].channel
+        channel._backoff = 1.0  # the holder's channel stays away for a second
+        assert await admin.client_kill_filter(_type="pubsub") >= 2  # both nodes' channels
+        assert await sender.broadcast_message(make_message("while away", "x", "qq"))
+        await receiver.wait(lambda: "while away" in receiver.texts)
+        assert channel.reconnects >= 1 or cluster.stats()["resyncs"] >= 1
+        await sender.broadcast_message(make_message("after", "x", "qq"))
+        await receiver.wait(lambda: "after" in receiver.texts)
+        assert receiver.texts == ["while away", "after"]
+        assert cluster.stats()["fanouts_recovered"] == 1
+        assert sender.cluster.stats()["fanouts_recovered"] == 0  # type: ignore[union-attr]
+    finally:
+        await receiver.client.stop()
+        await admin.aclose()
+        for server in (sender, holder):
+            await server.stop()

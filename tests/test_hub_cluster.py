@@ -75,7 +75,8 @@ async def test_two_hub_processes_route_through_redis(tmp_path: Path, redis_url: 
                 + metrics["maim_hub_cluster_takeovers_total"]) >= 1
         assert metrics["maim_hub_cluster_redis_rtt_seconds"] > 0
         for name in ("stream_backlog", "takeovers_total", "duplicate_frames_total",
-                     "frames_held_elsewhere_total", "resyncs_total"):
+                     "frames_held_elsewhere_total", "resyncs_total",
+                     "fanouts_recovered_total"):
             assert f"maim_hub_cluster_{name}" in metrics
         cluster = (await hubs[1].stats())["cluster"]
         assert cluster["backend"] == "redis" and cluster["nodes_alive"] == 2

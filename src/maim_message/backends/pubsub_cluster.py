@@ -45,6 +45,7 @@ from ..errors import ClusterError
 from .cluster_acks import AckBatching
 from .cluster_base import ClusterHost, Pair, user_key
 from .cluster_guard import FrameGuard
+from .fanout_log import FanoutLog
 from .pubsub_io import RESUBSCRIBED, Presence, StoredMessage
 from .pubsub_messages import (
     AckMessage,
@@ -111,6 +112,7 @@ class PubSubCluster(PairSending, AckBatching, FrameGuard):
         self.rejoins = 0
         self.node_deaths = 0  # other nodes seen dying (each makes this node re-read)
         self.resyncs = 0  # re-reads of the held pairs' streams (node deaths, reconnects)
+        self._fanouts = FanoutLog(node_id)  # where this node is in the fan-out log (Redis only)
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -374,8 +376,8 @@ class PubSubCluster(PairSending, AckBatching, FrameGuard):
             return
         self.received += 1
         if isinstance(message, FanoutMessage):
-            if message.origin != self.node_id:
-                self._fanout_local(message.selector, message.msg_id, message.payload)
+            if self._fanouts.handle_now(message):
+                self._fanout_arrived(message)
         elif isinstance(message, AckMessage):
             host = self._host
             if host is not None:
@@ -383,6 +385,11 @@ class PubSubCluster(PairSending, AckBatching, FrameGuard):
         elif isinstance(message, AdminMessage):
             if message.origin != self.node_id:
                 self._admin_apply(message)
+
+    def _fanout_arrived(self, message: FanoutMessage) -> None:
+        """A fan-out from the channel, or read from the log after a gap."""
+        if message.origin != self.node_id:  # the origin delivered its own connections
+            self._fanout_local(message.selector, message.msg_id, message.payload)
 
     def _resync_all(self, why: str, only: Optional[Callable[[Pair], bool]] = None) -> None:
         """Re-read the streams of every pair held here (``only``: those it keeps) and
@@ -514,5 +521,5 @@ class PubSubCluster(PairSending, AckBatching, FrameGuard):
                 "remote_deliveries": self.remote_deliveries,
                 "stream_backlog": len(self._sids), "takeovers": self.takeovers,
                 "duplicate_frames": self.duplicate_frames, "node_deaths": self.node_deaths,
-                "resyncs": self.resyncs,
+                "resyncs": self.resyncs, "fanouts_recovered": self._fanouts.recovered,
                 "reaped": self.reaped, "rejoins": self.rejoins}

@@ -40,6 +40,7 @@ class FanoutMessage:
     selector: Selector
     msg_id: str
     payload: bytes
+    log_id: str = ""  # its entry in the fan-out log (set by the Redis script; "": none)
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,8 @@ def encode_message(message: Union[ClusterMessage, AcksMessage]) -> bytes:
     elif isinstance(message, FanoutMessage):
         head = {"type": FANOUT, "origin": message.origin, "kind": message.selector.kind,
                 "value": message.selector.value, "msg_id": message.msg_id}
+        if message.log_id:
+            head["log"] = message.log_id
         payload = message.payload
     elif isinstance(message, AcksMessage):
         head = {"type": ACKS, "node": message.node, "user": message.user,
@@ -210,7 +213,7 @@ def decode_message(data: bytes) -> ClusterMessage:
                            head.get("stream_id") or "", payload)
     if kind == FANOUT:
         return FanoutMessage(head["origin"], Selector(head["kind"], head.get("value")),
-                             head["msg_id"], payload)
+                             head["msg_id"], payload, str(head.get("log") or ""))
     if kind == ACK:
         return AckMessage(head["node"], head["user"], head["platform"], head["msg_id"],
                           head["uuid"])

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+from dataclasses import replace
 from functools import partial
 from typing import (
     TYPE_CHECKING,
@@ -59,6 +60,7 @@ from .pubsub_messages import (
     AdminMessage,
     FanoutMessage,
     PairMessage,
+    decode_message,
     encode_message,
     encode_pair_groups,
 )
@@ -69,6 +71,7 @@ from .redis_keys import (
     ADD_ONCE,
     CHECK_FRAMES,
     DROP_EMPTY,
+    LOG_FANOUT,
     REAP,
     REAP_WHERE,
     UNMARK_FRAME,
@@ -88,6 +91,8 @@ __all__ = ["ClusterError", "RedisCluster", "split_urls"]  # ClusterError lives i
 logger = logging.getLogger(__name__)
 
 MAX_CHECK = 2000  # frames per check call (its claims unpack two arguments per frame)
+FANOUT_LOG_MAX = 10_000  # fan-outs the log keeps (about; and for the outbox ttl at most)
+FANOUT_PAGE = 500  # log entries per read after a gap
 
 
 class RedisCluster(PubSubCluster, RedisPresence):
@@ -134,7 +139,8 @@ class RedisCluster(PubSubCluster, RedisPresence):
         self._renewals = ClaimRenewals(dedupe_ttl)  # claims of handlers running here
         self._sources = (("drop_empty", DROP_EMPTY), ("add_once", ADD_ONCE), ("ack", ACK),
                          ("unregister", UNREGISTER), ("reap", REAP), ("reap_where", REAP_WHERE),
-                         ("check", CHECK_FRAMES), ("unmark", UNMARK_FRAME))
+                         ("check", CHECK_FRAMES), ("unmark", UNMARK_FRAME),
+                         ("log_fanout", LOG_FANOUT))
         self._shards = [Shard(i, u) for i, u in enumerate(self.urls)]
         self._shard_of: Dict[Pair, Shard] = {}
         # frame tokens to check in this batch and their frames (no future per frame)
@@ -176,6 +182,7 @@ class RedisCluster(PubSubCluster, RedisPresence):
         for shard in self._shards:
             assert shard.queue is not None
             shard.queue.start()
+        self._catch_up_fanouts()  # any published between reading the log's end and subscribing
         logger.info("cluster: node %s joined via %s", self.node_id,
                     ", ".join(safe_url(u) for u in self.urls))
 
@@ -192,6 +199,9 @@ class RedisCluster(PubSubCluster, RedisPresence):
         shard.channel = RedisChannel(redis, channels, self._channel_data,
                                      partial(self._channel_back, shard),
                                      f"shard {shard.index} ({safe_url(shard.url)})")
+        if shard.index == 0:  # the fan-out log's end, read before the channel is subscribed
+            newest = await redis.xrevrange(self.keys.fanout_log, count=1)
+            self._fanouts.restart(_text(newest[0][0]) if newest else "0-0")
         await shard.channel.open(timeout=5.0)  # subscribed before we announce ourselves
         shard.queue = queue
 
@@ -232,14 +242,55 @@ class RedisCluster(PubSubCluster, RedisPresence):
 
     def _channel_back(self, shard: Shard) -> None:
         """The shard's channel was re-subscribed (every channel confirmed): what went
-        through that shard meanwhile can be missing, only that."""
+        through that shard meanwhile can be missing, only that (the first shard also
+        carries the fan-outs: the log is read from the last one handled)."""
         self._resync_all(f"channel to shard {shard.index} reconnected",
                          partial(self._on_shard, shard))
+        if shard.index == 0:
+            self._catch_up_fanouts()
+
+    def _catch_up_fanouts(self) -> None:
+        after = self._fanouts.gap()
+        if after is not None:  # (else a read is pending: it reads once more after)
+            self._spawn(self._read_fanout_log(after))
+
+    async def _read_fanout_log(self, after: str) -> None:
+        """Hand on the logged fan-outs after ``after`` this node did not get on the channel
+        (and those that arrived meanwhile), in log order, each once."""
+        entries: List[FanoutMessage] = []
+        try:
+            while True:
+                read = self._q(self._shards[0]).push(
+                    ("XRANGE", self.keys.fanout_log, "(" + after, "+", "COUNT", FANOUT_PAGE),
+                    want_result=True, patient=True)
+                assert read is not None
+                page = await read
+                for entry_id, fields in page:
+                    after = _text(entry_id)
+                    entries.append(_logged_fanout(after, fields))
+                if len(page) < FANOUT_PAGE:
+                    break
+        except Exception as exc:  # the queue closed (the node stops), or a bad entry
+            if self._joined:
+                logger.warning("cluster: reading the fan-out log failed: %s: %s",
+                               type(exc).__name__, exc)
+            ready = self._fanouts.read_failed()
+        else:
+            ready = self._fanouts.caught_up(entries)
+        for message in ready:
+            self._fanout_arrived(message)
+        if self._joined and self._fanouts.take_again():
+            self._catch_up_fanouts()
 
     def _on_shard(self, shard: Shard, pair: Pair) -> bool:
         return self._shard(pair) is shard
 
     def _publish(self, message: Union[FanoutMessage, AdminMessage, AcksMessage]) -> None:
+        if isinstance(message, FanoutMessage):  # logged: a node whose channel is away reads it
+            self._q(self._shards[0]).push(
+                ("EVALSHA", "log_fanout", 1, self.keys.fanout_log, self.keys.all_channel,
+                 FANOUT_LOG_MAX, self.ttl_ms, encode_message(message)))
+            return
         self._q(self._shards[0]).push(("PUBLISH", self.keys.all_channel,
                                        encode_message(message)))
 
@@ -562,6 +613,13 @@ def _chain(source: Optional[asyncio.Future[Any]], target: asyncio.Future[Any]) -
         target.set_result(None)
     else:
         source.add_done_callback(copy)
+
+
+def _logged_fanout(entry_id: str, fields: List[Any]) -> FanoutMessage:
+    message = decode_message(bytes(fields[1]))
+    if not isinstance(message, FanoutMessage) or len(fields) != 2:
+        raise ClusterError(f"fan-out log entry {entry_id} is not a fan-out")
+    return replace(message, log_id=entry_id)
 
 
 def _text(value: Any) -> str:

@@ -15,6 +15,8 @@ which may be an API key, shows up in key names):
                       handled there), one per ``cluster_dedupe_ttl`` time bucket
 - ``p:admin``         set of admin actions kept for good (revoked keys, as SHA-256), applied
                       by every node when it starts
+- ``p:fo``            stream: the fan-out log (field ``m``: the fan-out as published), so a
+                      node whose channel was away reads what it missed (``fanout_log``)
 
 Channels: ``p:n:<node>`` (messages for one node) and ``p:all`` (fan-outs); what travels
 on them is defined in ``pubsub_messages`` (the scripts build the same JSON objects).
@@ -31,8 +33,8 @@ from .cluster_base import Pair, user_key
 
 
 class Keys:
-    __slots__ = ("_pairs", "admin", "alive_prefix", "all_channel", "chan_prefix", "nodes",
-                 "prefix")
+    __slots__ = ("_pairs", "admin", "alive_prefix", "all_channel", "chan_prefix",
+                 "fanout_log", "nodes", "prefix")
 
     def __init__(self, prefix: str) -> None:
         self._pairs: Dict[Pair, Tuple[str, str, str]] = {}
@@ -42,6 +44,7 @@ class Keys:
         self.nodes = f"{prefix}:nodes"
         self.all_channel = f"{prefix}:all"
         self.admin = f"{prefix}:admin"
+        self.fanout_log = f"{prefix}:fo"
 
     @staticmethod
     def pair_id(pair: Pair) -> str:
@@ -229,4 +232,22 @@ for i = 1, #ARGV, 2 do
   if redis.call('XLEN', ARGV[i]) == 0 then redis.call('DEL', ARGV[i], ARGV[i + 1]) end
 end
 return 0
+"""
+
+# KEYS: the fan-out log. ARGV: 1 channel, 2 max entries, 3 ttl ms, 4 the encoded fan-out
+# (a JSON head, then a newline and the payload). Logs it and publishes it with its log id
+# (the head's "log" field) in one step: the ids arrive in log order, and a fan-out is in
+# the log exactly when it was published.
+LOG_FANOUT = r"""
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'm', ARGV[4])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+local msg = ARGV[4]
+local nl = string.find(msg, '\n', 1, true)
+local head, rest = msg, ''
+if nl then
+  head = string.sub(msg, 1, nl - 1)
+  rest = string.sub(msg, nl)
+end
+redis.call('PUBLISH', ARGV[1], string.sub(head, 1, -2) .. ',"log":"' .. id .. '"}' .. rest)
+return id
 """

@@ -72,6 +72,8 @@ METRICS = (
      "Re-sent frames that waited for another live node handling them (frame claims)."),
     ("cluster_resyncs_total", "counter",
      "Re-reads of this node's pairs' streams (a node died, a channel reconnected)."),
+    ("cluster_fanouts_recovered_total", "counter",
+     "Fan-outs missed on the channel while it reconnected, read from the fan-out log."),
     ("ready", "gauge", "1 while the hub accepts connections, 0 while starting or draining."),
     ("start_time_seconds", "gauge", "Unix time the hub started."),
 )
@@ -130,7 +132,7 @@ class _HubCollector:
             yield GaugeMetricFamily(PREFIX + "cluster_" + name, docs["cluster_" + name],
                                     value=cluster[name])
         for name in ("remote_deliveries", "takeovers", "duplicate_frames",
-                     "frames_held_elsewhere", "resyncs"):
+                     "frames_held_elsewhere", "resyncs", "fanouts_recovered"):
             yield CounterMetricFamily(PREFIX + "cluster_" + name,
                                       docs["cluster_" + name + "_total"], value=cluster[name])
         yield GaugeMetricFamily(PREFIX + "ready", docs["ready"],

@@ -101,7 +101,7 @@ def cluster_snapshot(server: Any) -> Dict[str, Any]:
         "backend": "redis" if cluster.distributed else "local", "node_id": cluster.node_id,
         "nodes_alive": 1, "remote_deliveries": 0, "redis_rtt_seconds": 0.0,
         "stream_backlog": 0, "takeovers": 0, "duplicate_frames": 0, "node_deaths": 0,
-        "shards": 0, "resyncs": 0, "frames_held_elsewhere": 0,
+        "shards": 0, "resyncs": 0, "frames_held_elsewhere": 0, "fanouts_recovered": 0,
     }
     stats = getattr(cluster, "stats", None)
     if cluster.distributed and stats is not None:
