@@ -1,0 +1,120 @@
+"""Cluster nodes on a Redis that only speaks TLS (``rediss://``; real redis-server).
+
+The command queue and the channel reader take over redis-py's connection after its
+handshake (``redis_link.adopt``): over TLS that is an SSL transport, whose protocol is
+swapped the same way. Messages between nodes, a broadcast, and a channel connection cut
+and re-established over TLS all work as over plain TCP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, AsyncIterator
+from urllib.parse import quote
+
+import pytest
+from redis import asyncio as redis_asyncio
+
+from .conftest import free_port
+from .helpers_api import make_message
+from .test_cluster import Receiver, node, presence, started
+
+trustme = pytest.importorskip("trustme", reason="trustme (a test extra) makes the certificates")
+
+pytestmark = pytest.mark.timeout(60)
+
+
+class TlsRedis:
+    """A throwaway redis-server listening with TLS only, killed by PID."""
+
+    def __init__(self, directory: Path) -> None:
+        exe = shutil.which("redis-server")
+        if exe is None:
+            pytest.skip("redis-server not installed (apt-get install redis-server)")
+        ca = trustme.CA()
+        cert = ca.issue_cert("127.0.0.1")
+        self.ca_path = directory / "ca.pem"
+        ca.cert_pem.write_to_path(str(self.ca_path))
+        cert.private_key_pem.write_to_path(str(directory / "key.pem"))
+        cert.cert_chain_pems[0].write_to_path(str(directory / "cert.pem"))
+        self.port = free_port()
+        self.url = (f"rediss://127.0.0.1:{self.port}/0"
+                    f"?ssl_ca_certs={quote(str(self.ca_path))}")
+        self.proc = subprocess.Popen(
+            [exe, "--port", "0", "--tls-port", str(self.port), "--bind", "127.0.0.1",
+             "--tls-cert-file", str(directory / "cert.pem"),
+             "--tls-key-file", str(directory / "key.pem"),
+             "--tls-ca-cert-file", str(self.ca_path), "--tls-auth-clients", "no",
+             "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    async def ready(self, timeout: float = 10.0) -> None:
+        client = redis_asyncio.Redis.from_url(self.url)
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                try:
+                    if await client.ping():
+                        return
+                except Exception as exc:  # not listening yet
+                    if "Connection" not in type(exc).__name__ and not isinstance(exc, OSError):
+                        raise
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    raise RuntimeError("redis-server (TLS) did not answer PING")
+                await asyncio.sleep(0.02)
+        finally:
+            await client.aclose()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+
+@pytest.fixture
+async def tls_redis(tmp_path: Path) -> AsyncIterator[TlsRedis]:
+    server = TlsRedis(tmp_path)
+    try:
+        await server.ready()
+        yield server
+    finally:
+        server.stop()
+
+
+async def test_nodes_relay_and_recover_over_a_tls_redis(tls_redis: TlsRedis) -> None:
+    sender, holder = node(tls_redis.url, "s"), node(tls_redis.url, "h")
+    await started(sender, holder)
+    receiver = Receiver(holder.port or 0, "u1")
+    admin = redis_asyncio.Redis.from_url(tls_redis.url)
+    try:
+        assert await receiver.client.connect()
+        await presence(sender, 1)
+        await sender.send_message(make_message("over tls", "u1", "qq"))
+        await receiver.wait(lambda: "over tls" in receiver.texts)
+        await sender.broadcast_message(make_message("broadcast", "x", "qq"))
+        await receiver.wait(lambda: "broadcast" in receiver.texts)
+
+        cluster: Any = holder.cluster
+        before = cluster.stats()["resyncs"]
+        channel = cluster._shards[0].channel
+        channel._backoff = 0.5  # away long enough for the sends below to miss it
+        assert await admin.client_kill_filter(_type="pubsub") >= 2
+        await sender.send_message(make_message("while away", "u1", "qq"))
+        await sender.broadcast_message(make_message("broadcast while away", "x", "qq"))
+        await receiver.wait(lambda: "broadcast while away" in receiver.texts
+                            and "while away" in receiver.texts)
+        assert cluster.stats()["resyncs"] > before
+        await sender.send_message(make_message("after", "u1", "qq"))
+        await receiver.wait(lambda: "after" in receiver.texts)
+        assert sorted(receiver.texts) == sorted(["over tls", "broadcast", "while away",
+                                                 "broadcast while away", "after"])
+    finally:
+        await receiver.client.stop()
+        await admin.aclose()
+        for server in (sender, holder):
+            await server.stop()
