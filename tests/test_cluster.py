@@ -40,11 +40,17 @@ class RedisServer:
                 raise RuntimeError("redis-server is not installed (scripts/test installs it)")
             pytest.skip("redis-server not installed (apt-get install redis-server)")
         self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.url = self.url_for(self.port)
         self.proc = subprocess.Popen(
-            [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+            [exe, *self.listen_args(self.port), "--bind", "127.0.0.1", "--save", "",
              "--appendonly", "no", "--protected-mode", "no"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def url_for(self, port: int) -> str:
+        return f"redis://127.0.0.1:{port}/0"
+
+    def listen_args(self, port: int) -> List[str]:
+        return ["--port", str(port)]
 
     async def ready(self, timeout: float = 10.0) -> None:
         client = redis_asyncio.Redis.from_url(self.url)

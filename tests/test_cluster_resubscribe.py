@@ -18,7 +18,7 @@ from maim_message.backends.redis_keys import Keys
 from maim_message.backends.shard_ring import ShardRing
 
 from .helpers_api import make_message
-from .test_cluster import Receiver, RedisServer, node, presence, started
+from .test_cluster import Receiver, RedisServer, node, presence, redis_url, started  # noqa: F401
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -82,25 +82,15 @@ async def test_a_reconnected_channel_re_reads_its_shards_pairs_once(
         await holder.stop()
 
 
-@pytest.fixture
-async def one_redis() -> AsyncIterator[str]:
-    server = RedisServer()
-    try:
-        await server.ready()
-        yield server.url
-    finally:
-        server.stop()
-
-
 async def test_a_fan_out_sent_while_a_channel_is_away_arrives_once_after(
-        one_redis: str) -> None:
+        redis_url: str) -> None:  # noqa: F811
     """A broadcast reaches another node only through the channel; published while that
     node's channel connection is down, it is read from the fan-out log once the channel
     is back: delivered once, before what was broadcast after it."""
-    sender, holder = node(one_redis, "s"), node(one_redis, "h")
+    sender, holder = node(redis_url, "s"), node(redis_url, "h")
     await started(sender, holder)
     receiver = Receiver(holder.port or 0, "u1")
-    admin = redis_asyncio.Redis.from_url(one_redis)
+    admin = redis_asyncio.Redis.from_url(redis_url)
     try:
         assert await receiver.client.connect()
         await presence(sender, 1)

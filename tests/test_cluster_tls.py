@@ -8,72 +8,41 @@ and re-established over TLS all work as over plain TCP.
 
 from __future__ import annotations
 
-import asyncio
-import shutil
-import signal
-import subprocess
-import time
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, List
 from urllib.parse import quote
 
 import pytest
 from redis import asyncio as redis_asyncio
 
-from .conftest import free_port
 from .helpers_api import make_message
-from .test_cluster import Receiver, node, presence, started
+from .test_cluster import Receiver, RedisServer, node, presence, started
 
 trustme = pytest.importorskip("trustme", reason="trustme (a test extra) makes the certificates")
 
 pytestmark = pytest.mark.timeout(60)
 
 
-class TlsRedis:
-    """A throwaway redis-server listening with TLS only, killed by PID."""
+class TlsRedis(RedisServer):
+    """A throwaway redis-server listening with TLS only (certificates from a test CA)."""
 
     def __init__(self, directory: Path) -> None:
-        exe = shutil.which("redis-server")
-        if exe is None:
-            pytest.skip("redis-server not installed (apt-get install redis-server)")
         ca = trustme.CA()
         cert = ca.issue_cert("127.0.0.1")
         self.ca_path = directory / "ca.pem"
+        self.cert_path, self.key_path = directory / "cert.pem", directory / "key.pem"
         ca.cert_pem.write_to_path(str(self.ca_path))
-        cert.private_key_pem.write_to_path(str(directory / "key.pem"))
-        cert.cert_chain_pems[0].write_to_path(str(directory / "cert.pem"))
-        self.port = free_port()
-        self.url = (f"rediss://127.0.0.1:{self.port}/0"
-                    f"?ssl_ca_certs={quote(str(self.ca_path))}")
-        self.proc = subprocess.Popen(
-            [exe, "--port", "0", "--tls-port", str(self.port), "--bind", "127.0.0.1",
-             "--tls-cert-file", str(directory / "cert.pem"),
-             "--tls-key-file", str(directory / "key.pem"),
-             "--tls-ca-cert-file", str(self.ca_path), "--tls-auth-clients", "no",
-             "--save", "", "--appendonly", "no"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        cert.private_key_pem.write_to_path(str(self.key_path))
+        cert.cert_chain_pems[0].write_to_path(str(self.cert_path))
+        super().__init__()
 
-    async def ready(self, timeout: float = 10.0) -> None:
-        client = redis_asyncio.Redis.from_url(self.url)
-        deadline = time.monotonic() + timeout
-        try:
-            while True:
-                try:
-                    if await client.ping():
-                        return
-                except Exception as exc:  # not listening yet
-                    if "Connection" not in type(exc).__name__ and not isinstance(exc, OSError):
-                        raise
-                if time.monotonic() > deadline or self.proc.poll() is not None:
-                    raise RuntimeError("redis-server (TLS) did not answer PING")
-                await asyncio.sleep(0.02)
-        finally:
-            await client.aclose()
+    def url_for(self, port: int) -> str:
+        return f"rediss://127.0.0.1:{port}/0?ssl_ca_certs={quote(str(self.ca_path))}"
 
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
+    def listen_args(self, port: int) -> List[str]:
+        return ["--port", "0", "--tls-port", str(port), "--tls-cert-file", str(self.cert_path),
+                "--tls-key-file", str(self.key_path), "--tls-ca-cert-file", str(self.ca_path),
+                "--tls-auth-clients", "no"]
 
 
 @pytest.fixture
