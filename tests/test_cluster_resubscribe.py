@@ -111,3 +111,55 @@ async def test_a_fan_out_sent_while_a_channel_is_away_arrives_once_after(
         await admin.aclose()
         for server in (sender, holder):
             await server.stop()
+
+
+async def test_a_bad_log_entry_is_skipped_once_and_the_missed_fan_out_still_arrives(
+        redis_url: str, caplog: pytest.LogCaptureFixture) -> None:  # noqa: F811
+    sender, holder = node(redis_url, "s"), node(redis_url, "h")
+    await started(sender, holder)
+    receiver = Receiver(holder.port or 0, "u1")
+    admin = redis_asyncio.Redis.from_url(redis_url)
+    try:
+        assert await receiver.client.connect()
+        await presence(sender, 1)
+        cluster: Any = holder.cluster
+        cluster._shards[0].channel._backoff = 1.0
+        assert await admin.client_kill_filter(_type="pubsub") >= 2
+        await admin.xadd(cluster.keys.fanout_log, {"m": b"not a fan-out"})
+        assert await sender.broadcast_message(make_message("while away", "x", "qq"))
+        await receiver.wait(lambda: "while away" in receiver.texts)
+        await sender.broadcast_message(make_message("after", "x", "qq"))
+        await receiver.wait(lambda: "after" in receiver.texts)
+        assert receiver.texts == ["while away", "after"]
+        assert cluster.stats()["fanouts_recovered"] == 1
+        skipped = [r for r in caplog.records if "skipping fan-out log entry" in r.getMessage()]
+        assert len(skipped) == 2  # once per node (both channels were cut), not in a loop
+    finally:
+        await receiver.client.stop()
+        await admin.aclose()
+        for server in (sender, holder):
+            await server.stop()
+
+
+async def test_a_broadcast_still_goes_out_when_redis_refuses_to_log_it(
+        redis_url: str) -> None:  # noqa: F811
+    """Out of memory, Redis refuses the log append: the fan-out is published anyway."""
+    sender, holder = node(redis_url, "s"), node(redis_url, "h")
+    await started(sender, holder)
+    receiver = Receiver(holder.port or 0, "u1")
+    admin = redis_asyncio.Redis.from_url(redis_url)
+    try:
+        assert await receiver.client.connect()
+        await presence(sender, 1)
+        await admin.config_set("maxmemory", 1)
+        try:
+            await sender.broadcast_message(make_message("out of memory", "x", "qq"))
+            await receiver.wait(lambda: "out of memory" in receiver.texts)
+            assert await admin.xlen(sender.cluster.keys.fanout_log) == 0  # type: ignore
+        finally:
+            await admin.config_set("maxmemory", 0)
+    finally:
+        await receiver.client.stop()
+        await admin.aclose()
+        for server in (sender, holder):
+            await server.stop()

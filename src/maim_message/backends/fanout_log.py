@@ -6,7 +6,8 @@ connections. A node whose channel connection is being re-established would miss 
 nothing would ever store it for its connections. So the sending node appends the fan-out
 to a log stream and publishes it in the same atomic step, with the log entry's id; the
 ids arrive in log order. After a reconnect a node reads the log from the last id it
-handled (no I/O here: :class:`FanoutLog` says what to read and what to hand on).
+handled, a page at a time (no I/O here: :class:`FanoutLog` says where to read from and
+what to hand on, each logged fan-out once and in log order).
 """
 
 from __future__ import annotations
@@ -16,25 +17,29 @@ from typing import List, Optional
 from .pubsub_messages import FanoutMessage
 from .pubsub_state import stream_id_key
 
+MAX_HELD = 1_000  # channel fan-outs waiting for a catch-up read, at most
+
 
 class FanoutLog:
     """The position of one node in the fan-out log, and the catch-up read after a gap.
 
     ``handle_now`` is asked for each fan-out from the channel; while a catch-up read is
     pending, logged fan-outs wait (they may be newer than what the read returns); the
-    read's entries are handed on first, then the waiting ones newer than them, each once.
+    read's pages are handed on first (:meth:`page`), then the waiting ones newer than
+    them (:meth:`caught_up`). A read that cannot finish while ``MAX_HELD`` fan-outs wait
+    is given up (:meth:`handle_now` says so): what waited is handed on, and what the read
+    did not reach stays missed (memory stays bounded while the log cannot be read).
     """
 
-    __slots__ = ("again", "held", "last", "node_id", "reading", "recovered")
+    __slots__ = ("again", "given_up", "held", "last", "read_id", "reading")
 
-    def __init__(self, node_id: str, last: str = "0-0") -> None:
-        self.node_id = node_id  # (its own fan-outs it delivered when it sent them)
+    def __init__(self, last: str = "0-0") -> None:
         self.last = last  # the newest log id handled (or the log's end when the node joined)
         self.reading = False  # a catch-up read is pending
         self.again = False  # another gap opened while it was pending: read once more
         self.held: List[FanoutMessage] = []
-        # other nodes' fan-outs handed on from a catch-up read (missed on the channel)
-        self.recovered = 0
+        self.read_id = 0  # which read is current (a given-up or restarted one stops)
+        self.given_up = 0  # catch-up reads given up (held fan-outs reached MAX_HELD)
 
     def restart(self, last: str) -> None:
         """The node (re)joins: the log's end now is where it starts (what it held before
@@ -42,20 +47,28 @@ class FanoutLog:
         self.last = last
         self.reading = self.again = False
         self.held = []
+        self.read_id += 1
 
-    def handle_now(self, message: FanoutMessage) -> bool:
-        """Whether to handle ``message`` now (False: it waits for the read, or was
-        handled already). A fan-out without a log id (an in-process bus) always is."""
+    def handle_now(self, message: FanoutMessage) -> List[FanoutMessage]:
+        """What to handle now for a fan-out from the channel, in order: itself, nothing
+        (it waits for the read, or was handled already), or, when waiting ones reached
+        ``MAX_HELD``, all of them (the read is given up). A fan-out without a log id (an
+        in-process bus, or one Redis could not log) is handled at once."""
         log_id = message.log_id
         if not log_id:
-            return True
+            return [message]
         if self.reading:
             self.held.append(message)
-            return False
+            if len(self.held) < MAX_HELD:
+                return []
+            self.given_up += 1
+            self.reading = self.again = False
+            self.read_id += 1
+            return self._newer(self.held)
         if stream_id_key(log_id) <= stream_id_key(self.last):
-            return False
+            return []
         self.last = log_id
-        return True
+        return [message]
 
     def gap(self) -> Optional[str]:
         """The channel came back (or the node just joined): the id to read the log after,
@@ -66,29 +79,30 @@ class FanoutLog:
         self.reading = True
         return self.last
 
-    def caught_up(self, entries: List[FanoutMessage]) -> List[FanoutMessage]:
-        """The catch-up read's entries (log order, ids set): what to hand on, in order."""
-        out: List[FanoutMessage] = []
-        from_read = 0
-        for n, message in enumerate([*entries, *self.held]):
-            if stream_id_key(message.log_id) > stream_id_key(self.last):
-                out.append(message)
-                self.last = message.log_id
-                if n < len(entries) and message.origin != self.node_id:
-                    from_read += 1
-        self.recovered += from_read
-        self.held = []
-        self.reading = False
+    def page(self, entries: List[FanoutMessage], upto: str) -> List[FanoutMessage]:
+        """One page of the read (log order, ids set), which ended at ``upto`` (entries
+        that could not be decoded are left out of ``entries``, not re-read): what to
+        hand on now."""
+        out = self._newer(entries, keep=True)
+        if stream_id_key(upto) > stream_id_key(self.last):
+            self.last = upto
         return out
 
-    def read_failed(self) -> List[FanoutMessage]:
-        """The read failed (the node is stopping): hand on what waited, keep the gap's
-        start (``again`` makes the caller read from it once more)."""
-        held, self.held = self.held, []
-        self.reading = False
-        self.again = True
-        return held
+    def caught_up(self) -> List[FanoutMessage]:
+        """The read reached the log's end: the waiting fan-outs newer than it, in order."""
+        return self._newer(self.held)
 
     def take_again(self) -> bool:
         again, self.again = self.again, False
         return again
+
+    def _newer(self, messages: List[FanoutMessage], keep: bool = False) -> List[FanoutMessage]:
+        out: List[FanoutMessage] = []
+        for message in messages:
+            if stream_id_key(message.log_id) > stream_id_key(self.last):
+                out.append(message)
+                self.last = message.log_id
+        if not keep:
+            self.held = []
+            self.reading = False
+        return out

@@ -112,7 +112,8 @@ class PubSubCluster(PairSending, AckBatching, FrameGuard):
         self.rejoins = 0
         self.node_deaths = 0  # other nodes seen dying (each makes this node re-read)
         self.resyncs = 0  # re-reads of the held pairs' streams (node deaths, reconnects)
-        self._fanouts = FanoutLog(node_id)  # where this node is in the fan-out log (Redis only)
+        self._fanouts = FanoutLog()  # where this node is in the fan-out log (Redis only)
+        self.fanouts_recovered = 0  # others' fan-outs read from the log after a reconnect
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -376,8 +377,13 @@ class PubSubCluster(PairSending, AckBatching, FrameGuard):
             return
         self.received += 1
         if isinstance(message, FanoutMessage):
-            if self._fanouts.handle_now(message):
-                self._fanout_arrived(message)
+            ready = self._fanouts.handle_now(message)
+            if len(ready) > 1:
+                logger.error("cluster: the fan-out log could not be read while %d fan-outs "
+                             "waited: they go out now; the ones missed before are lost",
+                             len(ready))
+            for fanout in ready:
+                self._fanout_arrived(fanout)
         elif isinstance(message, AckMessage):
             host = self._host
             if host is not None:
@@ -521,5 +527,5 @@ class PubSubCluster(PairSending, AckBatching, FrameGuard):
                 "remote_deliveries": self.remote_deliveries,
                 "stream_backlog": len(self._sids), "takeovers": self.takeovers,
                 "duplicate_frames": self.duplicate_frames, "node_deaths": self.node_deaths,
-                "resyncs": self.resyncs, "fanouts_recovered": self._fanouts.recovered,
+                "resyncs": self.resyncs, "fanouts_recovered": self.fanouts_recovered,
                 "reaped": self.reaped, "rejoins": self.rejoins}

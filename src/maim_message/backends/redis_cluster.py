@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import time
 from dataclasses import replace
 from functools import partial
 from typing import (
@@ -91,8 +92,9 @@ __all__ = ["ClusterError", "RedisCluster", "split_urls"]  # ClusterError lives i
 logger = logging.getLogger(__name__)
 
 MAX_CHECK = 2000  # frames per check call (its claims unpack two arguments per frame)
-FANOUT_LOG_MAX = 10_000  # fan-outs the log keeps (about; and for the outbox ttl at most)
+FANOUT_LOG_MAX = 1_000  # fan-outs the log keeps (about; and for the outbox ttl at most)
 FANOUT_PAGE = 500  # log entries per read after a gap
+FANOUT_RETRY_FIRST, FANOUT_RETRY_MAX = 0.05, 2.0  # s: between failed reads of the log
 
 
 class RedisCluster(PubSubCluster, RedisPresence):
@@ -182,7 +184,12 @@ class RedisCluster(PubSubCluster, RedisPresence):
         for shard in self._shards:
             assert shard.queue is not None
             shard.queue.start()
-        self._catch_up_fanouts()  # any published between reading the log's end and subscribing
+        try:  # any published between reading the log's end and subscribing (the
+            await self._catch_up_at_join()  # channel's payloads wait for the read loop)
+        except Exception as exc:  # the node holds no connection yet: nobody missed them
+            logger.warning("cluster: reading the fan-out log at start failed: %s: %s",
+                           type(exc).__name__, exc)
+            self._fanouts.caught_up()
         logger.info("cluster: node %s joined via %s", self.node_id,
                     ", ".join(safe_url(u) for u in self.urls))
 
@@ -244,52 +251,93 @@ class RedisCluster(PubSubCluster, RedisPresence):
         """The shard's channel was re-subscribed (every channel confirmed): what went
         through that shard meanwhile can be missing, only that (the first shard also
         carries the fan-outs: the log is read from the last one handled)."""
-        self._resync_all(f"channel to shard {shard.index} reconnected",
-                         partial(self._on_shard, shard))
         if shard.index == 0:
             self._catch_up_fanouts()
+        self._resync_all(f"channel to shard {shard.index} reconnected",
+                         partial(self._on_shard, shard))
 
     def _catch_up_fanouts(self) -> None:
         after = self._fanouts.gap()
         if after is not None:  # (else a read is pending: it reads once more after)
             self._spawn(self._read_fanout_log(after))
 
+    async def _fanout_page(self, after: str) -> Tuple[List[FanoutMessage], str, bool]:
+        """One page of the fan-out log after ``after``: its fan-outs (an entry that is
+        not one is logged and skipped), the last id it reached, whether more may follow."""
+        read = self._q(self._shards[0]).push(
+            ("XRANGE", self.keys.fanout_log, "(" + after, "+", "COUNT", FANOUT_PAGE),
+            want_result=True, patient=True)
+        assert read is not None
+        page = await read
+        out: List[FanoutMessage] = []
+        for entry_id, fields in page:
+            after = _text(entry_id)
+            try:
+                out.append(_logged_fanout(after, fields))
+            except (ValueError, KeyError, TypeError, IndexError, ClusterError) as exc:
+                logger.warning("cluster: skipping fan-out log entry %s: %s", after, exc)
+        return out, after, len(page) >= FANOUT_PAGE
+
+    async def _catch_up_at_join(self) -> None:
+        """Fan-outs published between reading the log's end and subscribing (the node
+        holds no connections yet: they find nobody, unless a pair is loading)."""
+        after = self._fanouts.gap()
+        assert after is not None
+        more = True
+        while more:
+            entries, after, more = await self._fanout_page(after)
+            for message in self._fanouts.page(entries, after):
+                self._fanout_arrived(message)
+        for message in self._fanouts.caught_up():
+            self._fanout_arrived(message)
+
     async def _read_fanout_log(self, after: str) -> None:
         """Hand on the logged fan-outs after ``after`` this node did not get on the channel
-        (and those that arrived meanwhile), in log order, each once."""
-        entries: List[FanoutMessage] = []
-        try:
-            while True:
-                read = self._q(self._shards[0]).push(
-                    ("XRANGE", self.keys.fanout_log, "(" + after, "+", "COUNT", FANOUT_PAGE),
-                    want_result=True, patient=True)
-                assert read is not None
-                page = await read
-                for entry_id, fields in page:
-                    after = _text(entry_id)
-                    entries.append(_logged_fanout(after, fields))
-                if len(page) < FANOUT_PAGE:
-                    break
-        except Exception as exc:  # the queue closed (the node stops), or a bad entry
-            if self._joined:
-                logger.warning("cluster: reading the fan-out log failed: %s: %s",
-                               type(exc).__name__, exc)
-            ready = self._fanouts.read_failed()
-        else:
-            ready = self._fanouts.caught_up(entries)
-        for message in ready:
-            self._fanout_arrived(message)
-        if self._joined and self._fanouts.take_again():
-            self._catch_up_fanouts()
+        (then those that arrived meanwhile), in log order, each once; a failed read is
+        retried with backoff from where it stopped."""
+        log = self._fanouts
+        this_read = log.read_id
+        backoff = FANOUT_RETRY_FIRST
+        while self._joined and log.read_id == this_read:
+            try:
+                entries, upto, more = await self._fanout_page(after)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # e.g. an ACL refusing XRANGE; stopping: quietly
+                if not self._joined or log.read_id != this_read:
+                    return
+                logger.warning("cluster: reading the fan-out log failed (%s: %s); again in "
+                               "%.2fs", type(exc).__name__, exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, FANOUT_RETRY_MAX)
+                continue
+            if log.read_id != this_read:
+                return  # given up meanwhile (too many waited): what waited went out
+            backoff = FANOUT_RETRY_FIRST
+            for message in log.page(entries, upto):
+                if message.origin != self.node_id:
+                    self.fanouts_recovered += 1
+                self._fanout_arrived(message)
+            after = upto
+            if more:
+                continue
+            for message in log.caught_up():
+                self._fanout_arrived(message)
+            if not log.take_again():
+                return
+            again = log.gap()
+            assert again is not None
+            after = again
 
     def _on_shard(self, shard: Shard, pair: Pair) -> bool:
         return self._shard(pair) is shard
 
     def _publish(self, message: Union[FanoutMessage, AdminMessage, AcksMessage]) -> None:
         if isinstance(message, FanoutMessage):  # logged: a node whose channel is away reads it
+            oldest = max(0, int(time.time() * 1000) - int(self.ttl_ms))  # (this node's clock)
             self._q(self._shards[0]).push(
                 ("EVALSHA", "log_fanout", 1, self.keys.fanout_log, self.keys.all_channel,
-                 FANOUT_LOG_MAX, self.ttl_ms, encode_message(message)))
+                 FANOUT_LOG_MAX, self.ttl_ms, oldest, encode_message(message)))
             return
         self._q(self._shards[0]).push(("PUBLISH", self.keys.all_channel,
                                        encode_message(message)))

@@ -234,14 +234,20 @@ end
 return 0
 """
 
-# KEYS: the fan-out log. ARGV: 1 channel, 2 max entries, 3 ttl ms, 4 the encoded fan-out
-# (a JSON head, then a newline and the payload). Logs it and publishes it with its log id
-# (the head's "log" field) in one step: the ids arrive in log order, and a fan-out is in
-# the log exactly when it was published.
+# KEYS: the fan-out log. ARGV: 1 channel, 2 max entries, 3 ttl ms, 4 the oldest entry id
+# to keep (ms), 5 the encoded fan-out (a JSON head, then a newline and the payload). Logs it
+# and publishes it with its log id (the head's "log" field) in one step: the ids arrive in
+# log order, and a logged fan-out was published. A Redis that refuses the write (out of
+# memory, a read-only replica) still publishes it, without a log id (then returns false).
 LOG_FANOUT = r"""
-local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'm', ARGV[4])
+local id = redis.pcall('XADD', KEYS[1], 'MINID', '~', ARGV[4], '*', 'm', ARGV[5])
+if type(id) ~= 'string' then
+  redis.call('PUBLISH', ARGV[1], ARGV[5])
+  return false
+end
+redis.call('XTRIM', KEYS[1], 'MAXLEN', '~', ARGV[2])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
-local msg = ARGV[4]
+local msg = ARGV[5]
 local nl = string.find(msg, '\n', 1, true)
 local head, rest = msg, ''
 if nl then

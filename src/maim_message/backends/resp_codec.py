@@ -13,9 +13,10 @@ arguments but copies each payload twice, and over a relayed message it measured 
 ``MAIM_MESSAGE_PURE_RESP=1`` in the environment picks the pure-Python reader even when
 hiredis is installed (to compare them, or to rule the C code out).
 
-Two differences, both on input a RESP2 connection never carries: hiredis also parses
-RESP3 types, and it reports a bulk string followed by something other than CRLF at the
-next reply rather than at that one (a connection out of step is dropped either way).
+Two differences, both on input Redis never sends on a RESP2 connection: hiredis also
+parses RESP3 types, and it does not check the CRLF after a bulk string (it skips two
+bytes), so a stream out of step there may be read on, where the pure-Python reader
+raises. The queue still drops a connection whose replies outnumber its commands.
 """
 
 from __future__ import annotations
@@ -61,12 +62,14 @@ class NativeRespReader:
     def clear(self) -> None:
         """Forget everything fed (the connection was dropped: partial replies are void)."""
         assert _Reader is not None
-        self._reader = _Reader(protocolError=RespProtocolError, replyError=self._error)
+        self._reader = _Reader(protocolError=RespProtocolError, replyError=self._error,
+                               notEnoughData=_MORE)
         self._gets = self._reader.gets
 
     @property
     def has_unread(self) -> bool:
-        """Bytes fed and not yet taken as replies are held."""
+        """Bytes fed and not yet looked at are held (hiredis keeps the start of a partly
+        parsed reply to itself: a caller asks after taking the replies it expects)."""
         return bool(self._reader.has_data())
 
     def feed(self, data: bytes) -> None:
@@ -79,14 +82,17 @@ class NativeRespReader:
         gets = self._gets
         while limit != len(out):
             reply = gets()
-            if reply is False:  # hiredis's "not enough data" (RESP2 has no booleans)
+            if reply is _MORE:
                 break
             out.append(reply)
         return out
 
 
+_MORE = object()  # hiredis's answer while a reply is incomplete
+
+
 def _no_reply() -> Any:
-    return False
+    return _MORE
 
 
 ReaderType = Union[Type[NativeRespReader], Type[resp_reader.RespReader]]
