@@ -65,6 +65,7 @@ from .pubsub_messages import (
     encode_message,
     encode_pair_groups,
 )
+from .pubsub_state import stream_id_key
 from .redis_batch import MAX_TURN, SendTurn
 from .redis_channel import RedisChannel
 from .redis_keys import (
@@ -278,6 +279,20 @@ class RedisCluster(PubSubCluster, RedisPresence):
                 logger.warning("cluster: skipping fan-out log entry %s: %s", after, exc)
         return out, after, len(page) >= FANOUT_PAGE
 
+    async def _fanout_log_rewound(self, after: str) -> bool:
+        """The log's newest entry is older than the last fan-out handled: the log was made
+        again (a failover to a primary whose clock is behind): read it from its start."""
+        read = self._q(self._shards[0]).push(
+            ("XREVRANGE", self.keys.fanout_log, "+", "-", "COUNT", 1), want_result=True,
+            patient=True)
+        assert read is not None
+        newest = await read
+        if not newest or stream_id_key(_text(newest[0][0])) >= stream_id_key(after):
+            return False
+        logger.warning("cluster: the fan-out log ends before the last fan-out handled here "
+                       "(made again, or its Redis's clock is behind): reading it whole")
+        return True
+
     async def _catch_up_at_join(self) -> None:
         """Fan-outs published between reading the log's end and subscribing (the node
         holds no connections yet: they find nobody, unless a pair is loading)."""
@@ -301,6 +316,8 @@ class RedisCluster(PubSubCluster, RedisPresence):
         while self._joined and log.read_id == this_read:
             try:
                 entries, upto, more = await self._fanout_page(after)
+                rewound = (not entries and not more
+                           and await self._fanout_log_rewound(upto))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # e.g. an ACL refusing XRANGE; stopping: quietly
@@ -320,6 +337,9 @@ class RedisCluster(PubSubCluster, RedisPresence):
                 self._fanout_arrived(message)
             after = upto
             if more:
+                continue
+            if rewound:
+                after = log.last = "0-0"
                 continue
             for message in log.caught_up():
                 self._fanout_arrived(message)
