@@ -26,15 +26,13 @@ from .frame_dedupe import HANDLED
 from .pubsub_io import SendResult
 from .pubsub_messages import PairMessage
 from .redis_keys import Keys
+from .resp_reader import reply_text as _text
 
 if TYPE_CHECKING:
     from ..server.acks import Receipt
 
 MAX_TURN = 400  # messages or marks per transaction (bounded request and reply sizes)
 
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 class SendTurn:

@@ -19,7 +19,7 @@ from redis import exceptions as _rx
 
 from ..errors import ClusterError
 
-__all__ = ["RespProtocolError", "RespReader", "error_from"]
+__all__ = ["RespProtocolError", "RespReader", "error_from", "reply_text"]
 
 
 class RespProtocolError(ClusterError):
@@ -38,6 +38,11 @@ for _code, _name in (("NOSCRIPT", "NoScriptError"), ("EXECABORT", "ExecAbortErro
     if isinstance(_cls, type) and issubclass(_cls, (_rx.ResponseError,
                                                     _rx.ConnectionError)):
         _ERROR_CLASSES[_code] = _cls
+
+
+def reply_text(value: Any) -> str:
+    """A bulk or simple string reply (bytes) as text; anything else as ``str()`` gives it."""
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def error_from(line: bytes) -> _rx.RedisError:
