@@ -22,6 +22,7 @@ from typing import (
     TYPE_CHECKING,
     Any,
     Awaitable,
+    Callable,
     Dict,
     List,
     Optional,
@@ -45,7 +46,6 @@ from .frame_dedupe import (
     INCARNATION_SEP,
     SEEN,
     STARTED,
-    UNCHECKED,
     ClaimRenewals,
     DedupeBuckets,
     home_shard,
@@ -396,26 +396,20 @@ class RedisCluster(PubSubCluster, RedisPresence, RedisFanoutLog):
                 want_result=True)
             assert fut is not None
             replies.append(fut)
-        gathered = (replies[0] if shards == 1
-                    else asyncio.gather(*replies, return_exceptions=True))
 
-        def done(f: asyncio.Future[Any]) -> None:
+        def done(replies: List[asyncio.Future[Any]]) -> None:
+            # a shard that has the frame answers for it, whatever the others did
             exc: Optional[BaseException] = None
             answers: List[Optional[str]] = []
-            if f.cancelled():
-                exc = ClusterError("frame check cancelled")
-            elif f.exception() is not None:
-                exc = f.exception()
-            elif shards == 1:
-                answers = [_text(f.result())]
-            else:  # a shard that has the frame answers for it, whatever the others did
-                for reply in f.result():
-                    if isinstance(reply, BaseException):
-                        exc = exc or reply
-                        answers.append(None)
-                    else:
-                        answers.append(_text(reply))
-            flags = merge_answers(len(tokens), answers) if answers else UNCHECKED * len(tokens)
+            for f in replies:
+                error = (ClusterError("frame check cancelled") if f.cancelled()
+                         else f.exception())
+                if error is not None:
+                    exc = exc or error
+                    answers.append(None)
+                else:
+                    answers.append(_text(f.result()))
+            flags = merge_answers(len(tokens), answers)
             checked = self._frame_checked
             for n, frame in enumerate(frames):
                 flag = flags[n]
@@ -435,7 +429,7 @@ class RedisCluster(PubSubCluster, RedisPresence, RedisFanoutLog):
                             (exc or ClusterError("frame not checked")))
                 except Exception:  # one frame's start must not stop the others'
                     logger.exception("cluster: starting a checked frame failed")
-        gathered.add_done_callback(done)
+        when_all(replies, done)
 
     def _recheck(self, token: str, frame: GatedFrame) -> None:
         if self._joined:
@@ -564,6 +558,23 @@ def _refused(receipt: Optional[Receipt], fut: asyncio.Future[Any]) -> None:
 def _retrieved(fut: asyncio.Future[Any]) -> None:
     if not fut.cancelled():
         fut.exception()  # no "never retrieved" warning when nobody waited
+
+
+def when_all(futures: List[asyncio.Future[Any]],
+             then: Callable[[List[asyncio.Future[Any]]], None]) -> None:
+    """``then(futures)`` once every one is done, called from the last one's done callback
+    (one per flush of frame checks: no gather object, no extra loop turn)."""
+    if len(futures) == 1:
+        futures[0].add_done_callback(lambda _f: then(futures))
+        return
+    left = [len(futures)]
+
+    def one(_f: asyncio.Future[Any]) -> None:
+        left[0] -= 1
+        if left[0] == 0:
+            then(futures)
+    for fut in futures:
+        fut.add_done_callback(one)
 
 
 def _chain(source: Optional[asyncio.Future[Any]], target: asyncio.Future[Any]) -> None:
