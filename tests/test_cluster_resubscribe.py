@@ -8,6 +8,7 @@ the pairs on that shard: what the other shards published still arrived.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any, AsyncIterator, List
 
@@ -16,6 +17,7 @@ from redis import asyncio as redis_asyncio
 
 from maim_message.backends.redis_keys import Keys
 from maim_message.backends.shard_ring import ShardRing
+from maim_message.server import WebSocketServer
 
 from .helpers_api import make_message
 from .test_cluster import Receiver, RedisServer, node, presence, redis_url, started  # noqa: F401
@@ -82,111 +84,88 @@ async def test_a_reconnected_channel_re_reads_its_shards_pairs_once(
         await holder.stop()
 
 
+class FanoutScene:
+    """Two nodes on one Redis, a receiver connected to the holder, an admin client."""
+
+    def __init__(self, sender: WebSocketServer, holder: WebSocketServer, receiver: Receiver,
+                 admin: Any) -> None:
+        self.sender, self.holder, self.receiver, self.admin = sender, holder, receiver, admin
+        self.cluster: Any = holder.cluster
+
+    async def broadcast(self, text: str) -> None:
+        assert await self.sender.broadcast_message(make_message(text, "x", "qq"))
+        await self.receiver.wait(lambda: text in self.receiver.texts)
+
+    async def cut_channels(self) -> None:
+        """Both nodes' channel connections dropped; the holder's is away for a second."""
+        self.cluster._shards[0].channel._backoff = 1.0
+        assert await self.admin.client_kill_filter(_type="pubsub") >= 2
+
+
+@contextlib.asynccontextmanager
+async def fanout_scene(url: str) -> AsyncIterator[FanoutScene]:
+    sender, holder = node(url, "s"), node(url, "h")
+    await started(sender, holder)
+    receiver = Receiver(holder.port or 0, "u1")
+    admin = redis_asyncio.Redis.from_url(url)
+    try:
+        assert await receiver.client.connect()
+        await presence(sender, 1)
+        yield FanoutScene(sender, holder, receiver, admin)
+    finally:
+        await receiver.client.stop()
+        await admin.aclose()
+        for server in (sender, holder):
+            await server.stop()
+
+
 async def test_a_fan_out_sent_while_a_channel_is_away_arrives_once_after(
         redis_url: str) -> None:  # noqa: F811
     """A broadcast reaches another node only through the channel; published while that
     node's channel connection is down, it is read from the fan-out log once the channel
     is back: delivered once, before what was broadcast after it."""
-    sender, holder = node(redis_url, "s"), node(redis_url, "h")
-    await started(sender, holder)
-    receiver = Receiver(holder.port or 0, "u1")
-    admin = redis_asyncio.Redis.from_url(redis_url)
-    try:
-        assert await receiver.client.connect()
-        await presence(sender, 1)
-        cluster: Any = holder.cluster
-        channel = cluster._shards[0].channel
-        channel._backoff = 1.0  # the holder's channel stays away for a second
-        assert await admin.client_kill_filter(_type="pubsub") >= 2  # both nodes' channels
-        assert await sender.broadcast_message(make_message("while away", "x", "qq"))
-        await receiver.wait(lambda: "while away" in receiver.texts)
-        assert channel.reconnects >= 1 or cluster.stats()["resyncs"] >= 1
-        await sender.broadcast_message(make_message("after", "x", "qq"))
-        await receiver.wait(lambda: "after" in receiver.texts)
-        assert receiver.texts == ["while away", "after"]
-        assert cluster.stats()["fanouts_recovered"] == 1
-        assert sender.cluster.stats()["fanouts_recovered"] == 0  # type: ignore[union-attr]
-    finally:
-        await receiver.client.stop()
-        await admin.aclose()
-        for server in (sender, holder):
-            await server.stop()
+    async with fanout_scene(redis_url) as scene:
+        await scene.cut_channels()
+        await scene.broadcast("while away")
+        await scene.broadcast("after")
+        assert scene.receiver.texts == ["while away", "after"]
+        assert scene.cluster.stats()["fanouts_recovered"] == 1
+        assert scene.cluster.stats()["resyncs"] >= 1
+        assert scene.sender.cluster.stats()["fanouts_recovered"] == 0  # type: ignore
 
 
 async def test_a_bad_log_entry_is_skipped_once_and_the_missed_fan_out_still_arrives(
         redis_url: str, caplog: pytest.LogCaptureFixture) -> None:  # noqa: F811
-    sender, holder = node(redis_url, "s"), node(redis_url, "h")
-    await started(sender, holder)
-    receiver = Receiver(holder.port or 0, "u1")
-    admin = redis_asyncio.Redis.from_url(redis_url)
-    try:
-        assert await receiver.client.connect()
-        await presence(sender, 1)
-        cluster: Any = holder.cluster
-        cluster._shards[0].channel._backoff = 1.0
-        assert await admin.client_kill_filter(_type="pubsub") >= 2
-        await admin.xadd(cluster.keys.fanout_log, {"m": b"not a fan-out"})
-        assert await sender.broadcast_message(make_message("while away", "x", "qq"))
-        await receiver.wait(lambda: "while away" in receiver.texts)
-        await sender.broadcast_message(make_message("after", "x", "qq"))
-        await receiver.wait(lambda: "after" in receiver.texts)
-        assert receiver.texts == ["while away", "after"]
-        assert cluster.stats()["fanouts_recovered"] == 1
+    async with fanout_scene(redis_url) as scene:
+        await scene.cut_channels()
+        await scene.admin.xadd(scene.cluster.keys.fanout_log, {"m": b"not a fan-out"})
+        await scene.broadcast("while away")
+        await scene.broadcast("after")
+        assert scene.receiver.texts == ["while away", "after"]
+        assert scene.cluster.stats()["fanouts_recovered"] == 1
         skipped = [r for r in caplog.records if "skipping fan-out log entry" in r.getMessage()]
         assert len(skipped) == 2  # once per node (both channels were cut), not in a loop
-    finally:
-        await receiver.client.stop()
-        await admin.aclose()
-        for server in (sender, holder):
-            await server.stop()
 
 
 async def test_a_broadcast_still_goes_out_when_redis_refuses_to_log_it(
         redis_url: str) -> None:  # noqa: F811
     """Out of memory, Redis refuses the log append: the fan-out is published anyway."""
-    sender, holder = node(redis_url, "s"), node(redis_url, "h")
-    await started(sender, holder)
-    receiver = Receiver(holder.port or 0, "u1")
-    admin = redis_asyncio.Redis.from_url(redis_url)
-    try:
-        assert await receiver.client.connect()
-        await presence(sender, 1)
-        await admin.config_set("maxmemory", 1)
+    async with fanout_scene(redis_url) as scene:
+        await scene.admin.config_set("maxmemory", 1)
         try:
-            await sender.broadcast_message(make_message("out of memory", "x", "qq"))
-            await receiver.wait(lambda: "out of memory" in receiver.texts)
-            assert await admin.xlen(sender.cluster.keys.fanout_log) == 0  # type: ignore
+            await scene.broadcast("out of memory")
+            assert await scene.admin.xlen(scene.cluster.keys.fanout_log) == 0
         finally:
-            await admin.config_set("maxmemory", 0)
-    finally:
-        await receiver.client.stop()
-        await admin.aclose()
-        for server in (sender, holder):
-            await server.stop()
+            await scene.admin.config_set("maxmemory", 0)
 
 
 async def test_a_log_made_again_with_older_ids_is_read_from_its_start(
         redis_url: str) -> None:  # noqa: F811
     """After a failover to a primary whose clock is behind, the log's ids are older than
     the last fan-out a node handled: it reads the log whole instead of dropping them."""
-    sender, holder = node(redis_url, "s"), node(redis_url, "h")
-    await started(sender, holder)
-    receiver = Receiver(holder.port or 0, "u1")
-    admin = redis_asyncio.Redis.from_url(redis_url)
-    try:
-        assert await receiver.client.connect()
-        await presence(sender, 1)
-        cluster: Any = holder.cluster
-        cluster._fanouts.last = "99999999999999-0"  # as if handled on the old primary
-        cluster._shards[0].channel._backoff = 1.0
-        assert await admin.client_kill_filter(_type="pubsub") >= 2
-        assert await sender.broadcast_message(make_message("while away", "x", "qq"))
-        await receiver.wait(lambda: "while away" in receiver.texts)
-        await sender.broadcast_message(make_message("after", "x", "qq"))
-        await receiver.wait(lambda: "after" in receiver.texts)
-        assert receiver.texts == ["while away", "after"]
-    finally:
-        await receiver.client.stop()
-        await admin.aclose()
-        for server in (sender, holder):
-            await server.stop()
+    async with fanout_scene(redis_url) as scene:
+        scene.cluster._fanouts.last = "99999999999999-0"  # as if handled on the old primary
+        await scene.cut_channels()
+        await scene.broadcast("while away")
+        await scene.broadcast("after")
+        assert scene.receiver.texts == ["while away", "after"]

@@ -9,14 +9,14 @@ and re-established over TLS all work as over plain TCP.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, AsyncIterator, List
+from typing import AsyncIterator, List
 from urllib.parse import quote
 
 import pytest
-from redis import asyncio as redis_asyncio
 
 from .helpers_api import make_message
-from .test_cluster import Receiver, RedisServer, node, presence, started
+from .test_cluster import RedisServer
+from .test_cluster_resubscribe import fanout_scene
 
 trustme = pytest.importorskip("trustme", reason="trustme (a test extra) makes the certificates")
 
@@ -56,34 +56,17 @@ async def tls_redis(tmp_path: Path) -> AsyncIterator[TlsRedis]:
 
 
 async def test_nodes_relay_and_recover_over_a_tls_redis(tls_redis: TlsRedis) -> None:
-    sender, holder = node(tls_redis.url, "s"), node(tls_redis.url, "h")
-    await started(sender, holder)
-    receiver = Receiver(holder.port or 0, "u1")
-    admin = redis_asyncio.Redis.from_url(tls_redis.url)
-    try:
-        assert await receiver.client.connect()
-        await presence(sender, 1)
-        await sender.send_message(make_message("over tls", "u1", "qq"))
-        await receiver.wait(lambda: "over tls" in receiver.texts)
-        await sender.broadcast_message(make_message("broadcast", "x", "qq"))
-        await receiver.wait(lambda: "broadcast" in receiver.texts)
-
-        cluster: Any = holder.cluster
-        before = cluster.stats()["resyncs"]
-        channel = cluster._shards[0].channel
-        channel._backoff = 0.5  # away long enough for the sends below to miss it
-        assert await admin.client_kill_filter(_type="pubsub") >= 2
-        await sender.send_message(make_message("while away", "u1", "qq"))
-        await sender.broadcast_message(make_message("broadcast while away", "x", "qq"))
-        await receiver.wait(lambda: "broadcast while away" in receiver.texts
-                            and "while away" in receiver.texts)
-        assert cluster.stats()["resyncs"] > before
-        await sender.send_message(make_message("after", "u1", "qq"))
-        await receiver.wait(lambda: "after" in receiver.texts)
-        assert sorted(receiver.texts) == sorted(["over tls", "broadcast", "while away",
-                                                 "broadcast while away", "after"])
-    finally:
-        await receiver.client.stop()
-        await admin.aclose()
-        for server in (sender, holder):
-            await server.stop()
+    async with fanout_scene(tls_redis.url) as scene:
+        await scene.sender.send_message(make_message("over tls", "u1", "qq"))
+        await scene.receiver.wait(lambda: "over tls" in scene.receiver.texts)
+        await scene.broadcast("broadcast")
+        before = scene.cluster.stats()["resyncs"]
+        await scene.cut_channels()  # reconnected over TLS: the pair re-read, the log read
+        await scene.sender.send_message(make_message("while away", "u1", "qq"))
+        await scene.broadcast("broadcast while away")
+        await scene.receiver.wait(lambda: "while away" in scene.receiver.texts)
+        assert scene.cluster.stats()["resyncs"] > before
+        await scene.sender.send_message(make_message("after", "u1", "qq"))
+        await scene.receiver.wait(lambda: "after" in scene.receiver.texts)
+        assert sorted(scene.receiver.texts) == sorted([
+            "over tls", "broadcast", "while away", "broadcast while away", "after"])
