@@ -191,6 +191,36 @@ def test_an_ack_repeated_before_the_store_answer_is_not_taken_for_an_entry() -> 
     assert ids.acked(pair, ["m1"]).sids == ["9-0"]
 
 
+def test_an_ack_before_the_pair_leaves_still_deletes_its_entry() -> None:
+    """A receiver acks and disconnects before Redis answered with the entry (tail
+    --count 1): the answer deletes it, and a read of the stream on the pair's return here
+    leaves the acked message out."""
+    ids = StreamIds()
+    pair = ("bob", "qq")
+    ids.pending(pair, "m1")
+    ids.acked(pair, ["m1"])
+    ids.forget(pair)  # the last connection closed
+    assert ids.acked_while_away(pair, ["m1"])  # the answer: delete the entry
+    assert ids.acked_before_leaving(pair) == {"m1"}  # (its delete follows a read)
+    assert ids.acked_before_leaving(pair) == set()  # asked once
+    assert not ids.acked_while_away(pair, ["m1"])
+
+
+def test_an_entry_with_an_unacked_message_stays_when_the_pair_leaves() -> None:
+    ids = StreamIds()
+    pair = ("bob", "qq")
+    ids.pending(pair, "m1")
+    ids.pending(pair, "m2")
+    ids.acked(pair, ["m1"])
+    ids.forget(pair)
+    assert not ids.acked_while_away(pair, ["m1", "m2"])  # m2 needs the entry
+    assert ids.acked_before_leaving(pair) == {"m1"}  # m1 is left out of a read here
+    other = ("carol", "qq")
+    ids.pending(other, "m3")
+    ids.forget(other)  # nothing acked: nothing kept
+    assert not ids.acked_while_away(other, ["m3"]) and ids.acked_before_leaving(other) == set()
+
+
 # -- the handled-frame record ----------------------------------------------------------------
 
 

@@ -36,6 +36,9 @@ class AckBatching(PubSubIO):
     def _stored(self, pair: Pair, msg_ids: List[str], sid: str) -> None:
         """The store answered with the entry of messages this node sent (called by the
         subclass as soon as the answer arrives, before anything else runs)."""
+        if self._sids.acked_while_away(pair, msg_ids):  # acked, then the pair left here
+            self._store_delete(pair, [sid], False)
+            return
         again = self._sids.stored(pair, msg_ids, sid)
         if again:
             self._acked(pair, again, "")  # acked before the answer: delete them now

@@ -257,8 +257,11 @@ class PubSubCluster(PairSending, AckBatching, FrameGuard):
         cutoff = (time.time() - self.outbox_ttl) * 1000
         if entries:
             self.takeovers += 1
+        acked = self._sids.acked_before_leaving(pair)
         for sid, msg_id, payload in entries:
             state.loaded_upto = stream_id_key(sid)
+            if msg_id in acked:
+                continue  # acked here just before the pair left: its delete is under way
             self._sids.known(pair, msg_id, sid, ANY_ORIGIN)
             if state.loaded_upto[0] >= cutoff and not delivery.is_queued(pair, msg_id):
                 delivery.enqueue(pair, msg_id, payload, persist=False)

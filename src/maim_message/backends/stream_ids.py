@@ -10,6 +10,11 @@ so the answer deletes them at once.
 Messages acked here whose entry still holds unacked ones stay in the stream: they are
 remembered (by entry) until the entry is deleted, so a re-read of the stream (a node died,
 the channel reconnected) does not deliver them again.
+
+A pair whose last connection here closes is forgotten, but for messages still waiting
+for Redis's answer: a receiver that acks a message and leaves at once (``tail --count 1``)
+acked it before its entry was known, and the answer must still delete it, or its next
+connection gets it again.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ ACKED = "acked"
 # origin of a message read from its pair's stream (after a takeover): whoever may wait
 # for its ack is not known here, so its ack goes to every node
 ANY_ORIGIN = "*"
+MAX_RELEASED = 10_000  # forgotten pairs whose acked messages wait for their entry
 
 # once known: the stream id, or (stream id, origin awaiting the ack) when one waits (a
 # tuple per unacked message would outlive many allocations: garbage-collector passes);
@@ -46,10 +52,12 @@ class StreamIds:
     still unacked here (an entry holds a turn's messages for the pair; it is deleted once
     all of them are acked)."""
 
-    __slots__ = ("_done", "_left", "_pairs")
+    __slots__ = ("_done", "_left", "_pairs", "_released")
 
     def __init__(self) -> None:
         self._pairs: Dict[Pair, Dict[str, _Entry]] = {}
+        # pairs forgotten while messages waited for their entry: pair -> msg_id -> state
+        self._released: Dict[Pair, Dict[str, str]] = {}
         self._left: Dict[Pair, Dict[str, int]] = {}
         # acked messages of entries not deleted yet: pair -> stream id -> msg_ids
         self._done: Dict[Pair, Dict[str, Set[str]]] = {}
@@ -148,11 +156,45 @@ class StreamIds:
         return not self._pairs.get(pair)
 
     def forget(self, pair: Pair) -> None:
-        self._pairs.pop(pair, None)
+        """The pair's last connection here closed: what it acked while its entry was not
+        known yet is kept for Redis's answer (:meth:`acked_while_away`)."""
+        ids = self._pairs.pop(pair, None)
         self._left.pop(pair, None)
         self._done.pop(pair, None)
+        if ids:
+            waiting = {m: s for m, s in ids.items() if s == PENDING or s == ACKED}
+            if ACKED in waiting.values():
+                if len(self._released) >= MAX_RELEASED:
+                    self._released.clear()  # (bounded: a lost answer must not leak)
+                self._released[pair] = waiting
+
+    def acked_while_away(self, pair: Pair, msg_ids: List[str]) -> bool:
+        """Redis answered with the entry of ``msg_ids``, sent to a pair forgotten here
+        meanwhile: True when all of them were acked (delete the entry; if one was not,
+        it stays for the pair's next connection, and the acked ones are remembered for a
+        read of it here: :meth:`acked_before_leaving`)."""
+        if not self._released:
+            return False
+        waiting = self._released.get(pair)
+        if waiting is None:
+            return False
+        states = [waiting.get(msg_id) for msg_id in msg_ids]
+        for msg_id, state in zip(msg_ids, states):
+            if state == PENDING:
+                del waiting[msg_id]  # unacked: in the stream for the pair's next connection
+        if not waiting:
+            del self._released[pair]
+        return all(state == ACKED for state in states)
+
+    def acked_before_leaving(self, pair: Pair) -> Set[str]:
+        """The pair is back here and its stream was read: the messages its last
+        connection acked before their entry was known (the read may still hold them:
+        their delete was queued after it). Forgotten once asked."""
+        waiting = self._released.pop(pair, None) if self._released else None
+        return {m for m, state in waiting.items() if state == ACKED} if waiting else set()
 
     def clear(self) -> None:
         self._pairs.clear()
         self._left.clear()
         self._done.clear()
+        self._released.clear()
