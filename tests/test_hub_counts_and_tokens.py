@@ -66,6 +66,36 @@ async def test_same_pair_forwards_are_counted_once_in_frames_and_bytes(tmp_path:
         await hub.shutdown()
 
 
+OTHER = "pair-key-counts-0002"
+
+
+async def test_a_message_held_for_an_offline_receiver_counts_out_when_written(
+        tmp_path: Path) -> None:
+    """`send` to a user who is away, then the user connects: one message in, one out."""
+    hub_config(tmp_path)  # writes hub.toml; a second key is added below
+    path = tmp_path / "hub.toml"
+    path.write_text(path.read_text() + textwrap.dedent(f"""
+        [[keys]]
+        key = "{OTHER}"
+        user = "v"
+        """))
+    hub = Hub(load_config(path, env={}))
+    await hub.start()
+    base = f"ws://127.0.0.1:{hub.port}/ws?platform=qq&api_key="
+    try:
+        async with websockets.connect(base + KEY) as tx:
+            await tx.send(envelope("held", make_message("for v", OTHER, "qq").to_dict()))
+            assert (await recv_json(tx, 10))["type"] == "sys_ack"
+        held = hub.snapshot()
+        assert held["messages_in"] == 1 and held["messages_out"] == 0
+        async with websockets.connect(base + OTHER) as rx:
+            assert b'"for v"' in (await rx.recv()).encode()
+            assert hub.snapshot()["messages_out"] == 1
+    finally:
+        await hub.shutdown()
+    assert hub.messages_out == 1  # closed connections still count
+
+
 def test_generated_admin_token_stops_working_once_a_token_is_configured() -> None:
     cfg = HubConfig(port=0)
     new = copy.deepcopy(cfg)

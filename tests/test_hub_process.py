@@ -370,7 +370,8 @@ async def test_routes_between_clients_counts_metrics_and_exits_cleanly(hub_facto
         assert stats["connections"] == 4 and stats["platforms"] == {"qq": 3, "tg": 1}
         assert {u["user"]: u["platforms"] for u in stats["by_user"]} == {
             "maibot": {"qq": 1}, "napcat": {"qq": 1}, "someone-else": {"qq": 1, "tg": 1}}
-        assert stats["messages_in"] == 4 and stats["messages_out"] == 2
+        # the held message counts out once it is written to the late connection
+        assert stats["messages_in"] == 4 and stats["messages_out"] == 3
 
         # SIGTERM: exit 0, every client sees a clean close (1001 going away).
         rc = await hub.terminate()

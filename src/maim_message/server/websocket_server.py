@@ -86,6 +86,7 @@ class WebSocketServer:
         self.running = False
         self.routes = RoutingTable()
         self.peers: Dict[str, Peer] = {}
+        self._written_to_closed = 0  # messages written to connections closed since
         self.stats: Dict[str, Any] = {
             "total_auth_requests": 0, "successful_auths": 0, "failed_auths": 0,
             "messages_processed": 0, "custom_messages_processed": 0,
@@ -362,6 +363,7 @@ class WebSocketServer:
             self._key_conns.release(peer.api_key)
         if peer.conn is None:
             return  # refused when opening (a limit): never registered
+        self._written_to_closed += peer.messages_out
         if self.peers.get(peer.uuid) is not peer:
             return  # replaced by a newer connection with the same uuid: that one lives on
         del self.peers[peer.uuid]
@@ -711,6 +713,12 @@ class WebSocketServer:
 
     def get_connection_count(self) -> int:
         return self.routes.connection_count
+
+    def messages_written(self) -> int:
+        """Messages written to this server's connections so far, backlogs on reconnect
+        included (a message re-sent after a reconnect counts again; acks do not count).
+        Summed over the connections when asked: nothing per message."""
+        return self._written_to_closed + sum(p.messages_out for p in self.peers.values())
 
     def get_user_connections(self, user_id: str) -> Dict[str, Set[str]]:
         """``{platform: {connection uuid}}`` of one user (a copy; empty when unknown)."""
