@@ -263,3 +263,32 @@ def test_without_tomli_before_python_3_11_the_error_names_the_package(
     monkeypatch.setitem(sys.modules, "tomli", None)  # import tomli -> ImportError
     text = problems_of(write(tmp_path, "[hub]\nport = 1\n"))
     assert "tomli" in text and "maim_message[hub]" in text
+
+
+def test_cluster_shard_urls_are_each_checked_and_shown_without_secrets(tmp_path: Path) -> None:
+    path = write(tmp_path, """
+[cluster]
+backend = "redis"
+redis_url = "redis://127.0.0.1:6379/0,admin:s3cret@10.0.0.2:6379"
+""")
+    text = problems_of(path, env={})
+    assert "cluster.redis_url: must start with redis://" in text
+    assert "***@10.0.0.2:6379" in text and "s3cret" not in text
+
+
+def test_the_redis_backend_without_redis_py_is_a_config_problem(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`serve --check-config` says so, instead of `serve` failing with a traceback."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "redis" else real(name, *a))
+    path = write(tmp_path, """
+[cluster]
+backend = "redis"
+redis_url = "redis://127.0.0.1:6379/0"
+""")
+    text = problems_of(path, env={})
+    assert f"{path}:3: cluster.backend: the redis backend needs redis-py: " \
+           "pip install 'maim_message[cluster]'" in text

@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from . import __version__
 from .core.redact import Redactor
-from .errors import ServerStartError
+from .errors import ConfigError, ServerStartError
 from .hub.config import ENV_KEYS, HubConfig, HubConfigError, env_name, load_config
 
 EXIT_OK = 0
@@ -157,6 +157,9 @@ def _serve(args: argparse.Namespace) -> int:
 
     try:
         return asyncio.run(serve(config, announce=announce, loader=loader, on_reload=on_reload))
+    except ConfigError as exc:  # what only starting finds (e.g. a backend not installed)
+        logging.getLogger("maim_message.hub").error("invalid configuration: %s", exc)
+        return EXIT_BAD_CONFIG
     except (ServerStartError, OSError, ssl.SSLError) as exc:  # port in use, bad cert/key
         logging.getLogger("maim_message.hub").error("cannot start the hub: %s", exc)
         return EXIT_START_FAILED

@@ -8,10 +8,10 @@ pair (liveness, presence, fan-outs).
 from __future__ import annotations
 
 from typing import Dict, List, Optional, Sequence, Union
-from urllib.parse import urlsplit
 
 from redis.asyncio import Redis
 
+from ..core.redact import safe_url as safe_url  # (re-exported: logs name shards by it)
 from ..errors import ClusterError
 from .cluster_base import Pair
 from .pubsub_io import PubSubIO
@@ -29,22 +29,6 @@ def split_urls(url: Union[str, Sequence[str]]) -> List[str]:
     if not out:
         raise ValueError("cluster_redis_url names no Redis")
     return out
-
-
-_SECRET_PARAMS = ("password", "username", "user")
-
-
-def safe_url(url: str) -> str:
-    """The URL as logs may show it: a user/password part masked, and a password given as
-    a query parameter (``?password=``, which redis-py also reads) left out."""
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    if "@" in netloc:
-        netloc = "***@" + netloc.rpartition("@")[2]
-    query = "&".join(p for p in parts.query.split("&")
-                     if p and p.split("=", 1)[0].lower() not in _SECRET_PARAMS)
-    return (f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")
-            + (f"#{parts.fragment}" if parts.fragment else ""))
 
 
 class Shard:

@@ -13,7 +13,7 @@ import logging
 import re
 import traceback
 from typing import Any, Iterable, List, MutableMapping, Optional, Tuple
-from urllib.parse import quote, quote_plus
+from urllib.parse import quote, quote_plus, urlsplit
 
 from .identity import fingerprint
 
@@ -121,3 +121,22 @@ def pair_label(pair: Tuple[str, str]) -> str:
     usual setup, so only its fingerprint (the label connection logs show) appears."""
     user, platform = pair
     return f"{fingerprint(user)}/{log_safe(platform, 40)}"
+
+
+_SECRET_PARAMS = ("password", "username", "user")
+
+
+def safe_url(url: str) -> str:
+    """The URL as logs may show it: a user/password part masked, and a password given as
+    a query parameter (``?password=``, which redis-py also reads) left out. Something
+    that is not a URL (no ``scheme://``) is shown masked up to its last ``@``."""
+    if "://" not in url:
+        return "***@" + url.rpartition("@")[2] if "@" in url else url
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = "***@" + netloc.rpartition("@")[2]
+    query = "&".join(p for p in parts.query.split("&")
+                     if p and p.split("=", 1)[0].lower() not in _SECRET_PARAMS)
+    return (f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")
+            + (f"#{parts.fragment}" if parts.fragment else ""))

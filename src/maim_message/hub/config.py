@@ -7,10 +7,12 @@ Every problem is collected and reported together, each naming where the value ca
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
+from ..core.redact import safe_url
 from .key_config import check_keys, is_sha256_hex, keys_from_spec, keys_from_tables
 from .key_config import parse_keys_spec as parse_keys_spec
 from .settings import (
@@ -361,9 +363,14 @@ def _check(config: HubConfig, origins: Origins, problems: List[str], check_files
         if not url:
             problems.append(f"{origins.where('cluster.backend')}: cluster.redis_url: the "
                             "redis cluster backend needs redis_url (redis://host:6379/0)")
-        elif not url.startswith(("redis://", "rediss://", "unix://")):
-            problems.append(f"{origins.where('cluster.redis_url')}: cluster.redis_url: must "
-                            f"start with redis://, rediss:// or unix:// (got \"{url}\")")
+        for one in (url or "").split(","):  # several, comma separated: shards
+            if not one.strip().startswith(("redis://", "rediss://", "unix://")):
+                problems.append(f"{origins.where('cluster.redis_url')}: cluster.redis_url: "
+                                "must start with redis://, rediss:// or unix:// (got "
+                                f"\"{safe_url(one.strip())}\")")
+        if importlib.util.find_spec("redis") is None:
+            problems.append(f"{origins.where('cluster.backend')}: cluster.backend: the redis "
+                            "backend needs redis-py: pip install 'maim_message[cluster]'")
     admin = config.admin
     for name in ("token", "metrics_token"):
         if getattr(admin, name) and getattr(admin, name + "_sha256"):
