@@ -221,6 +221,42 @@ def test_an_entry_with_an_unacked_message_stays_when_the_pair_leaves() -> None:
     assert not ids.acked_while_away(other, ["m3"]) and ids.acked_before_leaving(other) == set()
 
 
+def test_a_pair_that_leaves_twice_before_the_answers_keeps_both_acks() -> None:
+    ids = StreamIds()
+    pair = ("bob", "qq")
+    ids.pending(pair, "x")
+    ids.acked(pair, ["x"])
+    ids.forget(pair)  # left; back here; acked y; left again, before x's answer
+    ids.pending(pair, "y")
+    ids.acked(pair, ["y"])
+    ids.forget(pair)
+    assert ids.acked_while_away(pair, ["x"]) and ids.acked_while_away(pair, ["y"])
+    assert ids.acked_before_leaving(pair) == {"x", "y"}
+
+
+def test_released_pairs_are_bounded_oldest_first() -> None:
+    from maim_message.backends import stream_ids
+
+    ids = StreamIds()
+    for n in range(stream_ids.MAX_RELEASED + 5):
+        pair = (f"u{n}", "qq")
+        ids.pending(pair, "m")
+        ids.acked(pair, ["m"])
+        ids.forget(pair)
+    assert len(ids._released) == stream_ids.MAX_RELEASED
+    assert not ids.acked_while_away(("u0", "qq"), ["m"])  # the oldest went first
+    assert ids.acked_while_away((f"u{stream_ids.MAX_RELEASED + 4}", "qq"), ["m"])
+
+
+def test_a_read_that_skips_an_acked_message_remembers_it_for_re_reads() -> None:
+    ids = StreamIds()
+    pair = ("bob", "qq")
+    ids.acked_in_entry(pair, "5-0", "a")  # the backlog read left it out
+    ids.known(pair, "b", "5-0")
+    assert ids.was_acked(pair, "5-0", "a") and not ids.was_acked(pair, "5-0", "b")
+    assert ids.acked(pair, ["b"]).sids == ["5-0"]  # b was the entry's last unacked one
+
+
 # -- the handled-frame record ----------------------------------------------------------------
 
 

@@ -184,3 +184,20 @@ async def test_a_whole_session_at_debug_logs_no_key(capture: Capture) -> None:
         for form in {secret, quote(secret, safe=""), quote_plus(secret)}:
             leaks = [line for line in everything.splitlines() if form in line]
             assert not leaks, f"{fingerprint(secret)} leaked: {leaks[:3]}"
+
+
+@pytest.mark.parametrize("url, shown", [
+    ("redis://user:pass@host:6379/0", "redis://***@host:6379/0"),
+    ("redis://:pa/ss@host:1/0", "redis://***@host:1/0"),  # an unencoded "/" in it
+    ("unix://user:pass@/tmp/redis.sock?db=0", "unix://***@/tmp/redis.sock?db=0"),
+    ("redis://host?password=pass&db=1", "redis://host?db=1"),
+    ("redis://host?%70assword=pass&db=1", "redis://host?db=1"),  # percent-encoded name
+    ("rediss://host?ssl_password=pass", "rediss://host"),
+    ("127.0.0.1:6379/0?password=pass", "127.0.0.1:6379/0"),  # not a URL at all
+    ("user:pass@host:1", "***@host:1"),
+    ("redis://host:6379/0", "redis://host:6379/0"),
+])
+def test_redis_urls_are_shown_without_their_secrets(url: str, shown: str) -> None:
+    from maim_message.core.redact import safe_url
+
+    assert safe_url(url) == shown and "pass" not in safe_url(url)

@@ -194,14 +194,22 @@ async def test_wrong_path_and_plain_http(hub: Any) -> None:
 async def test_same_uuid_reconnect_replaces_old_without_hurting_new(hub: Any) -> None:
     headers = {"x-apikey": "k1", "x-platform": "qq", "x-uuid": "same"}
     old = await websockets.connect(hub.url, additional_headers=headers)
+    written = hub.messages_written()
+    assert await hub.send_message(make_message("to old", "k1", "qq")) == {"same": True}
+    assert (await recv_until(old, "sys_std"))["payload"]["message_segment"]["data"] == "to old"
     new = await websockets.connect(hub.url, additional_headers=headers)
+    # the replaced one's write stays counted; the new one got it again (never acked)
+    assert hub.messages_written() == written + 2
+    assert (await recv_until(new, "sys_std"))["payload"]["message_segment"]["data"] == "to old"
     with pytest.raises(ConnectionClosed):
-        await asyncio.wait_for(old.recv(), 5)
+        while True:  # (anything still unread, then the close)
+            await asyncio.wait_for(old.recv(), 5)
     assert old.close_code == 4000
     assert hub.get_connection_count() == 1
     result = await hub.send_message(make_message("to new", "k1", "qq"))
     assert result == {"same": True}
     assert (await recv_until(new, "sys_std"))["payload"]["message_segment"]["data"] == "to new"
+    assert hub.messages_written() == written + 3  # the old one's close added nothing twice
     await new.close()
 
 

@@ -157,10 +157,8 @@ def _serve(args: argparse.Namespace) -> int:
 
     try:
         return asyncio.run(serve(config, announce=announce, loader=loader, on_reload=on_reload))
-    except ConfigError as exc:  # what only starting finds (e.g. a backend not installed)
-        logging.getLogger("maim_message.hub").error("invalid configuration: %s", exc)
-        return EXIT_BAD_CONFIG
-    except (ServerStartError, OSError, ssl.SSLError) as exc:  # port in use, bad cert/key
+    except (ServerStartError, ConfigError, OSError, ssl.SSLError) as exc:  # port in use,
+        # bad cert/key, what only starting finds (a backend's library not installed)
         logging.getLogger("maim_message.hub").error("cannot start the hub: %s", exc)
         return EXIT_START_FAILED
     except KeyboardInterrupt:  # pragma: no cover - a signal before handlers were installed

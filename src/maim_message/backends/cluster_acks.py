@@ -37,7 +37,7 @@ class AckBatching(PubSubIO):
         """The store answered with the entry of messages this node sent (called by the
         subclass as soon as the answer arrives, before anything else runs)."""
         if self._sids.acked_while_away(pair, msg_ids):  # acked, then the pair left here
-            self._store_delete(pair, [sid], False)
+            self._store_delete(pair, [sid], self._sids.idle(pair))
             return
         again = self._sids.stored(pair, msg_ids, sid)
         if again:

@@ -255,13 +255,14 @@ class PubSubCluster(PairSending, AckBatching, FrameGuard):
             return  # the pair left this node meanwhile
         delivery = host.delivery
         cutoff = (time.time() - self.outbox_ttl) * 1000
-        if entries:
-            self.takeovers += 1
         acked = self._sids.acked_before_leaving(pair)
+        if any(msg_id not in acked for _sid, msg_id, _payload in entries):
+            self.takeovers += 1
         for sid, msg_id, payload in entries:
             state.loaded_upto = stream_id_key(sid)
-            if msg_id in acked:
-                continue  # acked here just before the pair left: its delete is under way
+            if msg_id in acked:  # acked here just before the pair left: its delete is
+                self._sids.acked_in_entry(pair, sid, msg_id)  # under way, or its entry
+                continue  # stays for an unacked one (a re-read leaves it out too)
             self._sids.known(pair, msg_id, sid, ANY_ORIGIN)
             if state.loaded_upto[0] >= cutoff and not delivery.is_queued(pair, msg_id):
                 delivery.enqueue(pair, msg_id, payload, persist=False)

@@ -25,6 +25,7 @@ from .cluster_base import Pair
 
 PENDING = "pending"
 ACKED = "acked"
+DELETED = "deleted"  # acked before its pair left here; its entry's delete is queued
 # origin of a message read from its pair's stream (after a takeover): whoever may wait
 # for its ack is not known here, so its ack goes to every node
 ANY_ORIGIN = "*"
@@ -164,34 +165,50 @@ class StreamIds:
         if ids:
             waiting = {m: s for m, s in ids.items() if s == PENDING or s == ACKED}
             if ACKED in waiting.values():
-                if len(self._released) >= MAX_RELEASED:
-                    self._released.clear()  # (bounded: a lost answer must not leak)
+                released = self._released.get(pair)
+                if released is not None:  # it left here before, answers still due
+                    released.update(waiting)
+                    return
+                while len(self._released) >= MAX_RELEASED:  # bounded: the oldest go
+                    del self._released[next(iter(self._released))]
                 self._released[pair] = waiting
 
     def acked_while_away(self, pair: Pair, msg_ids: List[str]) -> bool:
         """Redis answered with the entry of ``msg_ids``, sent to a pair forgotten here
         meanwhile: True when all of them were acked (delete the entry; if one was not,
-        it stays for the pair's next connection, and the acked ones are remembered for a
-        read of it here: :meth:`acked_before_leaving`)."""
+        it stays for the pair's next connection). The acked ones are remembered, as
+        ``DELETED`` or ``ACKED``, for a read of the stream here that was queued before
+        the delete (:meth:`acked_before_leaving`)."""
         if not self._released:
             return False
         waiting = self._released.get(pair)
         if waiting is None:
             return False
         states = [waiting.get(msg_id) for msg_id in msg_ids]
+        whole = all(state == ACKED for state in states)
         for msg_id, state in zip(msg_ids, states):
             if state == PENDING:
                 del waiting[msg_id]  # unacked: in the stream for the pair's next connection
+            elif whole:
+                waiting[msg_id] = DELETED
         if not waiting:
             del self._released[pair]
-        return all(state == ACKED for state in states)
+        return whole
 
     def acked_before_leaving(self, pair: Pair) -> Set[str]:
         """The pair is back here and its stream was read: the messages its last
         connection acked before their entry was known (the read may still hold them:
         their delete was queued after it). Forgotten once asked."""
         waiting = self._released.pop(pair, None) if self._released else None
-        return {m for m, state in waiting.items() if state == ACKED} if waiting else set()
+        return {m for m, state in waiting.items() if state != PENDING} if waiting else set()
+
+    def acked_in_entry(self, pair: Pair, sid: str, msg_id: str) -> None:
+        """``msg_id`` of entry ``sid`` was acked here (a read skipped it): a re-read of
+        the stream leaves it out too (:meth:`was_acked`) until the entry is deleted."""
+        done = self._done.get(pair)
+        if done is None:
+            done = self._done[pair] = {}
+        done.setdefault(sid, set()).add(msg_id)
 
     def clear(self) -> None:
         self._pairs.clear()

@@ -13,7 +13,7 @@ import logging
 import re
 import traceback
 from typing import Any, Iterable, List, MutableMapping, Optional, Tuple
-from urllib.parse import quote, quote_plus, urlsplit
+from urllib.parse import quote, quote_plus, unquote
 
 from .identity import fingerprint
 
@@ -123,20 +123,22 @@ def pair_label(pair: Tuple[str, str]) -> str:
     return f"{fingerprint(user)}/{log_safe(platform, 40)}"
 
 
-_SECRET_PARAMS = ("password", "username", "user")
+_SECRET_PARAMS = ("password", "username", "user", "ssl_password")
 
 
 def safe_url(url: str) -> str:
-    """The URL as logs may show it: a user/password part masked, and a password given as
-    a query parameter (``?password=``, which redis-py also reads) left out. Something
-    that is not a URL (no ``scheme://``) is shown masked up to its last ``@``."""
-    if "://" not in url:
-        return "***@" + url.rpartition("@")[2] if "@" in url else url
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    if "@" in netloc:
-        netloc = "***@" + netloc.rpartition("@")[2]
-    query = "&".join(p for p in parts.query.split("&")
-                     if p and p.split("=", 1)[0].lower() not in _SECRET_PARAMS)
-    return (f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")
-            + (f"#{parts.fragment}" if parts.fragment else ""))
+    """The URL as logs may show it: everything before the last ``@`` of its authority
+    masked (a user and password, even one with an unencoded ``/``), and query parameters
+    naming a secret (``?password=``, which redis-py also reads, percent-encoded or not)
+    left out. Works on strings that are not URLs too (no ``scheme://``)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        scheme, rest = "", url
+    rest, _q, query = rest.partition("?")
+    query, _h, fragment = query.partition("#")
+    if "@" in rest:
+        rest = "***@" + rest.rpartition("@")[2]
+    kept = "&".join(p for p in query.split("&")
+                    if p and unquote(p.split("=", 1)[0]).lower() not in _SECRET_PARAMS)
+    return ((scheme + "://" if sep else "") + rest + (f"?{kept}" if kept else "")
+            + (f"#{fragment}" if fragment else ""))

@@ -331,6 +331,8 @@ class WebSocketServer:
             # Same x-uuid reconnecting before we noticed the old socket died: the newer
             # connection wins, and the old one's cleanup must not touch it.
             old.conn.close(4000, "replaced by a newer connection with the same uuid")
+            self._written_to_closed += old.messages_out  # (it leaves self.peers now)
+            old.messages_out = 0
         self.peers[peer.uuid] = peer
         self.routes.add(peer.uuid, peer.user_id, peer.platform)
         known = self._users_by_key
