@@ -186,3 +186,24 @@ async def test_send_tail_ping_against_the_published_servers(published_server: An
     # both accept the upgrade and then refuse the key: still exit 1 with the reason
     rc, _, err = await run("send", url, "--key", "wrong-key", "--platform", "qq", "x")
     assert rc == 1 and "refused" in err, err
+
+
+async def test_tail_says_why_the_hub_closed_it_when_its_key_is_revoked(
+        hub_factory: Any) -> None:  # noqa: F811
+    hub = await hub_factory().start(CONFIG)
+    tail = await start("tail", hub.ws_url, "--key", CORE_KEY, "--platform", "qq",
+                       "--duration", "25")
+    try:
+        await until(lambda: _has(hub, 1), timeout=20, what="tail to connect")
+        keys = await hub.admin("/api/admin/keys")
+        label = next(k["key"] for k in keys if k["user"] == "maibot")
+        await hub.admin("/api/admin/revoke", {"key": label})
+        rc, _, err = await finish(tail)
+    finally:
+        if tail.returncode is None:
+            tail.kill()
+            await tail.wait()
+    assert rc == 1
+    assert "disconnected: connection closed: 4003 API key revoked" in err
+    assert "refused:" in err and "HTTP 403" in err
+    assert await hub.terminate() == 0

@@ -12,7 +12,7 @@ import asyncio
 import functools
 import time
 import uuid as uuid_module
-from typing import Any, Callable, Dict, Optional, TextIO
+from typing import Any, Callable, Dict, List, Optional, TextIO
 from urllib.parse import urlsplit
 
 from ..client import WebSocketClient, create_client_config
@@ -205,7 +205,11 @@ async def tail(
         printer.custom(kind, payload, meta)
         counted()
 
+    closed: List[str] = []  # why the server closed the connection (a revoke: 4003)
+
     def on_disconnect(uuid: str, error: Optional[str]) -> None:
+        if error and not error.startswith(AUTH_REFUSED) and "HTTP " not in error:
+            closed.append(error)
         if _refused(client) is not None:
             done.set()
 
@@ -226,6 +230,8 @@ async def tail(
             pass
         reason = _refused(client)
         if reason is not None:
+            if closed:  # what ended the last connection, then why reconnecting failed
+                err.write(f"disconnected: {closed[-1]}\n")
             err.write(f"refused: {reason}\n")
             return EXIT_REFUSED
         return EXIT_OK
