@@ -463,13 +463,15 @@ async def test_check_config_names_key_and_line(tmp_path: Path) -> None:
     assert f"{bad}:6: keys[0].user" in out.stderr
     assert f"{bad}:8: outbox.backend: must be one of memory, sqlite" in out.stderr
     good = tmp_path / "good.toml"
-    good.write_text('[[keys]]\nkey = "secret-value-1"\nuser = "u"\n', encoding="utf-8")
+    good.write_text('[[keys]]\nkey = "secret-value-1"\nuser = "u"\nforward_to = "v"\n'
+                    '[[keys]]\nkey = "secret-value-2"\nuser = "v"\n', encoding="utf-8")
     ok = subprocess.run(
         [sys.executable, "-m", "maim_message", "serve", "--check-config", "-c", str(good)],
         capture_output=True, text=True, timeout=60, cwd=str(ROOT),
     )
     assert ok.returncode == 0, ok.stderr
     assert "config OK" in ok.stdout and "secret-value-1" not in ok.stdout
+    assert "-> user u (platforms: any, forward_to v;" in ok.stdout
 
 
 async def test_port_in_use_fails_with_exit_1(hub_factory: Any) -> None:

@@ -75,9 +75,9 @@ def _admin_lines(base: str, token: str, dashboard: bool) -> List[str]:
     return lines
 
 
-def _key_rows(hub: Any) -> List[Tuple[str, str, str, str]]:
+def _key_rows(hub: Any) -> List[Tuple[str, str, str, str, str]]:
     return [
-        (e.label, e.user, ", ".join(e.platforms) or "any", e.source)
+        (e.label, e.user, ", ".join(e.platforms) or "any", e.forward_to or "-", e.source)
         for e in hub.keys.entries
     ]
 
@@ -122,7 +122,7 @@ def print_summary(hub: Any, out: Optional[TextIO] = None) -> None:
         console.print(table)
         key_table = Table(title="API keys (fingerprints; keys are never logged)",
                           title_justify="left")
-        for column in ("key", "user", "platforms", "from"):
+        for column in ("key", "user", "platforms", "forward_to", "from"):
             key_table.add_column(column)
         for row in keys:
             key_table.add_row(*(escape(v) for v in row))
@@ -136,8 +136,9 @@ def print_summary(hub: Any, out: Optional[TextIO] = None) -> None:
         for name, value in rows:
             out.write(f"  {name:<12} {value}" + "\n")
         out.write("API keys (fingerprints; keys are never logged):" + "\n")
-        for label, user, plats, source in keys:
-            out.write(f"  {label}  user={user}  platforms={plats}  from={source}" + "\n")
+        for label, user, plats, forward, source in keys:
+            out.write(f"  {label}  user={user}  platforms={plats}  forward_to={forward}  "
+                      f"from={source}" + "\n")
         for line in _secret_lines(hub, url, rows):
             out.write(line + "\n")
         out.write("Press Ctrl+C (or send SIGTERM) to stop gracefully." + "\n")
@@ -152,8 +153,10 @@ def print_check(config: HubConfig, out: Optional[TextIO] = None) -> None:
         out.write(f"  {name:<12} {value}" + "\n")
     if config.keys:
         for entry in config.keys:
+            forward = f", forward_to {entry.forward_to}" if entry.forward_to else ""
             out.write(f"  key          {entry.label} -> user {entry.user} "
-                      f"(platforms: {', '.join(entry.platforms) or 'any'}; {entry.source})\n")
+                      f"(platforms: {', '.join(entry.platforms) or 'any'}{forward}; "
+                      f"{entry.source})\n")
     else:
         out.write("  keys         none configured: a key is generated at start-up" + "\n")
     out.flush()
