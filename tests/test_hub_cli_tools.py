@@ -207,3 +207,23 @@ async def test_tail_says_why_the_hub_closed_it_when_its_key_is_revoked(
     assert "disconnected: connection closed: 4003 API key revoked" in err
     assert "refused:" in err and "HTTP 403" in err
     assert await hub.terminate() == 0
+
+
+async def test_tail_count_takes_only_that_many_of_a_queued_backlog(
+        hub_factory: Any) -> None:  # noqa: F811
+    """The backlog arrives in one burst: `--count 1` prints and acks one, the rest stays
+    queued for the next connection."""
+    hub = await hub_factory().start(CONFIG)
+    for n in range(3):
+        rc, _, err = await run("send", hub.ws_url, "--key", ADAPTER_KEY, "--platform", "qq",
+                               f"queued {n}")
+        assert rc == 0, err
+    texts = []
+    for count, duration in (("1", "20"), ("5", "3")):
+        rc, out, err = await run("tail", hub.ws_url, "--key", CORE_KEY, "--platform", "qq",
+                                 "--json", "--count", count, "--duration", duration)
+        assert rc == 0, err
+        texts.append([orjson.loads(line)["message"]["message_segment"]["data"]
+                      for line in out.splitlines()])
+    assert texts == [["queued 0"], ["queued 1", "queued 2"]]
+    assert await hub.terminate() == 0

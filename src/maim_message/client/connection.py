@@ -85,6 +85,9 @@ class SupervisedConnection:
         self._outbox = Outbox(max_per_pair=max(1, int(config.message_cache_max_size)),
                               max_bytes=config.max_size * 2,
                               ttl=float(config.message_cache_ttl))
+        # False: leave this standard or custom message unread and unacked (the server
+        # keeps it for the next connection): how `maim-message tail --count N` stops at N
+        self.take_message: Optional[Callable[[], bool]] = None
         self._cursor = 0  # last seq written on the current connection
         self._flushing = False
         self._next_cleanup = 0.0
@@ -349,6 +352,10 @@ class SupervisedConnection:
         if msg_id is not None and type(msg_id) is not str:
             msg_id = str(msg_id) if type(msg_id) is int else None  # not a usable id
         if msg_id:
+            take = self.take_message
+            if take is not None and (kind == SYS_STD or (
+                    isinstance(kind, str) and not kind.startswith("sys_"))) and not take():
+                return
             ack = encode_ack(self._ids.new("ack_"), self.uuid, msg_id, from_server=False)
             await ws.send(ack, text=True)
             if self._dedupe.seen(msg_id):

@@ -32,6 +32,7 @@ class WebSocketClient:
         self._uuid = config.connection_uuid or new_single_uuid()
         self._conn: Optional[SupervisedConnection] = None
         self._ever_connected = False
+        self._take_message: Optional[Callable[[], bool]] = None  # (the CLI's tail --count)
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -47,6 +48,7 @@ class WebSocketClient:
             self._conn = SupervisedConnection(
                 self.config, self._handlers, self.custom_handlers, self._uuid
             )
+            self._conn.take_message = self._take_message
         ok = await self._conn.connect()
         self._ever_connected = self._ever_connected or ok
         return ok

@@ -216,6 +216,16 @@ async def tail(
     client = _client(url, key, platform, reconnect=True, on_message=on_message,
                      on_disconnect=on_disconnect, **tls)
     client.custom_handlers = _AnyCustomType(on_custom)
+    taken = 0
+
+    def take() -> bool:  # a backlog arrives in one burst: the rest stays queued, unacked
+        nonlocal taken
+        if count and taken >= count:
+            return False
+        taken += 1
+        return True
+
+    client._take_message = take
     try:
         if not await client.connect():
             err.write(f"refused: {client.last_error or 'cannot connect'}\n")
