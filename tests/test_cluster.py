@@ -41,10 +41,19 @@ class RedisServer:
             pytest.skip("redis-server not installed (apt-get install redis-server)")
         self.port = free_port()
         self.url = self.url_for(self.port)
-        self.proc = subprocess.Popen(
+        self.proc = self._spawn(exe)
+
+    def _spawn(self, exe: str) -> subprocess.Popen:  # type: ignore[type-arg]
+        return subprocess.Popen(
             [exe, *self.listen_args(self.port), "--bind", "127.0.0.1", "--save", "",
              "--appendonly", "no", "--protected-mode", "no"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def restart(self) -> None:
+        """Start it again on the same port (after it was stopped or killed)."""
+        exe = shutil.which("redis-server")
+        assert exe is not None and self.proc.poll() is not None
+        self.proc = self._spawn(exe)
 
     def url_for(self, port: int) -> str:
         return f"redis://127.0.0.1:{port}/0"

@@ -178,3 +178,36 @@ async def test_with_claims_a_stalled_frame_is_a_duplicate_on_another_node_too(
         await bob.client.stop()
         await a.stop()
         await b.stop()
+
+
+async def test_a_send_that_outlived_a_redis_restart_still_reaches_a_remote_receiver(
+        redis: RedisServer) -> None:
+    """Redis is killed while a handler's forward is queued, long enough for the send to
+    fail (the frame is not acked), then started again: the queued batch is written, and
+    the node holding the receiver is told, so the receiver (connected all along to the
+    other node) gets the message without reconnecting."""
+    forward = Forwarder()
+    a = node(redis.url, "a", on_message=forward, ack="handled", **FAST)
+    b = node(redis.url, "b")
+    forward.server = a
+    await started(a, b)
+    bob = Receiver(b.port or 0, "bob")
+    try:
+        assert await bob.client.connect()
+        await presence(a, 1)
+        async with websockets.connect(f"ws://127.0.0.1:{a.port}/ws",
+                                      additional_headers=ALICE) as ws:
+            await ws.send(envelope("f1", make_message("hello", "alice", "qq").to_dict()))
+            await asyncio.wait_for(forward.started.wait(), 5)
+            redis.proc.send_signal(signal.SIGKILL)  # the PID we started
+            redis.proc.wait(5)
+            forward.go.set()  # its send is queued; Redis is gone
+            with pytest.raises(asyncio.TimeoutError):  # not acked: the client re-sends
+                await answer(ws, 2.0)
+            redis.restart()  # same port, empty (no persistence)
+            await redis.ready()
+            await bob.wait(lambda: bob.texts == ["hello"], timeout=15)
+    finally:
+        await bob.client.stop()
+        await a.stop()
+        await b.stop()

@@ -199,6 +199,7 @@ class RedisCluster(PubSubCluster, RedisPresence, RedisFanoutLog):
         queue = CommandQueue(redis, {n: Script(src) for n, src in self._sources},
                              self.write_timeout)
         await queue.load_scripts()
+        queue.on_stall = partial(self._turns_stalled, shard)
         shard.channel = RedisChannel(redis, channels, self._channel_data,
                                      partial(self._channel_back, shard),
                                      f"shard {shard.index} ({safe_url(shard.url)})")
@@ -357,12 +358,16 @@ class RedisCluster(PubSubCluster, RedisPresence, RedisFanoutLog):
             for item in items:
                 queue.push(item)
             return
-        fut = queue.push(items[0], want_result=True)
+        # patient: a stall fails the turn's waiters (_turns_stalled), not this future, so
+        # once Redis is back and the batch ran, its messages are still published
+        fut = queue.push(items[0], want_result=True, patient=True)
         for item in items[1:]:
             queue.push(item)
         assert fut is not None
+        shard.unconfirmed[fut] = turn
 
         def done(f: asyncio.Future[Any]) -> None:
+            shard.unconfirmed.pop(f, None)
             if f.cancelled():
                 turn.fail(ClusterError("cluster send cancelled"))
                 return
@@ -381,6 +386,13 @@ class RedisCluster(PubSubCluster, RedisPresence, RedisFanoutLog):
                 queue.push(("PUBLISH", self.keys.channel(node),
                             encode_pair_groups(self.node_id, messages)))
         fut.add_done_callback(done)
+
+    @staticmethod
+    def _turns_stalled(shard: Shard, stalled: BaseException) -> None:
+        """The shard's queue stalled: its unanswered send batches fail their waiters now
+        (``send_message`` raises, a frame's ack is withheld); their commands stay queued."""
+        for turn in list(shard.unconfirmed.values()):
+            turn.fail(stalled)
 
     def _push_checks(self, tokens: List[str], frames: List[GatedFrame]) -> None:
         """One CHECK_FRAMES call per shard (a frame's record may be on any shard: it rides

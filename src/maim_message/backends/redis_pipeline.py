@@ -30,7 +30,7 @@ import asyncio
 import logging
 import time
 from functools import partial
-from typing import Any, Dict, List, Optional, Set, Tuple
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -122,6 +122,9 @@ class CommandQueue:
         self.failures = 0
         self.rtt = 0.0  # s: moving average of a batch's round trip (send to last reply)
         self._patient: Set[asyncio.Future[Any]] = set()  # futures a stall does not fail
+        # told when a stall fails the waiters (the owner of patient futures fails its own
+        # waiters then, and still gets the results once the commands ran)
+        self.on_stall: Optional[Callable[[QueueStalled], None]] = None
 
     async def load_scripts(self) -> None:
         """Connect the queue's own connection (checked here, at start-up) and load scripts
@@ -382,6 +385,8 @@ class CommandQueue:
             if done is not None and not done.done():
                 done.set_exception(stalled)
         self._batch_done = None  # later commands get a fresh completion future
+        if self.on_stall is not None:
+            self.on_stall(stalled)
 
     def _pack_batch(self, batch: List[Item]) -> bytes:
         """The batch's RESP (a script call names the script: its SHA is written)."""

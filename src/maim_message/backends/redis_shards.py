@@ -7,7 +7,7 @@ pair (liveness, presence, fan-outs).
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 from redis.asyncio import Redis
 
@@ -34,7 +34,7 @@ def split_urls(url: Union[str, Sequence[str]]) -> List[str]:
 class Shard:
     """One Redis primary: its clients, command queue, subscription and current batch."""
 
-    __slots__ = ("channel", "index", "queue", "redis", "turn", "url")
+    __slots__ = ("channel", "index", "queue", "redis", "turn", "unconfirmed", "url")
 
     def __init__(self, index: int, url: str) -> None:
         self.index, self.url = index, url
@@ -42,6 +42,9 @@ class Shard:
         self.queue: Optional[CommandQueue] = None
         self.channel: Optional[RedisChannel] = None  # this node's subscription there
         self.turn: Optional[SendTurn] = None
+        # send batches written, not yet answered (a stall fails their waiters; the answer,
+        # when Redis is back, still publishes them to the nodes holding their pairs)
+        self.unconfirmed: Dict[Any, SendTurn] = {}
 
 
 class RedisShards(PubSubIO):
