@@ -10,9 +10,10 @@ handled twice.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
-from typing import Any, AsyncIterator, Dict, List
+from typing import Any, AsyncIterator, Dict, List, Tuple
 
 import orjson
 import pytest
@@ -89,6 +90,28 @@ async def handled_while_redis_stalls(ws: Any, node_a: Any, redis: RedisServer,
     await drained(node_a)
 
 
+@contextlib.asynccontextmanager
+async def forwarding_pair(url: str) -> AsyncIterator[Tuple[Any, Forwarder, Receiver, Any]]:
+    """Node a forwards alice's frames (ack="handled", 0.5 s write timeout) to bob, who is
+    connected to node b; yields (a, its forwarder, bob, alice's socket on a)."""
+    forward = Forwarder()
+    a = node(url, "a", on_message=forward, ack="handled", **FAST)
+    b = node(url.split("?")[0], "b")
+    forward.server = a
+    await started(a, b)
+    bob = Receiver(b.port or 0, "bob")
+    try:
+        assert await bob.client.connect()
+        await presence(a, 1)
+        async with websockets.connect(f"ws://127.0.0.1:{a.port}/ws",
+                                      additional_headers=ALICE) as ws:
+            yield a, forward, bob, ws
+    finally:
+        await bob.client.stop()
+        await a.stop()
+        await b.stop()
+
+
 async def test_a_stalled_check_never_takes_back_another_nodes_record(
         redis: RedisServer) -> None:
     forward = Forwarder()
@@ -123,29 +146,15 @@ async def test_a_stalled_check_never_takes_back_another_nodes_record(
 
 async def test_a_frame_whose_send_stalled_is_acked_as_a_duplicate_once_it_is_written(
         redis: RedisServer) -> None:
-    forward = Forwarder()
-    a = node(fast_url(redis), "a", on_message=forward, ack="handled", **FAST)
-    b = node(redis.url, "b")
-    forward.server = a
-    await started(a, b)
-    bob = Receiver(b.port or 0, "bob")
-    try:
-        assert await bob.client.connect()
-        await presence(a, 1)
-        async with websockets.connect(f"ws://127.0.0.1:{a.port}/ws",
-                                      additional_headers=ALICE) as ws:
-            await handled_while_redis_stalls(ws, a, redis, forward)
-            await ws.send(envelope("f1", make_message("hello", "alice", "qq").to_dict()))
-            acked = await answer(ws, 5.0)
-            assert acked["type"] == "sys_ack" and acked["meta"]["acked_msg_id"] == "f1"
+    async with forwarding_pair(fast_url(redis)) as (a, forward, bob, ws):
+        await handled_while_redis_stalls(ws, a, redis, forward)
+        await ws.send(envelope("f1", make_message("hello", "alice", "qq").to_dict()))
+        acked = await answer(ws, 5.0)
+        assert acked["type"] == "sys_ack" and acked["meta"]["acked_msg_id"] == "f1"
         assert forward.calls == ["hello"]  # handled once
         await bob.wait(lambda: bob.texts == ["hello"])
         await asyncio.sleep(0.3)  # a second forward would have arrived by now
         assert bob.texts == ["hello"]
-    finally:
-        await bob.client.stop()
-        await a.stop()
-        await b.stop()
 
 
 async def test_with_claims_a_stalled_frame_is_a_duplicate_on_another_node_too(
@@ -186,28 +195,14 @@ async def test_a_send_that_outlived_a_redis_restart_still_reaches_a_remote_recei
     fail (the frame is not acked), then started again: the queued batch is written, and
     the node holding the receiver is told, so the receiver (connected all along to the
     other node) gets the message without reconnecting."""
-    forward = Forwarder()
-    a = node(redis.url, "a", on_message=forward, ack="handled", **FAST)
-    b = node(redis.url, "b")
-    forward.server = a
-    await started(a, b)
-    bob = Receiver(b.port or 0, "bob")
-    try:
-        assert await bob.client.connect()
-        await presence(a, 1)
-        async with websockets.connect(f"ws://127.0.0.1:{a.port}/ws",
-                                      additional_headers=ALICE) as ws:
-            await ws.send(envelope("f1", make_message("hello", "alice", "qq").to_dict()))
-            await asyncio.wait_for(forward.started.wait(), 5)
-            redis.proc.send_signal(signal.SIGKILL)  # the PID we started
-            redis.proc.wait(5)
-            forward.go.set()  # its send is queued; Redis is gone
-            with pytest.raises(asyncio.TimeoutError):  # not acked: the client re-sends
-                await answer(ws, 2.0)
-            redis.restart()  # same port, empty (no persistence)
-            await redis.ready()
-            await bob.wait(lambda: bob.texts == ["hello"], timeout=15)
-    finally:
-        await bob.client.stop()
-        await a.stop()
-        await b.stop()
+    async with forwarding_pair(redis.url) as (_a, forward, bob, ws):
+        await ws.send(envelope("f1", make_message("hello", "alice", "qq").to_dict()))
+        await asyncio.wait_for(forward.started.wait(), 5)
+        redis.proc.send_signal(signal.SIGKILL)  # the PID we started
+        redis.proc.wait(5)
+        forward.go.set()  # its send is queued; Redis is gone
+        with pytest.raises(asyncio.TimeoutError):  # not acked: the client re-sends
+            await answer(ws, 2.0)
+        redis.restart()  # same port, empty (no persistence)
+        await redis.ready()
+        await bob.wait(lambda: bob.texts == ["hello"], timeout=15)
