@@ -131,9 +131,14 @@ class PubSubCluster(PairSending, AckBatching, FrameGuard):
         if not self._joined:
             return
         self._joined = False
+        pending = set(self._tasks)
+        while pending:  # again until they end: a library may swallow one cancellation
+            for task in pending:
+                task.cancel()
+            _done, pending = await asyncio.wait(pending, timeout=1.0)
         for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+            if not task.cancelled():
+                task.exception()  # retrieved (a crash was logged where it happened)
         self._tasks = []
         host = self._host
         if host is not None:
@@ -452,7 +457,9 @@ class PubSubCluster(PairSending, AckBatching, FrameGuard):
     # -- presence -----------------------------------------------------------------------------
 
     async def _heartbeat_loop(self) -> None:
-        while True:
+        # while joined: a cancellation that redis-py turns into a connection error while
+        # a heartbeat is in flight must not keep the loop (and stop()) going
+        while self._joined:
             await asyncio.sleep(self.heartbeat_interval)
             try:
                 still_member, alive = await self._heartbeat()
