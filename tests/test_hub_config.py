@@ -292,3 +292,21 @@ redis_url = "redis://127.0.0.1:6379/0"
     text = problems_of(path, env={})
     assert f"{path}:3: cluster.backend: the redis backend needs redis-py: " \
            "pip install 'maim_message[cluster]'" in text
+
+
+def test_check_config_names_every_shard_without_its_password(tmp_path: Path) -> None:
+    import io
+
+    from maim_message.hub.console import print_check
+
+    path = write(tmp_path, """
+[cluster]
+backend = "redis"
+redis_url = "redis://:s3cret@127.0.0.1:6379/0, redis://127.0.0.1:6380/0"
+""")
+    out = io.StringIO()
+    print_check(load_config(path, env={}), out)
+    text = out.getvalue()
+    assert "redis://***@127.0.0.1:6379/0, redis://127.0.0.1:6380/0" in text
+    assert "s3cret" not in text
+    assert "outbox       the cluster's Redis streams" in text

@@ -10,6 +10,7 @@ import sys
 from typing import Any, List, Optional, Sequence, TextIO, Tuple
 
 from .. import __version__
+from ..core.redact import safe_url
 from .config import HubConfig
 
 try:  # optional: the hub works without rich
@@ -38,7 +39,12 @@ def _settings_rows(config: HubConfig, port: Optional[int]) -> List[Tuple[str, st
     }[config.outbox.backend]
     cluster = config.cluster.backend
     if config.cluster.backend == "redis":
-        cluster += f" ({config.cluster.channel_prefix}, shared port via SO_REUSEPORT)"
+        shards = [safe_url(u.strip()) for u in (config.cluster.redis_url or "").split(",")
+                  if u.strip()]
+        cluster += (f" {', '.join(shards)} ({config.cluster.channel_prefix}, shared port "
+                    "via SO_REUSEPORT)")
+        if config.outbox.backend != "none":  # the pairs' streams hold what is unacked
+            outbox = "the cluster's Redis streams (kept until acked, on any node)"
     rows = [
         ("WebSocket", shown.url),
         ("TLS", tls),
