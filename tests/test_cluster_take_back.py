@@ -91,12 +91,15 @@ async def handled_while_redis_stalls(ws: Any, node_a: Any, redis: RedisServer,
 
 
 @contextlib.asynccontextmanager
-async def forwarding_pair(url: str) -> AsyncIterator[Tuple[Any, Forwarder, Receiver, Any]]:
+async def forwarding_pair(url: str, **extra: Any
+                          ) -> AsyncIterator[Tuple[Any, Any, Forwarder, Receiver, Any]]:
     """Node a forwards alice's frames (ack="handled", 0.5 s write timeout) to bob, who is
-    connected to node b; yields (a, its forwarder, bob, alice's socket on a)."""
+    connected to node b; yields (a, b, the forwarder, bob, alice's socket on a).
+    ``extra``: more settings for both nodes (with claims, b forwards too)."""
     forward = Forwarder()
-    a = node(url, "a", on_message=forward, ack="handled", **FAST)
-    b = node(url.split("?")[0], "b")
+    a = node(url, "a", on_message=forward, ack="handled", **FAST, **extra)
+    b_handles = {"on_message": forward, "ack": "handled"} if extra else {}
+    b = node(url.split("?")[0], "b", **b_handles, **extra)
     forward.server = a
     await started(a, b)
     bob = Receiver(b.port or 0, "bob")
@@ -105,7 +108,7 @@ async def forwarding_pair(url: str) -> AsyncIterator[Tuple[Any, Forwarder, Recei
         await presence(a, 1)
         async with websockets.connect(f"ws://127.0.0.1:{a.port}/ws",
                                       additional_headers=ALICE) as ws:
-            yield a, forward, bob, ws
+            yield a, b, forward, bob, ws
     finally:
         await bob.client.stop()
         await a.stop()
@@ -146,7 +149,7 @@ async def test_a_stalled_check_never_takes_back_another_nodes_record(
 
 async def test_a_frame_whose_send_stalled_is_acked_as_a_duplicate_once_it_is_written(
         redis: RedisServer) -> None:
-    async with forwarding_pair(fast_url(redis)) as (a, forward, bob, ws):
+    async with forwarding_pair(fast_url(redis)) as (a, _b, forward, bob, ws):
         await handled_while_redis_stalls(ws, a, redis, forward)
         await ws.send(envelope("f1", make_message("hello", "alice", "qq").to_dict()))
         acked = await answer(ws, 5.0)
@@ -163,30 +166,17 @@ async def test_with_claims_a_stalled_frame_is_a_duplicate_on_another_node_too(
     the handler then fails because Redis stalls, that record must end as handled (its
     send is still queued and will be written), or a re-send to another node would wait
     for a live node that no longer handles it, and then run it a second time."""
-    forward = Forwarder()
-    forward.then_wait = True  # a second send that waits for Redis: QueueStalled, raised
-    claims = {"cluster_frame_claims": True}
-    a = node(fast_url(redis), "a", on_message=forward, ack="handled", **FAST, **claims)
-    b = node(redis.url, "b", on_message=forward, ack="handled", **claims)
-    forward.server = a
-    await started(a, b)
-    bob = Receiver(b.port or 0, "bob")
-    try:
-        assert await bob.client.connect()
-        await presence(a, 1)
-        async with websockets.connect(f"ws://127.0.0.1:{a.port}/ws",
-                                      additional_headers=ALICE) as ws:
-            await handled_while_redis_stalls(ws, a, redis, forward)
+    async with forwarding_pair(fast_url(redis), cluster_frame_claims=True) as (
+            a, b, forward, _bob, ws):
+        forward.then_wait = True  # a second send that waits for Redis: QueueStalled, raised
+        await handled_while_redis_stalls(ws, a, redis, forward)
+        await ws.close()
         async with websockets.connect(f"ws://127.0.0.1:{b.port}/ws",
                                       additional_headers=ALICE) as ws:
             await ws.send(envelope("f1", make_message("hello", "alice", "qq").to_dict()))
             acked = await answer(ws, 5.0)  # at once: not held for a live node's claim
             assert acked["type"] == "sys_ack" and acked["meta"]["acked_msg_id"] == "f1"
         assert forward.calls == ["hello"]  # handled once
-    finally:
-        await bob.client.stop()
-        await a.stop()
-        await b.stop()
 
 
 async def test_a_send_that_outlived_a_redis_restart_still_reaches_a_remote_receiver(
@@ -195,7 +185,7 @@ async def test_a_send_that_outlived_a_redis_restart_still_reaches_a_remote_recei
     fail (the frame is not acked), then started again: the queued batch is written, and
     the node holding the receiver is told, so the receiver (connected all along to the
     other node) gets the message without reconnecting."""
-    async with forwarding_pair(redis.url) as (_a, forward, bob, ws):
+    async with forwarding_pair(redis.url) as (_a, _b, forward, bob, ws):
         await ws.send(envelope("f1", make_message("hello", "alice", "qq").to_dict()))
         await asyncio.wait_for(forward.started.wait(), 5)
         redis.proc.send_signal(signal.SIGKILL)  # the PID we started
