@@ -22,6 +22,8 @@ from maim_message.backends.pubsub_messages import (
 from maim_message.backends.pubsub_state import PairState
 from maim_message.backends.redis_batch import SendTurn
 from maim_message.backends.redis_keys import Keys
+from maim_message.backends.resp_pack import Packed, pack
+from maim_message.backends.resp_reader import RespReader
 from maim_message.backends.shard_ring import ShardRing
 from maim_message.backends.stream_ids import StreamIds
 from maim_message.core.dedupe import DedupeWindow
@@ -75,6 +77,16 @@ def test_a_pairs_batch_round_trips_and_single_messages_still_decode() -> None:
 # -- the send batch (what one script call carries) ------------------------------------------
 
 
+def transaction(item: Tuple[Any, ...]) -> List[bytes]:
+    """A ``("MULTI", Packed)`` item's commands, each as the generic packer writes it."""
+    assert item[0] == "MULTI" and len(item) == 2 and isinstance(item[1], Packed)
+    reader = RespReader()
+    reader.feed(item[1].data)
+    commands = reader.take()
+    assert len(commands) == item[1].commands and not reader.has_unread
+    return [pack(tuple(cmd)) for cmd in commands]
+
+
 async def test_a_send_batch_makes_one_entry_per_pair_and_publishes_per_node() -> None:
     loop = asyncio.get_running_loop()
     keys = Keys("p")
@@ -93,13 +105,12 @@ async def test_a_send_batch_makes_one_entry_per_pair_and_publishes_per_node() ->
     # one transaction of plain commands (no message goes through Lua), the acked
     # entries' deletes outside it (a Redis out of memory refuses the transaction but
     # takes a delete), then the idle pair's cleanup script (no per-message arguments)
-    assert items[0] == (
-        "MULTI",
+    assert transaction(items[0]) == [pack(cmd) for cmd in (
         ("HSET", "p:f:1", "tok", "h"), ("PEXPIRE", "p:f:1", 2000),
         ("XADD", stream_a, "MAXLEN", "~", "100", "*", "m1", b"a", "m2", b"b"),
         ("PEXPIRE", stream_a, "60000"), ("HGETALL", where_a),
         ("XADD", stream_b, "MAXLEN", "~", "100", "*", "m3", b"c"),
-        ("PEXPIRE", stream_b, "60000"), ("HGETALL", where_b))
+        ("PEXPIRE", stream_b, "60000"), ("HGETALL", where_b))]
     assert items[1:] == [("XDEL", carol_stream, "1-0", "2-0"),
                          ("EVALSHA", "drop_empty", 0, carol_stream, carol_index)]
     stored: List[Tuple[Any, ...]] = []
@@ -540,7 +551,7 @@ async def test_a_frame_one_shard_has_is_a_duplicate_whatever_another_shard_answe
               for h in (0, 1))
     cluster._push_checks([t1, t2], [object(), object()])
     # every shard gets every frame (a record may be anywhere); each claims its own
-    assert [args[8:] for args in sent] == [(0, 2, t1, t2), (1, 2, t1, t2)]
+    assert [pack(args[8:]) for args in sent] == [pack((0, 2, t1, t2)), pack((1, 2, t1, t2))]
     error = ClusterError("shard b refused")
     replies[0].set_result(b"10")  # shard a has t1, not t2
     replies[1].set_exception(error)

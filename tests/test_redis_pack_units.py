@@ -6,10 +6,12 @@ from __future__ import annotations
 import random
 from typing import Any, List, Tuple
 
+import pytest
 from redis.asyncio import Redis
 
 from maim_message.backends import redis_pipeline
 from maim_message.backends.redis_pipeline import CommandQueue, Script, pack, pack_into
+from maim_message.backends.resp_pack import Packed, PackedArgs
 from maim_message.backends.resp_reader import RespReader
 
 
@@ -106,3 +108,43 @@ def test_a_batch_packs_transactions_and_script_calls_in_order() -> None:
                 + reference(("EVALSHA", "a" * 40, 1, b"k", call[4])))
     assert queue._pack_batch(batch) == expected
     assert redis_pipeline._size(tx) == 4 and redis_pipeline._size(plain) == 1
+
+
+def test_packed_trailing_arguments_are_written_as_the_arguments_themselves() -> None:
+    rng = random.Random(19)
+    for _ in range(100):
+        head = random_args(rng)[:rng.randrange(1, 6)]
+        tail = [as_bytes(random_arg(rng)) for _ in range(rng.randrange(0, 1100))]
+        assert pack((*head, PackedArgs(tail))) == reference((*head, *tail))
+
+
+def test_a_packed_transaction_body_counts_its_commands() -> None:
+    redis = Redis.from_url("redis://127.0.0.1:1/0", protocol=2)
+    queue = CommandQueue(redis, {"echo": Script("return 1")})
+    rng = random.Random(20)
+    body = [random_args(rng) for _ in range(3)]
+    tx = ("MULTI", Packed(b"".join(reference(c) for c in body), 3), ("INCR", "n"))
+    assert redis_pipeline._size(tx) == 6  # MULTI, 3 packed, INCR, EXEC
+    assert queue._pack_batch([(tx, None)]) == (
+        reference(("MULTI",)) + b"".join(reference(c) for c in body)
+        + reference(("INCR", "n")) + reference(("EXEC",)))
+    # its replies: MULTI's, one QUEUED each, EXEC's (the transaction's result)
+    replies: List[Any] = [b"OK", b"QUEUED", b"QUEUED", b"QUEUED", b"QUEUED", [1, 2, 3, 4], 7]
+    assert CommandQueue._results([(tx, None), (("GET", "k"), None)], replies) == [[1, 2, 3, 4], 7]
+
+
+def test_an_aborted_packed_transaction_says_why() -> None:
+    from redis.exceptions import ExecAbortError, ResponseError
+    tx = ("MULTI", Packed(reference(("SET", "a", "1")) * 2, 2))
+    oom = ResponseError("OOM command not allowed")
+    replies: List[Any] = [b"OK", b"QUEUED", oom, ExecAbortError("EXECABORT")]
+    assert CommandQueue._results([(tx, None)], replies) == [oom]
+
+
+async def test_a_transaction_refuses_a_script_call_but_takes_a_packed_body() -> None:
+    redis = Redis.from_url("redis://127.0.0.1:1/0", protocol=2)
+    queue = CommandQueue(redis, {})
+    with pytest.raises(ValueError):
+        queue.push(("MULTI", ("EVALSHA", "echo", 0)))
+    queue.push(("MULTI", Packed(reference(("INCR", "n")), 1)))
+    assert queue._pending_cmds == 3  # MULTI, INCR, EXEC

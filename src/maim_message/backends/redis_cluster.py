@@ -80,6 +80,7 @@ from .redis_keys import (
 from .redis_pipeline import CommandQueue, Script
 from .redis_presence import RedisPresence
 from .redis_shards import Shard, safe_url, split_urls
+from .resp_pack import PackedArgs
 from .resp_reader import reply_text as _text
 from .shard_ring import ShardRing
 
@@ -399,12 +400,13 @@ class RedisCluster(PubSubCluster, RedisPresence, RedisFanoutLog):
         with its handler's first send); each frame is claimed on its home shard."""
         current, previous = self.dedupe.both()
         shards = len(self._shards)
+        packed = PackedArgs([token.encode() for token in tokens])  # once for every shard
         replies: List[asyncio.Future[Any]] = []
         for shard in self._shards:
             fut = self._q(shard).push(
                 ("EVALSHA", "check", 0, current, previous, self.dedupe.ttl_ms, self._claimant,
                  self.keys.alive_prefix, shard.index, shards if self.frame_claims else 0,
-                 *tokens),
+                 packed),
                 want_result=True)
             assert fut is not None
             replies.append(fut)

@@ -30,14 +30,16 @@ from hashlib import blake2b
 from typing import Dict, Tuple
 
 from .cluster_base import Pair, user_key
+from .resp_pack import bulk
 
 
 class Keys:
-    __slots__ = ("_pairs", "admin", "alive_prefix", "all_channel", "chan_prefix",
+    __slots__ = ("_packed", "_pairs", "admin", "alive_prefix", "all_channel", "chan_prefix",
                  "fanout_log", "nodes", "prefix")
 
     def __init__(self, prefix: str) -> None:
         self._pairs: Dict[Pair, Tuple[str, str, str]] = {}
+        self._packed: Dict[Pair, Tuple[bytes, bytes]] = {}
         self.prefix = prefix
         self.alive_prefix = f"{prefix}:alive:"
         self.chan_prefix = f"{prefix}:n:"
@@ -72,6 +74,17 @@ class Keys:
             p = self.prefix
             keys = self._pairs[pair] = (f"{p}:s:{pid}", f"{p}:i:{pid}", f"{p}:w:{pid}")
         return keys
+
+    def packed(self, pair: Pair) -> Tuple[bytes, bytes]:
+        """(stream, where) of a pair as RESP bulk strings (the send batch writes them per
+        pair and batch), cached (bounded)."""
+        packed = self._packed.get(pair)
+        if packed is None:
+            if len(self._packed) >= 100_000:
+                self._packed.clear()
+            stream, _index, where = self.pair_keys(pair)
+            packed = self._packed[pair] = (bulk(stream.encode()), bulk(where.encode()))
+        return packed
 
     def where(self, pair: Pair) -> str:
         return self.pair_keys(pair)[2]

@@ -21,7 +21,8 @@ reloads), so one batch at a time is in flight either way.
 
 An item ``("MULTI", cmd, cmd, ...)`` is a transaction: written as MULTI, the commands, EXEC,
 always whole in one batch; its result is EXEC's reply (a list, a failed command's error in
-its slot) or the error that aborted it.
+its slot) or the error that aborted it. A ``cmd`` may be a ``Packed`` run of commands its
+builder encoded (the send batch's body).
 """
 
 from __future__ import annotations
@@ -39,10 +40,10 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..errors import ClusterError
 from .redis_link import RespLink, check_connection
-from .resp_pack import pack, pack_into
+from .resp_pack import Packed, pack, pack_into
 from .resp_reader import RespProtocolError
 
-__all__ = ["CommandQueue", "QueueStalled", "Script", "pack", "pack_into"]
+__all__ = ["CommandQueue", "Packed", "QueueStalled", "Script", "pack", "pack_into"]
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +94,9 @@ _EXEC = pack(("EXEC",))
 
 def _size(args: Tuple[Any, ...]) -> int:
     """Commands an item sends: a transaction's plus its MULTI and EXEC."""
-    return len(args) + 1 if args[0] == "MULTI" else 1
+    if args[0] != "MULTI":
+        return 1
+    return 1 + sum(cmd.commands if cmd.__class__ is Packed else 1 for cmd in args)
 
 
 class CommandQueue:
@@ -202,7 +205,8 @@ class CommandQueue:
         transaction ``("MULTI", (command...), (command...), ...)``. ``patient``: its
         result is waited for past the stall timeout (a stream read the caller would
         only queue again: it runs once Redis is back, or fails when the queue closes)."""
-        if args[0] == "MULTI" and any(cmd[0] == "EVALSHA" for cmd in args[1:]):
+        if args[0] == "MULTI" and any(cmd.__class__ is not Packed and cmd[0] == "EVALSHA"
+                                      for cmd in args[1:]):
             raise ValueError("a transaction must not call a script (after a SCRIPT FLUSH "
                              "it could not run again without repeating its other commands)")
         fut: Optional[asyncio.Future[Any]] = None
@@ -215,7 +219,7 @@ class CommandQueue:
             done = self._batch_done = self._last_done = asyncio.get_running_loop().create_future()
             done.add_done_callback(_consume)
         self._pending.append((args, fut))
-        self._pending_cmds += len(args) + 1 if args[0] == "MULTI" else 1
+        self._pending_cmds += 1 if args[0] != "MULTI" else _size(args)
         if not self._busy:
             self._kick()
         return fut
@@ -397,7 +401,10 @@ class CommandQueue:
             if head == "MULTI":
                 out.append(_MULTI)
                 for cmd in args[1:]:
-                    pack_into(out, cmd)
+                    if cmd.__class__ is Packed:
+                        out.append(cmd.data)
+                    else:
+                        pack_into(out, cmd)
                 out.append(_EXEC)
             elif head == "EVALSHA":
                 pack_into(out, ("EVALSHA", scripts[args[1]].sha, *args[2:]))
@@ -466,10 +473,11 @@ class CommandQueue:
         at = 0
         for args, _fut in batch:
             if args[0] == "MULTI":
-                at += len(args) + 1
+                size = _size(args)
+                at += size
                 result = replies[at - 1]  # EXEC's reply
                 if isinstance(result, ResponseError):  # aborted: say why (OOM, LOADING...)
-                    result = next((r for r in replies[at - len(args):at - 1]
+                    result = next((r for r in replies[at - size + 1:at - 1]
                                    if isinstance(r, RedisError)), result)
                 results.append(result)
             else:
