@@ -253,23 +253,21 @@ class AckAfterHandling:
                     waiting.append(receipt)
                 return False
             if confirmed is not None:
-                self._confirmed(receipt, confirmed)
+                self._confirmed(receipt, _failure_of(confirmed))
                 return False
         return self._finish(receipt, exc)
 
     def _confirmed_all(self, confirmed: asyncio.Future[Any]) -> None:
+        failure = _failure_of(confirmed)  # once for all the frames that waited for it
         for receipt in self._waiting.pop(confirmed, ()):
             try:
-                self._confirmed(receipt, confirmed)
+                self._confirmed(receipt, failure)
             except Exception:  # one frame's answer must not stop the others'
                 logger.exception("acking a handled frame failed")
 
-    def _confirmed(self, receipt: Receipt, confirmed: asyncio.Future[Any]) -> None:
-        if receipt.failure is None:
-            if confirmed.cancelled():
-                receipt.failure = asyncio.CancelledError()
-            elif confirmed.exception() is not None:
-                receipt.failure = confirmed.exception()
+    def _confirmed(self, receipt: Receipt, failure: Optional[BaseException]) -> None:
+        if receipt.failure is None and failure is not None:
+            receipt.failure = failure
         self._finish(receipt, None)
 
     def _finish(self, receipt: Receipt, exc: Optional[BaseException]) -> bool:
@@ -300,3 +298,10 @@ class AckAfterHandling:
         elif exc is not None and not isinstance(exc, asyncio.CancelledError):
             self._unhandled(waiting, exc, key[2], False)  # a handler bug: sys_error
         return True
+
+
+def _failure_of(confirmed: asyncio.Future[Any]) -> Optional[BaseException]:
+    """Why a done confirmation failed (None: it succeeded)."""
+    if confirmed.cancelled():
+        return asyncio.CancelledError()
+    return confirmed.exception()
