@@ -70,14 +70,15 @@ class Scene:
 
     def __init__(self, redis_url: str, claims: bool = True, ack_b: str = "handled",
                  on_a: Optional[Callable[..., Any]] = None, nodes: str = "ab",
-                 **extra: Any) -> None:
+                 claims_b: Optional[bool] = None, **extra: Any) -> None:
         self.calls: List[Tuple[str, str]] = []
         self.release = asyncio.Event()
         self.handlers = {name: Handler(name, self.calls, self.release) for name in "ab"}
         acks = {"a": "handled", "b": ack_b}
         on = {"a": on_a or self.handlers["a"], "b": self.handlers["b"]}
+        claim = {"a": claims, "b": claims if claims_b is None else claims_b}
         self.nodes = {name: node(redis_url, name, on_message=on[name], ack=acks[name],
-                                 cluster_frame_claims=claims, **extra) for name in nodes}
+                                 cluster_frame_claims=claim[name], **extra) for name in nodes}
         for name, server in self.nodes.items():
             self.handlers[name].server = server
         self.sockets: List[Any] = []
@@ -143,6 +144,25 @@ async def test_a_frame_resent_while_another_node_handles_it_is_handled_once(
         await scene.bob.wait(lambda: len(scene.bob.texts) >= 1)  # type: ignore[union-attr]
         await asyncio.sleep(0.2)  # a second forward would arrive by now
         assert scene.bob.texts == ["hello"]
+
+
+async def test_a_node_without_claims_waits_for_a_live_claim_of_a_node_with_them(
+        redis_url: str) -> None:
+    """A cluster part-way through turning claims on: B (claims off) reads the records
+    without the script, finds A's claim, asks the script whether A lives, and waits."""
+    async with Scene(redis_url, claims_b=False) as scene:
+        b = scene.nodes["b"]
+        first = await scene.frame_on("a", "alice-1")
+        await asyncio.wait_for(scene.handlers["a"].started.wait(), 5)
+        await first.close()
+        second = await scene.frame_on("b", "alice-2")
+        await held_on_b(b)
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(second.recv(), 0.3)
+        scene.release.set()
+        await acked(second)
+        assert scene.calls == [("a", "hello")]
+        assert b.cluster.stats()["duplicate_frames"] == 1
 
 
 async def test_a_frame_that_ends_unhandled_gives_its_claim_back(redis_url: str) -> None:

@@ -560,6 +560,108 @@ async def test_a_frame_one_shard_has_is_a_duplicate_whatever_another_shard_answe
     assert answers == [(t1, True, None), (t2, False, error)]
 
 
+def fake_shards(count: int) -> Tuple[List[Any], List[Tuple[Any, ...]],
+                                     List[asyncio.Future[Any]]]:
+    """Shards whose queues record what is pushed and hand out a future per command."""
+    from types import SimpleNamespace
+
+    loop = asyncio.get_running_loop()
+    sent: List[Tuple[Any, ...]] = []
+    futures: List[asyncio.Future[Any]] = []
+
+    def push(args: Tuple[Any, ...], want_result: bool = False) -> Any:
+        sent.append(args)
+        futures.append(loop.create_future())
+        return futures[-1]
+
+    shards = [SimpleNamespace(index=i, queue=SimpleNamespace(push=push)) for i in range(count)]
+    return shards, sent, futures
+
+
+def checking_cluster(shards: List[Any], claims: bool,
+                     answers: List[Tuple[str, bool, Any]]) -> Any:
+    from maim_message.backends.redis_cluster import RedisCluster
+
+    cluster: Any = RedisCluster.__new__(RedisCluster)
+    cluster._shards = shards
+    cluster.dedupe = DedupeBuckets("p", 60.0)
+    cluster.node_id = "n1"
+    cluster._claimant = "n1\x00abcd1234"  # node id and incarnation
+    cluster.keys = Keys("p")
+    cluster.frame_claims = claims
+    cluster.held_frames = 0
+    cluster._frame_checked = lambda token, frame, seen, error: answers.append(
+        (token, seen, error))
+    return cluster
+
+
+async def test_without_claims_a_check_is_two_plain_reads_per_shard() -> None:
+    """No script and no Lua per frame: HMGET of both buckets on every shard; a record on
+    any shard (in either bucket) makes the frame a duplicate, a failed shard leaves the
+    others unknown."""
+    shards, sent, replies = fake_shards(2)
+    answers: List[Tuple[str, bool, Any]] = []
+    cluster = checking_cluster(shards, False, answers)
+    current, previous = cluster.dedupe.both()
+    cluster._push_checks(["t1", "t2", "t3"], [object(), object(), object()])
+    assert [pack(args) for args in sent] == [
+        pack(("HMGET", bucket, "t1", "t2", "t3")) for bucket in (current, previous) * 2]
+    replies[0].set_result([None, None, None])
+    replies[1].set_result([b"h", None, None])  # t1 recorded in the previous bucket
+    replies[2].set_result([None, None, None])
+    replies[3].set_result([None, None, None])
+    await asyncio.sleep(0)
+    assert answers == [("t1", True, None), ("t2", False, None), ("t3", False, None)]
+
+    answers.clear()
+    sent.clear()
+    replies.clear()
+    cluster._push_checks(["t1", "t2"], [object(), object()])
+    error = ClusterError("shard b refused")
+    replies[0].set_result([None, b"h"])  # shard a has t2
+    replies[1].set_result([None, None])
+    replies[2].set_exception(error)
+    replies[3].set_result([None, None])
+    await asyncio.sleep(0)
+    assert answers == [("t1", False, error), ("t2", True, None)]
+
+
+async def test_a_claim_found_by_a_plain_read_is_asked_of_the_check_script() -> None:
+    """A node with claims on wrote a claim or a started record: whether it lives is the
+    script's question (only for those frames; the others are answered at once)."""
+    from types import SimpleNamespace
+
+    shards, sent, replies = fake_shards(1)
+    answers: List[Tuple[str, bool, Any]] = []
+    cluster = checking_cluster(shards, False, answers)
+    cluster.held_recheck = 3600.0
+    frames: List[Any] = [SimpleNamespace(held=False) for _ in range(3)]
+    cluster._push_checks(["t1", "t2", "t3"], frames)
+    replies[0].set_result([b"@n2\x00beef", None, b"s@n2\x00beef"])
+    replies[1].set_result([None, b"h", None])
+    await asyncio.sleep(0)
+    assert answers == [("t2", True, None)]
+    assert len(sent) == 3 and sent[2][:2] == ("EVALSHA", "check")
+    assert pack(sent[2][8:]) == pack((0, 0, "t1", "t3"))  # this node claims nothing
+    replies[2].set_result(b"21")  # t1: a live node holds it; t3: started by a dead one
+    await asyncio.sleep(0)
+    assert answers == [("t2", True, None), ("t3", True, None)]
+    assert cluster.held_frames == 1  # t1 is checked again later (not within this test)
+
+
+def test_a_plain_read_answers_per_frame() -> None:
+    from maim_message.backends.frame_dedupe import records_answer, split_asks
+
+    assert records_answer([None, None], [None, None]) == "00"
+    assert records_answer([b"h", None, None, b"@n\x00x"], [None, b"h", None, None]) == "1103"
+    assert records_answer([b"s@n\x00x"], [b"h"]) == "1"  # a record anywhere wins
+    # an ASK is asked of the script only where no shard saw it handled and all answered
+    assert split_asks(3, ["300", "100"]) == "100"
+    assert split_asks(3, ["300", "000"]) == "300"
+    assert split_asks(3, ["300", None]) == "???"
+    assert split_asks(2, ["01", "00"]) == "01"
+
+
 def test_the_shards_answers_merge_into_one_per_frame() -> None:
     from maim_message.backends.frame_dedupe import merge_answers
 

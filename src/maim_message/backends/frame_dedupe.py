@@ -35,6 +35,8 @@ INCARNATION_SEP = "\x00"
 # one character per frame in a check's answer
 FRESH, SEEN, HELD = "0", "1", "2"  # handle it / a node handled it / a live node handles it
 UNCHECKED = "?"  # a shard that may hold its record did not answer
+ASK = "3"  # a read of the records found a claim or a started record: the script decides
+_RECORD = HANDLED.encode()
 
 
 def frame_token(key: FrameKey) -> str:
@@ -93,6 +95,28 @@ def merge_answers(count: int, answers: Sequence[Optional[str]]) -> str:
         out.append(SEEN if SEEN in chars else UNCHECKED if failed
                    else HELD if HELD in chars else FRESH)
     return "".join(out)
+
+
+def records_answer(current: List[Optional[bytes]], previous: List[Optional[bytes]]) -> str:
+    """One shard's answer from a plain read of both buckets (HMGET each, in token order):
+    SEEN for a record, FRESH for nothing, ASK for a claim or a started record (a node
+    with claims wrote it: whether that node lives is the check script's question)."""
+    if not any(current) and not any(previous):  # the usual answer: no frame seen before
+        return FRESH * len(current)
+    return "".join(SEEN if a == _RECORD or b == _RECORD else FRESH if a is None and b is None
+                   else ASK for a, b in zip(current, previous))
+
+
+def split_asks(count: int, answers: Sequence[Optional[str]]) -> str:
+    """The merged answer of plain reads (:func:`merge_answers`, ASK taken as FRESH), with
+    ASK kept for the frames that must still go to the check script: ASK somewhere, SEEN
+    nowhere and every shard answered."""
+    if not any(a is not None and ASK in a for a in answers):
+        return merge_answers(count, answers)
+    merged = merge_answers(count, [None if a is None else a.replace(ASK, FRESH)
+                                   for a in answers])
+    return "".join(ASK if flag == FRESH and any(a is not None and a[n] == ASK for a in answers)
+                   else flag for n, flag in enumerate(merged))
 
 
 class ClaimRenewals:

@@ -74,6 +74,8 @@ class SendTurn:
     def add(self, pair: Pair, message: PairMessage, persist: bool) -> None:
         """One send to ``pair`` (``message.pair``); a turn's sends all have the same
         ``persist`` (the outbox is on)."""
+        if message.payload.__class__ is not bytes:  # (encoded in one step by commands())
+            message = message._replace(payload=bytes(message.payload))  # TypeError: a str
         group = self.groups.get(pair)
         if group is None:
             group = self.groups[pair] = []

@@ -5,11 +5,11 @@ one or more Redis primaries (``redis_shards``: which shard holds a pair;
 ``redis_presence``: presence and liveness). Sends and frame checks collected for
 ``flush_delay`` go to each shard as one MULTI/EXEC transaction of plain commands
 (``redis_batch``: a pair's messages become one stream entry; acked entries are deleted in
-the same write, outside the transaction) and one ``CHECK_FRAMES`` call; once Redis
-answered, the node publishes one "pairs" message to each other node holding any of the pairs. A node
-subscribes to its own channel on every shard (``redis_channel``: payloads handled as
-read). Commands are pipelined in order per shard
-through ``redis_pipeline.CommandQueue``.
+the same write, outside the transaction) and the batch's frame checks (two HMGETs, or with
+claims one ``CHECK_FRAMES`` call); once Redis answered, the node publishes one "pairs"
+message to each other node holding any of the pairs. A node subscribes to its own channel
+on every shard (``redis_channel``: payloads handled as read). Commands are pipelined in
+order per shard through ``redis_pipeline.CommandQueue``.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from ..errors import ClusterError, ServerStartError
 from ..server.acks import CURRENT_RECEIPT
 from .cluster_base import Pair
 from .frame_dedupe import (
+    ASK,
     CLAIM,
     FRESH,
     HANDLED,
@@ -50,6 +51,8 @@ from .frame_dedupe import (
     DedupeBuckets,
     home_shard,
     merge_answers,
+    records_answer,
+    split_asks,
 )
 from .pubsub_cluster import PubSubCluster
 from .pubsub_io import SendResult, StoredMessage
@@ -396,8 +399,45 @@ class RedisCluster(PubSubCluster, RedisPresence, RedisFanoutLog):
             turn.fail(stalled)
 
     def _push_checks(self, tokens: List[str], frames: List[GatedFrame]) -> None:
-        """One CHECK_FRAMES call per shard (a frame's record may be on any shard: it rides
-        with its handler's first send); each frame is claimed on its home shard."""
+        """Every shard is asked about every frame (a frame's record may be on any shard: it
+        rides with its handler's first send). Without claims that is two plain reads per
+        shard (HMGET of both buckets: no Lua per frame in Redis); a frame whose entry is a
+        claim or a started record (written by a node with claims on) then goes to the
+        check script, which knows whether the node that wrote it lives."""
+        if self.frame_claims:
+            self._push_script_checks(tokens, frames)
+            return
+        current, previous = self.dedupe.both()
+        packed = PackedArgs([token.encode() for token in tokens])  # once for every read
+        replies: List[asyncio.Future[Any]] = []
+        for shard in self._shards:
+            queue = self._q(shard)
+            for bucket in (current, previous):
+                fut = queue.push(("HMGET", bucket, packed), want_result=True)
+                assert fut is not None
+                replies.append(fut)
+        when_all(replies, partial(self._records_read, tokens, frames))
+
+    def _records_read(self, tokens: List[str], frames: List[GatedFrame],
+                      replies: List[asyncio.Future[Any]]) -> None:
+        exc: Optional[BaseException] = None
+        answers: List[Optional[str]] = []
+        for n in range(0, len(replies), 2):  # per shard: (current bucket, previous)
+            error = _failure(replies[n]) or _failure(replies[n + 1])
+            if error is not None:
+                exc = exc or error
+                answers.append(None)
+            else:
+                answers.append(records_answer(replies[n].result(), replies[n + 1].result()))
+        flags = split_asks(len(tokens), answers)
+        if ASK in flags:
+            asks = [n for n, flag in enumerate(flags) if flag == ASK]
+            self._push_script_checks([tokens[n] for n in asks], [frames[n] for n in asks])
+        self._answer_frames(tokens, frames, flags, exc)
+
+    def _push_script_checks(self, tokens: List[str], frames: List[GatedFrame]) -> None:
+        """One CHECK_FRAMES call per shard; with claims each frame is claimed on its home
+        shard."""
         current, previous = self.dedupe.both()
         shards = len(self._shards)
         packed = PackedArgs([token.encode() for token in tokens])  # once for every shard
@@ -416,34 +456,39 @@ class RedisCluster(PubSubCluster, RedisPresence, RedisFanoutLog):
             exc: Optional[BaseException] = None
             answers: List[Optional[str]] = []
             for f in replies:
-                error = (ClusterError("frame check cancelled") if f.cancelled()
-                         else f.exception())
+                error = _failure(f)
                 if error is not None:
                     exc = exc or error
                     answers.append(None)
                 else:
                     answers.append(_text(f.result()))
-            flags = merge_answers(len(tokens), answers)
-            checked = self._frame_checked
-            for n, frame in enumerate(frames):
-                flag = flags[n]
-                try:
-                    if flag == HELD:  # a live node handles it now: ask again later
-                        if not frame.held:
-                            frame.held = True
-                            self.held_frames += 1
-                        asyncio.get_running_loop().call_later(
-                            self.held_recheck, self._recheck, tokens[n], frame)
-                        continue
-                    seen = flag == SEEN
-                    if flag == FRESH and self.frame_claims:
-                        self._renewals.claimed(tokens[n])  # (held while its handler runs)
-                    checked(tokens[n], frame, seen,
-                            None if flag in (SEEN, FRESH) else
-                            (exc or ClusterError("frame not checked")))
-                except Exception:  # one frame's start must not stop the others'
-                    logger.exception("cluster: starting a checked frame failed")
+            self._answer_frames(tokens, frames, merge_answers(len(tokens), answers), exc)
         when_all(replies, done)
+
+    def _answer_frames(self, tokens: List[str], frames: List[GatedFrame], flags: str,
+                       exc: Optional[BaseException]) -> None:
+        """Start, skip, hold or fail each checked frame by its flag (ASK: asked again)."""
+        checked = self._frame_checked
+        for n, frame in enumerate(frames):
+            flag = flags[n]
+            try:
+                if flag == HELD:  # a live node handles it now: ask again later
+                    if not frame.held:
+                        frame.held = True
+                        self.held_frames += 1
+                    asyncio.get_running_loop().call_later(
+                        self.held_recheck, self._recheck, tokens[n], frame)
+                    continue
+                if flag == ASK:
+                    continue
+                seen = flag == SEEN
+                if flag == FRESH and self.frame_claims:
+                    self._renewals.claimed(tokens[n])  # (held while its handler runs)
+                checked(tokens[n], frame, seen,
+                        None if flag in (SEEN, FRESH) else
+                        (exc or ClusterError("frame not checked")))
+            except Exception:  # one frame's start must not stop the others'
+                logger.exception("cluster: starting a checked frame failed")
 
     def _recheck(self, token: str, frame: GatedFrame) -> None:
         if self._joined:
@@ -567,6 +612,10 @@ def _refused(receipt: Optional[Receipt], fut: asyncio.Future[Any]) -> None:
     if not fut.cancelled() and fut.exception() is not None and receipt is not None:
         if receipt.failure is None:
             receipt.failure = fut.exception()
+
+
+def _failure(fut: asyncio.Future[Any]) -> Optional[BaseException]:
+    return ClusterError("frame check cancelled") if fut.cancelled() else fut.exception()
 
 
 def _retrieved(fut: asyncio.Future[Any]) -> None:
