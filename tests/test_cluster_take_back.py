@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import signal
 from typing import Any, AsyncIterator, Dict, List, Tuple
@@ -196,3 +197,31 @@ async def test_a_send_that_outlived_a_redis_restart_still_reaches_a_remote_recei
         redis.restart()  # same port, empty (no persistence)
         await redis.ready()
         await bob.wait(lambda: bob.texts == ["hello"], timeout=15)
+
+
+async def test_a_check_that_stalls_leaves_no_failure_unread(redis: RedisServer) -> None:
+    """Both bucket reads of a stalled check fail; each failure is read (an unread one is
+    an ERROR "Future exception was never retrieved" in the operator's log)."""
+    loop = asyncio.get_running_loop()
+    errors: List[str] = []
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _loop, context: errors.append(str(context.get("message"))))
+    forward = Forwarder()
+    a = node(fast_url(redis), "a", on_message=forward, ack="handled", **FAST)
+    forward.server = a
+    try:
+        await started(a)
+        async with websockets.connect(f"ws://127.0.0.1:{a.port}/ws",
+                                      additional_headers=ALICE) as ws:
+            os.kill(redis.proc.pid, signal.SIGSTOP)
+            await ws.send(envelope("f1", make_message("hello", "alice", "qq").to_dict()))
+            with pytest.raises(asyncio.TimeoutError):  # not checked: not acked, not handled
+                await answer(ws, 2.0)
+            assert forward.calls == []
+            os.kill(redis.proc.pid, signal.SIGCONT)
+            await drained(a)
+        await a.stop()
+        gc.collect()
+        assert [e for e in errors if "never retrieved" in e] == []
+    finally:
+        loop.set_exception_handler(previous)

@@ -423,7 +423,8 @@ class RedisCluster(PubSubCluster, RedisPresence, RedisFanoutLog):
         exc: Optional[BaseException] = None
         answers: List[Optional[str]] = []
         for n in range(0, len(replies), 2):  # per shard: (current bucket, previous)
-            error = _failure(replies[n]) or _failure(replies[n + 1])
+            current, previous = _failure(replies[n]), _failure(replies[n + 1])  # both read
+            error = current or previous
             if error is not None:
                 exc = exc or error
                 answers.append(None)
