@@ -252,3 +252,48 @@ async def test_a_frame_the_server_refused_is_not_resent_after_a_reconnect() -> N
             await client.stop()
     assert len(seen) == 2, seen  # the refused frame once, then only the new one
     assert seen[0] != seen[1]
+
+
+async def test_a_frame_the_server_did_not_ack_is_sent_again_on_the_same_connection() -> None:
+    """A server that could not store a frame withholds its ack (our hub while its Redis is
+    away): the client writes it again after ``resend_interval``, without a reconnect."""
+    import json
+
+    from websockets.asyncio.server import serve
+
+    arrivals: List[str] = []
+    connections: List[Any] = []
+
+    async def handler(ws: Any) -> None:
+        connections.append(ws)
+        async for raw in ws:
+            env = json.loads(raw)
+            if env.get("type") != "sys_std":
+                continue
+            arrivals.append(env["msg_id"])
+            if arrivals.count(env["msg_id"]) < 2:
+                continue  # the first arrival is not acked
+            await ws.send(json.dumps({
+                "ver": 1, "msg_id": "ack-" + env["msg_id"], "type": "sys_ack",
+                "meta": {"uuid": "u", "acked_msg_id": env["msg_id"], "timestamp": 0},
+                "payload": {"status": "received"}}))
+
+    async with serve(handler, "127.0.0.1", 0) as srv:
+        port = srv.sockets[0].getsockname()[1]
+        client = WebSocketClient(create_client_config(
+            f"ws://127.0.0.1:{port}/ws", "k", resend_interval=0.4))
+        try:
+            assert await client.connect()
+            assert await client.send_message(make_message("stored later", "k", "qq"))
+            for _ in range(500):  # bounded: until the re-send was acked
+                if client.get_stats()["pending_messages"] == 0:
+                    break
+                await asyncio.sleep(0.01)
+            stats = client.get_stats()
+            assert stats["pending_messages"] == 0 and stats["messages_resent"] == 1
+            assert stats["reconnect_attempts"] == 0 and len(connections) == 1
+            assert len(arrivals) == 2 and arrivals[0] == arrivals[1]
+            await asyncio.sleep(1.0)  # acked: never sent again
+            assert len(arrivals) == 2
+        finally:
+            await client.stop()

@@ -4,7 +4,8 @@ while Redis stalls (real redis-server, paused with SIGSTOP and resumed).
 The commands of a stalled batch stay queued and run once Redis is back: the frame was
 not acked (the client re-sends it), but its record, queued with its first send, must
 survive; and a record another node wrote must never be taken back, or the re-send is
-handled twice.
+handled twice. And the client's side of it: a message the hub could not store is
+written again on the same connection until the hub takes it.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import websockets
 from redis import asyncio as redis_asyncio
 
 from maim_message.backends.frame_dedupe import frame_token
+from maim_message.client import WebSocketClient, create_client_config
 
 from .helpers_api import envelope, make_message
 from .test_cluster import Receiver, RedisServer, node, presence, started
@@ -225,3 +227,45 @@ async def test_a_check_that_stalls_leaves_no_failure_unread(redis: RedisServer) 
         assert [e for e in errors if "never retrieved" in e] == []
     finally:
         loop.set_exception_handler(previous)
+
+
+async def test_a_message_sent_while_redis_stalls_arrives_once_redis_is_back(
+        redis: RedisServer) -> None:
+    """The hub cannot check the frame (Redis stopped) and withholds its ack; the client
+    writes it again on the same connection until the hub handles it: delivered once,
+    with no reconnect."""
+    forward = Forwarder()
+    forward.go.set()
+    a = node(fast_url(redis), "a", on_message=forward, ack="handled", **FAST)
+    b = node(redis.url, "b")
+    forward.server = a
+    await started(a, b)
+    bob = Receiver(b.port or 0, "bob")
+    alice = WebSocketClient(create_client_config(
+        f"ws://127.0.0.1:{a.port}/ws", "alice", platform="qq", resend_interval=0.5,
+        enable_connection_log=False))
+    try:
+        assert await bob.client.connect()
+        assert await alice.connect()
+        await presence(a, 2)  # alice here, bob on b
+        os.kill(redis.proc.pid, signal.SIGSTOP)
+        assert await alice.send_message(make_message("during the stall", "alice", "qq"))
+        await asyncio.sleep(1.5)  # the hub gave up on Redis (0.5 s): not acked
+        assert alice.get_stats()["pending_messages"] == 1 and forward.calls == []
+        os.kill(redis.proc.pid, signal.SIGCONT)
+        await bob.wait(lambda: bob.texts == ["during the stall"], timeout=15)
+        stats = alice.get_stats()
+        assert stats["messages_resent"] >= 1 and stats["reconnect_attempts"] == 0
+        for _ in range(300):  # bounded: until the re-send's ack arrived
+            if alice.get_stats()["pending_messages"] == 0:
+                break
+            await asyncio.sleep(0.02)
+        assert alice.get_stats()["pending_messages"] == 0
+        await asyncio.sleep(1.0)  # a second delivery would arrive by now
+        assert bob.texts == ["during the stall"] and forward.calls == ["during the stall"]
+    finally:
+        os.kill(redis.proc.pid, signal.SIGCONT)
+        await alice.stop()
+        await bob.client.stop()
+        await a.stop()
+        await b.stop()

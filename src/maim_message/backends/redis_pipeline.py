@@ -379,8 +379,8 @@ class CommandQueue:
             done.set_result(None)
 
     def _fail_waiters(self) -> None:
-        stalled = QueueStalled(f"Redis did not confirm within {self.stall_timeout:g}s; the "
-                               "message stays queued and is written when Redis is back")
+        stalled = QueueStalled(f"Redis did not confirm within {self.stall_timeout:g}s (what "
+                               "is queued for it is written when it is back)")
         patient = self._patient
         for _args, fut in self._pending:
             if fut is not None and not fut.done() and fut not in patient:

@@ -62,6 +62,12 @@ class ClientConfig:
     # WebSocket first, 0.7 Socket.IO when the server answers 404/400); "websocket" or
     # "socketio" skip the detection.
     protocol: str = "auto"
+    # Extra (not in 0.6.8): seconds after which a message the server has not acked is
+    # written again on the same connection (the hub withholds the ack of a message it
+    # could not store, e.g. while its Redis is away, so that the client re-sends it;
+    # each round without an ack doubles the wait, up to 2 minutes); 0: only after a
+    # reconnect, as 0.6.8 did.
+    resend_interval: float = 10.0
 
     def validate(self) -> bool:
         missing = self.get_missing_fields()

@@ -37,6 +37,7 @@ from ..runtime.callbacks import HandlerTasks, positional_arity
 from ..runtime.reconnect import ReconnectPolicy, keep_connected, refusal_for_status
 from ..sio.client import SocketIOClientSocket, SocketIORefused, socketio_url
 from .config import ClientConfig
+from .resend_clock import ResendClock
 from .tls import client_ssl_context
 
 logger = logging.getLogger(__name__)
@@ -89,6 +90,9 @@ class SupervisedConnection:
         # keeps it for the next connection): how `maim-message tail --count N` stops at N
         self.take_message: Optional[Callable[[], bool]] = None
         self._cursor = 0  # last seq written on the current connection
+        # unacked frames written again on the live connection (the hub withholds an ack
+        # when it could not store the frame)
+        self._resend_clock = ResendClock(max(0.0, float(config.resend_interval or 0)))
         self._flushing = False
         self._next_cleanup = 0.0
         self._dropped_logged = 0
@@ -278,9 +282,13 @@ class SupervisedConnection:
         error: Optional[str] = None
         refused: Optional[AuthRejectedError] = None
         self._cursor = 0
+        self._resend_clock.reset()
         # Re-send unacked frames while already reading: a big backlog must not stop us from
         # reading the server's acks and pings (both sides would wait on each other).
         resend = asyncio.ensure_future(self._resend(ws))
+        retransmit = (asyncio.ensure_future(self._retransmit(ws))
+                      if self._resend_clock.enabled and self.config.enable_message_cache
+                      else None)
         try:
             async for raw in ws:
                 try:
@@ -295,6 +303,8 @@ class SupervisedConnection:
             refused = exc
         finally:
             resend.cancel()  # not awaited: nothing here may be interrupted by a cancel
+            if retransmit is not None:
+                retransmit.cancel()
             self.connected = False
             self._ws = None
             code = ws.close_code
@@ -318,6 +328,31 @@ class SupervisedConnection:
         if resent:
             self.stats["resent"] += resent
             logger.info("connection %s: resent %d unacked message(s)", self.uuid, resent)
+
+    async def _retransmit(self, ws: Socket) -> None:
+        """Write unacked frames again once they waited ``resend_interval`` for an ack."""
+        clock = self._resend_clock
+        while True:
+            await asyncio.sleep(clock.tick)
+            upto = clock.due()
+            if not upto:
+                continue
+            self._cleanup()  # what outlived message_cache_ttl is not sent again
+            again = []
+            for entry in self._outbox.pending_after(_OUTBOX_PAIR, 0):
+                if entry.seq > upto:
+                    break
+                again.append(entry)
+            if not again:
+                continue
+            for entry in again:
+                if not await self._write(ws, entry.payload):
+                    return
+            clock.written(upto)
+            clock.resent()
+            self.stats["resent"] += len(again)
+            logger.info("connection %s: %d message(s) not acked for %.0f s, sent again",
+                        self.uuid, len(again), clock.base)
 
     def _spawn_disconnect(self, error: Optional[str]) -> None:
         if self.config.on_disconnect is not None:
@@ -344,6 +379,7 @@ class SupervisedConnection:
             acked = meta.get("acked_msg_id") if type(meta) is dict else None
             if type(acked) is str:
                 self._outbox.ack(_OUTBOX_PAIR, acked)
+                self._resend_clock.acked()
             return
         if kind == "sys_error":
             self._refused(env)
@@ -419,6 +455,7 @@ class SupervisedConnection:
             return True
         if self._cursor >= entry.prev_seq:
             self._cursor = entry.seq
+            self._resend_clock.written(entry.seq)
             await self._write(ws, data)
             return True
         await self._flush(ws)
@@ -457,6 +494,7 @@ class SupervisedConnection:
                     if not await self._write(ws, entry.payload):
                         return written
                     self._cursor = entry.seq
+                    self._resend_clock.written(entry.seq)
                     written += 1
         finally:
             self._flushing = False

@@ -37,7 +37,7 @@ _ENTRY_FIELDS = {f.name for f in fields(ConnectionEntry)} - {"name", "url", "api
 _STAT_KEYS = (
     "connect_attempts", "successful_connects", "failed_connects", "messages_received",
     "messages_sent", "custom_messages_processed", "reconnect_attempts", "bytes_received",
-    "bytes_sent", "refused",
+    "bytes_sent", "refused", "resent",
 )
 
 
@@ -415,6 +415,7 @@ class WebSocketMultiClient:
             "connections_active": active,
             "connection_names": list(self._named),
             "messages_refused": totals["refused"],  # answered with sys_error, not re-sent
+            "messages_resent": totals["resent"],  # written again: after a reconnect, or unacked
             "network": {
                 "total_connections": totals["successful_connects"],
                 "current_connections": active,

@@ -156,6 +156,7 @@ class WebSocketClient:
             "connected": self.connected,
             "pending_messages": self._conn.pending_count if self._conn is not None else 0,
             "messages_refused": s.get("refused", 0),  # answered with sys_error, not re-sent
+            "messages_resent": s.get("resent", 0),  # written again: after a reconnect, or unacked
             "last_error": self.last_error,
             "connected_count": int(self.connected),
         }

@@ -508,7 +508,8 @@ class WebSocketServer:
         frame = None if retry else encode_error(
             "the server failed to handle this message", ref_msg_id=msg_id)
         reason = f"{'not_stored' if retry else 'handler_failed'}:{type(exc).__name__}"
-        what = ("not acked, its forward could not be stored (the client re-sends it)"
+        what = ("not acked: the store failed to check it or to take its forward (the "
+                "client re-sends it)"
                 if retry else "failed in its handler (answered with sys_error)")
         for conn in conns:
             peer = conn.context
