@@ -211,6 +211,15 @@ async def test_a_password_anywhere_in_the_url_stays_out_of_errors_and_logs(
     assert "s3cret-pass" not in caplog.text
 
 
+async def test_a_redis_url_redis_py_refuses_fails_start_with_what_is_wrong() -> None:
+    server = WebSocketServer(create_server_config(
+        host="127.0.0.1", port=0, cluster_backend="redis",
+        cluster_redis_url="redis://:s3cret-pass@127.0.0.1:6379/0?timeout=3"))
+    with pytest.raises(ServerStartError, match=r"unknown option \?timeout=") as info:
+        await server.start()
+    assert "s3cret-pass" not in str(info.value) and not server.is_running()
+
+
 async def test_local_cluster_delivers_like_a_single_hub() -> None:
     server = WebSocketServer(create_server_config(
         host="127.0.0.1", port=0, on_auth_extract_user=lambda m: m["api_key"],

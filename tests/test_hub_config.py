@@ -276,6 +276,32 @@ redis_url = "redis://127.0.0.1:6379/0,admin:s3cret@10.0.0.2:6379"
     assert "***@10.0.0.2:6379" in text and "s3cret" not in text
 
 
+@pytest.mark.parametrize("url, problem", [
+    ("redis://127.0.0.1:abc/0", "Port could not be cast to integer"),
+    ("redis://127.0.0.1:99999/0", "Port out of range"),
+    ("redis://:s3cret@127.0.0.1:6379/0?foo=bar", "unknown option ?foo="),
+    ("redis://127.0.0.1:6379/0?socket_timeout=abc", "Invalid value for 'socket_timeout'"),
+    ("redis://127.0.0.1:6379/zz", 'the database must be a number'),
+    ("redis://127.0.0.1:6379/0,", "shard 2 is empty (a stray comma?)"),
+])
+def test_a_redis_url_redis_py_would_refuse_at_start_is_a_config_problem(
+        tmp_path: Path, url: str, problem: str) -> None:
+    """Found by `--check-config` (exit 2, file:line), not by `serve` with a traceback."""
+    path = write(tmp_path, f"""
+[cluster]
+backend = "redis"
+redis_url = "{url}"
+""")
+    text = problems_of(path, env={})
+    assert f"{path}:4: cluster.redis_url: " in text and problem in text
+    assert "s3cret" not in text and text.count("cluster.redis_url") == 1
+
+
+def test_a_missing_redis_url_is_one_problem(tmp_path: Path) -> None:
+    text = problems_of(write(tmp_path, '\n[cluster]\nbackend = "redis"\n'), env={})
+    assert "needs redis_url" in text and "must start with" not in text
+
+
 def test_the_redis_backend_without_redis_py_is_a_config_problem(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """`serve --check-config` says so, instead of `serve` failing with a traceback."""

@@ -82,7 +82,7 @@ from .redis_keys import (
 )
 from .redis_pipeline import CommandQueue, Script
 from .redis_presence import RedisPresence
-from .redis_shards import Shard, safe_url, split_urls
+from .redis_shards import Shard, safe_url, split_urls, url_problem
 from .resp_pack import PackedArgs
 from .resp_reader import reply_text as _text
 from .shard_ring import ShardRing
@@ -157,6 +157,10 @@ class RedisCluster(PubSubCluster, RedisPresence, RedisFanoutLog):
     # -- joining and leaving -------------------------------------------------------------------
 
     async def _join(self) -> None:
+        for shard in self._shards:  # redis-py would raise these mid-start, as a traceback
+            problem = url_problem(shard.url)
+            if problem:
+                raise ServerStartError(f"cluster: Redis URL {safe_url(shard.url)}: {problem}")
         channels = [self.keys.channel(self.node_id)]
         try:
             for shard in self._shards:

@@ -7,6 +7,7 @@ pair (liveness, presence, fan-outs).
 
 from __future__ import annotations
 
+import re
 from typing import Any, Dict, List, Optional, Sequence, Union
 
 from redis.asyncio import Redis
@@ -29,6 +30,29 @@ def split_urls(url: Union[str, Sequence[str]]) -> List[str]:
     if not out:
         raise ValueError("cluster_redis_url names no Redis")
     return out
+
+
+def url_problem(url: str) -> Optional[str]:
+    """What is wrong with one shard's URL, without connecting (None: nothing): the port,
+    the database number, an unknown or malformed ``?option`` (redis-py would raise these
+    only when the node starts). Secrets in the URL are not repeated."""
+    from urllib.parse import unquote, urlsplit
+
+    from redis.asyncio import ConnectionPool
+
+    try:
+        parts = urlsplit(url)
+        ConnectionPool.from_url(url).make_connection()  # parses; connects nothing
+    except (ValueError, TypeError) as exc:
+        reason = str(exc)
+        for secret in {parts.password, unquote(parts.password or "")} - {None, ""}:
+            reason = reason.replace(str(secret), "***")
+        unknown = re.search(r"unexpected keyword argument '([^']*)'", reason)
+        return f"unknown option ?{unknown.group(1)}=" if unknown else reason
+    db = parts.path.strip("/") if parts.scheme != "unix" else ""
+    if db and not db.isdigit():
+        return f"the database must be a number (redis://host:6379/0), not \"{db}\""
+    return None
 
 
 class Shard:

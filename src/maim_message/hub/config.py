@@ -363,12 +363,21 @@ def _check(config: HubConfig, origins: Origins, problems: List[str], check_files
         if not url:
             problems.append(f"{origins.where('cluster.backend')}: cluster.redis_url: the "
                             "redis cluster backend needs redis_url (redis://host:6379/0)")
-        for one in (url or "").split(","):  # several, comma separated: shards
-            if not one.strip().startswith(("redis://", "rediss://", "unix://")):
-                problems.append(f"{origins.where('cluster.redis_url')}: cluster.redis_url: "
-                                "must start with redis://, rediss:// or unix:// (got "
-                                f"\"{safe_url(one.strip())}\")")
-        if importlib.util.find_spec("redis") is None:
+        have_redis = importlib.util.find_spec("redis") is not None
+        where = f"{origins.where('cluster.redis_url')}: cluster.redis_url"
+        for n, one in enumerate((url or "").split(",") if url else []):  # commas: shards
+            one = one.strip()
+            if not one:
+                problems.append(f"{where}: shard {n + 1} is empty (a stray comma?)")
+            elif not one.startswith(("redis://", "rediss://", "unix://")):
+                problems.append(f"{where}: must start with redis://, rediss:// or unix:// "
+                                f"(got \"{safe_url(one)}\")")
+            elif have_redis:
+                from ..backends.redis_shards import url_problem
+                problem = url_problem(one)
+                if problem:
+                    problems.append(f"{where}: {safe_url(one)}: {problem}")
+        if not have_redis:
             problems.append(f"{origins.where('cluster.backend')}: cluster.backend: the redis "
                             "backend needs redis-py: pip install 'maim_message[cluster]'")
     admin = config.admin
