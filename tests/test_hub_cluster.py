@@ -85,3 +85,46 @@ async def test_two_hub_processes_route_through_redis(tmp_path: Path, redis_url: 
             await client.stop()
         for hub in hubs:
             assert await hub.terminate() == 0
+
+
+async def test_a_redis_outage_shows_in_metrics_and_readiness(tmp_path: Path) -> None:
+    """Redis stops answering (SIGSTOP): /metrics counts the shard down at once; once the
+    node's writes have failed for the write timeout (received frames are then not acked)
+    /readyz answers 503; both recover when Redis answers again."""
+    import os
+    import signal
+
+    from .test_cluster import RedisServer
+    from .test_hub_process import until
+
+    redis = RedisServer()
+    hub = None
+    try:
+        await redis.ready()
+        hub = await HubProcess(tmp_path).start(
+            cluster_config(redis.url + "?socket_timeout=0.5"))
+        assert (await hub.get("/readyz", token=None))[0] == 200
+        assert (await hub.metrics())["maim_hub_cluster_redis_shards_down"] == 0
+        os.kill(redis.proc.pid, signal.SIGSTOP)
+
+        async def down() -> bool:
+            return (await hub.metrics())["maim_hub_cluster_redis_shards_down"] == 1
+
+        async def unready() -> bool:
+            status, _, body = await hub.get("/readyz", token=None)
+            return status == 503 and body.startswith(b"redis unreachable")
+
+        await until(down, 10, "the shard counted down")
+        await until(unready, 20, "/readyz 503 once the writes stalled")
+        os.kill(redis.proc.pid, signal.SIGCONT)
+
+        async def ready() -> bool:
+            return (await hub.get("/readyz", token=None))[0] == 200 and not await down()
+
+        await until(ready, 20, "ready again once Redis answers")
+        assert "maim_hub_cluster_node_deaths_total" in await hub.metrics()
+    finally:
+        os.kill(redis.proc.pid, signal.SIGCONT)
+        if hub is not None:
+            assert await hub.terminate() == 0
+        redis.stop()

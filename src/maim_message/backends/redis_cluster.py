@@ -604,6 +604,11 @@ class RedisCluster(PubSubCluster, RedisPresence, RedisFanoutLog):
             "redis_batches": sum(q.batches for q in queues),
             "redis_failures": sum(q.failures for q in queues),
             "redis_rtt_seconds": max((q.rtt for q in queues), default=0.0),
+            # shards whose commands have been failing (reconnecting with backoff), and
+            # those failing for longer than cluster_write_timeout (sends raise meanwhile)
+            "redis_shards_down": sum(1 for q in queues if q.down_since is not None)
+            + len(self._shards) - len(queues),
+            "redis_shards_stalled": sum(1 for q in queues if q.stalled),
             "queue_depth": sum(q.depth for q in queues),
             "frames_held_elsewhere": self.held_frames,  # frames, not re-checks
         })

@@ -124,6 +124,8 @@ class CommandQueue:
         self.batches = 0
         self.failures = 0
         self.rtt = 0.0  # s: moving average of a batch's round trip (send to last reply)
+        self.down_since: Optional[float] = None  # monotonic: batches failing since then
+        self.stalled = False  # failing for longer than stall_timeout (waiters failed)
         self._patient: Set[asyncio.Future[Any]] = set()  # futures a stall does not fail
         # told when a stall fails the waiters (the owner of patient futures fails its own
         # waiters then, and still gets the results once the commands ran)
@@ -341,13 +343,17 @@ class CommandQueue:
                 self._requeue(batch, cmds, done)
                 now = loop.time()
                 failing_since = failing_since or now
+                if self.down_since is None:
+                    self.down_since = time.monotonic()
                 if now - failing_since > self.stall_timeout:
+                    self.stalled = True
                     self._fail_waiters()  # the commands stay queued; only waiters give up
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
                 batch, cmds, done = self._take()
                 outcome = None
         self._task = None
+        self.down_since, self.stalled = None, False
         self._deliver(batch, results, done)
         self._kick()
 

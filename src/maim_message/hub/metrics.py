@@ -63,6 +63,10 @@ METRICS = (
      "Messages for connections on this node sent by other nodes."),
     ("cluster_redis_rtt_seconds", "gauge",
      "Round trip of a batch of Redis commands (moving average, slowest shard)."),
+    ("cluster_redis_shards_down", "gauge",
+     "Redis shards this node cannot reach now (its commands wait and are retried)."),
+    ("cluster_node_deaths_total", "counter",
+     "Other nodes this node saw die (their alive key expired) and took over from."),
     ("cluster_stream_backlog", "gauge",
      "Unacked messages in the Redis streams of the pairs connected to this node."),
     ("cluster_takeovers_total", "counter",
@@ -129,11 +133,11 @@ class _HubCollector:
             limits.add_metric([reason], count)
         yield limits
         cluster = snap["cluster"]
-        for name in ("nodes_alive", "redis_rtt_seconds", "stream_backlog"):
+        for name in ("nodes_alive", "redis_rtt_seconds", "redis_shards_down", "stream_backlog"):
             yield GaugeMetricFamily(PREFIX + "cluster_" + name, docs["cluster_" + name],
                                     value=cluster[name])
         for name in ("remote_deliveries", "takeovers", "duplicate_frames",
-                     "frames_held_elsewhere", "resyncs", "fanouts_recovered"):
+                     "frames_held_elsewhere", "resyncs", "fanouts_recovered", "node_deaths"):
             yield CounterMetricFamily(PREFIX + "cluster_" + name,
                                       docs["cluster_" + name + "_total"], value=cluster[name])
         yield GaugeMetricFamily(PREFIX + "ready", docs["ready"],

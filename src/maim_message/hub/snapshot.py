@@ -81,7 +81,10 @@ def hub_snapshot(hub: Hub) -> Dict[str, Any]:
         "queued": hub.queued,
         "acks_pending": acks_pending,
         "outbox": {
-            "backend": hub.config.outbox.backend,
+            # in cluster mode the cluster's Redis streams hold it: depth and bytes are
+            # then what this node holds for its connected pairs
+            "backend": ("redis-streams" if hub.config.cluster.backend == "redis"
+                        else hub.config.outbox.backend),
             "depth": int(delivery.get("outbox_depth", 0)),
             "bytes": int(delivery.get("outbox_bytes", 0)),
             "resent": int(delivery.get("resent", 0)),
@@ -102,6 +105,7 @@ def cluster_snapshot(server: Any) -> Dict[str, Any]:
         "nodes_alive": 1, "remote_deliveries": 0, "redis_rtt_seconds": 0.0,
         "stream_backlog": 0, "takeovers": 0, "duplicate_frames": 0, "node_deaths": 0,
         "shards": 0, "resyncs": 0, "frames_held_elsewhere": 0, "fanouts_recovered": 0,
+        "redis_shards_down": 0, "redis_shards_stalled": 0,
     }
     stats = getattr(cluster, "stats", None)
     if cluster.distributed and stats is not None:
