@@ -227,3 +227,25 @@ async def test_tail_count_takes_only_that_many_of_a_queued_backlog(
                       for line in out.splitlines()])
     assert texts == [["queued 0"], ["queued 1", "queued 2"]]
     assert await hub.terminate() == 0
+
+
+async def test_tail_says_when_it_lost_the_hub_and_is_reconnecting(
+        hub_factory: Any) -> None:  # noqa: F811
+    """A hub killed under a tail: one line on stderr, not minutes of silence."""
+    hub = await hub_factory().start(CONFIG)
+    tail = await start("tail", hub.ws_url, "--key", CORE_KEY, "--platform", "qq",
+                       "--duration", "30")
+    try:
+        await until(lambda: _has(hub, 1), timeout=20, what="tail to connect")
+        hub.kill()  # SIGKILL, the PID we started
+        assert tail.stderr is not None
+        lines: List[str] = []
+        while not any("reconnecting" in line for line in lines):
+            line = await asyncio.wait_for(tail.stderr.readline(), 15)
+            assert line, f"tail ended without saying so: {lines}"
+            lines.append(line.decode())
+        assert any(line.startswith("disconnected: ") for line in lines), lines
+    finally:
+        if tail.returncode is None:
+            tail.kill()
+            await tail.wait()

@@ -207,14 +207,28 @@ async def tail(
 
     closed: List[str] = []  # why the server closed the connection (a revoke: 4003)
 
+    tailing = False  # connected once and not stopping: a disconnect is worth a line
+
     def on_disconnect(uuid: str, error: Optional[str]) -> None:
         if error and not error.startswith(AUTH_REFUSED) and "HTTP " not in error:
             closed.append(error)
         if _refused(client) is not None:
             done.set()
+        elif tailing and not done.is_set():
+            err.write(f"disconnected: {error or 'connection lost'}; reconnecting\n")
+            err.flush()
+
+    connects = 0
+
+    def on_connect(uuid: str, config: Any) -> None:
+        nonlocal connects
+        connects += 1
+        if connects > 1 and tailing:
+            err.write("reconnected\n")
+            err.flush()
 
     client = _client(url, key, platform, reconnect=True, on_message=on_message,
-                     on_disconnect=on_disconnect, **tls)
+                     on_disconnect=on_disconnect, on_connect=on_connect, **tls)
     client.custom_handlers = _AnyCustomType(on_custom)
     taken = 0
 
@@ -234,6 +248,7 @@ async def tail(
             err.write(f"tailing {urlsplit(url)._replace(query='').geturl()} as platform "
                       f"{platform} (Ctrl+C to stop)\n")
         err.flush()
+        tailing = True
         try:
             await asyncio.wait_for(done.wait(), duration or None)
         except asyncio.TimeoutError:
@@ -246,6 +261,7 @@ async def tail(
             return EXIT_REFUSED
         return EXIT_OK
     finally:
+        tailing = False
         await client.stop()
 
 
