@@ -414,7 +414,7 @@ class RedisCluster(PubSubCluster, RedisPresence, RedisFanoutLog):
         current, previous = self.dedupe.both()
         packed = PackedArgs([token.encode() for token in tokens])  # once for every read
         replies: List[asyncio.Future[Any]] = []
-        for shard in self._shards:
+        for shard in self._shards:  # (not one MULTI: Redis out of memory refuses queuing)
             queue = self._q(shard)
             for bucket in (current, previous):
                 fut = queue.push(("HMGET", bucket, packed), want_result=True)
