@@ -520,33 +520,13 @@ async def test_a_channel_batch_is_handled_per_pair_run_and_entry() -> None:
 
 
 async def test_a_frame_one_shard_has_is_a_duplicate_whatever_another_shard_answered() -> None:
-    """Sharded check: a shard that failed does not hide another shard's "handled"; each
-    frame is claimed on its home shard only."""
-    from types import SimpleNamespace
-
+    """Sharded check (with claims: the script): a shard that failed does not hide another
+    shard's "handled"; each frame is claimed on its home shard only."""
     from maim_message.backends.frame_dedupe import home_shard
-    from maim_message.backends.redis_cluster import RedisCluster
 
-    loop = asyncio.get_running_loop()
-    replies = [loop.create_future(), loop.create_future()]
-    pushed = iter(replies)
-    sent: List[Tuple[Any, ...]] = []
-
-    def push(args: Tuple[Any, ...], want_result: bool = False) -> Any:
-        sent.append(args)
-        return next(pushed)
-
-    shards = [SimpleNamespace(index=i, queue=SimpleNamespace(push=push)) for i in range(2)]
+    shards, sent, replies = fake_shards(2)
     answers: List[Tuple[str, bool, Any]] = []
-    cluster: Any = RedisCluster.__new__(RedisCluster)
-    cluster._shards = shards
-    cluster.dedupe = DedupeBuckets("p", 60.0)
-    cluster.node_id = "n1"
-    cluster._claimant = "n1\x00abcd1234"  # node id and incarnation
-    cluster.keys = Keys("p")
-    cluster.frame_claims = True
-    cluster._frame_checked = lambda token, frame, seen, error: answers.append(
-        (token, seen, error))
+    cluster = checking_cluster(shards, True, answers)
     t1, t2 = (next(f"{i:08x}" + "00" * 6 for i in range(100) if home_shard(f"{i:08x}", 2) == h)
               for h in (0, 1))
     cluster._push_checks([t1, t2], [object(), object()])
