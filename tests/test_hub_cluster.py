@@ -116,12 +116,14 @@ async def test_a_redis_outage_shows_in_metrics_and_readiness(tmp_path: Path) -> 
 
         await until(down, 10, "the shard counted down")
         await until(unready, 20, "/readyz 503 once the writes stalled")
+        assert (await hub.metrics())["maim_hub_ready"] == 0
         os.kill(redis.proc.pid, signal.SIGCONT)
 
         async def ready() -> bool:
             return (await hub.get("/readyz", token=None))[0] == 200 and not await down()
 
         await until(ready, 20, "ready again once Redis answers")
+        assert (await hub.metrics())["maim_hub_ready"] == 1
         assert "maim_hub_cluster_node_deaths_total" in await hub.metrics()
     finally:
         os.kill(redis.proc.pid, signal.SIGCONT)

@@ -196,6 +196,9 @@ async def test_a_whole_session_at_debug_logs_no_key(capture: Capture) -> None:
     ("127.0.0.1:6379/0?password=pass", "127.0.0.1:6379/0"),  # not a URL at all
     ("user:pass@host:1", "***@host:1"),
     ("redis://host:6379/0", "redis://host:6379/0"),
+    ("redis://admin:pa?ss@host:1/0", "redis://***@host:1/0"),  # "?" in the password
+    ("redis://admin:pa#ss@host:1/0?db=2", "redis://***@host:1/0?db=2"),  # "#" in it
+    ("redis://host?password=pa@ss&db=1", "redis://host?db=1"),  # "@" in a secret param
 ])
 def test_redis_urls_are_shown_without_their_secrets(url: str, shown: str) -> None:
     from maim_message.core.redact import safe_url

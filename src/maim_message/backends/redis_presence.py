@@ -49,7 +49,7 @@ class RedisPresence(RedisShards):
         assert redis is not None
         keys, node = self.keys, self.node_id
         for shard in self._shards:  # an idle queue also learns when its Redis is away
-            if shard.queue is not None:
+            if shard.queue is not None and shard.queue.depth == 0:  # (none piles up)
                 shard.queue.push(("PING",))
         pipe = redis.pipeline(transaction=False)
         pipe.set(keys.alive(node), self.incarnation, px=int(self.node_ttl * 1000), get=True)

@@ -35,20 +35,33 @@ def split_urls(url: Union[str, Sequence[str]]) -> List[str]:
 def url_problem(url: str) -> Optional[str]:
     """What is wrong with one shard's URL, without connecting (None: nothing): the port,
     the database number, an unknown or malformed ``?option`` (redis-py would raise these
-    only when the node starts). Secrets in the URL are not repeated."""
-    from urllib.parse import unquote, urlsplit
+    only when the node starts). Nothing of the URL's user or password is repeated: the
+    URL is first checked with them replaced."""
+    scheme, sep, rest = url.partition("://")
+    secret = "@" in rest
+    if secret:  # everything up to the last "@" (a password may hold an unencoded "/")
+        problem = _parse_problem(f"{scheme}{sep}x:x@{rest.rpartition('@')[2]}")
+        if problem is None and _parse_problem(url) is not None:
+            return ("the user or password cannot be parsed: percent-encode / ? # @ : in "
+                    "them (%2F %3F %23 %40 %3A)")
+    else:
+        problem = _parse_problem(url)
+    return problem
+
+
+def _parse_problem(url: str) -> Optional[str]:
+    from urllib.parse import urlsplit
 
     from redis.asyncio import ConnectionPool
 
     try:
         parts = urlsplit(url)
         ConnectionPool.from_url(url).make_connection()  # parses; connects nothing
-    except (ValueError, TypeError) as exc:
+    except Exception as exc:  # ValueError, TypeError, RedisError...: whatever from_url says
         reason = str(exc)
-        for secret in {parts.password, unquote(parts.password or "")} - {None, ""}:
-            reason = reason.replace(str(secret), "***")
         unknown = re.search(r"unexpected keyword argument '([^']*)'", reason)
-        return f"unknown option ?{unknown.group(1)}=" if unknown else reason
+        return f"unknown option ?{unknown.group(1)}=" if unknown else (
+            reason or type(exc).__name__)
     db = parts.path.strip("/") if parts.scheme != "unix" else ""
     if db and not db.isdigit():
         return f"the database must be a number (redis://host:6379/0), not \"{db}\""

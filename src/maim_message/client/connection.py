@@ -282,7 +282,6 @@ class SupervisedConnection:
         error: Optional[str] = None
         refused: Optional[AuthRejectedError] = None
         self._cursor = 0
-        self._resend_clock.reset()
         # Re-send unacked frames while already reading: a big backlog must not stop us from
         # reading the server's acks and pings (both sides would wait on each other).
         resend = asyncio.ensure_future(self._resend(ws))
@@ -330,29 +329,20 @@ class SupervisedConnection:
             logger.info("connection %s: resent %d unacked message(s)", self.uuid, resent)
 
     async def _retransmit(self, ws: Socket) -> None:
-        """Write unacked frames again once they waited ``resend_interval`` for an ack."""
+        """Write unacked frames again once they waited ``resend_interval`` (doubling per
+        frame and round) for an ack."""
         clock = self._resend_clock
         while True:
             await asyncio.sleep(clock.tick)
-            upto = clock.due()
-            if not upto:
-                continue
             self._cleanup()  # what outlived message_cache_ttl is not sent again
-            again = []
-            for entry in self._outbox.pending_after(_OUTBOX_PAIR, 0):
-                if entry.seq > upto:
-                    break
-                again.append(entry)
-            if not again:
-                continue
+            again = clock.due(self._outbox.pending_after(_OUTBOX_PAIR, 0), self._cursor)
             for entry in again:
                 if not await self._write(ws, entry.payload):
                     return
-            clock.written(upto)
-            clock.resent()
-            self.stats["resent"] += len(again)
-            logger.info("connection %s: %d message(s) not acked for %.0f s, sent again",
-                        self.uuid, len(again), clock.base)
+            if again:
+                self.stats["resent"] += len(again)
+                logger.info("connection %s: %d message(s) not acked in time, sent again",
+                            self.uuid, len(again))
 
     def _spawn_disconnect(self, error: Optional[str]) -> None:
         if self.config.on_disconnect is not None:
@@ -379,7 +369,6 @@ class SupervisedConnection:
             acked = meta.get("acked_msg_id") if type(meta) is dict else None
             if type(acked) is str:
                 self._outbox.ack(_OUTBOX_PAIR, acked)
-                self._resend_clock.acked()
             return
         if kind == "sys_error":
             self._refused(env)
@@ -455,7 +444,7 @@ class SupervisedConnection:
             return True
         if self._cursor >= entry.prev_seq:
             self._cursor = entry.seq
-            self._resend_clock.written(entry.seq)
+            self._resend_clock.written(entry)
             await self._write(ws, data)
             return True
         await self._flush(ws)
@@ -494,7 +483,7 @@ class SupervisedConnection:
                     if not await self._write(ws, entry.payload):
                         return written
                     self._cursor = entry.seq
-                    self._resend_clock.written(entry.seq)
+                    self._resend_clock.written(entry)
                     written += 1
         finally:
             self._flushing = False

@@ -36,11 +36,16 @@ def entry_cost(msg_id: str, payload: bytes) -> int:
 class OutboxEntry:
     """One message awaiting an ack; ``payload`` is the encoded envelope (JSON bytes)."""
 
-    __slots__ = ("created", "msg_id", "only", "payload", "prev_seq", "seq")
+    __slots__ = ("created", "msg_id", "only", "payload", "prev_seq", "resends", "seq",
+                 "written_at")
 
     def __init__(self, seq: int, msg_id: str, payload: bytes, created: float,
                  prev_seq: int = 0, only: Optional[str] = None) -> None:
         self.seq = seq
+        # the client's re-send policy (client/resend_clock.py): when the current connection
+        # last wrote it, and how often it wrote it again there without an ack
+        self.written_at = 0.0
+        self.resends = 0
         # for one connection (uuid) of the pair only (a store may keep it: load_targets)
         self.only = only
         self.prev_seq = prev_seq  # seq of the pair's previous entry when this one was added

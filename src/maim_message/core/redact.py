@@ -127,18 +127,18 @@ _SECRET_PARAMS = ("password", "username", "user", "ssl_password")
 
 
 def safe_url(url: str) -> str:
-    """The URL as logs may show it: everything before the last ``@`` of its authority
-    masked (a user and password, even one with an unencoded ``/``), and query parameters
-    naming a secret (``?password=``, which redis-py also reads, percent-encoded or not)
-    left out. Works on strings that are not URLs too (no ``scheme://``)."""
+    """The URL as logs may show it: query parameters naming a secret (``?password=``,
+    which redis-py also reads, percent-encoded or not) left out, then everything before
+    the last ``@`` masked (a user and password, even one with an unencoded ``/``, ``?``
+    or ``#`` in it). Works on strings that are not URLs too (no ``scheme://``)."""
     scheme, sep, rest = url.partition("://")
     if not sep:
         scheme, rest = "", url
     rest, _q, query = rest.partition("?")
     query, _h, fragment = query.partition("#")
-    if "@" in rest:
-        rest = "***@" + rest.rpartition("@")[2]
     kept = "&".join(p for p in query.split("&")
                     if p and unquote(p.split("=", 1)[0]).lower() not in _SECRET_PARAMS)
-    return ((scheme + "://" if sep else "") + rest + (f"?{kept}" if kept else "")
-            + (f"#{fragment}" if fragment else ""))
+    rest = rest + (f"?{kept}" if kept else "") + (f"#{fragment}" if fragment else "")
+    if "@" in rest:  # (a "?" or "#" in a password split the URL above: masked here)
+        rest = "***@" + rest.rpartition("@")[2]
+    return (scheme + "://" if sep else "") + rest

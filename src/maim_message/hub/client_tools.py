@@ -208,6 +208,7 @@ async def tail(
     closed: List[str] = []  # why the server closed the connection (a revoke: 4003)
 
     tailing = False  # connected once and not stopping: a disconnect is worth a line
+    told: List[Optional[str]] = []  # disconnects already printed
 
     def on_disconnect(uuid: str, error: Optional[str]) -> None:
         if error and not error.startswith(AUTH_REFUSED) and "HTTP " not in error:
@@ -217,6 +218,7 @@ async def tail(
         elif tailing and not done.is_set():
             err.write(f"disconnected: {error or 'connection lost'}; reconnecting\n")
             err.flush()
+            told.append(error)
 
     connects = 0
 
@@ -255,8 +257,8 @@ async def tail(
             pass
         reason = _refused(client)
         if reason is not None:
-            if closed:  # what ended the last connection, then why reconnecting failed
-                err.write(f"disconnected: {closed[-1]}\n")
+            if closed and closed[-1] not in told:  # what ended the last connection, then
+                err.write(f"disconnected: {closed[-1]}\n")  # why reconnecting failed
             err.write(f"refused: {reason}\n")
             return EXIT_REFUSED
         return EXIT_OK

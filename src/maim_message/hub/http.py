@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Dict
 
 from ..transport.base import HandshakeInfo, HttpReply
 from .admin_http import NO_STORE, UNAUTHORIZED, Route, admin_routes
-from .snapshot import cluster_snapshot
+from .snapshot import cluster_snapshot, not_ready
 
 if TYPE_CHECKING:
     from .runner import Hub
@@ -44,12 +44,9 @@ def make_routes(hub: Hub) -> Dict[str, Route]:
         return HttpReply(200, b"ok\n", headers=_NO_STORE)
 
     def readyz(info: HandshakeInfo) -> HttpReply:
-        if hub.state != "ready":
-            return HttpReply(503, f"{hub.state}\n".encode(), headers=_NO_STORE)
-        stalled = cluster_snapshot(hub.server)["redis_shards_stalled"]
-        if stalled:  # received frames are not acked meanwhile (they cannot be checked)
-            return HttpReply(503, f"redis unreachable ({stalled} shard(s))\n".encode(),
-                             headers=_NO_STORE)
+        why = not_ready(hub.state, cluster_snapshot(hub.server))
+        if why:
+            return HttpReply(503, f"{why}\n".encode(), headers=_NO_STORE)
         return HttpReply(200, b"ready\n", headers=_NO_STORE)
 
     routes: Dict[str, Route] = {"/healthz": healthz, "/readyz": readyz}

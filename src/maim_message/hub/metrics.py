@@ -21,6 +21,7 @@ from ..core.limits import (
     REQUEST_HEAD,
 )
 from .auth import REJECT_REASONS
+from .snapshot import not_ready
 
 if TYPE_CHECKING:
     from .runner import Hub
@@ -79,7 +80,8 @@ METRICS = (
      "Re-reads of this node's pairs' streams (a node died, a channel reconnected)."),
     ("cluster_fanouts_recovered_total", "counter",
      "Fan-outs missed on the channel while it reconnected, read from the fan-out log."),
-    ("ready", "gauge", "1 while the hub accepts connections, 0 while starting or draining."),
+    ("ready", "gauge", "1 while /readyz answers 200: 0 while starting or draining, or while "
+     "the cluster's Redis is unreachable."),
     ("start_time_seconds", "gauge", "Unix time the hub started."),
 )
 
@@ -141,7 +143,7 @@ class _HubCollector:
             yield CounterMetricFamily(PREFIX + "cluster_" + name,
                                       docs["cluster_" + name + "_total"], value=cluster[name])
         yield GaugeMetricFamily(PREFIX + "ready", docs["ready"],
-                                value=1 if snap["state"] == "ready" else 0)
+                                value=0 if not_ready(snap["state"], cluster) else 1)
         yield GaugeMetricFamily(PREFIX + "start_time_seconds", docs["start_time_seconds"],
                                 value=hub.started_at)
 

@@ -112,3 +112,13 @@ def cluster_snapshot(server: Any) -> Dict[str, Any]:
         figures = stats()
         base.update({k: figures[k] for k in base if k in figures and k != "backend"})
     return base
+
+
+def not_ready(state: str, cluster: Dict[str, Any]) -> str:
+    """Why the hub is not ready ("": it is): starting or draining, or, on a cluster node,
+    Redis unreachable for longer than the write timeout (received frames are not acked
+    meanwhile: they cannot be checked against the record of handled frames)."""
+    if state != "ready":
+        return state
+    stalled = cluster.get("redis_shards_stalled", 0)
+    return f"redis unreachable ({stalled} shard(s))" if stalled else ""
