@@ -297,3 +297,51 @@ async def test_a_frame_the_server_did_not_ack_is_sent_again_on_the_same_connecti
             assert len(arrivals) == 2
         finally:
             await client.stop()
+
+
+async def test_a_message_over_the_limit_does_not_block_the_ones_behind_it() -> None:
+    """Over the client's own max_size: refused at once (False). Over only the server's:
+    the server closes the connection (1009, naming its limit); the client drops that one
+    message instead of sending it first on every reconnect, and the next ones go on."""
+    inbox = Inbox()
+    server = WebSocketServer(create_server_config(
+        host="127.0.0.1", port=0, max_message_size=20_000, on_message=inbox))
+    await server.start()
+    client = WebSocketClient(create_client_config(
+        f"ws://127.0.0.1:{server.port}/ws", "k", reconnect_delay=0.05, max_size=100_000))
+    try:
+        assert await client.connect()
+        assert not await client.send_message(make_message("x" * 200_000, "k", "qq"))
+        assert await client.send_message(make_message("y" * 50_000, "k", "qq"))  # queued
+        assert await client.send_message(make_message("after the big one", "k", "qq"))
+        message, _ = await inbox.next(10)
+        assert message.message_segment.data == "after the big one"
+        stats = client.get_stats()
+        assert stats["messages_refused"] == 2 and stats["pending_messages"] == 0
+        assert stats["network"]["total_connections"] <= 2  # one close, one reconnect
+    finally:
+        await client.stop()
+        await server.stop()
+
+
+async def test_a_queued_message_over_the_receivers_limit_leaves_its_outbox() -> None:
+    """The receiver closes (1009) over a message above its max_size: the server drops it
+    from the receiver's outbox, so the reconnect is not closed again by it."""
+    server = WebSocketServer(create_server_config(host="127.0.0.1", port=0))
+    await server.start()
+    inbox = Inbox()
+    receiver = WebSocketClient(create_client_config(
+        f"ws://127.0.0.1:{server.port}/ws", "bob", platform="qq", on_message=inbox,
+        reconnect_delay=0.05, max_size=20_000))
+    try:
+        assert await receiver.connect()
+        await server.send_message(make_message("z" * 50_000, "bob", "qq"))
+        await server.send_message(make_message("small", "bob", "qq"))
+        message, _ = await inbox.next(10)
+        assert message.message_segment.data == "small"
+        delivery = server.get_stats()["delivery"]
+        assert delivery["outbox_depth"] == 0 and delivery["evicted"] == 1, delivery
+        assert receiver.get_stats()["network"]["total_connections"] == 2
+    finally:
+        await receiver.stop()
+        await server.stop()

@@ -29,6 +29,7 @@ from ..core.envelope import (
     std_envelope,
 )
 from ..core.identity import fingerprint
+from ..core.limits import size_limit_of
 from ..core.models.api import APIMessageBase
 from ..core.outbox import Outbox
 from ..core.redact import Redactor, log_safe, redacting_logger
@@ -318,8 +319,22 @@ class SupervisedConnection:
                 error = f"connection closed: {code} {ws.close_reason or ''}".strip()
                 self.last_error = error
             logger.info("connection %s closed (code %s)", self.uuid, code)
+            limit = size_limit_of(code or 0, ws.close_reason or "")
+            if limit is not None:
+                self._drop_oversized(limit)
             self._spawn_disconnect(error)  # in finally: also when the task is cancelled
         return refused
+
+    def _drop_oversized(self, limit: int) -> None:
+        """The server closed us (1009) over a message above its size limit: that message
+        would be sent again first on every reconnect, closing each connection, so it is
+        refused here, like a ``sys_error`` (the messages behind it go on)."""
+        for entry in self._outbox.drop_larger_than(_OUTBOX_PAIR, limit):
+            self.stats["refused"] += 1
+            logger.warning("connection %s: message %s of %d bytes is over the server's limit "
+                           "of %d bytes: dropped, not sent again", self.uuid,
+                           log_safe(entry.msg_id), len(entry.payload), limit)
+        self._dropped_logged = self.dropped  # said here, not as "outbox full or expired"
 
     async def _resend(self, ws: Socket) -> None:
         self._cleanup(now=True)  # what outlived message_cache_ttl is not sent again
@@ -433,6 +448,11 @@ class SupervisedConnection:
 
     async def _send(self, data: bytes, msg_id: str) -> bool:
         """Write, or keep for the next connection; False only when it cannot be delivered."""
+        if len(data) > self.config.max_size:  # any server would close us (1009) over it
+            self.stats["refused"] += 1
+            logger.error("connection %s: message %s of %d bytes is over max_size (%d): not "
+                         "sent", self.uuid, log_safe(msg_id), len(data), self.config.max_size)
+            return False
         if not self.config.enable_message_cache:
             return await self._write_now(data)
         if not self._wanted:

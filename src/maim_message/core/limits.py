@@ -7,6 +7,7 @@ connections per key) and per text frame (token bucket: a few float operations).
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Callable, Dict, Hashable, Iterable, Optional
 
@@ -32,6 +33,21 @@ LIMIT_REASONS = (
 )
 
 _CLOSE_CODE_REASONS = {1009: MESSAGE_SIZE, 1007: INVALID_UTF8, 1003: BINARY_FRAME}
+
+
+_SIZE_LIMIT = re.compile(r"limit of (\d+) bytes")
+# how our own 1009 closes start (transport/reader.py, transport/asgi.py): a close with
+# another reason came from the peer, over a message we sent
+OWN_SIZE_CLOSE = "message of "
+
+
+def size_limit_of(code: int, reason: str) -> Optional[int]:
+    """The message size limit a 1009 close names ("... exceeds limit of N bytes": our
+    server's and client's, and the websockets library's words), else None."""
+    if code != 1009:
+        return None
+    found = _SIZE_LIMIT.search(reason or "")
+    return int(found.group(1)) if found else None
 
 
 def reason_for_close_code(code: int) -> str:

@@ -252,6 +252,25 @@ class Outbox:
         self._drop_pair(pair)
         return count
 
+    def drop_larger_than(self, pair: Pair, limit: int) -> List[OutboxEntry]:
+        """Drop (as evicted, from the store too) the pair's entries whose payload is over
+        ``limit`` bytes: the receiving end refuses them (its message size limit), so each
+        would be written again on every reconnect and hold back everything after it."""
+        queue = self.pairs.get(pair)
+        if queue is None:
+            return []
+        over = [entry for entry in queue.entries.values() if len(entry.payload) > limit]
+        for entry in over:
+            del queue.entries[entry.msg_id]
+            self._account_removed(pair, queue, entry)
+        if over:
+            self.evicted += len(over)
+            if self.store is not None:
+                self.store.remove(pair, [entry.msg_id for entry in over])
+            if not queue.entries:
+                self._drop_pair(pair)
+        return over
+
     def withdraw(self, pair: Pair, entry: OutboxEntry) -> bool:
         """Take back ``entry`` without telling the store (its write was rolled back)."""
         queue = self.pairs.get(pair)

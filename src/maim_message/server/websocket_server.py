@@ -37,12 +37,14 @@ from ..core.limits import (
     CONNECTIONS_PER_KEY,
     INVALID_UTF8,
     ORIGIN,
+    OWN_SIZE_CLOSE,
     RATE,
     FirstSeen,
     KeyConnectionCounter,
     LimitCounters,
     OriginPolicy,
     TokenBucket,
+    size_limit_of,
 )
 from ..core.models.api import APIMessageBase
 from ..core.models.api_fast import message_from_payload
@@ -353,13 +355,26 @@ class WebSocketServer:
     def connection_closed(self, conn: ServerConnection, code: int, reason: str) -> None:
         peer: Peer = conn.context
         try:
-            self._forget_peer(conn, peer, code)
+            self._forget_peer(conn, peer, code, reason)
         finally:
             # Break the peer <-> connection cycle: the connection (and a half-received
             # message in its parser) is freed by reference counting, not by a full GC.
             peer.conn = None
 
-    def _forget_peer(self, conn: ServerConnection, peer: Peer, code: int) -> None:
+    def _drop_oversized(self, peer: Peer, limit: Optional[int]) -> None:
+        """The client closed (1009) over a message above its own size limit: queued for
+        it, that message would be sent first on every reconnect and close each one, so
+        it leaves the pair's outbox (counted as evicted)."""
+        outbox = self.delivery.outbox
+        if limit is None or outbox is None:
+            return
+        for entry in outbox.drop_larger_than(peer.pair, limit):
+            logger.warning("message %s of %d bytes for %s is over the receiver's limit of %d "
+                           "bytes: dropped from its outbox", log_safe(entry.msg_id),
+                           len(entry.payload), peer.uuid_label, limit)
+
+    def _forget_peer(self, conn: ServerConnection, peer: Peer, code: int,
+                     reason: str = "") -> None:
         if peer.counted:
             peer.counted = False
             self._key_conns.release(peer.api_key)
@@ -370,6 +385,8 @@ class WebSocketServer:
             return  # replaced by a newer connection with the same uuid: that one lives on
         del self.peers[peer.uuid]
         self.routes.remove(peer.uuid)
+        if code == 1009 and not reason.startswith(OWN_SIZE_CLOSE):  # the peer's limit
+            self._drop_oversized(peer, size_limit_of(code, reason))
         self.cluster.connection_closed(peer)
         if self.config.enable_connection_log:
             logger.info("disconnected %s user=%s code=%s", peer.uuid_label, peer.user_label,

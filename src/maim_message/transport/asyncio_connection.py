@@ -353,7 +353,7 @@ class WSConnection(asyncio.BufferedProtocol):
         counter = RATE if code == 1008 else reason_for_close_code(code)
         self._server.options.limits.hit(counter)
         self._server.log_once(counter, self.client_ip, "closing connection from %s: %d %s",
-                              self.client_ip, code, reason)
+                              self.client_ip, code, reason, level=logging.WARNING)
 
     def _close_step(self) -> None:
         """TCP follows the closing handshake: closed once it is over, half-closed right
