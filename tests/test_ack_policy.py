@@ -259,7 +259,7 @@ async def test_handled_frame_whose_forward_was_not_stored_is_not_acked_and_resen
                 assert ack["type"] == "sys_ack" and ack["meta"]["acked_msg_id"] == "f-1"
                 assert failing.rows() == 1
         warnings = [r for r in caplog.records if r.levelno >= logging.WARNING
-                    and "could not be stored" in r.getMessage()]
+                    and "the store failed" in r.getMessage()]
         assert len(warnings) == 1, [r.getMessage() for r in warnings]  # once per peer
         assert warnings[0].exc_info is None
         assert not [r for r in caplog.records if r.levelno >= logging.ERROR]

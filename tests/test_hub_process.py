@@ -332,26 +332,34 @@ async def test_routes_between_clients_counts_metrics_and_exits_cleanly(hub_facto
 
         # to a receiver that is not connected: kept in the outbox, delivered on connect
         await core.send(std("core-2", "for later", OTHER_KEY, "tg"))
-        # naming no known key: dropped and counted
+        # naming no known key: refused (sys_error) and counted
         await core.send(std("core-3", "lost", "no-such-key", "qq"))
+        refused = await recv_until(core, "sys_error")
+        assert refused["meta"]["ref_msg_id"] == "core-3"
+        # to a platform the adapter's key may not use: it could never be delivered
+        await core.send(std("core-4", "never", ADAPTER_KEY, "discord"))
+        refused = await recv_until(core, "sys_error")
+        assert refused["meta"]["ref_msg_id"] == "core-4"
+        assert refused["payload"]["field"] == "message_dim.platform"
         with pytest.raises(asyncio.TimeoutError):
             await recv_until(other, "sys_std", timeout=0.3)
 
         async def counted() -> bool:
             m = await hub.metrics()
-            return bool(m["maim_hub_messages_in_total"] == 4
+            return bool(m["maim_hub_messages_in_total"] == 5
                         and m["maim_hub_messages_queued_total"] == 1
-                        and m["maim_hub_messages_unroutable_total"] == 1
+                        and m["maim_hub_messages_unroutable_total"] == 2
                         and m["maim_hub_outbox_depth"] == 1)
 
-        await until(counted, what="metrics to count 4 messages, 1 queued")
+        await until(counted, what="metrics to count 5 messages, 1 queued, 2 unroutable")
         after = await hub.metrics()
         assert after["maim_hub_messages_out_total"] == 2
         assert after["maim_hub_outbox_bytes"] > 0 and after["maim_hub_acks_pending"] == 0
         assert after['maim_hub_connections{platform="qq"}'] == 3
         assert after["maim_hub_users"] == 3
         assert after["maim_hub_connections_accepted_total"] == 3
-        assert after["maim_hub_handler_latency_seconds_count"] == 4
+        assert after["maim_hub_handler_latency_seconds_count"] == 5
+        assert after["maim_hub_handler_errors_total"] == 0  # a refusal is not an error
         assert after["maim_hub_frames_in_total"] > before["maim_hub_frames_in_total"]
         assert after["maim_hub_frames_out_total"] > before["maim_hub_frames_out_total"]
         assert after['maim_hub_handshakes_rejected_total{reason="missing_key"}'] == 1
@@ -371,7 +379,7 @@ async def test_routes_between_clients_counts_metrics_and_exits_cleanly(hub_facto
         assert {u["user"]: u["platforms"] for u in stats["by_user"]} == {
             "maibot": {"qq": 1}, "napcat": {"qq": 1}, "someone-else": {"qq": 1, "tg": 1}}
         # the held message counts out once it is written to the late connection
-        assert stats["messages_in"] == 4 and stats["messages_out"] == 3
+        assert stats["messages_in"] == 5 and stats["messages_out"] == 3
 
         # SIGTERM: exit 0, every client sees a clean close (1001 going away).
         rc = await hub.terminate()

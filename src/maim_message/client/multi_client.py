@@ -416,6 +416,8 @@ class WebSocketMultiClient:
             "connection_names": list(self._named),
             "messages_refused": totals["refused"],  # answered with sys_error, not re-sent
             "messages_resent": totals["resent"],  # written again: after a reconnect, or unacked
+            "pending_messages": sum(n.conn.pending_count for n in self._named.values()
+                                    if n.conn is not None),  # sent, not yet acked
             "network": {
                 "total_connections": totals["successful_connects"],
                 "current_connections": active,

@@ -51,6 +51,9 @@ class KeyTable:
     ) -> None:
         self._entries: List[KeyEntry] = list(entries)
         self._by_digest: Dict[bytes, KeyEntry] = {e.digest: e for e in self._entries}
+        self._by_user: Dict[str, List[KeyEntry]] = {}
+        for entry in self._entries:
+            self._by_user.setdefault(entry.user, []).append(entry)
         self._decoy = _digest(generate_key())
         self.revoked = revoked
 
@@ -80,6 +83,12 @@ class KeyTable:
 
     def users(self) -> List[str]:
         return sorted({e.user for e in self._entries})
+
+    def may_connect(self, user: str, platform: str) -> bool:
+        """Some key of ``user`` that is not revoked may connect on ``platform``: a message
+        for (user, platform) can be delivered some day."""
+        return any(e.allows(platform) and e.digest not in self.revoked
+                   for e in self._by_user.get(user, ()))
 
 
 class HubAuth:

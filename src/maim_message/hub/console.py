@@ -7,6 +7,7 @@ Secrets never appear here except the generated key, printed once so it can be us
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Any, List, Optional, Sequence, TextIO, Tuple
 
 from .. import __version__
@@ -34,7 +35,7 @@ def _settings_rows(config: HubConfig, port: Optional[int]) -> List[Tuple[str, st
             ", client certificates required)" if config.tls.verify_client else ")")
     outbox = {
         "memory": "memory (at-least-once while the hub runs)",
-        "sqlite": f"sqlite {config.outbox.path} (durable across restarts)",
+        "sqlite": f"sqlite {_absolute(config.outbox.path)} (durable across restarts)",
         "none": "none (fire-and-forget)",
     }[config.outbox.backend]
     cluster = config.cluster.backend
@@ -174,3 +175,9 @@ def print_problems(problems: Sequence[str], out: Optional[TextIO] = None) -> Non
     for line in problems:
         out.write(f"  {line}" + "\n")
     out.flush()
+
+
+def _absolute(path: Optional[str]) -> str:
+    """A state file's path as the hub opens it (relative ones: from the working
+    directory), so the operator sees which file a restart will read."""
+    return str(Path(path).expanduser().absolute()) if path else "(none)"

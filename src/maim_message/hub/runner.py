@@ -277,6 +277,12 @@ class Hub:
 
     async def _deliver(self, message: APIMessageBase, user: str) -> None:
         """Through the server's outbox: written now, or kept until ``user`` connects."""
+        platform = message.message_dim.platform
+        if not self.keys.may_connect(user, platform):  # it would wait for nobody, for ttl
+            self.unroutable += 1
+            raise DeliveryRefused(f"no key of the receiving user may connect on platform "
+                                  f"{log_safe(platform, 40)!r}: it could never be delivered",
+                                  field="message_dim.platform")
         try:
             results = await self.server.send_message(message, target_user=user)
         except DeliveryRefused:

@@ -12,6 +12,7 @@ import logging
 from types import CoroutineType
 from typing import Any, Awaitable, Callable, Dict, Optional, Set
 
+from ..errors import DeliveryRefused
 from .eager import start_eagerly
 
 # Told how a handler call ended (None: returned; an exception: raised or was cancelled).
@@ -120,7 +121,7 @@ class HandlerTasks:
 
     def _failed(self, func: Callable[..., Any], exc: BaseException,
                 on_done: Optional[OnDone]) -> None:
-        self.failed += 1
+        self.failed += _failure(exc)
         if on_done is not None and on_done(exc):
             return
         self._log.error("%s: handler %s raised", self._owner, _name_of(func),
@@ -148,7 +149,7 @@ class HandlerTasks:
             if on_done is not None:
                 on_done(None)
         else:
-            self.failed += 1
+            self.failed += _failure(exc)
             if on_done is not None and on_done(exc):
                 return
             coro = getattr(task, "get_coro", lambda: None)()
@@ -180,3 +181,9 @@ def _name_of(func: Callable[..., Any]) -> str:
 
 AsyncCallback = Callable[..., Awaitable[Any]]
 CallbackMap = Dict[str, Callable[..., Any]]
+
+
+def _failure(exc: BaseException) -> int:
+    """1 for a handler that failed; 0 for a refusal (``DeliveryRefused``: the sender gets
+    a ``sys_error`` naming the field, a final answer, not a handler error)."""
+    return 0 if isinstance(exc, DeliveryRefused) else 1
