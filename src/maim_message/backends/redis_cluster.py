@@ -153,10 +153,14 @@ class RedisCluster(PubSubCluster, RedisPresence, RedisFanoutLog):
         # resolves once this batch is confirmed (what gated frames' acks wait for)
         self._confirm: Optional[asyncio.Future[None]] = None
         self._written_all: Optional[Tuple[Tuple[Any, ...], asyncio.Future[Any]]] = None
+        # kept from the join: asyncio.get_running_loop() is a getpid() system call per use
+        # on 3.11, and the send path asked for it several times per batch
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
 
     # -- joining and leaving -------------------------------------------------------------------
 
     async def _join(self) -> None:
+        self._loop = asyncio.get_running_loop()
         for shard in self._shards:  # redis-py would raise these mid-start, as a traceback
             problem = url_problem(shard.url)
             if problem:
@@ -236,6 +240,7 @@ class RedisCluster(PubSubCluster, RedisPresence, RedisFanoutLog):
             if shard.redis is not None:
                 await shard.redis.aclose()
             shard.redis = shard.queue = shard.channel = None
+        self._loop = None
         logger.info("cluster: node %s left", self.node_id)
 
     # -- publish and listen --------------------------------------------------------------------
@@ -306,7 +311,7 @@ class RedisCluster(PubSubCluster, RedisPresence, RedisFanoutLog):
 
     def _schedule_flush(self) -> None:
         self._flush_scheduled = True
-        loop = asyncio.get_running_loop()
+        loop = self._loop or asyncio.get_running_loop()
         self._flushed = loop.create_future()
         if self.flush_delay > 0:
             loop.call_later(self.flush_delay, self._flush)
@@ -337,7 +342,8 @@ class RedisCluster(PubSubCluster, RedisPresence, RedisFanoutLog):
         if self._flush_scheduled:
             confirm = self._confirm
             if confirm is None:
-                confirm = self._confirm = asyncio.get_running_loop().create_future()
+                confirm = self._confirm = (self._loop or asyncio.get_running_loop()
+                                           ).create_future()
                 confirm.add_done_callback(_retrieved)
             return confirm
         return self._queues_written()
@@ -511,7 +517,8 @@ class RedisCluster(PubSubCluster, RedisPresence, RedisFanoutLog):
         if deferred is not None:
             turn.receipts.append(deferred)
             return None
-        fut: asyncio.Future[SendResult] = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[SendResult] = (self._loop or asyncio.get_running_loop()
+                                           ).create_future()
         turn.waiters.append((pair, fut))
         return fut
 

@@ -212,13 +212,14 @@ class CommandQueue:
             raise ValueError("a transaction must not call a script (after a SCRIPT FLUSH "
                              "it could not run again without repeating its other commands)")
         fut: Optional[asyncio.Future[Any]] = None
+        loop = self._loop or asyncio.get_running_loop()  # (a system call per use on 3.11)
         if want_result:
-            fut = asyncio.get_running_loop().create_future()
+            fut = loop.create_future()
             if patient:
                 self._patient.add(fut)
                 fut.add_done_callback(self._patient.discard)
         if self._batch_done is None:
-            done = self._batch_done = self._last_done = asyncio.get_running_loop().create_future()
+            done = self._batch_done = self._last_done = loop.create_future()
             done.add_done_callback(_consume)
         self._pending.append((args, fut))
         self._pending_cmds += 1 if args[0] != "MULTI" else _size(args)

@@ -61,7 +61,7 @@ class WSConnection(asyncio.BufferedProtocol):
     """
 
     __slots__ = (
-        "_backlog", "_close_timer", "_deciding", "_eof_sent", "_handling", "_on_text",
+        "_backlog", "_close_timer", "_deciding", "_eof_sent", "_handling", "_loop", "_on_text",
         "_proto", "_reading_paused",
         "_server", "_transport", "_turn_pending", "client_ip", "context", "last_data",
         "last_rx", "opened", "paused_since", "ping_sent_at",
@@ -77,6 +77,8 @@ class WSConnection(asyncio.BufferedProtocol):
             ping_rate=options.ping_rate, ping_burst=options.ping_burst,
         )
         self._transport: Optional[asyncio.Transport] = None
+        # kept: asyncio.get_running_loop() is a getpid() system call per use on 3.11
+        self._loop = asyncio.get_running_loop()
         self._close_timer: Optional[asyncio.TimerHandle] = None
         self._deciding: Optional[asyncio.Task[Any]] = None
         self._handling = 0  # inside a read's slice: _CORK or _FIRST_NOW (above)
@@ -118,7 +120,7 @@ class WSConnection(asyncio.BufferedProtocol):
             self.client_ip = str(peer[0])
         self.last_rx = time.monotonic()
         self._server._opening(self)
-        self._close_timer = asyncio.get_running_loop().call_later(
+        self._close_timer = self._loop.call_later(
             self._server.options.handshake_timeout, self._handshake_timed_out
         )
 
@@ -297,7 +299,7 @@ class WSConnection(asyncio.BufferedProtocol):
         self._handle(events[:_SLICE])
         if self._proto.state is OPEN or self._proto.state is CLOSING:
             self._backlog = deque(events[_SLICE:])
-            asyncio.get_running_loop().call_soon(self._drain)
+            self._loop.call_soon(self._drain)
 
     def _drain(self) -> None:
         """Handle the next slice of a big read after the previous slice's handlers ran."""
@@ -308,7 +310,7 @@ class WSConnection(asyncio.BufferedProtocol):
         take = min(_SLICE, len(backlog))
         self._handle([backlog.popleft() for _ in range(take)])
         if backlog:
-            asyncio.get_running_loop().call_soon(self._drain)
+            self._loop.call_soon(self._drain)
             return
         if self._backlog is backlog:
             self._backlog = None  # drained: an idle connection keeps no deque
@@ -371,7 +373,7 @@ class WSConnection(asyncio.BufferedProtocol):
             else:
                 transport.close()
             if self._close_timer is None:
-                self._close_timer = asyncio.get_running_loop().call_later(
+                self._close_timer = self._loop.call_later(
                     self._server.options.close_timeout, self._abort)
 
     def _abort(self) -> None:
@@ -422,7 +424,7 @@ class WSConnection(asyncio.BufferedProtocol):
             return
         if not self._turn_pending:
             self._turn_pending = True
-            asyncio.get_running_loop().call_soon(self._end_of_turn)
+            self._loop.call_soon(self._end_of_turn)
             self._flush()
         elif (self._proto.views_pending
               or self._proto.bytes_to_send >= self._server.options.send_buffer_high):
@@ -504,7 +506,7 @@ class WSConnection(asyncio.BufferedProtocol):
         if not self._handling:
             self._flush()
         if self._close_timer is None:
-            self._close_timer = asyncio.get_running_loop().call_later(
+            self._close_timer = self._loop.call_later(
                 self._server.options.close_timeout, self._abort)
 
     def write_buffer_size(self) -> int:
