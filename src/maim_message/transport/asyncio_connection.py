@@ -77,8 +77,9 @@ class WSConnection(asyncio.BufferedProtocol):
             ping_rate=options.ping_rate, ping_burst=options.ping_burst,
         )
         self._transport: Optional[asyncio.Transport] = None
-        # kept: asyncio.get_running_loop() is a getpid() system call per use on 3.11
-        self._loop = asyncio.get_running_loop()
+        # kept once connected: asyncio.get_running_loop() is a getpid() system call per use
+        # on 3.11 (unit tests drive a connection without a loop)
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._close_timer: Optional[asyncio.TimerHandle] = None
         self._deciding: Optional[asyncio.Task[Any]] = None
         self._handling = 0  # inside a read's slice: _CORK or _FIRST_NOW (above)
@@ -112,6 +113,7 @@ class WSConnection(asyncio.BufferedProtocol):
     # -- asyncio.Protocol ---------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._loop = asyncio.get_running_loop()
         self._transport = cast(asyncio.Transport, transport)
         high = self._server.options.send_buffer_high
         self._transport.set_write_buffer_limits(high=high, low=high // 4)
@@ -120,9 +122,12 @@ class WSConnection(asyncio.BufferedProtocol):
             self.client_ip = str(peer[0])
         self.last_rx = time.monotonic()
         self._server._opening(self)
-        self._close_timer = self._loop.call_later(
+        self._close_timer = self._event_loop().call_later(
             self._server.options.handshake_timeout, self._handshake_timed_out
         )
+
+    def _event_loop(self) -> asyncio.AbstractEventLoop:
+        return self._loop or asyncio.get_running_loop()
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return self._server.read_view
@@ -299,7 +304,7 @@ class WSConnection(asyncio.BufferedProtocol):
         self._handle(events[:_SLICE])
         if self._proto.state is OPEN or self._proto.state is CLOSING:
             self._backlog = deque(events[_SLICE:])
-            self._loop.call_soon(self._drain)
+            self._event_loop().call_soon(self._drain)
 
     def _drain(self) -> None:
         """Handle the next slice of a big read after the previous slice's handlers ran."""
@@ -310,7 +315,7 @@ class WSConnection(asyncio.BufferedProtocol):
         take = min(_SLICE, len(backlog))
         self._handle([backlog.popleft() for _ in range(take)])
         if backlog:
-            self._loop.call_soon(self._drain)
+            self._event_loop().call_soon(self._drain)
             return
         if self._backlog is backlog:
             self._backlog = None  # drained: an idle connection keeps no deque
@@ -373,7 +378,7 @@ class WSConnection(asyncio.BufferedProtocol):
             else:
                 transport.close()
             if self._close_timer is None:
-                self._close_timer = self._loop.call_later(
+                self._close_timer = self._event_loop().call_later(
                     self._server.options.close_timeout, self._abort)
 
     def _abort(self) -> None:
@@ -424,7 +429,7 @@ class WSConnection(asyncio.BufferedProtocol):
             return
         if not self._turn_pending:
             self._turn_pending = True
-            self._loop.call_soon(self._end_of_turn)
+            self._event_loop().call_soon(self._end_of_turn)
             self._flush()
         elif (self._proto.views_pending
               or self._proto.bytes_to_send >= self._server.options.send_buffer_high):
@@ -506,7 +511,7 @@ class WSConnection(asyncio.BufferedProtocol):
         if not self._handling:
             self._flush()
         if self._close_timer is None:
-            self._close_timer = self._loop.call_later(
+            self._close_timer = self._event_loop().call_later(
                 self._server.options.close_timeout, self._abort)
 
     def write_buffer_size(self) -> int:
