@@ -300,48 +300,78 @@ async def test_a_frame_the_server_did_not_ack_is_sent_again_on_the_same_connecti
 
 
 async def test_a_message_over_the_limit_does_not_block_the_ones_behind_it() -> None:
-    """Over the client's own max_size: refused at once (False). Over only the server's:
-    the server closes the connection (1009, naming its limit); the client drops that one
-    message instead of sending it first on every reconnect, and the next ones go on."""
+    """Over the server's limit: the server closes the connection (1009, naming its
+    limit); the client drops that one message instead of sending it first on every
+    reconnect, and the next ones go on."""
     inbox = Inbox()
     server = WebSocketServer(create_server_config(
         host="127.0.0.1", port=0, max_message_size=20_000, on_message=inbox))
     await server.start()
     client = WebSocketClient(create_client_config(
-        f"ws://127.0.0.1:{server.port}/ws", "k", reconnect_delay=0.05, max_size=100_000))
+        f"ws://127.0.0.1:{server.port}/ws", "k", reconnect_delay=0.05))
     try:
         assert await client.connect()
-        assert not await client.send_message(make_message("x" * 200_000, "k", "qq"))
-        assert await client.send_message(make_message("y" * 50_000, "k", "qq"))  # queued
+        assert await client.send_message(make_message("y" * 50_000, "k", "qq"))
         assert await client.send_message(make_message("after the big one", "k", "qq"))
         message, _ = await inbox.next(10)
         assert message.message_segment.data == "after the big one"
         stats = client.get_stats()
-        assert stats["messages_refused"] == 2 and stats["pending_messages"] == 0
+        assert stats["messages_refused"] == 1 and stats["pending_messages"] == 0
         assert stats["network"]["total_connections"] <= 2  # one close, one reconnect
     finally:
         await client.stop()
         await server.stop()
 
 
-async def test_a_queued_message_over_the_receivers_limit_leaves_its_outbox() -> None:
-    """The receiver closes (1009) over a message above its max_size: the server drops it
-    from the receiver's outbox, so the reconnect is not closed again by it."""
-    server = WebSocketServer(create_server_config(host="127.0.0.1", port=0))
-    await server.start()
+async def test_a_receiver_closing_over_its_own_limit_keeps_its_messages(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The receiver's max_size is below a message for it: it closes (1009). The server
+    keeps the message queued and says why (WARNING, once); the receiver keeps its own
+    outgoing messages, even ones above its max_size (a limit on what it receives)."""
+    import logging
+
     inbox = Inbox()
+    server = WebSocketServer(create_server_config(host="127.0.0.1", port=0,
+                                                  on_message=inbox))
+    await server.start()
     receiver = WebSocketClient(create_client_config(
-        f"ws://127.0.0.1:{server.port}/ws", "bob", platform="qq", on_message=inbox,
-        reconnect_delay=0.05, max_size=20_000))
+        f"ws://127.0.0.1:{server.port}/ws", "bob", platform="qq",
+        reconnect_delay=0.2, max_size=20_000))
     try:
         assert await receiver.connect()
-        await server.send_message(make_message("z" * 50_000, "bob", "qq"))
-        await server.send_message(make_message("small", "bob", "qq"))
-        message, _ = await inbox.next(10)
-        assert message.message_segment.data == "small"
-        delivery = server.get_stats()["delivery"]
-        assert delivery["outbox_depth"] == 0 and delivery["evicted"] == 1, delivery
-        assert receiver.get_stats()["network"]["total_connections"] == 2
+        assert await receiver.send_message(make_message("x" * 30_000, "bob", "qq"))
+        message, _ = await inbox.next(10)  # its own limit is on what it receives
+        assert len(message.message_segment.data) == 30_000
+        with caplog.at_level(logging.DEBUG, logger="maim_message.server"):
+            await server.send_message(make_message("z" * 50_000, "bob", "qq"))
+            for _ in range(500):  # bounded: until the receiver closed over it twice
+                if receiver.get_stats()["network"]["total_connections"] >= 3:
+                    break
+                await asyncio.sleep(0.01)
+        assert server.get_stats()["delivery"]["outbox_depth"] == 1  # still queued
+        warned = [r for r in caplog.records if r.levelno == logging.WARNING
+                  and "above its own size limit" in r.getMessage()]
+        assert len(warned) == 1, [r.getMessage() for r in warned]
+        assert receiver.get_stats()["messages_refused"] == 0
     finally:
         await receiver.stop()
         await server.stop()
+
+
+def test_only_a_close_the_server_started_names_a_limit_to_drop_by() -> None:
+    from types import SimpleNamespace
+
+    from maim_message.client.connection import _server_size_limit
+
+    def ws(rcvd: Any, then_sent: Any) -> Any:
+        return SimpleNamespace(protocol=SimpleNamespace(close_rcvd=rcvd,
+                                                         close_rcvd_then_sent=then_sent))
+
+    over = SimpleNamespace(code=1009, reason="message of 9 bytes exceeds limit of 5 bytes")
+    assert _server_size_limit(ws(over, True)) == 5  # the server closed us over our message
+    assert _server_size_limit(ws(over, None)) == 5  # (and the connection dropped after)
+    assert _server_size_limit(ws(over, False)) is None  # our close, echoed: our limit
+    assert _server_size_limit(ws(None, None)) is None
+    normal = SimpleNamespace(code=1000, reason="")
+    assert _server_size_limit(ws(normal, True)) is None
+    assert _server_size_limit(SimpleNamespace()) is None  # Socket.IO: no such frames

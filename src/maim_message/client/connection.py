@@ -319,7 +319,7 @@ class SupervisedConnection:
                 error = f"connection closed: {code} {ws.close_reason or ''}".strip()
                 self.last_error = error
             logger.info("connection %s closed (code %s)", self.uuid, code)
-            limit = size_limit_of(code or 0, ws.close_reason or "")
+            limit = _server_size_limit(ws)
             if limit is not None:
                 self._drop_oversized(limit)
             self._spawn_disconnect(error)  # in finally: also when the task is cancelled
@@ -448,11 +448,6 @@ class SupervisedConnection:
 
     async def _send(self, data: bytes, msg_id: str) -> bool:
         """Write, or keep for the next connection; False only when it cannot be delivered."""
-        if len(data) > self.config.max_size:  # any server would close us (1009) over it
-            self.stats["refused"] += 1
-            logger.error("connection %s: message %s of %d bytes is over max_size (%d): not "
-                         "sent", self.uuid, log_safe(msg_id), len(data), self.config.max_size)
-            return False
         if not self.config.enable_message_cache:
             return await self._write_now(data)
         if not self._wanted:
@@ -535,3 +530,13 @@ def new_single_uuid() -> str:
 def _safe_url(url: str) -> str:
     """The URL without its query string (which may carry an api_key)."""
     return url.split("?", 1)[0]
+
+
+def _server_size_limit(ws: Any) -> Optional[int]:
+    """The size limit the *server* closed us over (1009 naming it), not one of ours (our
+    own 1009 over a message it sent names our max_size: nothing of ours is dropped then)."""
+    protocol = getattr(ws, "protocol", None)  # websockets' sans-I/O side (not Socket.IO)
+    received = getattr(protocol, "close_rcvd", None)
+    if received is None or getattr(protocol, "close_rcvd_then_sent", None) is False:
+        return None
+    return size_limit_of(received.code, received.reason or "")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hmac
 import logging
 import secrets
-from typing import AbstractSet, Any, Callable, Dict, Iterable, List, Optional
+from typing import AbstractSet, Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 from ..core.identity import fingerprint
 from ..core.redact import log_safe
@@ -51,9 +51,10 @@ class KeyTable:
     ) -> None:
         self._entries: List[KeyEntry] = list(entries)
         self._by_digest: Dict[bytes, KeyEntry] = {e.digest: e for e in self._entries}
-        self._by_user: Dict[str, List[KeyEntry]] = {}
-        for entry in self._entries:
-            self._by_user.setdefault(entry.user, []).append(entry)
+        # user -> (entry, its digest): KeyEntry.digest hashes the key on every call
+        self._by_user: Dict[str, List[Tuple[KeyEntry, bytes]]] = {}
+        for digest, entry in self._by_digest.items():
+            self._by_user.setdefault(entry.user, []).append((entry, digest))
         self._decoy = _digest(generate_key())
         self.revoked = revoked
 
@@ -87,8 +88,9 @@ class KeyTable:
     def may_connect(self, user: str, platform: str) -> bool:
         """Some key of ``user`` that is not revoked may connect on ``platform``: a message
         for (user, platform) can be delivered some day."""
-        return any(e.allows(platform) and e.digest not in self.revoked
-                   for e in self._by_user.get(user, ()))
+        revoked = self.revoked
+        return any(entry.allows(platform) and (not revoked or digest not in revoked)
+                   for entry, digest in self._by_user.get(user, ()))
 
 
 class HubAuth:

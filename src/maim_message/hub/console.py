@@ -180,4 +180,4 @@ def print_problems(problems: Sequence[str], out: Optional[TextIO] = None) -> Non
 def _absolute(path: Optional[str]) -> str:
     """A state file's path as the hub opens it (relative ones: from the working
     directory), so the operator sees which file a restart will read."""
-    return str(Path(path).expanduser().absolute()) if path else "(none)"
+    return str(Path(path).absolute()) if path else "(none)"  # (opened as given: no ~)

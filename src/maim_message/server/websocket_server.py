@@ -44,7 +44,6 @@ from ..core.limits import (
     LimitCounters,
     OriginPolicy,
     TokenBucket,
-    size_limit_of,
 )
 from ..core.models.api import APIMessageBase
 from ..core.models.api_fast import message_from_payload
@@ -361,18 +360,6 @@ class WebSocketServer:
             # message in its parser) is freed by reference counting, not by a full GC.
             peer.conn = None
 
-    def _drop_oversized(self, peer: Peer, limit: Optional[int]) -> None:
-        """The client closed (1009) over a message above its own size limit: queued for
-        it, that message would be sent first on every reconnect and close each one, so
-        it leaves the pair's outbox (counted as evicted)."""
-        outbox = self.delivery.outbox
-        if limit is None or outbox is None:
-            return
-        for entry in outbox.drop_larger_than(peer.pair, limit):
-            logger.warning("message %s of %d bytes for %s is over the receiver's limit of %d "
-                           "bytes: dropped from its outbox", log_safe(entry.msg_id),
-                           len(entry.payload), peer.uuid_label, limit)
-
     def _forget_peer(self, conn: ServerConnection, peer: Peer, code: int,
                      reason: str = "") -> None:
         if peer.counted:
@@ -386,7 +373,13 @@ class WebSocketServer:
         del self.peers[peer.uuid]
         self.routes.remove(peer.uuid)
         if code == 1009 and not reason.startswith(OWN_SIZE_CLOSE):  # the peer's limit
-            self._drop_oversized(peer, size_limit_of(code, reason))
+            who = f"{peer.key_label} on {peer.platform_label}"  # once per key and platform
+            log = logger.warning if self._limit_logged.first(("peer_size", who)) else \
+                logger.debug
+            log("%s closed its connection over a message above its own size limit (1009 %s): "
+                "the message stays queued for it and is sent again on its next connection; "
+                "give receivers a max_size of at least the server's max_message_size",
+                who, log_safe(reason, 120))
         self.cluster.connection_closed(peer)
         if self.config.enable_connection_log:
             logger.info("disconnected %s user=%s code=%s", peer.uuid_label, peer.user_label,
