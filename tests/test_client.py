@@ -350,7 +350,7 @@ async def test_a_receiver_closing_over_its_own_limit_keeps_its_messages(
                 await asyncio.sleep(0.01)
         assert server.get_stats()["delivery"]["outbox_depth"] == 1  # still queued
         warned = [r for r in caplog.records if r.levelno == logging.WARNING
-                  and "above its own size limit" in r.getMessage()]
+                  and "closed over a size limit" in r.getMessage()]
         assert len(warned) == 1, [r.getMessage() for r in warned]
         assert receiver.get_stats()["messages_refused"] == 0
     finally:

@@ -376,10 +376,10 @@ class WebSocketServer:
             who = f"{peer.key_label} on {peer.platform_label}"  # once per key and platform
             log = logger.warning if self._limit_logged.first(("peer_size", who)) else \
                 logger.debug
-            log("%s closed its connection over a message above its own size limit (1009 %s): "
-                "the message stays queued for it and is sent again on its next connection; "
-                "give receivers a max_size of at least the server's max_message_size",
-                who, log_safe(reason, 120))
+            log("connection of %s closed over a size limit (1009 %s): when it is the "
+                "receiver's max_size, the message over it stays queued and is sent again on "
+                "its next connection; give receivers a max_size of at least the server's "
+                "max_message_size", who, log_safe(reason, 120))
         self.cluster.connection_closed(peer)
         if self.config.enable_connection_log:
             logger.info("disconnected %s user=%s code=%s", peer.uuid_label, peer.user_label,
