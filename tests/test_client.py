@@ -375,3 +375,22 @@ def test_only_a_close_the_server_started_names_a_limit_to_drop_by() -> None:
     normal = SimpleNamespace(code=1000, reason="")
     assert _server_size_limit(ws(normal, True)) is None
     assert _server_size_limit(SimpleNamespace()) is None  # Socket.IO: no such frames
+
+
+async def test_the_server_refuses_to_send_what_its_own_limit_would_refuse() -> None:
+    """A forward is a few hundred bytes larger than what arrived: over max_message_size a
+    client with the same limit would close on it at every delivery, so it is refused."""
+    from maim_message.errors import DeliveryRefused
+
+    server = WebSocketServer(create_server_config(host="127.0.0.1", port=0,
+                                                  max_message_size=2_000))
+    await server.start()
+    try:
+        assert await server.send_message(make_message("x" * 1_000, "bob", "qq")) == {}
+        with pytest.raises(DeliveryRefused, match="over max_message_size"):
+            await server.send_message(make_message("x" * 1_990, "bob", "qq"))
+        with pytest.raises(DeliveryRefused):
+            await server.broadcast_message(make_message("x" * 1_990, "bob", "qq"))
+        assert server.get_stats()["delivery"]["outbox_depth"] == 1  # only the small one
+    finally:
+        await server.stop()

@@ -626,6 +626,15 @@ class WebSocketServer:
             user = self._users_by_key.get(api_key)
         return str(user) if user else None
 
+    def _fits(self, data: bytes) -> None:
+        """A message the server sends must fit ``max_message_size`` too: a client with the
+        same limit (both default to 100 MiB) would close on it (1009) at every delivery.
+        A forward is a few hundred bytes larger than the message that arrived."""
+        if len(data) > self.config.max_message_size:
+            raise DeliveryRefused(
+                f"the message is {len(data)} bytes as sent to its receiver, over "
+                f"max_message_size ({self.config.max_message_size})", field="message_segment")
+
     async def send_message(
         self, message: APIMessageBase, target_platform: Optional[str] = None, *,
         ack_timeout: Optional[float] = None, target_user: Optional[str] = None,
@@ -648,6 +657,7 @@ class WebSocketServer:
                 "timestamp": time.time()}
         msg_id = self._ids.new()
         data = dumps(std_envelope(msg_id, message.to_dict(), meta))
+        self._fits(data)
         try:
             return await self.cluster.send_to_pair((user, platform), msg_id, data, ack_timeout)
         except DeliveryRefused:
@@ -664,6 +674,7 @@ class WebSocketServer:
                 "timestamp": time.time()}
         msg_id = self._ids.new()
         data = dumps(std_envelope(msg_id, message.to_dict(), meta))
+        self._fits(data)
         selector = Selector("platform", platform) if platform else Selector("all")
         try:
             return await self.cluster.fanout(selector, msg_id, data)
@@ -687,6 +698,7 @@ class WebSocketServer:
                 "platform": target_platform, "timestamp": time.time()}
         msg_id = self._ids.new("custom_")
         data = dumps(custom_envelope(msg_id, normalize_custom_type(message_type), payload, meta))
+        self._fits(data)
         try:
             if (connection_uuid is None and target_user is not None
                     and target_platform is not None):
