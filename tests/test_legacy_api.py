@@ -120,6 +120,11 @@ async def test_ws_token_checked_before_upgrade() -> None:
         assert info.value.response.status_code == 404
         ws = await connect(url, additional_headers={"platform": "qq", "Authorization": "good"})
         await until(lambda: server.connected_platforms() == ["qq"])
+        # 0.6.8's names, which bot cores read to list the connected platforms
+        conn = server.connection
+        assert list(conn.platform_websockets) == ["qq"] == list(conn.platform_connections)
+        assert len(conn.active_websockets) == 1 == len(conn.active_connections)
+        assert not await server.broadcast_to_platform("qq", {"s": {1, 2}})  # not JSON: False
         assert await server.verify_token("good") and not await server.verify_token("bad")
         server.remove_valid_token("good")
         with pytest.raises(InvalidStatus):

@@ -203,6 +203,40 @@ def test_json_codec_fallbacks() -> None:
         loads_compat("{nope")
 
 
+def test_json_compat_writes_and_reads_what_0_6_8s_stdlib_json_did() -> None:
+    """orjson writes NaN/Infinity as null and reads integers beyond 64 bits as floats;
+    0.6.8's peers (stdlib json) send and expect both as they are."""
+    import json
+    import math
+
+    value = {"v": math.nan, "i": math.inf, "m": [-math.inf], "n": None, "big": 2**70 + 1,
+             "neg": -(2**64) - 3, "text": "12345678901234567890123", "f": 1.5}
+    wire = dumps_compat(value)
+    assert wire == json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+    back = loads_compat(wire)
+    assert math.isnan(back["v"]) and back["i"] == math.inf and back["m"] == [-math.inf]
+    assert back["big"] == 2**70 + 1 and type(back["big"]) is int
+    assert back["neg"] == -(2**64) - 3 and back["text"] == "12345678901234567890123"
+    assert dumps_compat({"n": None, "f": 1.5}) == b'{"n":null,"f":1.5}'  # the fast path
+    with pytest.raises(TypeError):
+        dumps_compat({"s": {1, 2}})
+
+
+def test_a_message_json_cannot_represent_is_logged_and_not_sent() -> None:
+    """0.6.8's send_message logged the encoding error and returned False."""
+    from maim_message.legacy.logsupport import Log, encoded_or_logged
+
+    errors: List[str] = []
+
+    class Recorder:
+        def error(self, msg: str, *args: Any, **kwargs: Any) -> None:
+            errors.append(msg % args if args else msg)
+
+    assert encoded_or_logged({"ok": 1}, Log("t", Recorder())) == b'{"ok":1}'
+    assert encoded_or_logged({"s": {1, 2}}, Log("t", Recorder())) is None
+    assert len(errors) == 1 and "cannot be encoded as JSON" in errors[0]
+
+
 # -- dispatch rules -------------------------------------------------------------------------
 def g(m: Any) -> None: ...
 def c(m: Any) -> None: ...

@@ -6,6 +6,7 @@ fallback for vendored copies that run without it.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Callable, Dict, Union
 
 from ..errors import EnvelopeError
@@ -45,22 +46,54 @@ def loads(data: Union[bytes, bytearray, memoryview, str]) -> Any:
 
 
 def dumps_compat(obj: Any) -> bytes:
-    """Compact UTF-8 JSON like :func:`dumps`, also for what only the stdlib encodes;
-    raises ``TypeError`` for values JSON cannot represent."""
+    """Compact UTF-8 JSON like :func:`dumps`, also for what only the stdlib encodes
+    (integers beyond 64 bits, non-string keys; ``NaN`` and ``Infinity`` written as such,
+    where orjson writes ``null``); raises ``TypeError`` for values JSON cannot represent."""
     try:
-        return dumps(obj)
+        out = dumps(obj)
     except TypeError:
-        import json
+        return _stdlib_dumps_compat(obj)
+    if b"null" in out and _has_non_finite(obj):  # (a null is usually a None: checked)
+        return _stdlib_dumps_compat(obj)
+    return out
 
-        return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+def _stdlib_dumps_compat(obj: Any) -> bytes:
+    import json
+
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def _has_non_finite(obj: Any) -> bool:
+    """A NaN or infinite float anywhere in ``obj`` (dicts, lists, tuples)."""
+    stack = [obj]
+    while stack:
+        item = stack.pop()
+        kind = type(item)
+        if kind is float:
+            if item != item or item in (_INF, -_INF):
+                return True
+        elif kind is dict:
+            stack.extend(item.values())
+        elif kind is list or kind is tuple:
+            stack.extend(item)
+    return False
+
+
+_INF = float("inf")
+# a run of 20 digits: an integer orjson may read as a float (beyond 64 bits)
+_LONG_DIGITS = re.compile(rb"\d{20}")
 
 
 def loads_compat(data: Union[bytes, bytearray, memoryview, str]) -> Any:
-    """Like :func:`loads`, also accepting what the stdlib reads (``NaN``, ``Infinity``)."""
-    try:
-        return _loads(data)
-    except (_JSONDecodeError, UnicodeDecodeError, TypeError):
-        pass
+    """Like :func:`loads`, also accepting what the stdlib reads (``NaN``, ``Infinity``) and
+    keeping integers beyond 64 bits exact (orjson reads them as floats)."""
+    raw = data.encode() if isinstance(data, str) else data
+    if not _LONG_DIGITS.search(raw):
+        try:
+            return _loads(data)
+        except (_JSONDecodeError, UnicodeDecodeError, TypeError):
+            pass
     import json
 
     try:

@@ -12,7 +12,9 @@ from __future__ import annotations
 import logging
 from typing import Any, Optional, Union
 
-__all__ = ["Log"]
+from ..core.codec import dumps_compat
+
+__all__ = ["Log", "encoded_or_logged"]
 
 
 class Log:
@@ -64,3 +66,13 @@ class Log:
 
     def exception(self, msg: str, *args: Any) -> None:
         self._emit(logging.ERROR, "error", msg, args, True)
+
+
+def encoded_or_logged(message: Any, log: Log) -> Optional[bytes]:
+    """The message as JSON, or None when JSON cannot represent it (a ``set``, an object):
+    logged at ERROR and the send returns False, as 0.6.8's did (no exception to the bot)."""
+    try:
+        return dumps_compat(message)
+    except (TypeError, ValueError) as exc:
+        log.error("message not sent: it cannot be encoded as JSON (%s)", exc)
+        return None

@@ -16,8 +16,8 @@ try:  # Python >= 3.8
 except ImportError:  # pragma: no cover
     from typing_extensions import Protocol  # type: ignore[assignment]
 
-from ..core.codec import dumps_compat, loads_compat
-from .logsupport import Log
+from ..core.codec import loads_compat
+from .logsupport import Log, encoded_or_logged
 
 __all__ = ["CLOSE_REPLACED", "CLOSE_SHUTDOWN", "UNKNOWN_PLATFORM", "Peer", "PlatformRouter",
            "PlatformTable", "TokenAuth"]
@@ -102,6 +102,10 @@ class PlatformTable(Generic[P]):
     def platforms(self) -> List[str]:
         return list(self._by_platform)
 
+    def by_platform(self) -> Dict[str, P]:
+        """A copy of the routing map."""
+        return dict(self._by_platform)
+
     def peers(self) -> Iterable[P]:
         return list(self.active)
 
@@ -148,6 +152,26 @@ class PlatformRouter(Generic[P]):
     def connected_platforms(self) -> List[str]:
         """Platforms that currently have a routable connection."""
         return self.table.platforms()
+
+    # 0.6.8's attributes, read-only snapshots (bot cores read them to list platforms):
+    # ws mode had ``platform_websockets``/``active_websockets``, tcp mode
+    # ``platform_connections``/``active_connections``; both names work in both modes, the
+    # values being this package's connection objects.
+    @property
+    def platform_websockets(self) -> Dict[str, P]:
+        return self.table.by_platform()
+
+    @property
+    def platform_connections(self) -> Dict[str, P]:
+        return self.table.by_platform()
+
+    @property
+    def active_websockets(self) -> Set[P]:
+        return set(self.table.peers())
+
+    @property
+    def active_connections(self) -> Set[P]:
+        return set(self.table.peers())
 
     # -- connections ---------------------------------------------------------------------
     def attach(self, peer: P, *, close_displaced: bool = True) -> None:
@@ -196,7 +220,10 @@ class PlatformRouter(Generic[P]):
             self.table.remove(peer)
             self._log.warning("connection of platform %r is closed", target)
             return False
-        if not peer.send_json(dumps_compat(message)):
+        data = encoded_or_logged(message, self._log)
+        if data is None:
+            return False
+        if not peer.send_json(data):
             self._log.warning("sending to platform %r failed: connection closed", target)
             self.table.remove(peer)
             return False
@@ -207,7 +234,9 @@ class PlatformRouter(Generic[P]):
         peers = [p for p in self.table.peers() if p.is_open]
         if not peers:
             return
-        data = dumps_compat(message)
+        data = encoded_or_logged(message, self._log)
+        if data is None:
+            return
         for peer in peers:
             if not peer.send_json(data):
                 self._log.warning("broadcast to platform %r failed: connection closed",

@@ -14,8 +14,7 @@ import asyncio
 from typing import Any, List, Optional
 from urllib.parse import urlsplit
 
-from ..core.codec import dumps_compat
-from .logsupport import Log
+from .logsupport import Log, encoded_or_logged
 from .reconnect import Deliver, ReconnectingTransport
 from .tcp_protocol import (
     HEARTBEAT_FRAME,
@@ -154,7 +153,9 @@ class TcpClientTransport(ReconnectingTransport[_TcpSession]):
         if session is None or session.writer.is_closing():
             self._log.warning("not connected; message not sent")
             return False
-        data = dumps_compat(message)
+        data = encoded_or_logged(message, self._log)
+        if data is None:
+            return False
         try:
             async with session.lock:
                 session.writer.write(session.protocol.encrypt_bytes(data))

@@ -22,12 +22,12 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.protocol import State
 
 from ..client.tls import build_client_context
-from ..core.codec import dumps_compat, loads_compat
+from ..core.codec import loads_compat
 from ..core.defaults import MAX_MESSAGE_SIZE
 from ..errors import AuthRejectedError
 from ..runtime.reconnect import refusal_for_status
 from ..sio.client import SocketIOClientSocket, socketio_url
-from .logsupport import Log
+from .logsupport import Log, encoded_or_logged
 from .reconnect import Deliver, ReconnectingTransport
 
 __all__ = ["SSLVerify", "WebSocketClientTransport", "client_ssl_context", "normalize_ws_url"]
@@ -171,8 +171,11 @@ class WebSocketClientTransport(ReconnectingTransport[Session]):
         if ws is None or ws.state is not State.OPEN:
             self._log.warning("not connected; message not sent")
             return False
+        data = encoded_or_logged(message, self._log)
+        if data is None:
+            return False
         try:
-            await ws.send(dumps_compat(message), text=True)
+            await ws.send(data, text=True)
             return True
         except ConnectionClosed:
             self._log.warning("connection closed while sending")
