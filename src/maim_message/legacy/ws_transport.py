@@ -161,7 +161,11 @@ class WebSocketClientTransport(ReconnectingTransport[Session]):
         except ConnectionClosed:
             pass
         if self._running:
-            self._log.info("connection closed (%s %s)", ws.close_code, ws.close_reason)
+            if ws.close_code == 1008:  # a 0.6.8 server refusing the token after the upgrade
+                self._log.warning("connection closed by the server (1008 %s): refused, "
+                                  "check the token", ws.close_reason)
+            else:
+                self._log.info("connection closed (%s %s)", ws.close_code, ws.close_reason)
 
     async def _close_session(self, ws: Session) -> None:
         await ws.close()
