@@ -394,3 +394,57 @@ async def test_the_server_refuses_to_send_what_its_own_limit_would_refuse() -> N
         assert server.get_stats()["delivery"]["outbox_depth"] == 1  # only the small one
     finally:
         await server.stop()
+
+
+async def test_a_burst_over_the_queue_bound_waits_for_acks_and_loses_nothing() -> None:
+    """message_cache_max_size unacked frames: a further send waits for an ack instead of
+    evicting the oldest (lost if the server never got it); with no ack in connect_timeout
+    it is refused (False) and the queued ones are kept."""
+    import contextlib
+    import json
+
+    from websockets.asyncio.server import serve
+    from websockets.exceptions import ConnectionClosed
+
+    arrived: List[str] = []
+    acking = asyncio.Event()
+
+    async def handler(ws: Any) -> None:
+        async for raw in ws:
+            env = json.loads(raw)
+            if env.get("type") != "sys_std":
+                continue
+            arrived.append(env["msg_id"])
+            await acking.wait()  # (no ack at all until then)
+            await asyncio.sleep(0.001)  # a server slower than the sender
+            with contextlib.suppress(ConnectionClosed):
+                await ws.send(json.dumps({
+                    "ver": 1, "msg_id": "a-" + env["msg_id"], "type": "sys_ack",
+                    "meta": {"uuid": "u", "acked_msg_id": env["msg_id"], "timestamp": 0},
+                    "payload": {"status": "received"}}))
+
+    async with serve(handler, "127.0.0.1", 0) as srv:
+        port = srv.sockets[0].getsockname()[1]
+        client = WebSocketClient(create_client_config(
+            f"ws://127.0.0.1:{port}/ws", "k", message_cache_max_size=20, connect_timeout=1))
+        try:
+            assert await client.connect()
+            # no acks: 20 queued, the 21st refused after connect_timeout, none evicted
+            for n in range(20):
+                assert await client.send_message(make_message(f"q{n}", "k", "qq"))
+            assert not await client.send_message(make_message("over", "k", "qq"))
+            stats = client.get_stats()
+            assert stats["pending_messages"] == 20 and stats["messages_dropped"] == 0
+            # acks flowing: a burst of 200 waits for room, every one arrives
+            acking.set()
+            results = await asyncio.gather(*(client.send_message(make_message(
+                f"b{n}", "k", "qq")) for n in range(200)))
+            assert all(results)
+            for _ in range(500):  # bounded: until the last ones are acked
+                if client.get_stats()["pending_messages"] == 0:
+                    break
+                await asyncio.sleep(0.01)
+            assert len(set(arrived)) == 220 and client.get_stats()["messages_dropped"] == 0
+            assert client.get_stats()["messages_refused"] == 1  # only "over"
+        finally:
+            await client.stop()

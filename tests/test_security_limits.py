@@ -282,3 +282,38 @@ async def test_bad_json_gets_sys_error_and_the_connection_stays() -> None:
         ws.close()
     finally:
         await server.stop()
+
+
+async def test_acks_of_what_the_server_sent_do_not_count_against_the_rate_limit() -> None:
+    """A client that only receives (a bot core taking a busy chat) acks every message:
+    those acks are not sending. Acks of nothing count like any frame."""
+    from maim_message.client import WebSocketClient, create_client_config
+
+    from .helpers_api import make_message
+
+    server = await start(rate_limit_per_second=5, rate_limit_burst=20)
+    inbox = Inbox()
+    receiver = WebSocketClient(create_client_config(
+        f"ws://127.0.0.1:{server.port}/ws", "bob", platform="qq", on_message=inbox))
+    try:
+        assert await receiver.connect()
+        for n in range(60):  # three bursts' worth of acks
+            await server.send_message(make_message(f"to bob {n}", "bob", "qq"))
+        for _ in range(60):
+            await inbox.next()
+        for _ in range(200):  # bounded: until the last acks are in
+            if server.get_stats()["delivery"]["outbox_depth"] == 0:
+                break
+            await asyncio.sleep(0.01)
+        assert server.get_stats()["delivery"]["outbox_depth"] == 0
+        assert limits(server)["rate"] == 0 and receiver.is_connected()
+        ws = await connect(server)  # acks of nothing: counted
+        ws.send(b"".join(text(orjson.dumps({"ver": 1, "msg_id": f"a{i}", "type": "sys_ack",
+                                            "meta": {"acked_msg_id": f"none-{i}"}}))
+                         for i in range(25)))
+        _frames, code, _reason = await ws.frames_until_close()
+        assert code == 1008 and limits(server)["rate"] == 1
+        ws.close()
+    finally:
+        await receiver.stop()
+        await server.stop()

@@ -94,6 +94,10 @@ class SupervisedConnection:
         # unacked frames written again on the live connection (the hub withholds an ack
         # when it could not store the frame)
         self._resend_clock = ResendClock(max(0.0, float(config.resend_interval or 0)))
+        # set by each ack while senders wait for room (made then: an Event made outside
+        # the loop is bound to another one on 3.9)
+        self._acked_event: Optional[asyncio.Event] = None
+        self._full_logged = 0
         self._flushing = False
         self._next_cleanup = 0.0
         self._dropped_logged = 0
@@ -382,8 +386,9 @@ class SupervisedConnection:
         if kind == SYS_ACK:
             meta = env.get("meta")
             acked = meta.get("acked_msg_id") if type(meta) is dict else None
-            if type(acked) is str:
-                self._outbox.ack(_OUTBOX_PAIR, acked)
+            if type(acked) is str and self._outbox.ack(_OUTBOX_PAIR, acked):
+                if self._acked_event is not None:
+                    self._acked_event.set()  # a sender waiting for room goes on
             return
         if kind == "sys_error":
             self._refused(env)
@@ -452,6 +457,9 @@ class SupervisedConnection:
             return await self._write_now(data)
         if not self._wanted:
             return False  # not connecting: nobody will ever deliver it
+        if not self._outbox.has_room(_OUTBOX_PAIR, msg_id, data) and not await self._room(
+                msg_id, data):
+            return False
         entry = self._outbox.append(_OUTBOX_PAIR, msg_id, data)
         self._cleanup()
         ws = self._ws
@@ -464,6 +472,38 @@ class SupervisedConnection:
             return True
         await self._flush(ws)
         return True
+
+    async def _room(self, msg_id: str, data: bytes) -> bool:
+        """The unacked queue is full (``message_cache_max_size`` messages or twice
+        ``max_size`` bytes): evicting its oldest frame would lose it if the server never
+        got it, so the sender waits for acks to make room while connected (a burst slows
+        to the server's pace); not connected, or no ack within ``connect_timeout``, the
+        message is refused (False, WARNING) and the queued ones are kept."""
+        outbox = self._outbox
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(1.0, float(self.config.connect_timeout))
+        if self._acked_event is None:
+            self._acked_event = asyncio.Event()
+        acked = self._acked_event
+        while self.connected and self._wanted and loop.time() < deadline:
+            acked.clear()
+            try:
+                await asyncio.wait_for(acked.wait(), deadline - loop.time())
+            except asyncio.TimeoutError:
+                break
+            self._cleanup()
+            if outbox.has_room(_OUTBOX_PAIR, msg_id, data):
+                return True
+        self._cleanup(now=True)  # what expired makes room too
+        if outbox.has_room(_OUTBOX_PAIR, msg_id, data):
+            return True
+        self.stats["refused"] += 1
+        if self._full_logged == 0 or self.stats["refused"] // 1000 > self._full_logged // 1000:
+            logger.warning("connection %s: %d unacked messages queued (message_cache_max_size"
+                           "): message %s not queued, send_message returns False",
+                           self.uuid, outbox.depth(), log_safe(msg_id))
+        self._full_logged = self.stats["refused"]
+        return False
 
     def _cleanup(self, now: bool = False) -> None:
         """Expire old entries (every message_cache_cleanup_interval s); log what was lost."""

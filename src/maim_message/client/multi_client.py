@@ -418,6 +418,8 @@ class WebSocketMultiClient:
             "messages_resent": totals["resent"],  # written again: after a reconnect, or unacked
             "pending_messages": sum(n.conn.pending_count for n in self._named.values()
                                     if n.conn is not None),  # sent, not yet acked
+            "messages_dropped": sum(n.conn.dropped for n in self._named.values()
+                                    if n.conn is not None),  # given up: ttl or bounds
             "network": {
                 "total_connections": totals["successful_connects"],
                 "current_connections": active,

@@ -157,6 +157,8 @@ class WebSocketClient:
             "pending_messages": self._conn.pending_count if self._conn is not None else 0,
             "messages_refused": s.get("refused", 0),  # answered with sys_error, not re-sent
             "messages_resent": s.get("resent", 0),  # written again: after a reconnect, or unacked
+            # unacked messages given up (over message_cache_ttl or the queue's bounds)
+            "messages_dropped": self._conn.dropped if self._conn is not None else 0,
             "last_error": self.last_error,
             "connected_count": int(self.connected),
         }

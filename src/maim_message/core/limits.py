@@ -85,6 +85,11 @@ class TokenBucket:
         self._tokens = tokens - cost
         return True
 
+    def give_back(self, cost: float = 1.0) -> None:
+        """Return tokens taken for a frame that turned out not to count (an ack of a
+        message the server sent: a client that only receives must not hit the limit)."""
+        self._tokens = min(self.burst, self._tokens + cost)
+
     @property
     def tokens(self) -> float:
         """Tokens available now (without taking any)."""

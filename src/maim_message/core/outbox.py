@@ -174,6 +174,15 @@ class Outbox:
         usage = self.users.get(pair[0])
         return usage is None or len(usage.platforms) < self.max_pairs_per_user
 
+    def has_room(self, pair: Pair, msg_id: str, payload: bytes) -> bool:
+        """Whether ``append`` would keep this message without evicting another one (the
+        client waits or refuses instead: an evicted unacked frame is lost)."""
+        queue = self.pairs.get(pair)
+        count = len(queue.entries) if queue is not None else 0
+        size = entry_cost(msg_id, payload)
+        return (count < self.max_per_pair and self.total_bytes + size <= self.max_bytes
+                and self.user_bytes(pair[0]) + size <= self.max_bytes_per_user) or count == 0
+
     def user_bytes(self, user: str) -> int:
         usage = self.users.get(user)
         return usage.bytes if usage is not None else 0

@@ -464,16 +464,20 @@ class Delivery:
             self._acking.discard(pair)
             self._written.pop(pair, None)
 
-    def acked(self, peer: Peer, msg_id: str) -> None:
+    def acked(self, peer: Peer, msg_id: str) -> bool:
+        """Apply a receiver's ack; True when it acked a message that waited for it."""
         pair = peer.pair
         self._acking.add(pair)
         outbox = self.outbox
-        if outbox is not None and outbox.ack(pair, msg_id) and outbox.store is not None:
+        matched = outbox is not None and outbox.ack(pair, msg_id)
+        if matched and outbox is not None and outbox.store is not None:
             self._touch()  # the store's removal is committed with the group
         if self._waiters:
             waiter = self._waiters.pop((pair, msg_id), None)
             if waiter is not None and not waiter.done():
                 waiter.set_result(peer.uuid)
+                matched = True
+        return matched
 
     def remote_acked(self, pair: Pair, msg_id: str, uuid: str) -> None:
         """Cluster mode: a connection on another hub node acked ``msg_id``."""

@@ -415,8 +415,8 @@ class WebSocketServer:
         if kind == SYS_ACK:
             meta = env.get("meta")
             acked = meta.get("acked_msg_id") if type(meta) is dict else None
-            if type(acked) is str:
-                self.delivery.acked(peer, acked)
+            if type(acked) is str and self.delivery.acked(peer, acked) and bucket is not None:
+                bucket.give_back()  # acking what it was sent is not sending
             return
         peer.messages_in += 1
         msg_id = env.get("msg_id")
