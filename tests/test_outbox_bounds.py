@@ -5,6 +5,8 @@ from __future__ import annotations
 import tracemalloc
 from pathlib import Path
 
+import pytest
+
 from maim_message.backends.sqlite_outbox import SqliteOutboxStore
 from maim_message.core.outbox import ENTRY_OVERHEAD, PAIR_OVERHEAD, Outbox
 
@@ -114,3 +116,29 @@ def test_sqlite_store_opens_a_file_of_the_previous_schema(tmp_path: Path) -> Non
     assert [e.msg_id for e in outbox.pending_after(("u", "qq"), 0)] == ["m1"]
     outbox.append(("u", "qq"), "m2", b"{}", only="c")
     outbox.close()
+
+
+async def test_an_eviction_is_logged_at_warning_once_then_per_thousand(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Evicted messages are lost for their receivers: the log says so (once, then every
+    1,000), as delivery.md promises, without naming the receiver's key."""
+    import logging
+
+    from maim_message.server import WebSocketServer, create_server_config
+
+    from .helpers_api import make_message
+
+    server = WebSocketServer(create_server_config(host="127.0.0.1", port=0,
+                                                  outbox_max_per_pair=10))
+    await server.start()
+    try:
+        with caplog.at_level(logging.DEBUG, logger="maim_message.server"):
+            for n in range(1_020):
+                await server.send_message(make_message(f"m{n}", "offline-user-key", "qq"))
+        warned = [r.getMessage() for r in caplog.records
+                  if r.levelno == logging.WARNING and "evicted" in r.getMessage()]
+        assert len(warned) == 2 and "1 undelivered" in warned[0], warned
+        assert "offline-user-key" not in caplog.text
+        assert server.get_stats()["delivery"]["evicted"] == 1_010
+    finally:
+        await server.stop()

@@ -18,6 +18,7 @@ import logging
 from typing import Any, Callable, Dict, Iterable, List, Optional, Set, Tuple
 
 from ..core.outbox import Outbox, OutboxEntry, OutboxStore, Pair
+from ..core.redact import pair_label
 from ..errors import DeliveryRefused
 from ..transport.frames import PreparedFrame
 from .acks import CURRENT_RECEIPT, FrameKey, Receipt, delivery_failed
@@ -52,6 +53,7 @@ class Delivery:
         # never written is re-sent, and what was written is dropped when the connection
         # closes.
         self._acking: Set[Pair] = set()
+        self._evicted_logged = 0  # outbox evictions already reported in the log
         self._written: Dict[Pair, int] = {}  # highest seq written to a connection of a pair
         # group commit (durable store only)
         self._commit_handle: Optional[asyncio.Handle] = None
@@ -276,6 +278,8 @@ class Delivery:
         except Exception as exc:  # storage failure: the frame that sent it is not acked
             delivery_failed(exc)
             raise
+        if outbox.evicted != self._evicted_logged:
+            self._log_evictions(pair)
         if outbox.store is not None:
             store = self._store()
             if store is not None:  # written once committed (end of this loop turn)
@@ -327,6 +331,8 @@ class Delivery:
             except Exception as exc:  # storage failure: the frame is not acked
                 delivery_failed(exc)
                 raise
+            if self.outbox.evicted != self._evicted_logged:
+                self._log_evictions(pair)
             if store is not None:  # written once committed
                 self._later.append((pair, entry, uuids))
                 for uuid in uuids:
@@ -412,6 +418,20 @@ class Delivery:
         """Queue without writing (the pair's connections get it when they are flushed)."""
         if self.outbox is not None:
             self.outbox.append(pair, msg_id, payload, persist=persist)
+            if self.outbox.evicted != self._evicted_logged:
+                self._log_evictions(pair)
+
+    def _log_evictions(self, pair: Pair) -> None:
+        """Messages evicted to keep the outbox in its bounds are lost for their receivers:
+        said at WARNING the first time, then once per 1,000 more (counted in stats)."""
+        assert self.outbox is not None
+        evicted, logged = self.outbox.evicted, self._evicted_logged
+        self._evicted_logged = evicted
+        if logged == 0 or evicted // 1000 > logged // 1000:
+            logger.warning("outbox over its bounds: %d undelivered message(s) evicted so far, "
+                           "oldest first (the latest for %s); raise outbox_max_per_pair / "
+                           "outbox_max_bytes, or the receiver is not keeping up", evicted,
+                           pair_label(pair))
 
     def is_queued(self, pair: Pair, msg_id: str) -> bool:
         return self.outbox is not None and self.outbox.contains(pair, msg_id)
