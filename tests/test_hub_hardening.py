@@ -17,6 +17,7 @@ from typing import Any, Dict, List
 from urllib.parse import quote
 
 import orjson
+import pytest
 import websockets
 
 from maim_message.client import WebSocketClient, create_client_config
@@ -218,7 +219,8 @@ async def test_bad_message_dim_types_are_refused_once_logged(tmp_path: Path) -> 
 # -- item 8: same-pair traffic and backpressure ---------------------------------------------
 
 
-async def test_same_pair_receiver_that_never_reads_is_held_back(tmp_path: Path) -> None:
+async def test_same_pair_receiver_that_never_reads_is_held_back(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """In-process hub (to read the receiver's send buffer exactly), raw receiver socket."""
     high = 1024 * 1024
     path = tmp_path / "hub.toml"
@@ -278,6 +280,8 @@ async def test_same_pair_receiver_that_never_reads_is_held_back(tmp_path: Path) 
             await asyncio.sleep(0.1)
         assert "never-reads" not in hub.server.peers, "the slow consumer was not closed"
         assert hub.server.get_stats()["limits"]["write_buffer"] >= 1
+        closed = [r.getMessage() for r in caplog.records if "slow consumer" in r.getMessage()]
+        assert closed and "never-reads key=key#" in closed[0], closed  # who it was
         writer.close()
     finally:
         sock.close()

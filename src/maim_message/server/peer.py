@@ -14,7 +14,7 @@ class Peer:
 
     __slots__ = (
         "__weakref__", "ack_template", "api_key", "bucket", "conn", "connected_at", "counted",
-        "cursor", "key_label", "messages_in", "messages_out", "metadata", "pair", "platform",
+        "cursor", "key_label", "log_label", "messages_in", "messages_out", "metadata", "pair", "platform",
         "platform_label", "resumable", "user_id", "user_label", "uuid", "uuid_label", "warned",
     )
 
@@ -38,6 +38,8 @@ class Peer:
         # the user id, or the key's fingerprint when the id is the API key (the spec's own
         # example uses ``on_auth_extract_user=lambda m: m["api_key"]``)
         self.user_label = key_label if user_id == api_key else log_safe(user_id)
+        # how the transport names this connection in its own log lines (slow consumers)
+        self.log_label = f"{self.uuid_label} key={key_label}"
         self.bucket: Optional[TokenBucket] = None  # per-connection rate limit, if any
         self.counted = False  # counted in the per-key connection limit
         self.pair = (user_id, platform)

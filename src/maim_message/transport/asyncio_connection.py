@@ -27,7 +27,7 @@ from ..core.limits import (
     WRITE_BUFFER,
     reason_for_close_code,
 )
-from .base import Accept, HandshakeInfo, HttpReply
+from .base import Accept, HandshakeInfo, HttpReply, described
 from .frames import OP_BINARY, OP_PING, OP_PONG, OP_TEXT, Chunk, PreparedFrame, ReadData
 from .http11 import HandshakeError
 from .protocol import CLOSED, CLOSING, CONNECTING, EV_FAILURE, OPEN, Event, ServerProtocol
@@ -416,7 +416,7 @@ class WSConnection(asyncio.BufferedProtocol):
         options.limits.hit(WRITE_BUFFER)
         self._server.log_once(WRITE_BUFFER, self.client_ip,
                               "closing slow consumer %s: write buffer over limit",
-                              self.client_ip, level=logging.WARNING)
+                              described(self), level=logging.WARNING)
         proto = self._proto
         if proto.state is OPEN:
             proto.close_code = 1008

@@ -115,3 +115,9 @@ class ServerApp(Protocol):
         ...
 
     def connection_closed(self, conn: ServerConnection, code: int, reason: str) -> None: ...
+
+def described(conn: Any) -> str:
+    """A connection for a log line: its address, and the app's label for it (connection
+    id and key fingerprint) when the app gave one (``context.log_label``)."""
+    label = getattr(conn.context, "log_label", None)
+    return f"{conn.client_ip} ({label})" if label else str(conn.client_ip)

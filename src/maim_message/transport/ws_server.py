@@ -13,7 +13,7 @@ from typing import Any, List, Optional, Set, cast
 from ..core.defaults import DEFAULT_LIMITS
 from ..core.limits import IDLE_TIMEOUT, WRITE_BUFFER, FirstSeen, LimitCounters
 from .asyncio_connection import WSConnection
-from .base import ServerApp
+from .base import ServerApp, described
 from .http11 import MAX_REQUEST_BODY
 from .protocol import MAX_FRAGMENTS, PING_BURST, PING_RATE
 
@@ -142,7 +142,7 @@ class WebSocketServerTransport:
                     self.options.limits.hit(WRITE_BUFFER)
                     self.log_once(WRITE_BUFFER, conn.client_ip,
                                   "closing slow consumer %s: not reading for %.0f s",
-                                  conn.client_ip, now - conn.paused_since,
+                                  described(conn), now - conn.paused_since,
                                   level=logging.WARNING)
                     conn.close(1008, "slow consumer: not reading")
                 elif idle and now - conn.last_data > idle:
@@ -173,3 +173,4 @@ class WebSocketServerTransport:
         if self._server is not None:
             await self._server.wait_closed()
             self._server = None
+
