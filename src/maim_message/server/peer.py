@@ -14,8 +14,9 @@ class Peer:
 
     __slots__ = (
         "__weakref__", "ack_template", "api_key", "bucket", "conn", "connected_at", "counted",
-        "cursor", "key_label", "log_label", "messages_in", "messages_out", "metadata", "pair", "platform",
-        "platform_label", "resumable", "user_id", "user_label", "uuid", "uuid_label", "warned",
+        "cursor", "key_label", "log_label", "messages_in", "messages_out", "metadata", "pair",
+        "platform", "platform_label", "resumable", "user_id", "user_label", "uuid", "uuid_label",
+        "warned",
     )
 
     def __init__(
