@@ -84,12 +84,16 @@ def _connection(**config: object) -> SupervisedConnection:
 
 
 async def test_client_outbox_keeps_unacked_messages_within_its_bounds() -> None:
+    """Full and not connected: the new message is refused, none queued is evicted (an
+    evicted unacked frame is lost if the server never got it)."""
     conn = _connection(message_cache_max_size=2)
-    for i in range(3):
+    for i in range(2):
         assert await conn._send(b'{"n":%d}' % i, f"m{i}")
-    assert conn.pending_count == 2 and conn.dropped == 1  # the oldest went
-    conn._outbox.ack(("server", ""), "m1")
-    assert [e.msg_id for e in conn._outbox.pending_after(("server", ""), 0)] == ["m2"]
+    assert not await conn._send(b'{"n":2}', "m2")
+    assert conn.pending_count == 2 and conn.dropped == 0 and conn.stats["refused"] == 1
+    conn._outbox.ack(("server", ""), "m0")
+    assert await conn._send(b'{"n":3}', "m3")  # room again
+    assert [e.msg_id for e in conn._outbox.pending_after(("server", ""), 0)] == ["m1", "m3"]
 
 
 async def test_client_outbox_drops_what_outlived_message_cache_ttl_before_resending(
