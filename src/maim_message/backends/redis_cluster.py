@@ -243,6 +243,10 @@ class RedisCluster(PubSubCluster, RedisPresence, RedisFanoutLog):
         self._loop = None
         logger.info("cluster: node %s left", self.node_id)
 
+    def _event_loop(self) -> asyncio.AbstractEventLoop:
+        """The loop the node joined in (asking asyncio each time is a system call)."""
+        return self._loop or asyncio.get_running_loop()
+
     # -- publish and listen --------------------------------------------------------------------
 
     async def _read_loop(self) -> None:
@@ -311,7 +315,7 @@ class RedisCluster(PubSubCluster, RedisPresence, RedisFanoutLog):
 
     def _schedule_flush(self) -> None:
         self._flush_scheduled = True
-        loop = self._loop or asyncio.get_running_loop()
+        loop = self._event_loop()
         self._flushed = loop.create_future()
         if self.flush_delay > 0:
             loop.call_later(self.flush_delay, self._flush)
@@ -342,8 +346,7 @@ class RedisCluster(PubSubCluster, RedisPresence, RedisFanoutLog):
         if self._flush_scheduled:
             confirm = self._confirm
             if confirm is None:
-                confirm = self._confirm = (self._loop or asyncio.get_running_loop()
-                                           ).create_future()
+                confirm = self._confirm = self._event_loop().create_future()
                 confirm.add_done_callback(_retrieved)
             return confirm
         return self._queues_written()
@@ -418,7 +421,7 @@ class RedisCluster(PubSubCluster, RedisPresence, RedisFanoutLog):
             self._push_script_checks(tokens, frames)
             return
         current, previous = self.dedupe.both()
-        packed = PackedArgs([token.encode() for token in tokens])  # once for every read
+        packed = _packed_tokens(tokens)  # once for every read
         replies: List[asyncio.Future[Any]] = []
         for shard in self._shards:  # (not one MULTI: Redis out of memory refuses queuing)
             queue = self._q(shard)
@@ -451,7 +454,7 @@ class RedisCluster(PubSubCluster, RedisPresence, RedisFanoutLog):
         shard."""
         current, previous = self.dedupe.both()
         shards = len(self._shards)
-        packed = PackedArgs([token.encode() for token in tokens])  # once for every shard
+        packed = _packed_tokens(tokens)  # once for every shard
         replies: List[asyncio.Future[Any]] = []
         for shard in self._shards:
             fut = self._q(shard).push(
@@ -487,7 +490,7 @@ class RedisCluster(PubSubCluster, RedisPresence, RedisFanoutLog):
                     if not frame.held:
                         frame.held = True
                         self.held_frames += 1
-                    asyncio.get_running_loop().call_later(
+                    self._event_loop().call_later(
                         self.held_recheck, self._recheck, tokens[n], frame)
                     continue
                 if flag == ASK:
@@ -517,8 +520,7 @@ class RedisCluster(PubSubCluster, RedisPresence, RedisFanoutLog):
         if deferred is not None:
             turn.receipts.append(deferred)
             return None
-        fut: asyncio.Future[SendResult] = (self._loop or asyncio.get_running_loop()
-                                           ).create_future()
+        fut: asyncio.Future[SendResult] = self._event_loop().create_future()
         turn.waiters.append((pair, fut))
         return fut
 
@@ -629,6 +631,10 @@ def _refused(receipt: Optional[Receipt], fut: asyncio.Future[Any]) -> None:
     if not fut.cancelled() and fut.exception() is not None and receipt is not None:
         if receipt.failure is None:
             receipt.failure = fut.exception()
+
+
+def _packed_tokens(tokens: List[str]) -> PackedArgs:
+    return PackedArgs([token.encode() for token in tokens])
 
 
 def _failure(fut: asyncio.Future[Any]) -> Optional[BaseException]:
