@@ -9,6 +9,7 @@ from typing import Any, Callable, List
 from maim_message.transport.asyncio_connection import WSConnection
 from maim_message.transport.frames import OP_TEXT, PreparedFrame
 from maim_message.transport.protocol import OPEN
+from maim_message.transport.write_batch import write_batch
 from maim_message.transport.ws_server import WebSocketServerTransport
 
 from .rawws import frame
@@ -80,3 +81,53 @@ def test_a_one_frame_read_without_answer_writes_nothing() -> None:
     conn, rec = _open(lambda conn, payload: None)
     conn.data_received(frame(OP_TEXT, b"quiet"))
     assert rec.writes == []
+
+
+async def test_sends_inside_a_write_batch_leave_in_one_write_per_connection() -> None:
+    """Acks of a confirmed batch, or a cluster batch handed to receivers: outside a read
+    the first send of a turn would leave at once and the rest at the turn's end (two
+    writes); inside a write batch every connection gets one write when it closes."""
+    first, rec1 = _open(lambda conn, payload: None)
+    second, rec2 = _open(lambda conn, payload: None)
+    with write_batch:
+        for n in range(3):
+            first.send_text(b"ack:%d" % n)
+            second.send_prepared(PreparedFrame.text(b"msg:%d" % n))
+        with write_batch:  # nested: only the outermost close writes
+            first.send_text(b"ack:inner")
+        assert rec1.writes == [] and rec2.writes == []
+    assert len(rec1.writes) == 1 and len(rec2.writes) == 1
+    assert [rec1.writes[0].index(b"ack:%d" % n) for n in range(3)] == sorted(
+        rec1.writes[0].index(b"ack:%d" % n) for n in range(3))
+    assert rec1.writes[0].endswith(b"ack:inner")
+    first.send_text(b"later")  # the batch is over: a send outside it leaves at once
+    assert len(rec1.writes) == 2
+
+
+def test_a_big_send_inside_a_write_batch_leaves_at_once() -> None:
+    """Back-pressure still sees it: past the high-water mark the write is not held."""
+    conn, rec = _open(lambda conn, payload: None)
+    big = b"x" * (conn._server.options.send_buffer_high + 1)
+    with write_batch:
+        conn.send_text(b"small")
+        assert rec.writes == []
+        conn.send_text(big)
+        written = len(rec.writes)
+        assert written and b"".join(rec.writes).endswith(big)
+        assert b"small" in rec.writes[0]
+    assert len(rec.writes) == written  # nothing left for the close
+
+
+def test_a_failing_connection_does_not_hold_the_others_writes() -> None:
+    broken, _ = _open(lambda conn, payload: None)
+    fine, rec = _open(lambda conn, payload: None)
+
+    class _Boom(_Recorder):
+        def write(self, data: Any) -> None:
+            raise RuntimeError("boom")
+
+    broken._transport = _Boom()  # type: ignore[assignment]
+    with write_batch:
+        broken.send_text(b"a")
+        fine.send_text(b"b")
+    assert len(rec.writes) == 1 and rec.writes[0].endswith(b"b")

@@ -27,6 +27,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..errors import ClusterError
+from ..transport.write_batch import write_batch
 from .redis_link import AdoptedProtocol, adopt, check_connection
 from .resp_codec import RespReader
 from .resp_pack import pack
@@ -301,8 +302,9 @@ class RedisChannel(AdoptedProtocol):
 
     def _deliver(self, payloads: List[bytes]) -> None:
         on_message = self._on_message
-        for payload in payloads:
-            try:
-                on_message(payload)
-            except Exception:  # a bad message never stops the reader
-                logger.exception("cluster: handling a channel message failed")
+        with write_batch:  # a read's messages leave in one write per receiving connection
+            for payload in payloads:
+                try:
+                    on_message(payload)
+                except Exception:  # a bad message never stops the reader
+                    logger.exception("cluster: handling a channel message failed")

@@ -32,6 +32,7 @@ from ..core.dedupe import DedupeWindow
 from ..errors import DeliveryRefused
 from ..runtime.callbacks import HandlerTasks
 from ..transport.base import ServerConnection
+from ..transport.write_batch import write_batch
 
 logger = logging.getLogger(__name__)
 
@@ -259,11 +260,12 @@ class AckAfterHandling:
 
     def _confirmed_all(self, confirmed: asyncio.Future[Any]) -> None:
         failure = _failure_of(confirmed)  # once for all the frames that waited for it
-        for receipt in self._waiting.pop(confirmed, ()):
-            try:
-                self._confirmed(receipt, failure)
-            except Exception:  # one frame's answer must not stop the others'
-                logger.exception("acking a handled frame failed")
+        with write_batch:  # a connection's acks of the batch leave in one write
+            for receipt in self._waiting.pop(confirmed, ()):
+                try:
+                    self._confirmed(receipt, failure)
+                except Exception:  # one frame's answer must not stop the others'
+                    logger.exception("acking a handled frame failed")
 
     def _confirmed(self, receipt: Receipt, failure: Optional[BaseException]) -> None:
         if receipt.failure is None and failure is not None:

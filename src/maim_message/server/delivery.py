@@ -21,6 +21,7 @@ from ..core.outbox import Outbox, OutboxEntry, OutboxStore, Pair
 from ..core.redact import pair_label
 from ..errors import DeliveryRefused
 from ..transport.frames import PreparedFrame
+from ..transport.write_batch import write_batch
 from .acks import CURRENT_RECEIPT, FrameKey, Receipt, delivery_failed
 from .config import ServerConfig
 from .peer import Peer
@@ -146,11 +147,12 @@ class Delivery:
         # previous commit; it gets the rest now (the list above predates it).
         self._flush_opened()
         after, self._after = self._after, []
-        for callback, _failed in after:
-            try:
-                callback()
-            except Exception:
-                logger.exception("callback after the outbox commit failed")
+        with write_batch:  # the acks that waited for the commit: one write per connection
+            for callback, _failed in after:
+                try:
+                    callback()
+                except Exception:
+                    logger.exception("callback after the outbox commit failed")
         fut, self._commit_future = self._commit_future, None
         if fut is not None and not fut.done():
             fut.set_result(None)

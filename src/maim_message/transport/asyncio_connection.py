@@ -31,6 +31,7 @@ from .base import Accept, HandshakeInfo, HttpReply, described
 from .frames import OP_BINARY, OP_PING, OP_PONG, OP_TEXT, Chunk, PreparedFrame, ReadData
 from .http11 import HandshakeError
 from .protocol import CLOSED, CLOSING, CONNECTING, EV_FAILURE, OPEN, Event, ServerProtocol
+from .write_batch import OPEN as BATCHES
 
 if TYPE_CHECKING:
     from .ws_server import WebSocketServerTransport
@@ -61,8 +62,8 @@ class WSConnection(asyncio.BufferedProtocol):
     """
 
     __slots__ = (
-        "_backlog", "_close_timer", "_deciding", "_eof_sent", "_handling", "_loop", "_on_text",
-        "_proto", "_reading_paused",
+        "_backlog", "_batched", "_close_timer", "_deciding", "_eof_sent", "_handling", "_loop",
+        "_on_text", "_proto", "_reading_paused",
         "_server", "_transport", "_turn_pending", "client_ip", "context", "last_data",
         "last_rx", "opened", "paused_since", "ping_sent_at",
     )
@@ -85,6 +86,7 @@ class WSConnection(asyncio.BufferedProtocol):
         self._handling = 0  # inside a read's slice: _CORK or _FIRST_NOW (above)
         self._eof_sent = False
         self._turn_pending = False  # a write went out this loop turn: cork the next ones
+        self._batched = False  # written to inside an open write batch: flushed when it closes
         # frames of a big read waiting for the next slice; created when needed (an empty
         # deque is ~600 bytes, for every idle connection)
         self._backlog: Optional[Deque[Event]] = None
@@ -424,19 +426,29 @@ class WSConnection(asyncio.BufferedProtocol):
         self._abort()
 
     def _sent(self) -> None:
-        """After a send outside a read: first write of the turn at once, then cork."""
+        """After a send outside a read: first write of the turn at once, then cork (or,
+        inside a write batch, one write when the batch closes)."""
         if self._handling:
             return
-        if not self._turn_pending:
+        if BATCHES.depth:
+            if not self._batched:
+                self._batched = True
+                BATCHES.flushes.append(self._batch_closed)
+        elif not self._turn_pending:
             self._turn_pending = True
             self._event_loop().call_soon(self._end_of_turn)
             self._flush()
-        elif (self._proto.views_pending
-              or self._proto.bytes_to_send >= self._server.options.send_buffer_high):
+            return
+        if (self._proto.views_pending
+                or self._proto.bytes_to_send >= self._server.options.send_buffer_high):
             # a big payload, or the mark reached: write now, so that the transport's
             # high-water mark (pause_writing, hence is_writable) sees it and the outbox
             # holds the rest back
             self._flush()
+
+    def _batch_closed(self) -> None:
+        self._batched = False
+        self._flush()
 
     def _first_now(self) -> None:
         """The first frame written while handling a read of one frame leaves at once."""
