@@ -179,6 +179,20 @@ def test_an_entry_is_deleted_when_all_its_messages_are_acked() -> None:
     assert ids.idle(pair) and len(ids) == 0
 
 
+def test_an_entrys_messages_from_another_node_are_counted_once_each() -> None:
+    """A channel batch's group (one entry) is known in one call: the entry goes with its
+    last ack, and a message whose origin waits for its ack names that origin."""
+    ids = StreamIds()
+    pair = ("alice", "qq")
+    ids.known_entry(pair, [("m1", b"", False), ("m2", b"", True)], "6-0", "n9")
+    ids.known_entry(pair, [("m2", b"", True)], "6-0", "n9")  # again (a re-read): once
+    ids.known_entry(pair, [("m3", b"", False)], "", "n9")  # not stored: nothing to delete
+    assert len(ids) == 2 and not ids.has(pair, "m3")
+    assert ids.acked(pair, ["m2"]).notify == [("n9", "m2")]
+    last = ids.acked(pair, ["m1"])
+    assert last.sids == ["6-0"] and last.notify == []
+
+
 def test_an_ack_that_beats_the_store_answer_is_applied_when_it_arrives() -> None:
     ids = StreamIds()
     pair = ("alice", "qq")

@@ -52,8 +52,10 @@ from .pubsub_messages import (
     AdminMessage,
     ClusterMessage,
     FanoutMessage,
+    PairGroup,
     PairMessage,
     decode_batch,
+    decode_groups,
     decode_message,
     encode_message,
 )
@@ -330,54 +332,93 @@ class PubSubCluster(PairSending, AckBatching, FrameGuard):
         """One channel message's payload: decoded and acted on now; an undecodable one is
         logged and dropped."""
         try:
-            messages = decode_batch(data)
+            groups = decode_groups(data)  # the usual one: a pairs batch, per pair
+            messages = decode_batch(data) if groups is None else None
         except Exception as exc:
             logger.warning("cluster: undecodable channel message dropped: %s: %s",
                            type(exc).__name__, exc)
             return
-        self.handle_messages(messages)
+        if groups is not None:
+            self.handle_groups(groups)
+        elif messages is not None:
+            self.handle_messages(messages)
 
     def handle_messages(self, messages: List[ClusterMessage]) -> None:
-        """Act on one channel message's messages (a ``pairs`` batch: consecutive
-        messages of one pair share the pair's key and their entry's id parse)."""
-        pairs, sids, node_id = self._pairs, self._sids, self.node_id
-        pair: Pair = ("", "")
-        sid, newer = "", True
-        delivered = 0
+        """Act on messages from other nodes, in order (consecutive pair messages of one
+        origin, pair and entry are handled as one run: :meth:`handle_groups`)."""
+        groups: List[PairGroup] = []
         for message in messages:
+            if type(message) is not PairMessage:
+                if groups:
+                    self.handle_groups(groups)
+                    groups = []
+                self.handle_message(message)
+                continue
+            origin, user, platform, msg_id, sid, payload, notify = message
+            last = groups[-1] if groups else None
+            if last is None or last[:4] != (origin, user, platform, [sid]):
+                groups.append(PairGroup(origin, user, platform, [sid], []))
+            groups[-1].items.append((msg_id, payload, notify))
+        if groups:
+            self.handle_groups(groups)
+
+    def handle_groups(self, groups: List[PairGroup]) -> None:
+        """Act on one channel message's pair groups: each pair held here gets its
+        messages that are newer than its last stream read (one entry's messages share
+        the check), or buffers them while a read of its stream is pending."""
+        pairs, sids, node_id, deliver = self._pairs, self._sids, self.node_id, self._deliver
+        delivered = 0
+        for origin, user, platform, stream_ids, items in groups:
+            self.received += len(items)
+            if origin == node_id:
+                continue
+            pair = (user, platform)
+            state = pairs.get(pair)
+            if state is None:
+                continue  # not here any more; the stream keeps it for the next node
+            delivered += len(items)
             try:
-                if type(message) is not PairMessage:
-                    self.handle_message(message)
+                if len(stream_ids) != 1:  # one id per message (not a send batch's form)
+                    self._handle_singly(pair, state, origin, stream_ids, items)
                     continue
-                # one unpack: a NamedTuple's named fields are a Python property each
-                origin, user, platform, msg_id, stream_id, payload, notify = message
-                self.received += 1
-                if origin == node_id:
-                    continue
-                if user != pair[0] or platform != pair[1]:
-                    pair = (user, platform)
-                    sid, newer = "", True
-                state = pairs.get(pair)  # (a delivery may end the pair's last connection)
-                if state is None:
-                    continue  # not here any more; the stream keeps it for the next node
-                delivered += 1
+                sid = stream_ids[0]
                 if state.reading:  # a read of its stream is pending: after the read
-                    if state.loading:
-                        sids.known(pair, msg_id, stream_id, origin if notify else None)
-                        state.buffer.append((msg_id, payload, False))
-                    else:
-                        state.rebuffer.append((stream_id, msg_id, payload,
-                                               origin if notify else None))
+                    self._hold(pair, state, origin, sid, items)
                     continue
-                sids.known(pair, msg_id, stream_id, origin if notify else None)
-                if stream_id != sid:
-                    sid = stream_id
-                    newer = not sid or stream_id_key(sid) > state.loaded_upto
-                if newer:
-                    self._deliver(pair, msg_id, payload)
-            except Exception:  # a bad message must not stop the node's routing
+                sids.known_entry(pair, items, sid, origin)
+                if sid and stream_id_key(sid) <= state.loaded_upto:
+                    continue  # the stream read covered this entry
+            except Exception:  # a bad group must not stop the node's routing
                 logger.exception("cluster: failed to handle a channel message")
+                continue
+            for msg_id, payload, _notify in items:
+                try:
+                    deliver(pair, msg_id, payload)
+                except Exception:  # nor a bad message the rest
+                    logger.exception("cluster: failed to handle a channel message")
         self.remote_deliveries += delivered
+
+    def _handle_singly(self, pair: Pair, state: PairState, origin: str,
+                       stream_ids: List[str], items: List[Tuple[str, bytes, bool]]) -> None:
+        """A group whose messages carry one stream id each."""
+        for sid, item in zip(stream_ids, items):
+            if state.reading:
+                self._hold(pair, state, origin, sid, [item])
+                continue
+            self._sids.known_entry(pair, [item], sid, origin)
+            if not sid or stream_id_key(sid) > state.loaded_upto:
+                self._deliver(pair, item[0], item[1])
+
+    def _hold(self, pair: Pair, state: PairState, origin: str, sid: str,
+              items: List[Tuple[str, bytes, bool]]) -> None:
+        """A read of the pair's stream is pending: its messages wait for it (while the
+        pair loads, known now and buffered; on a re-read, merged with what it finds)."""
+        if state.loading:
+            self._sids.known_entry(pair, items, sid, origin)
+            state.buffer += [(msg_id, payload, False) for msg_id, payload, _n in items]
+        else:
+            state.rebuffer += [(sid, msg_id, payload, origin if notify else None)
+                               for msg_id, payload, notify in items]
 
     def handle_message(self, message: ClusterMessage) -> None:
         """Act on one message from another node (or, for acks, from the store)."""

@@ -8,7 +8,7 @@ Encoding (sans-I/O): a JSON object with a ``type`` field, then ``\\n`` and the r
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, List, NamedTuple, Tuple, Union
+from typing import Any, Dict, List, NamedTuple, Optional, Tuple, Union
 
 import orjson
 
@@ -159,12 +159,36 @@ def encode_pair_groups(origin: str, groups: List[Tuple[Pair, List[PairMessage], 
     return b"\n".join(lines) + b"\n" + b"".join(payloads)
 
 
+class PairGroup(NamedTuple):
+    """One pair's messages in a ``pairs`` batch, as read (decoded per pair, not per
+    message: a node handles them as a run)."""
+
+    origin: str
+    user: str
+    platform: str
+    stream_ids: List[str]  # one id: the entry holding them all; else one per message
+    items: List[Tuple[str, bytes, bool]]  # (msg_id, payload, notify)
+
+    def messages(self) -> List[PairMessage]:
+        ids = self.stream_ids * len(self.items) if len(self.stream_ids) == 1 else self.stream_ids
+        return [PairMessage(self.origin, self.user, self.platform, msg_id, sid, payload,
+                            notify) for (msg_id, payload, notify), sid in zip(self.items, ids)]
+
+
 def decode_batch(data: bytes) -> List[ClusterMessage]:
     """A channel message as the list of messages it carries (one, or a ``pairs`` batch)."""
-    if not data.startswith(b'{"type":"pairs"'):
+    groups = decode_groups(data)
+    if groups is None:
         if data.startswith(b'{"type":"acks"'):
             return _decode_acks(data)
         return [decode_message(data)]
+    return [message for group in groups for message in group.messages()]
+
+
+def decode_groups(data: bytes) -> Optional[List[PairGroup]]:
+    """A ``pairs`` batch per pair (None: the channel message is not one)."""
+    if not data.startswith(b'{"type":"pairs"'):
+        return None
     first, _, rest = data.partition(b"\n")
     head = orjson.loads(first)
     origin, count = head["origin"], int(head["groups"])
@@ -172,24 +196,24 @@ def decode_batch(data: bytes) -> List[ClusterMessage]:
     if len(parts) != 2 * count + 1:
         raise ValueError("pairs batch shorter than its header says")
     body = parts[-1]
-    out: List[ClusterMessage] = []
-    new = tuple.__new__  # the NamedTuple's generated __new__ is a Python call per message
+    size = len(body)
+    groups: List[PairGroup] = []
+    new = tuple.__new__  # the NamedTuple's generated __new__ is a Python call
     at = 0
     for g in range(count):
         user, platform, items = orjson.loads(parts[2 * g])
         ids = parts[2 * g + 1].decode().split(" ")
-        if len(ids) == 1:  # one entry holds them all (the batch script's form)
-            ids = ids * len(items)
-        if len(ids) != len(items):
+        if len(ids) != 1 and len(ids) != len(items):
             raise ValueError("pairs batch: stream ids do not match the items")
-        for (msg_id, length, notify), sid in zip(items, ids):
+        messages: List[Tuple[str, bytes, bool]] = []
+        for msg_id, length, notify in items:
             end = at + int(length)
-            if end > len(body):
+            if end > size:
                 raise ValueError("pairs batch shorter than its header says")
-            out.append(new(PairMessage, (origin, user, platform, msg_id, sid, body[at:end],
-                                         bool(notify))))
+            messages.append((msg_id, body[at:end], bool(notify)))
             at = end
-    return out
+        groups.append(new(PairGroup, (origin, user, platform, ids, messages)))
+    return groups
 
 
 def _decode_acks(data: bytes) -> List[ClusterMessage]:

@@ -19,7 +19,7 @@ connection gets it again.
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Set, Tuple, Union
+from typing import Any, Dict, Iterable, List, Optional, Set, Tuple, Union
 
 from .cluster_base import Pair
 
@@ -76,15 +76,29 @@ class StreamIds:
         self._pairs.setdefault(pair, {})[msg_id] = PENDING
 
     def known(self, pair: Pair, msg_id: str, sid: str, origin: Optional[str] = None) -> None:
-        """A message of the pair read from its stream or received from another node."""
+        """A message of the pair read from its stream or received from another node
+        (``origin``: the node its ack goes to, if one waits)."""
+        self.known_entry(pair, ((msg_id, None, origin is not None),), sid, origin or "")
+
+    def known_entry(self, pair: Pair, items: Iterable[Tuple[str, Any, bool]], sid: str,
+                    origin: str) -> None:
+        """:meth:`known` for messages of one entry received from ``origin`` (``items``:
+        (msg_id, payload, notify): a notify one's ack goes to ``origin``), counted once."""
         if not sid:
             return
         ids = self._pairs.get(pair)
         if ids is None:
             ids = self._pairs[pair] = {}
-        if msg_id not in ids:
-            ids[msg_id] = sid if origin is None else (sid, origin)
-            self._count(pair, sid)
+        added = 0
+        for msg_id, _payload, notify in items:
+            if msg_id not in ids:
+                ids[msg_id] = (sid, origin) if notify else sid
+                added += 1
+        if added:
+            left = self._left.get(pair)
+            if left is None:
+                left = self._left[pair] = {}
+            left[sid] = left.get(sid, 0) + added
 
     def stored(self, pair: Pair, msg_ids: List[str], sid: str) -> List[str]:
         """Redis answered with the entry of PENDING messages; returns those acked
