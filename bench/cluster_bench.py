@@ -52,10 +52,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "src"))
 
+from bench.loadgen import proc_cpu as cpu_seconds  # noqa: E402  (ns: schedstat)
 from bench.wsclient import WSClient, build_frames, connect  # noqa: E402
 
 OUT = ROOT / "docs" / "cluster-benchmark.md"
-CLK = os.sysconf("SC_CLK_TCK")
 TAGS: List[str] = []
 
 
@@ -120,12 +120,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK
 
 
 def reply_parser() -> str:
@@ -406,7 +400,11 @@ def render(rows: List[Dict[str, Any]], idle: Dict[str, float], args: argparse.Na
         "`ack=\"handled\"` and the hub's collector settings (`hub/gc_tuning.py`"
         + (", here switched off by MAIM_BENCH_GC=default" if os.environ.get("MAIM_BENCH_GC")
            == "default" else "") + "), frame claims off (the default). One run, all "
-        f"configurations in the same run{_commit()}.",
+        f"configurations in the same run{_commit()}"
+        + (f", in {args.rounds} rounds: every configuration is measured once per round, "
+           "in turn (the host's speed drifts), and each row is the configuration's median "
+           "round by node CPU per message (every round's figure in brackets); lost and "
+           "duplicates are summed over the rounds." if args.rounds > 1 else "."),
         "",
         "| configuration | delivered msgs/s | per node | node CPU (s) | node CPU us/msg | "
         "load gen CPU (s) | Redis CPU (s) | Redis cmds/msg executed (sent by nodes) | "
@@ -419,7 +417,9 @@ def render(rows: List[Dict[str, Any]], idle: Dict[str, float], args: argparse.Na
                        if "redis_cpu" in r else "- | - | -")
         lines.append(
             f"| {r['config']} | {r['rate']:,} | {r['per_node']:,} | "
-            f"{' + '.join(str(c) for c in r['node_cpu'])} | {r['node_cpu_us_per_msg']} | "
+            f"{' + '.join(str(c) for c in r['node_cpu'])} | {r['node_cpu_us_per_msg']}"
+            + (f" ({', '.join(str(c) for c in r['node_cpu_rounds'])})"
+               if len(r.get("node_cpu_rounds", ())) > 1 else "") + " | "
             f"{r['loadgen_cpu']} | {redis_cells} | {r['lost']} / {r['duplicates']} |")
     lines += [
         "",
@@ -457,33 +457,43 @@ async def bench(args: argparse.Namespace) -> None:
         for r in redises:
             await r.flush()
 
+    idle: Dict[str, float] = {}
+    rounds: List[List[Dict[str, Any]]] = []
     try:
         for r in redises:
             await r.ready()
-        ports = [free_port()]
-        procs = [await start_node(ports[0], "local", "", "local")]
-        rows.append(await run_config("1 node (local)", procs, ports, False, [], *cfg))
-        await stop_nodes()
-        one = redises[:1]
-        ports = await nodes(1, one[0].url, "solo")
-        log("idle connections on a fresh cluster node")
-        idle = await idle_cost(ports[0], procs[0], one[0], args.idle)
-        rows.append(await run_config("1 node + Redis", procs, ports, False, one, *cfg))
-        await stop_nodes()
-        ports = await nodes(2, one[0].url, "n")
-        rows.append(await run_config("2 nodes + Redis, all cross-node", procs, ports, True,
-                                     one, *cfg))
-        rows.append(await run_config("2 nodes + Redis, same-node pairs", procs, ports, False,
-                                     one, *cfg))
-        await stop_nodes()
-        ports = await nodes(2, ",".join(r.url for r in redises), "s")
-        rows.append(await run_config("2 nodes + 2 Redis (sharded), all cross-node", procs,
-                                     ports, True, redises, *cfg))
+        for n in range(args.rounds):  # every configuration once per round, in turn
+            if args.rounds > 1:
+                log(f"round {n + 1} of {args.rounds}")
+            rows = []
+            ports = [free_port()]
+            procs = [await start_node(ports[0], "local", "", "local")]
+            rows.append(await run_config("1 node (local)", procs, ports, False, [], *cfg))
+            await stop_nodes()
+            one = redises[:1]
+            ports = await nodes(1, one[0].url, "solo")
+            if not idle:
+                log("idle connections on a fresh cluster node")
+                idle = await idle_cost(ports[0], procs[0], one[0], args.idle)
+            rows.append(await run_config("1 node + Redis", procs, ports, False, one, *cfg))
+            await stop_nodes()
+            ports = await nodes(2, one[0].url, "n")
+            rows.append(await run_config("2 nodes + Redis, all cross-node", procs, ports,
+                                         True, one, *cfg))
+            rows.append(await run_config("2 nodes + Redis, same-node pairs", procs, ports,
+                                         False, one, *cfg))
+            await stop_nodes()
+            ports = await nodes(2, ",".join(r.url for r in redises), "s")
+            rows.append(await run_config("2 nodes + 2 Redis (sharded), all cross-node",
+                                         procs, ports, True, redises, *cfg))
+            await stop_nodes()
+            rounds.append(rows)
     finally:
         for p in procs:
             await p.kill()
         for r in redises:
             await r.stop()
+    rows = median_rows(rounds)
     text = render(rows, idle, args, redises[0].version)
     print(text)
     print(json.dumps(rows, indent=1), file=sys.stderr)
@@ -491,6 +501,21 @@ async def bench(args: argparse.Namespace) -> None:
         OUT.write_text(text)
         print(f"wrote {OUT}", file=sys.stderr)
     print(json.dumps(headline(rows)))
+
+
+def median_rows(rounds: List[List[Dict[str, Any]]]) -> List[Dict[str, Any]]:
+    """Per configuration, the round whose node CPU per message is the median (the host's
+    speed drifts: rounds interleave the configurations), with every round's figure
+    (``node_cpu_rounds``) and lost / duplicates summed over all rounds."""
+    rows = []
+    for runs in zip(*rounds):
+        ranked = sorted(runs, key=lambda r: r["node_cpu_us_per_msg"])
+        row = dict(ranked[(len(ranked) - 1) // 2])  # the lower median of an even count
+        row["node_cpu_rounds"] = [r["node_cpu_us_per_msg"] for r in runs]
+        row["lost"] = sum(r["lost"] for r in runs)
+        row["duplicates"] = sum(r["duplicates"] for r in runs)
+        rows.append(row)
+    return rows
 
 
 def headline(rows: List[Dict[str, Any]]) -> Dict[str, Any]:
@@ -507,7 +532,8 @@ def headline(rows: List[Dict[str, Any]]) -> Dict[str, Any]:
         "redis_cpu_us_per_msg": max(r["redis_cpu_us_per_msg"] for r in clustered),
         "lost": sum(r["lost"] for r in rows),
         "duplicates": sum(r["duplicates"] for r in rows),
-        "rows": {r["config"]: {k: r[k] for k in ("node_cpu_us_per_msg", "rate", "lost",
+        "rows": {r["config"]: {k: r[k] for k in ("node_cpu_us_per_msg", "node_cpu_rounds",
+                                                 "rate", "lost",
                                                  "duplicates", "redis_executed_per_msg",
                                                  "redis_cpu_us_per_msg") if k in r}
                  for r in rows},
@@ -526,11 +552,14 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--window", type=int, default=32)
     parser.add_argument("--warm", type=int, default=100)
     parser.add_argument("--idle", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="every configuration measured this many times, interleaved; "
+                             "each row is its median round")
     parser.add_argument("--quick", "--smoke", action="store_true",
                         help="small counts, prints only (CI)")
     args = parser.parse_args(argv)
     if args.quick:
-        args.pairs, args.count, args.warm, args.idle = 4, 200, 20, 200
+        args.pairs, args.count, args.warm, args.idle, args.rounds = 4, 200, 20, 200, 1
     asyncio.run(bench(args))
 
 
