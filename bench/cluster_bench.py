@@ -472,9 +472,6 @@ async def bench(args: argparse.Namespace) -> None:
             await stop_nodes()
             one = redises[:1]
             ports = await nodes(1, one[0].url, "solo")
-            if not idle:
-                log("idle connections on a fresh cluster node")
-                idle = await idle_cost(ports[0], procs[0], one[0], args.idle)
             rows.append(await run_config("1 node + Redis", procs, ports, False, one, *cfg))
             await stop_nodes()
             ports = await nodes(2, one[0].url, "n")
@@ -488,6 +485,9 @@ async def bench(args: argparse.Namespace) -> None:
                                          procs, ports, True, redises, *cfg))
             await stop_nodes()
             rounds.append(rows)
+        ports = await nodes(1, redises[0].url, "idle")  # (after: its connections' churn
+        log("idle connections on a fresh cluster node")  # must not touch a measured row)
+        idle = await idle_cost(ports[0], procs[0], redises[0], args.idle)
     finally:
         for p in procs:
             await p.kill()
@@ -510,7 +510,7 @@ def median_rows(rounds: List[List[Dict[str, Any]]]) -> List[Dict[str, Any]]:
     rows = []
     for runs in zip(*rounds):
         ranked = sorted(runs, key=lambda r: r["node_cpu_us_per_msg"])
-        row = dict(ranked[(len(ranked) - 1) // 2])  # the lower median of an even count
+        row = dict(ranked[(len(ranked) - 1) // 2])  # (of an even count: the lower middle)
         row["node_cpu_rounds"] = [r["node_cpu_us_per_msg"] for r in runs]
         row["lost"] = sum(r["lost"] for r in runs)
         row["duplicates"] = sum(r["duplicates"] for r in runs)

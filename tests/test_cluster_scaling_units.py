@@ -9,10 +9,12 @@ from typing import Any, List, Tuple
 
 import pytest
 
+from maim_message.backends.cluster_base import Selector
 from maim_message.backends.frame_dedupe import DedupeBuckets, frame_token
 from maim_message.backends.memory_bus import MemoryBus, MemoryCluster
 from maim_message.backends.pubsub_messages import (
     AckMessage,
+    FanoutMessage,
     PairMessage,
     decode_batch,
     encode_message,
@@ -529,6 +531,28 @@ async def test_a_channel_batch_is_handled_per_pair_run_and_entry() -> None:
         assert node._sids.has(alice.pair, "alice0") and node._sids.has(bob.pair, "bob2")
         assert not node._sids.has(("dave", "qq"), "dave0")
         assert node.remote_deliveries == 7
+    finally:
+        await node.stop()
+
+
+async def test_a_bad_message_in_a_channel_batch_does_not_stop_the_rest() -> None:
+    """A fan-out whose log id does not parse, then a pair message: the pair message is
+    delivered and the node's channel reader keeps reading."""
+    bus = MemoryBus()
+    host = FakeHost()
+    node = host.cluster = MemoryCluster(bus, "n1")
+    await node.start(host)
+    try:
+        alice = host.open(make_peer("a1", "alice"))
+        await settle(lambda: not node._pairs[alice.pair].loading)
+        node.handle_messages([
+            FanoutMessage("n2", Selector("all", None), "f1", b'{"payload":"f"}', "bogus"),
+            PairMessage("n2", "alice", "qq", "m1", "", b'{"payload":"1"}')])
+        assert texts(alice) == ["1"]
+        bus.publish("n1", FanoutMessage("n2", Selector("all", None), "f2", b'{"payload":"f"}',
+                                        "bogus"))
+        bus.publish("n1", PairMessage("n2", "alice", "qq", "m2", "", b'{"payload":"2"}'))
+        await settle(lambda: texts(alice) == ["1", "2"])
     finally:
         await node.stop()
 

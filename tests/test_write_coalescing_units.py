@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any, Callable, List
 
+import pytest
+
 from maim_message.transport.asyncio_connection import WSConnection
 from maim_message.transport.frames import OP_TEXT, PreparedFrame
 from maim_message.transport.protocol import OPEN
@@ -131,3 +133,25 @@ def test_a_failing_connection_does_not_hold_the_others_writes() -> None:
         broken.send_text(b"a")
         fine.send_text(b"b")
     assert len(rec.writes) == 1 and rec.writes[0].endswith(b"b")
+
+
+def test_an_interrupt_in_one_flush_still_writes_the_others() -> None:
+    """A KeyboardInterrupt while one connection writes: raised once the batch's other
+    connections have had their write (none is left waiting for a batch that never
+    closes)."""
+    broken, _ = _open(lambda conn, payload: None)
+    fine, rec = _open(lambda conn, payload: None)
+
+    class _Interrupted(_Recorder):
+        def write(self, data: Any) -> None:
+            raise KeyboardInterrupt
+
+    broken._transport = _Interrupted()  # type: ignore[assignment]
+    with pytest.raises(KeyboardInterrupt):
+        with write_batch:
+            broken.send_text(b"a")
+            fine.send_text(b"b")
+    assert len(rec.writes) == 1 and rec.writes[0].endswith(b"b")
+    with write_batch:
+        fine.send_text(b"c")
+    assert len(rec.writes) == 2 and rec.writes[1].endswith(b"c")

@@ -352,7 +352,10 @@ class PubSubCluster(PairSending, AckBatching, FrameGuard):
                 if groups:
                     self.handle_groups(groups)
                     groups = []
-                self.handle_message(message)
+                try:
+                    self.handle_message(message)
+                except Exception:  # a bad message must not stop the node's routing
+                    logger.exception("cluster: failed to handle a channel message")
                 continue
             origin, user, platform, msg_id, sid, payload, notify = message
             last = groups[-1] if groups else None
@@ -373,6 +376,8 @@ class PubSubCluster(PairSending, AckBatching, FrameGuard):
             if origin == node_id:
                 continue
             pair = (user, platform)
+            # once per group: a delivery ends no connection and starts no re-read
+            # synchronously (a closed connection is dropped on a later loop turn)
             state = pairs.get(pair)
             if state is None:
                 continue  # not here any more; the stream keeps it for the next node
@@ -402,12 +407,15 @@ class PubSubCluster(PairSending, AckBatching, FrameGuard):
                        stream_ids: List[str], items: List[Tuple[str, bytes, bool]]) -> None:
         """A group whose messages carry one stream id each."""
         for sid, item in zip(stream_ids, items):
-            if state.reading:
-                self._hold(pair, state, origin, sid, [item])
-                continue
-            self._sids.known_entry(pair, [item], sid, origin)
-            if not sid or stream_id_key(sid) > state.loaded_upto:
-                self._deliver(pair, item[0], item[1])
+            try:
+                if state.reading:
+                    self._hold(pair, state, origin, sid, [item])
+                    continue
+                self._sids.known_entry(pair, [item], sid, origin)
+                if not sid or stream_id_key(sid) > state.loaded_upto:
+                    self._deliver(pair, item[0], item[1])
+            except Exception:  # nor a bad message the rest
+                logger.exception("cluster: failed to handle a channel message")
 
     def _hold(self, pair: Pair, state: PairState, origin: str, sid: str,
               items: List[Tuple[str, bytes, bool]]) -> None:

@@ -90,15 +90,17 @@ class StreamIds:
         if ids is None:
             ids = self._pairs[pair] = {}
         added = 0
-        for msg_id, _payload, notify in items:
-            if msg_id not in ids:
-                ids[msg_id] = (sid, origin) if notify else sid
-                added += 1
-        if added:
-            left = self._left.get(pair)
-            if left is None:
-                left = self._left[pair] = {}
-            left[sid] = left.get(sid, 0) + added
+        try:
+            for msg_id, _payload, notify in items:
+                if msg_id not in ids:
+                    ids[msg_id] = (sid, origin) if notify else sid
+                    added += 1
+        finally:  # (a bad item part-way: the ones known so far are counted)
+            if added:
+                left = self._left.get(pair)
+                if left is None:
+                    left = self._left[pair] = {}
+                left[sid] = left.get(sid, 0) + added
 
     def stored(self, pair: Pair, msg_ids: List[str], sid: str) -> List[str]:
         """Redis answered with the entry of PENDING messages; returns those acked

@@ -275,13 +275,7 @@ class Delivery:
                     "the receiver has no live connection on this platform and already has "
                     f"messages queued for {outbox.max_pairs_per_user} platforms; not queued",
                     field="message_dim.platform")
-        try:
-            entry = outbox.append(pair, msg_id, payload, None, persist)
-        except Exception as exc:  # storage failure: the frame that sent it is not acked
-            delivery_failed(exc)
-            raise
-        if outbox.evicted != self._evicted_logged:
-            self._log_evictions(pair)
+        entry = self._append(outbox, pair, msg_id, payload, None, persist)
         if outbox.store is not None:
             store = self._store()
             if store is not None:  # written once committed (end of this loop turn)
@@ -328,13 +322,7 @@ class Delivery:
             self._record_receipt(store)
         for pair, uuids in by_pair.items():
             target = uuids[0] if only and len(uuids) == 1 else None
-            try:
-                entry = self.outbox.append(pair, msg_id, payload, target)
-            except Exception as exc:  # storage failure: the frame is not acked
-                delivery_failed(exc)
-                raise
-            if self.outbox.evicted != self._evicted_logged:
-                self._log_evictions(pair)
+            entry = self._append(self.outbox, pair, msg_id, payload, target)
             if store is not None:  # written once committed
                 self._later.append((pair, entry, uuids))
                 for uuid in uuids:
@@ -419,9 +407,20 @@ class Delivery:
     def enqueue(self, pair: Pair, msg_id: str, payload: bytes, persist: bool = True) -> None:
         """Queue without writing (the pair's connections get it when they are flushed)."""
         if self.outbox is not None:
-            self.outbox.append(pair, msg_id, payload, persist=persist)
-            if self.outbox.evicted != self._evicted_logged:
-                self._log_evictions(pair)
+            self._append(self.outbox, pair, msg_id, payload, None, persist)
+
+    def _append(self, outbox: Outbox, pair: Pair, msg_id: str, payload: bytes,
+                target: Optional[str] = None, persist: bool = True) -> OutboxEntry:
+        """Into the outbox; a storage failure fails the frame being handled (not acked: the
+        client re-sends it); an eviction it caused is logged."""
+        try:
+            entry = outbox.append(pair, msg_id, payload, target, persist)
+        except Exception as exc:
+            delivery_failed(exc)
+            raise
+        if outbox.evicted != self._evicted_logged:
+            self._log_evictions(pair)
+        return entry
 
     def _log_evictions(self, pair: Pair) -> None:
         """Messages evicted to keep the outbox in its bounds are lost for their receivers:

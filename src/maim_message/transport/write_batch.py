@@ -45,11 +45,16 @@ class WriteBatch:
         if state.depth or not state.flushes:
             return
         flushes, state.flushes = state.flushes, []
+        interrupted: Optional[BaseException] = None
         for flush in flushes:
             try:
                 flush()
             except Exception:  # one connection's failure must not hold the others' writes
                 logger.exception("writing a batch of sends failed")
+            except BaseException as stop:  # (KeyboardInterrupt...): the others first
+                interrupted = interrupted or stop
+        if interrupted is not None:
+            raise interrupted
 
 
 write_batch = WriteBatch()
