@@ -122,7 +122,8 @@ async def test_a_send_batch_makes_one_entry_per_pair_and_publishes_per_node() ->
     publish = turn.resolve(reply, b"n1", lambda *a: stored.append(a),
                            lambda *a: routed.append(a))
     assert stored == [(("alice", "qq"), ["m1", "m2"], "9-0"), (("bob", "qq"), ["m3"], "9-1")]
-    assert routed == [(("alice", "qq"), [("ua", "n2")]), (("bob", "qq"), [])]
+    # (with how many messages went into the pair's stream)
+    assert routed == [(("alice", "qq"), [("ua", "n2")], 2), (("bob", "qq"), [], 1)]
     assert set(publish) == {"n2"}  # never to the origin itself
     sent = decode_batch(encode_pair_groups("n1", publish["n2"]))
     assert [(m.origin, m.pair, m.msg_id, m.stream_id, m.payload) for m in sent] == [

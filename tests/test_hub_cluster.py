@@ -6,6 +6,9 @@ import asyncio
 import time
 from pathlib import Path
 
+import redis.asyncio as aredis
+
+from maim_message.backends.redis_keys import Keys
 from maim_message.client import WebSocketClient, create_client_config
 
 from .helpers_api import Inbox, make_message
@@ -52,6 +55,12 @@ async def test_two_hub_processes_route_through_redis(tmp_path: Path, redis_url: 
             hubs[1].ws_url, CORE_KEY, platform="qq", on_message=core_inbox))
         clients = [adapter, core]
         assert await adapter.connect() and await core.connect()
+        where = Keys("hubtest").where(("maibot", "qq"))
+        probe = aredis.Redis.from_url(redis_url)
+        deadline = time.monotonic() + 15
+        while not await probe.hlen(where):  # the core's presence is in Redis
+            assert time.monotonic() < deadline, "presence never written"
+            await asyncio.sleep(0.02)
         # adapter on hub one -> bot core on hub two (forward_to), and the reply back
         assert await adapter.send_message(make_message("ping", ADAPTER_KEY, "qq"))
         message, meta = await core_inbox.next(15)
@@ -80,6 +89,21 @@ async def test_two_hub_processes_route_through_redis(tmp_path: Path, redis_url: 
             assert f"maim_hub_cluster_{name}" in metrics
         cluster = (await hubs[1].stats())["cluster"]
         assert cluster["backend"] == "redis" and cluster["nodes_alive"] == 2
+        # "queued" counts a message kept for a receiver connected on no node: not one for
+        # a receiver connected on the other node (what a send from a handler returns is
+        # that receiver's connections as of its previous write: none, the first time)
+        assert (await hubs[0].stats())["queued"] == 0
+        await core.stop()
+        deadline = time.monotonic() + 15
+        while await probe.hlen(where):  # the core's presence is gone from Redis
+            assert time.monotonic() < deadline, "presence never removed"
+            await asyncio.sleep(0.02)
+        assert await adapter.send_message(make_message("offline", ADAPTER_KEY, "qq"))
+        while (await hubs[0].stats())["queued"] != 1:
+            assert time.monotonic() < deadline, "a message for nobody not counted"
+            await asyncio.sleep(0.05)
+        assert (await hubs[0].metrics())["maim_hub_messages_queued_total"] == 1
+        await probe.aclose()
     finally:
         for client in clients:
             await client.stop()

@@ -147,7 +147,7 @@ class MemoryCluster(PubSubCluster):
                              sid, message.payload, message.notify)
         for node in nodes:
             bus.publish(node, stored)
-        self._routed(pair, remote)
+        self._routed(pair, remote, 1 if sid else 0)
         return None if deferred is not None else _done((sid, remote))
 
     def _confirmation(self) -> Optional[asyncio.Future[Any]]:

@@ -109,6 +109,7 @@ class PubSubCluster(PairSending, AckBatching, FrameGuard):
         self.received = 0  # channel messages handled
         self.remote_deliveries = 0  # messages for connections here sent by other nodes
         self.takeovers = 0  # pairs whose stream had a backlog when they connected here
+        self.sends_to_offline = 0  # stored for a pair connected on no node when written
         self.duplicate_frames = 0  # re-sent frames another node (or this one) had handled
         self.reaped = 0
         self.rejoins = 0
@@ -586,6 +587,7 @@ class PubSubCluster(PairSending, AckBatching, FrameGuard):
                 "nodes_seen": len(self._snapshot) + 1, "received": self.received,
                 "remote_deliveries": self.remote_deliveries,
                 "stream_backlog": len(self._sids), "takeovers": self.takeovers,
+                "sends_to_offline": self.sends_to_offline,
                 "duplicate_frames": self.duplicate_frames, "node_deaths": self.node_deaths,
                 "resyncs": self.resyncs, "fanouts_recovered": self.fanouts_recovered,
                 "reaped": self.reaped, "rejoins": self.rejoins}

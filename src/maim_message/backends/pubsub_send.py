@@ -35,6 +35,7 @@ class PairSending(PubSubIO):
     _snapshot: Presence
     _snapshot_at: float
     _snapshot_used: float
+    sends_to_offline: int
 
     def _running(self) -> ClusterHost:
         raise NotImplementedError
@@ -85,8 +86,11 @@ class PairSending(PubSubIO):
                 results.setdefault(uuid, True)
         return results
 
-    def _routed(self, pair: Pair, remote: List[Tuple[str, str]]) -> None:
-        """The store wrote to ``pair``: its (uuid, node) entries on other nodes."""
+    def _routed(self, pair: Pair, remote: List[Tuple[str, str]], stored: int = 0) -> None:
+        """The store wrote to ``pair`` (``stored`` messages into its stream): its (uuid,
+        node) entries on other nodes."""
+        if stored and not remote and pair not in self._pairs:
+            self.sends_to_offline += stored  # connected nowhere: kept for its next connection
         if remote:
             if len(self._remote) >= REMOTE_CACHE and pair not in self._remote:
                 self._remote.clear()

@@ -144,12 +144,12 @@ class SendTurn:
 
     def resolve(self, reply: List[Any], origin: bytes,
                 stored: Callable[[Pair, List[str], str], None],
-                routed: Callable[[Pair, List[Tuple[str, str]]], None],
+                routed: Callable[[Pair, List[Tuple[str, str]], int], None],
                 ) -> Dict[str, List[Tuple[Pair, List[PairMessage], str]]]:
         """Give every send its stream id (one per pair: its messages share an entry) and
         the pair's (uuid, node) entries on nodes other than ``origin`` (this node);
         ``stored(pair, msg_ids, sid)`` is told first, synchronously, so no ack can see
-        part of an entry; ``routed(pair, remote)`` next. Returns what each other node
+        part of an entry; ``routed(pair, remote, stored)`` next. Returns what each other node
         holding one of the pairs must be sent (one "pairs" message per node:
         :func:`~.pubsub_messages.encode_pair_groups`). ``reply`` is EXEC's; a command
         that failed inside it (a key of the wrong type: someone else's key) fails the
@@ -167,7 +167,7 @@ class SendTurn:
                       if flat[i + 1] != origin] if flat else []
             if sid:
                 stored(pair, [m.msg_id for m in sends], sid)
-            routed(pair, remote)
+            routed(pair, remote, len(sends) if sid else 0)
             results[pair] = (sid, remote)
             for node in {node for _uuid, node in remote}:
                 publish.setdefault(node, []).append((pair, sends, sid))

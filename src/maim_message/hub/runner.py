@@ -75,7 +75,7 @@ class Hub:
         self.state = "starting"
         self.started_at = time.time()
         self.messages_in = 0
-        self.queued = 0  # accepted for a receiver with no live connection (in the outbox)
+        self._queued = 0  # accepted for a receiver with no live connection (in the outbox)
         self.unroutable = 0
         self.metrics = HubMetrics(self)
         self.auth = HubAuth(self.keys, on_reject=self.metrics.rejected)
@@ -289,10 +289,21 @@ class Hub:
             self.unroutable += 1
             raise
         if not any(results.values()):
-            if self.server.delivery.enabled:
-                self.queued += 1
-            else:
+            if not self.server.delivery.enabled:
                 self.unroutable += 1
+            elif self.config.cluster.backend != "redis":
+                self._queued += 1
+            # (cluster: the result is the receiver's connections as of its previous
+            # write; the store's answer tells: ``queued``)
+
+    @property
+    def queued(self) -> int:
+        """Messages kept for a receiver connected nowhere (in cluster mode: on no node,
+        as the store saw it when it wrote them)."""
+        if self.config.cluster.backend == "redis":
+            stats = getattr(self.server.cluster, "stats", None)
+            return int(stats().get("sends_to_offline", 0)) if stats is not None else 0
+        return self._queued
 
     def _to_pair_peers(
         self, message: APIMessageBase, user: str, platform: str, origin: Optional[str]
