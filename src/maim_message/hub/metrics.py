@@ -71,7 +71,8 @@ METRICS = (
     ("cluster_stream_backlog", "gauge",
      "Unacked messages in the Redis streams of the pairs connected to this node."),
     ("cluster_takeovers_total", "counter",
-     "Pairs that connected here with a backlog in their stream (taken over from elsewhere)."),
+     "Pairs that connected here with a backlog in their stream (from a dead node, or "
+     "queued while the receiver was offline)."),
     ("cluster_duplicate_frames_total", "counter",
      "Re-sent frames not handled again because a node had handled them already."),
     ("cluster_frames_held_elsewhere_total", "counter",
