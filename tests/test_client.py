@@ -323,20 +323,29 @@ async def test_a_message_over_the_limit_does_not_block_the_ones_behind_it() -> N
         await server.stop()
 
 
-async def test_a_receiver_closing_over_its_own_limit_keeps_its_messages(
+async def test_a_message_its_receiver_keeps_refusing_as_too_big_is_given_up(
         caplog: pytest.LogCaptureFixture) -> None:
-    """The receiver's max_size is below a message for it: it closes (1009). The server
-    keeps the message queued and says why (WARNING, once); the receiver keeps its own
-    outgoing messages, even ones above its max_size (a limit on what it receives)."""
-    import logging
-
+    """The receiver's max_size is below a message for it: it closes (1009) each time it is
+    sent, and the message after it waited behind it. The server sends it again on the next
+    connections and gives it up after three closes in a row over it (WARNING), so the next
+    message arrives; the receiver keeps its own outgoing messages, even ones above its
+    max_size (a limit on what it receives)."""
     inbox = Inbox()
     server = WebSocketServer(create_server_config(host="127.0.0.1", port=0,
                                                   on_message=inbox))
+    await check_too_big_given_up(server, inbox, caplog)
+
+
+async def check_too_big_given_up(server: WebSocketServer, inbox: Inbox,
+                                 caplog: pytest.LogCaptureFixture) -> None:
+    """(Also run in cluster mode: tests/test_cluster_too_big.py.)"""
+    import logging
+
+    received = Inbox()
     await server.start()
     receiver = WebSocketClient(create_client_config(
         f"ws://127.0.0.1:{server.port}/ws", "bob", platform="qq",
-        reconnect_delay=0.2, max_size=20_000))
+        reconnect_delay=0.05, max_size=20_000, on_message=received))
     try:
         assert await receiver.connect()
         assert await receiver.send_message(make_message("x" * 30_000, "bob", "qq"))
@@ -344,15 +353,19 @@ async def test_a_receiver_closing_over_its_own_limit_keeps_its_messages(
         assert len(message.message_segment.data) == 30_000
         with caplog.at_level(logging.DEBUG, logger="maim_message.server"):
             await server.send_message(make_message("z" * 50_000, "bob", "qq"))
-            for _ in range(500):  # bounded: until the receiver closed over it twice
-                if receiver.get_stats()["network"]["total_connections"] >= 3:
-                    break
-                await asyncio.sleep(0.01)
-        assert server.get_stats()["delivery"]["outbox_depth"] == 1  # still queued
-        warned = [r for r in caplog.records if r.levelno == logging.WARNING
-                  and "closed over a size limit" in r.getMessage()]
-        assert len(warned) == 1, [r.getMessage() for r in warned]
+            await server.send_message(make_message("after", "bob", "qq"))
+            message, _ = await received.next(15)
+        assert message.message_segment.data == "after"  # not stuck behind the big one
+        assert receiver.get_stats()["network"]["total_connections"] == 4  # 3 closes
+        delivery = server.get_stats()["delivery"]
+        assert delivery["too_big_dropped"] == 1
+        warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        assert len([w for w in warnings if "closed over its size limit" in w]) == 1, warnings
+        dropped = [w for w in warnings if w.startswith("dropped message")]
+        assert len(dropped) == 1 and "last 3 times" in dropped[0]
         assert receiver.get_stats()["messages_refused"] == 0
+        with pytest.raises(asyncio.TimeoutError):  # and the big one never comes back
+            await received.next(0.5)
     finally:
         await receiver.stop()
         await server.stop()

@@ -36,9 +36,6 @@ _CLOSE_CODE_REASONS = {1009: MESSAGE_SIZE, 1007: INVALID_UTF8, 1003: BINARY_FRAM
 
 
 _SIZE_LIMIT = re.compile(r"limit of (\d+) bytes")
-# how our own 1009 closes start (transport/reader.py, transport/asgi.py): a close with
-# another reason came from the peer, over a message we sent
-OWN_SIZE_CLOSE = "message of "
 
 
 def size_limit_of(code: int, reason: str) -> Optional[int]:

@@ -89,6 +89,8 @@ def hub_snapshot(hub: Hub) -> Dict[str, Any]:
             "bytes": int(delivery.get("outbox_bytes", 0)),
             "resent": int(delivery.get("resent", 0)),
             "evicted": int(delivery.get("evicted", 0)),
+            # given up: the receiver kept closing over its size limit (1009) on them
+            "too_big_dropped": int(delivery.get("too_big_dropped", 0)),
             "expired": int(delivery.get("expired", 0)),
         },
         "rejected": hub.metrics.rejected_by_reason(stats.get("limits") or {}),

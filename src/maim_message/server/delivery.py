@@ -19,6 +19,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Set, Tuple
 
 from ..core.outbox import Outbox, OutboxEntry, OutboxStore, Pair
 from ..core.redact import pair_label
+from ..core.size_refusals import SizeRefusals
 from ..errors import DeliveryRefused
 from ..transport.frames import PreparedFrame
 from ..transport.write_batch import write_batch
@@ -48,6 +49,8 @@ class Delivery:
         self._waiters: Dict[Tuple[Pair, str], asyncio.Future[str]] = {}
         self.resent = 0
         self.commit_failures = 0
+        self.too_big_dropped = 0  # given up: their receiver kept closing over its size limit
+        self._too_big = SizeRefusals()
         # Peers that never ack (raw clients written against the bare-payload format) must
         # not get every old message again on each reconnect: until a pair has acked once
         # (or connected with its own x-uuid, as maim_message clients do), only what was
@@ -485,6 +488,26 @@ class Delivery:
             self._acking.discard(pair)
             self._written.pop(pair, None)
 
+    def refused_as_too_big(self, peer: Peer) -> Optional[Tuple[OutboxEntry, int, bool]]:
+        """``peer``'s receiver closed the connection over its own size limit (1009). The
+        largest message written to it and not acked is the suspect (core/size_refusals.py);
+        returns (suspect, closes in a row over it, given up) when there is one: given up
+        on the last strike, removed as if acked (the pair's other messages go on)."""
+        outbox = self.outbox
+        if outbox is None or not peer.cursor:
+            return None
+        written = [e for e in outbox.pending_after(peer.pair, 0) if e.seq <= peer.cursor]
+        if not written:
+            return None
+        suspect = max(written, key=lambda e: len(e.payload))
+        if not self._too_big.refused(peer.pair, suspect.msg_id):
+            return suspect, self._too_big.strikes_of(peer.pair), False
+        if outbox.ack(peer.pair, suspect.msg_id):  # (cluster: deleted from the stream too)
+            self.too_big_dropped += 1
+            if outbox.store is not None:
+                self._touch()
+        return suspect, self._too_big.strikes, True
+
     def acked(self, peer: Peer, msg_id: str) -> bool:
         """Apply a receiver's ack; True when it acked a message that waited for it."""
         pair = peer.pair
@@ -548,6 +571,7 @@ class Delivery:
         base["resent"] = self.resent
         base["ack_waiters"] = len(self._waiters)
         base["commit_failures"] = self.commit_failures
+        base["too_big_dropped"] = self.too_big_dropped
         return base
 
     def close(self) -> None:

@@ -37,7 +37,6 @@ from ..core.limits import (
     CONNECTIONS_PER_KEY,
     INVALID_UTF8,
     ORIGIN,
-    OWN_SIZE_CLOSE,
     RATE,
     FirstSeen,
     KeyConnectionCounter,
@@ -49,6 +48,7 @@ from ..core.models.api import APIMessageBase
 from ..core.models.api_fast import message_from_payload
 from ..core.redact import log_safe
 from ..core.routing import RoutingTable
+from ..core.size_refusals import STRIKES
 from ..errors import ConfigError, DeliveryRefused, EnvelopeError, ServerStartError
 from ..runtime.callbacks import HandlerTasks, call_maybe_async
 from ..runtime.unused_fields import SERVER_UNUSED, warn_unused_fields
@@ -372,20 +372,35 @@ class WebSocketServer:
             return  # replaced by a newer connection with the same uuid: that one lives on
         del self.peers[peer.uuid]
         self.routes.remove(peer.uuid)
-        if code == 1009 and not reason.startswith(OWN_SIZE_CLOSE):  # the peer's limit
-            who = f"{peer.key_label} on {peer.platform_label}"  # once per key and platform
-            log = logger.warning if self._limit_logged.first(("peer_size", who)) else \
-                logger.debug
-            log("connection of %s closed over a size limit (1009 %s): when it is the "
-                "receiver's max_size, the message over it stays queued and is sent again on "
-                "its next connection; give receivers a max_size of at least the server's "
-                "max_message_size", who, log_safe(reason, 120))
+        if code == 1009 and getattr(conn, "closed_by_peer", False):  # the peer's limit
+            self._receiver_size_close(peer, reason)
         self.cluster.connection_closed(peer)
         if self.config.enable_connection_log:
             logger.info("disconnected %s user=%s code=%s", peer.uuid_label, peer.user_label,
                         code, extra={**peer.log_fields(), "close_code": code})
         if self.config.on_disconnect is not None and self.running:
             self._handlers.spawn(self.config.on_disconnect, peer.uuid, dict(peer.metadata))
+
+    def _receiver_size_close(self, peer: Peer, reason: str) -> None:
+        """The receiver closed over its own size limit: the largest message written to it
+        and not acked is sent again on its next connection, and given up after a few
+        such closes in a row (Delivery.refused_as_too_big), so its pair is not stuck."""
+        who = f"{peer.key_label} on {peer.platform_label}"
+        found = self.delivery.refused_as_too_big(peer)
+        if found is not None and found[2]:
+            entry, closes, _ = found
+            logger.warning("dropped message %s (%d bytes) queued for %s: its receiver closed "
+                           "the connection over its size limit (1009) the last %d times it "
+                           "was sent; give receivers a max_size of at least the server's "
+                           "max_message_size", log_safe(entry.msg_id, 80), len(entry.payload),
+                           who, closes)
+            return
+        log = logger.warning if self._limit_logged.first(("peer_size", who)) else logger.debug
+        log("connection of %s closed over its size limit (1009 %s)%s; give receivers a "
+            "max_size of at least the server's max_message_size", who, log_safe(reason, 120),
+            f": the largest message written to it and not acked ({len(found[0].payload)} "
+            f"bytes) is sent again on its next connection, and dropped after "
+            f"{STRIKES} such closes in a row" if found is not None else "")
 
     def connection_writable(self, conn: ServerConnection) -> None:
         self.delivery.flush(conn.context)

@@ -67,6 +67,11 @@ class ASGIServerConnection:
         return self._session.state is OPEN
 
     @property
+    def closed_by_peer(self) -> bool:
+        """The client's close came first (its close code is the one reported)."""
+        return self._session.closed_by_peer
+
+    @property
     def is_writable(self) -> bool:
         return self._session.state is OPEN and not self._paused
 
@@ -147,7 +152,7 @@ class ASGIServerConnection:
             self._session.connection_lost()
             self.done.set()
 
-    def closed_by_peer(self, code: int, reason: str) -> None:
+    def close_received(self, code: int, reason: str) -> None:
         self._session.close_received(code, reason)
 
     def mark_closed(self) -> None:
@@ -335,7 +340,7 @@ async def _read_loop(
                 else:
                     app.binary_received(conn, data)
             elif kind == "websocket.disconnect":
-                conn.closed_by_peer(int(message.get("code", 1005)),
+                conn.close_received(int(message.get("code", 1005)),
                                     str(message.get("reason") or ""))
                 return conn.close_code, conn.close_reason
     finally:

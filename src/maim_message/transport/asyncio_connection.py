@@ -466,6 +466,11 @@ class WSConnection(asyncio.BufferedProtocol):
         return self._proto.state is OPEN
 
     @property
+    def closed_by_peer(self) -> bool:
+        """The client's close came first (its close code is the one reported)."""
+        return self._proto.closed_by_peer
+
+    @property
     def is_writable(self) -> bool:
         """Open and below the send-buffer high-water mark (else: hold messages back)."""
         return self._proto.state is OPEN and not self.paused_since

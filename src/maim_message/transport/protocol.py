@@ -88,10 +88,11 @@ class SessionState:
     :class:`ServerProtocol` adds the bytes.
     """
 
-    __slots__ = ("close_code", "close_reason", "state")
+    __slots__ = ("close_code", "close_reason", "closed_by_peer", "state")
 
     def __init__(self, state: State = CONNECTING) -> None:
         self.state = state
+        self.closed_by_peer = False  # the peer's close came first (its code is kept)
         self.close_code = 1006  # what the app is told on close: the first close sent or seen
         self.close_reason = ""
 
@@ -107,6 +108,7 @@ class SessionState:
         """The peer's close arrived (after ours, or first: then its code is the one kept)."""
         if self.state is OPEN:
             self.close_code, self.close_reason = code, reason
+            self.closed_by_peer = True
         self.state = CLOSED
 
     def connection_lost(self) -> None:
