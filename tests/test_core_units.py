@@ -14,7 +14,13 @@ from maim_message.core.envelope import (
     encode_ack,
     normalize_custom_type,
 )
-from maim_message.core.identity import fingerprint, identify, lower_headers, split_path
+from maim_message.core.identity import (
+    connection_metadata,
+    fingerprint,
+    identify,
+    lower_headers,
+    split_path,
+)
 from maim_message.core.routing import RoutingTable
 from maim_message.errors import EnvelopeError
 from maim_message.transport.frames import OP_BINARY, OP_PING, OP_TEXT, frame_header
@@ -266,3 +272,15 @@ def test_routing_first_names_a_users_connections_on_a_platform_without_copying()
     assert table.first("alice", "qq") == "c2"
     table.remove("c2")
     assert table.first("alice", "qq") == "" and table.first("bob", "qq") == ""
+
+
+def test_handlers_never_see_the_authorization_header_in_metadata() -> None:
+    """Handlers log metadata: its headers leave out ``authorization`` (as 0.6.8's do),
+    whichever transport parsed them; the key itself is read from it first."""
+    headers = {"authorization": "Bearer secret-key-123", "x-platform": "qq",
+               "user-agent": "t"}
+    ident = identify({}, headers)
+    metadata = connection_metadata(ident, headers, "127.0.0.1", 0.0)
+    assert "authorization" not in metadata["headers"]
+    assert metadata["headers"]["x-platform"] == "qq"
+    assert "secret-key-123" not in repr(metadata["headers"])

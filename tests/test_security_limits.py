@@ -200,7 +200,8 @@ async def test_bad_http_gets_4xx_and_is_counted() -> None:
             (request().replace(b"GET ", b"POST "), 405),
             (request().replace(b"Sec-WebSocket-Key: ", b"Sec-WebSocket-Key: x"), 400),
             (request(path="/other"), 404),
-            (b"GET /ws HTTP/1.1\r\nHost: x\r\n\r\n", 404),  # plain HTTP, no route
+            (b"GET /ws HTTP/1.1\r\nHost: x\r\n\r\n", 426),  # plain HTTP on the ws path
+            (b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n", 404),  # plain HTTP, no route
         ]
         for data, status in cases:
             ws = await RawWS.connect(server.port)

@@ -65,12 +65,13 @@ def fingerprint(secret: Optional[str]) -> str:
 def connection_metadata(
     identity: ConnectionIdentity, headers: Dict[str, str], client_ip: str, connected_at: float
 ) -> Dict[str, Any]:
-    """The metadata dict handed to on_auth / on_auth_extract_user / on_message."""
+    """The metadata dict handed to on_auth / on_auth_extract_user / on_message. Its
+    ``headers`` leave out ``authorization`` (as 0.6.8's do): handlers log metadata."""
     return {
         "uuid": identity.uuid,
         "api_key": identity.api_key,
         "platform": identity.platform,
-        "headers": dict(headers),
+        "headers": {k: v for k, v in headers.items() if k != "authorization"},
         "client_ip": client_ip,
         "connected_at": connected_at,
         "user_agent": headers.get("user-agent", ""),

@@ -257,6 +257,9 @@ class WebSocketServer:
         """A 0.6 upgrade or a plain HTTP route (0.7 requests went to ``_sio`` before)."""
         if not info.is_upgrade:
             route = self.http_routes.get(info.path)
+            if route is None and info.path == self.config.path:  # a browser, curl
+                return HttpReply(426, b"this endpoint needs a WebSocket upgrade\n",
+                                 headers=(("Upgrade", "websocket"),))
             if route is None:
                 return HttpReply(404, b"not found\n")
             return await call_maybe_async(route, info)
