@@ -5,7 +5,8 @@ and the pub/sub base's batching and cross-node dedupe on the in-memory bus."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any, List, Tuple
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator, List, Tuple
 
 import pytest
 
@@ -498,16 +499,25 @@ async def test_acks_of_one_loop_turn_become_one_delete_per_pair() -> None:
         await node.stop()
 
 
-async def test_a_channel_batch_is_handled_per_pair_run_and_entry() -> None:
-    """One ``pairs`` batch: every held pair's messages are delivered in order, entries at
-    or before what the pair's stream read covered are not delivered twice, a pair still
-    loading buffers them, an unheld pair and the node's own messages are skipped, and
-    one bad message does not stop the rest."""
+@asynccontextmanager
+async def memory_node() -> AsyncIterator[Tuple[MemoryBus, FakeHost, MemoryCluster]]:
+    """A started MemoryCluster node "n1" on its own bus (stopped on the way out)."""
     bus = MemoryBus()
     host = FakeHost()
     node = host.cluster = MemoryCluster(bus, "n1")
     await node.start(host)
     try:
+        yield bus, host, node
+    finally:
+        await node.stop()
+
+
+async def test_a_channel_batch_is_handled_per_pair_run_and_entry() -> None:
+    """One ``pairs`` batch: every held pair's messages are delivered in order, entries at
+    or before what the pair's stream read covered are not delivered twice, a pair still
+    loading buffers them, an unheld pair and the node's own messages are skipped, and
+    one bad message does not stop the rest."""
+    async with memory_node() as (_bus, host, node):
         alice = host.open(make_peer("a1", "alice"))
         bob = host.open(make_peer("b1", "bob"))
         await settle(lambda: not node._pairs[alice.pair].loading
@@ -532,18 +542,12 @@ async def test_a_channel_batch_is_handled_per_pair_run_and_entry() -> None:
         assert node._sids.has(alice.pair, "alice0") and node._sids.has(bob.pair, "bob2")
         assert not node._sids.has(("dave", "qq"), "dave0")
         assert node.remote_deliveries == 7
-    finally:
-        await node.stop()
 
 
 async def test_a_bad_message_in_a_channel_batch_does_not_stop_the_rest() -> None:
     """A fan-out whose log id does not parse, then a pair message: the pair message is
     delivered and the node's channel reader keeps reading."""
-    bus = MemoryBus()
-    host = FakeHost()
-    node = host.cluster = MemoryCluster(bus, "n1")
-    await node.start(host)
-    try:
+    async with memory_node() as (bus, host, node):
         alice = host.open(make_peer("a1", "alice"))
         await settle(lambda: not node._pairs[alice.pair].loading)
         node.handle_messages([
@@ -554,8 +558,6 @@ async def test_a_bad_message_in_a_channel_batch_does_not_stop_the_rest() -> None
                                         "bogus"))
         bus.publish("n1", PairMessage("n2", "alice", "qq", "m2", "", b'{"payload":"2"}'))
         await settle(lambda: texts(alice) == ["1", "2"])
-    finally:
-        await node.stop()
 
 
 async def test_a_frame_one_shard_has_is_a_duplicate_whatever_another_shard_answered() -> None:
