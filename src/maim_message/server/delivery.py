@@ -496,7 +496,8 @@ class Delivery:
         outbox = self.outbox
         if outbox is None or not peer.cursor:
             return None
-        written = [e for e in outbox.pending_after(peer.pair, 0) if e.seq <= peer.cursor]
+        written = [e for e in outbox.pending_after(peer.pair, 0)
+                   if e.seq <= peer.cursor and (e.only is None or e.only == peer.uuid)]
         if not written:
             return None
         suspect = max(written, key=lambda e: len(e.payload))
