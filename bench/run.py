@@ -1,6 +1,6 @@
 """The one command: every scenario against every target, then ``docs/benchmarks.md``.
 
-    python -m bench                 # full run (about 10-15 minutes on 2 cores)
+    python -m bench                 # full run (about 9-15 minutes on 2 cores)
     python -m bench --smoke         # tiny counts, one run each (CI; under a minute)
 
 Targets are separate server processes (``bench/targets``); each scenario run is a separate

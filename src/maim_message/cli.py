@@ -36,8 +36,10 @@ def build_parser() -> argparse.ArgumentParser:
         "serve", help="run the hub",
         description="Run the hub. Settings: embedded defaults < --config file < MAIM_HUB_* "
                     "environment variables < command-line options.",
-        epilog=f"Keys format (--keys, {ENV_KEYS}): key1=user1,key2=user2:qq|telegram "
-               "(platforms after ':' restrict what the key may declare). "
+        epilog=f"Keys format (--keys, {ENV_KEYS}): comma-separated "
+               "key=user[>forward_to][:platform1|platform2], e.g. "
+               "K1=napcat>maibot:qq,K2=maibot ('>forward_to' sends that key's messages to "
+               "that user; platforms after ':' restrict what the key may declare). "
                f"Other variables: {env_name('hub', 'host')}, {env_name('hub', 'port')}, "
                f"{env_name('tls', 'certfile')}, {env_name('outbox', 'backend')}, ... "
                "(MAIM_HUB_<SECTION>_<KEY>; see docs/hub.md).",
@@ -50,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="port to bind (default 18040; 0 = any)")
     serve.add_argument("--path", help="WebSocket path (default /ws)")
     serve.add_argument("--keys", metavar="SPEC",
-                       help="API keys, replacing the file's: key1=user1,key2=user2")
+                       help="API keys, replacing the file's: "
+                            "key=user[>forward_to][:platform1|platform2],...")
     serve.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                        type=str.upper, help="log level (default INFO)")
     serve.add_argument("--log-format", choices=LOG_FORMATS, type=str.lower,
