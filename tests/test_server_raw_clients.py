@@ -186,8 +186,9 @@ async def test_wrong_path_and_plain_http(hub: Any) -> None:
             pass
     assert info.value.response.status_code == 404
     reader, writer = await asyncio.open_connection("127.0.0.1", hub.port)
-    writer.write(b"GET /ws HTTP/1.1\r\nHost: x\r\n\r\n")
-    assert (await asyncio.wait_for(reader.read(100), 5)).startswith(b"HTTP/1.1 404")
+    writer.write(b"GET /ws HTTP/1.1\r\nHost: x\r\n\r\n")  # a browser on the ws path
+    reply = await asyncio.wait_for(reader.read(200), 5)
+    assert reply.startswith(b"HTTP/1.1 426") and b"Upgrade: websocket" in reply
     writer.close()
 
 

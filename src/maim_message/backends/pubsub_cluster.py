@@ -43,7 +43,7 @@ from ..core.defaults import DEFAULT_OUTBOX
 from ..core.redact import pair_label
 from ..errors import ClusterError
 from .cluster_acks import AckBatching
-from .cluster_base import ClusterHost, Pair, user_key
+from .cluster_base import ClusterHost, Pair, delivery_closed, user_key
 from .cluster_guard import FrameGuard
 from .fanout_log import FanoutLog
 from .pubsub_io import RESUBSCRIBED, Presence, StoredMessage
@@ -191,7 +191,9 @@ class PubSubCluster(PairSending, AckBatching, FrameGuard):
             return
         self._presence_remove(peer)
         pair = peer.pair
-        if not host.routes.lookup(*pair):
+        # a pair that never acks: what it was written is dropped (from its stream too, as
+        # acks are), or every reconnect would read all of it back
+        if not delivery_closed(host, peer):
             # Last connection of the pair here: the store holds its unacked messages; the
             # next node it connects to (maybe this one) reads them from the stream.
             if pair in self._ack_turn:
