@@ -86,7 +86,8 @@ key_env = "MY_SECRET"
 user = "astrbot"
 forward_to = "maibot"
 """)
-    config = load_config(path, env={"MY_SECRET": "from-env"})
+    config = load_config(path, env={"MY_SECRET": "from-env",
+                                    "MAIM_HUB_ADMIN_TOKEN": "a-cluster-wide-token"})
     assert (config.host, config.port, config.path, config.log_level) == (
         "0.0.0.0", 18444, "/hub", "DEBUG")
     assert config.tls.enabled and config.url == "wss://0.0.0.0:18444/hub"
@@ -335,8 +336,27 @@ backend = "redis"
 redis_url = "redis://:s3cret@127.0.0.1:6379/0, redis://127.0.0.1:6380/0"
 """)
     out = io.StringIO()
-    print_check(load_config(path, env={}), out)
+    print_check(load_config(path, env={"MAIM_HUB_KEYS": "k1aaaaaaaaaaaaaaaa=bot",
+                                       "MAIM_HUB_ADMIN_TOKEN": "a-cluster-wide-token"}), out)
     text = out.getvalue()
     assert "redis://***@127.0.0.1:6379/0, redis://127.0.0.1:6380/0" in text
     assert "s3cret" not in text
     assert "outbox       the cluster's Redis streams" in text
+
+
+def test_a_cluster_needs_its_keys_and_admin_token_configured(tmp_path: Path) -> None:
+    """Each node would generate its own key and token: a client's key, an operator's
+    token, would work on one node and be refused by the others."""
+    path = write(tmp_path, """
+[cluster]
+backend = "redis"
+redis_url = "redis://127.0.0.1:6379/0"
+""")
+    with pytest.raises(HubConfigError) as info:
+        load_config(path, env={})
+    text = str(info.value)
+    assert "keys: a cluster needs its API keys configured" in text
+    assert "admin.token: a cluster needs its admin token configured" in text
+    config = load_config(path, env={"MAIM_HUB_KEYS": "k1aaaaaaaaaaaaaaaa=bot",
+                                    "MAIM_HUB_ADMIN_TOKEN": "a-cluster-wide-token"})
+    assert config.cluster.backend == "redis" and config.admin.configured

@@ -460,3 +460,24 @@ async def test_polling_send_queue_is_capped_at_max_write_buffer(caplog: Any) -> 
         assert "send queue over limit" in caplog.text
     finally:
         await h.server.stop()
+
+
+async def test_a_request_for_a_session_not_on_this_node_is_refused_and_explained(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Several nodes on one port (or a non-sticky load balancer) send a 0.7 client's
+    requests to a node that does not have its session: 400, and the log says why (once,
+    then at DEBUG)."""
+    import logging
+
+    h = Hub()
+    await h.server.start()
+    try:
+        q = "/ws/?EIO=4&transport=polling&sid=elsewhere0123456789"
+        with caplog.at_level(logging.DEBUG, logger="maim_message.sio"):
+            assert (await http(h.port, "POST", q, b"40"))[0] == 400
+            assert (await http(h.port, "GET", q))[0] == 400
+        said = [r for r in caplog.records if "session this node does not have" in r.getMessage()]
+        assert [r.levelno for r in said] == [logging.WARNING, logging.DEBUG]
+        assert "sticky sessions" in said[0].getMessage()
+    finally:
+        await h.server.stop()

@@ -522,7 +522,7 @@ class PubSubCluster(PairSending, AckBatching, FrameGuard):
                     # A node that died after storing a batch but before publishing it:
                     # what it stored for pairs held here is read from the streams.
                     self.node_deaths += len(gone)
-                    self._resync_all(f"node(s) {', '.join(sorted(gone))} died")
+                    self._resync_all(f"node(s) {', '.join(sorted(gone))} gone (died or left)")
                 if not still_member:
                     self._rejoin()
                 if not alive:

@@ -380,6 +380,17 @@ def _check(config: HubConfig, origins: Origins, problems: List[str], check_files
         if not have_redis:
             problems.append(f"{origins.where('cluster.backend')}: cluster.backend: the redis "
                             "backend needs redis-py: pip install 'maim_message[cluster]'")
+        # each node would generate its own: a client's key, an operator's token, would work
+        # on one node and be refused by the others
+        if not config.keys:
+            problems.append(f"{origins.where('cluster.backend')}: keys: a cluster needs its "
+                            "API keys configured ([[keys]], keys_file or MAIM_HUB_KEYS): each "
+                            "node would generate a different one")
+        if not config.admin.configured:
+            problems.append(f"{origins.where('cluster.backend')}: admin.token: a cluster "
+                            "needs its admin token configured (admin.token, "
+                            "admin.token_sha256 or MAIM_HUB_ADMIN_TOKEN): each node would "
+                            "generate a different one")
     admin = config.admin
     for name in ("token", "metrics_token"):
         if getattr(admin, name) and getattr(admin, name + "_sha256"):

@@ -470,7 +470,8 @@ class Delivery:
             self._opened.append(peer.uuid)
         if resent:
             self.resent += resent
-            logger.info("resent %d unacked message(s) to %s", resent, peer.uuid_label)
+            logger.info("sent %d waiting message(s) to %s as it connected (queued while it "
+                        "was away, or unacked before)", resent, peer.uuid_label)
 
     def peer_closed(self, peer: Peer, siblings: Iterable[Peer] = ()) -> None:
         """A connection of a pair that never acked is gone: forget what it was sent

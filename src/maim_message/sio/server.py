@@ -76,6 +76,7 @@ class SocketIOEndpoint:
         self.max_pending = MAX_PENDING_SESSIONS  # for accepted and refused ones apart
         self.max_pending_per_ip = MAX_PENDING_PER_IP
         self.sessions: Dict[str, SioSocket] = {}
+        self.unknown_sessions = 0  # requests naming a session not on this node (logged once)
         self._sweeper: Optional[asyncio.Task[None]] = None
         self._born: Dict[str, float] = {}  # sid -> created (CONNECT must follow in time)
         self._accepted: Set[str] = set()  # pending sids the hub accepted at the handshake
@@ -210,6 +211,12 @@ class SocketIOEndpoint:
     def _find(self, sid: str) -> Any:
         sock = self.sessions.get(sid)
         if sock is None:
+            self.unknown_sessions += 1
+            log = logger.warning if self.unknown_sessions == 1 else logger.debug
+            log("Socket.IO request for a session this node does not have (normal once after "
+                "a restart; if it repeats, the client's requests reach several hub nodes: "
+                "nodes sharing one port, or a load balancer without sticky sessions. A 0.7.x "
+                "client needs every request of its session on one node: docs/cluster.md)")
             return _bad_request(f"Invalid session {sid[:40]}")
         return sock
 
