@@ -11,7 +11,6 @@ import websockets
 from maim_message.server import WebSocketServer, create_server_config
 
 from .helpers_api import make_message
-from .test_cluster import node, redis_url  # noqa: F401  (the fixture)
 
 
 async def texts(ws: Any, n: int, timeout: float = 5.0) -> List[str]:
@@ -34,13 +33,6 @@ async def nothing_more(ws: Any) -> bool:
 async def test_non_acking_raw_client_is_not_flooded_on_reconnect() -> None:
     await check_not_flooded(WebSocketServer(create_server_config(
         host="127.0.0.1", port=0, on_auth_extract_user=lambda m: m["api_key"])))
-
-
-async def test_non_acking_raw_client_is_not_flooded_on_reconnect_in_cluster_mode(
-        redis_url: str) -> None:  # noqa: F811
-    """What it was written is deleted from the pair's stream when it leaves (a reconnect
-    reads the stream: it would get every old message again, on every reconnect)."""
-    await check_not_flooded(node(redis_url, "n1"))
 
 
 async def check_not_flooded(server: WebSocketServer) -> None:

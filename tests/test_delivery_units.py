@@ -37,7 +37,7 @@ class RecordingStore:
     def add(self, pair: Any, entry: OutboxEntry) -> None:
         self.added.append(entry.msg_id)
 
-    def remove(self, pair: Any, msg_ids: List[str]) -> None:
+    def remove(self, pair: Any, msg_ids: List[str], acked: bool = True) -> None:
         self.removed.extend(msg_ids)
 
     def close(self) -> None:

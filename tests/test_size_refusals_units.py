@@ -45,3 +45,19 @@ def test_a_session_knows_whether_the_peer_closed_first() -> None:
     assert ours.start_close(1009, "message of 9 bytes exceeds limit of 5 bytes")
     ours.close_received(1009, "message of 9 bytes exceeds limit of 5 bytes")  # the echo
     assert not ours.closed_by_peer
+
+
+async def test_under_asgi_a_1009_is_never_taken_for_the_receivers_limit() -> None:
+    """The ASGI server reports its own size limit (uvicorn's ws_max_size) as a disconnect
+    with 1009: under ASGI such a close gives nothing up."""
+    from maim_message.transport.asgi import ASGIServerConnection
+
+    async def send(message: object) -> None:
+        return None
+
+    for code, by_peer in ((1009, False), (1000, True)):
+        conn = ASGIServerConnection(None, send, "127.0.0.1", None)  # type: ignore[arg-type]
+        conn._session.state = OPEN
+        conn.close_received(code, "")
+        assert conn.closed_by_peer is by_peer
+        await conn.finish()

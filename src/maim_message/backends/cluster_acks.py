@@ -13,7 +13,7 @@ receiver acked.
 from __future__ import annotations
 
 import asyncio
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Set, Tuple
 
 from .cluster_base import ClusterHost, Pair
 from .pubsub_io import PubSubIO
@@ -32,6 +32,7 @@ class AckBatching(PubSubIO):
     _host: Optional[ClusterHost]
     _sids: StreamIds
     _ack_turn: Dict[Pair, Tuple[List[str], str]]
+    _unacked_removals: Dict[Pair, Set[str]]  # of this ack turn: removed, not acked
 
     def _stored(self, pair: Pair, msg_ids: List[str], sid: str) -> None:
         """The store answered with the entry of messages this node sent (called by the
@@ -43,11 +44,15 @@ class AckBatching(PubSubIO):
         if again:
             self._acked(pair, again, "")  # acked before the answer: delete them now
 
-    def _acked(self, pair: Pair, msg_ids: List[str], acker: Optional[str] = None) -> None:
+    def _acked(self, pair: Pair, msg_ids: List[str], acker: Optional[str] = None,
+               notify: bool = True) -> None:
         """Connections here acked these messages: delete them from the stream (batched:
         one delete per pair per ``ack_delay``), tell origins that wait. ``acker``: the
         uuid named as the acking connection (None: the pair's first connection here, looked
-        up once per pair and batch: receivers ack one message at a time)."""
+        up once per pair and batch: receivers ack one message at a time). ``notify=False``:
+        removed but not acked (given up, drained): nobody waiting is told "acked"."""
+        if not notify:
+            self._unacked_removals.setdefault(pair, set()).update(msg_ids)
         turn = self._ack_turn
         if not turn:
             loop = asyncio.get_running_loop()
@@ -66,6 +71,7 @@ class AckBatching(PubSubIO):
 
     def _flush_acks(self) -> None:
         turn, self._ack_turn = self._ack_turn, {}
+        unacked, self._unacked_removals = self._unacked_removals, {}
         if not self._joined or not turn:
             return
         for pair, (msg_ids, acker) in turn.items():
@@ -75,7 +81,10 @@ class AckBatching(PubSubIO):
             if acked.by_msg_id:
                 self._store_ack(pair, acked.by_msg_id, acker)
             anyone: List[str] = []
+            silent = unacked.get(pair, ())
             for origin, msg_id in acked.notify:
+                if msg_id in silent:
+                    continue
                 if origin == ANY_ORIGIN:
                     anyone.append(msg_id)
                 elif origin != self.node_id:

@@ -19,7 +19,6 @@ from typing import (
     TYPE_CHECKING,
     Any,
     Dict,
-    List,
     Mapping,
     NamedTuple,
     Optional,
@@ -154,15 +153,6 @@ async def admin_everywhere(cluster: ClusterBackend, action: str, args: Dict[str,
     return True
 
 
-def delivery_closed(host: ClusterHost, peer: Peer) -> List[Peer]:
-    """Tell the host's delivery that ``peer`` closed (a pair that never acks: what it was
-    written is dropped, from the store too); returns its pair's other connections here."""
-    peers = host.peers
-    siblings = [peers[u] for u in host.routes.lookup(*peer.pair) if u in peers]
-    host.delivery.peer_closed(peer, siblings)
-    return siblings
-
-
 class LocalCluster:
     """A single hub (the default): the server's send path, straight into Delivery."""
 
@@ -191,7 +181,10 @@ class LocalCluster:
         self._require_host().delivery.peer_opened(peer)
 
     def connection_closed(self, peer: Peer) -> None:
-        delivery_closed(self._require_host(), peer)
+        host = self._require_host()
+        peers = host.peers
+        siblings = [peers[u] for u in host.routes.lookup(*peer.pair) if u in peers]
+        host.delivery.peer_closed(peer, siblings)
 
     async def send_to_pair(self, pair: Pair, msg_id: str, payload: bytes,
                            ack_timeout: Optional[float] = None) -> Dict[str, bool]:

@@ -43,7 +43,7 @@ from ..core.defaults import DEFAULT_OUTBOX
 from ..core.redact import pair_label
 from ..errors import ClusterError
 from .cluster_acks import AckBatching
-from .cluster_base import ClusterHost, Pair, delivery_closed, user_key
+from .cluster_base import ClusterHost, Pair, user_key
 from .cluster_guard import FrameGuard
 from .fanout_log import FanoutLog
 from .pubsub_io import RESUBSCRIBED, Presence, StoredMessage
@@ -99,6 +99,7 @@ class PubSubCluster(PairSending, AckBatching, FrameGuard):
         self._joined = False
         self._sids = StreamIds()  # stream ids of the held pairs' unacked messages
         self._ack_turn: Dict[Pair, Tuple[List[str], str]] = {}  # acks of this loop turn
+        self._unacked_removals: Dict[Pair, Set[str]] = {}  # of those: given up, not acked
         self._alive: Optional[Set[str]] = None  # other live nodes (None: not read yet)
         # Nodes seen alive and then gone, until seen alive again: their where-entries are
         # stale until reaped. (A node not in _alive may just have joined since.)
@@ -191,9 +192,10 @@ class PubSubCluster(PairSending, AckBatching, FrameGuard):
             return
         self._presence_remove(peer)
         pair = peer.pair
-        # a pair that never acks: what it was written is dropped (from its stream too, as
-        # acks are), or every reconnect would read all of it back
-        if not delivery_closed(host, peer):
+        # Not Delivery.peer_closed (which drops what a pair that never acked here was
+        # written): whether the pair acks is known per node only, and another connection
+        # of it, on another node or reconnecting, may still need those messages.
+        if not host.routes.lookup(*pair):
             # Last connection of the pair here: the store holds its unacked messages; the
             # next node it connects to (maybe this one) reads them from the stream.
             if pair in self._ack_turn:

@@ -78,9 +78,12 @@ class ClusterOutboxStore:
     def add(self, pair: Pair, entry: OutboxEntry) -> None:
         self._cluster._store_add(pair, entry.msg_id, entry.payload)
 
-    def remove(self, pair: Pair, msg_ids: List[str]) -> None:
+    def remove(self, pair: Pair, msg_ids: List[str], acked: bool = True) -> None:
+        """Deleted from the pair's stream; an origin waiting for their ack is told only
+        when the receiver acked them (not when they were given up or drained)."""
         if msg_ids and self._cluster._host is not None:
-            self._cluster._acked(pair, msg_ids)  # named after the pair's first connection
+            # named after the pair's first connection
+            self._cluster._acked(pair, msg_ids, notify=acked)
 
     def forget_seen(self, key: FrameKey) -> None:
         """A frame recorded as handled was not (a later send of its handler failed)."""

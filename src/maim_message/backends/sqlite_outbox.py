@@ -118,7 +118,7 @@ class SqliteOutboxStore:
         ).fetchall()
         return {(str(u), str(p), str(m)): str(o) for u, p, m, o in rows}
 
-    def remove(self, pair: Pair, msg_ids: List[str]) -> None:
+    def remove(self, pair: Pair, msg_ids: List[str], acked: bool = True) -> None:
         self._begin()
         self._db.executemany(
             "DELETE FROM outbox WHERE user_id = ? AND platform = ? AND msg_id = ?",

@@ -61,7 +61,8 @@ class OutboxStore(Protocol):
 
     def add(self, pair: Pair, entry: OutboxEntry) -> None: ...
 
-    def remove(self, pair: Pair, msg_ids: List[str]) -> None: ...
+    def remove(self, pair: Pair, msg_ids: List[str], acked: bool = True) -> None:
+        """Forget these (``acked=False``: dropped undelivered, not acked by the receiver)."""
 
     def close(self) -> None: ...
 
@@ -215,8 +216,9 @@ class Outbox:
             self._enforce_bounds(pair, queue, keep=msg_id)
         return entry
 
-    def ack(self, pair: Pair, msg_id: str) -> bool:
-        """Forget an acked message of ``pair``; False when unknown or already acked."""
+    def ack(self, pair: Pair, msg_id: str, acked: bool = True) -> bool:
+        """Forget an acked message of ``pair`` (``acked=False``: given up undelivered);
+        False when unknown or already acked."""
         queue = self.pairs.get(pair)
         if queue is None:
             return False
@@ -224,9 +226,10 @@ class Outbox:
         if entry is None:
             return False
         self._account_removed(pair, queue, entry)
-        self.acked += 1
+        if acked:
+            self.acked += 1
         if self.store is not None:
-            self.store.remove(pair, [msg_id])
+            self.store.remove(pair, [msg_id], acked)
         if not queue.entries:
             self._drop_pair(pair)
         return True
@@ -245,7 +248,7 @@ class Outbox:
             if popped is not None:
                 ids.append(popped)
         if ids and self.store is not None:
-            self.store.remove(pair, ids)
+            self.store.remove(pair, ids, acked=False)
         if not queue.entries:
             self._drop_pair(pair)
         return len(ids)

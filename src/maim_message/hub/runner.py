@@ -300,9 +300,10 @@ class Hub:
     def queued(self) -> int:
         """Messages kept for a receiver connected nowhere (in cluster mode: on no node,
         as the store saw it when it wrote them)."""
-        if self.config.cluster.backend == "redis":
+        if self.config.cluster.backend == "redis":  # (kept: after stop() it reads no more)
             stats = getattr(self.server.cluster, "stats", None)
-            return int(stats().get("sends_to_offline", 0)) if stats is not None else 0
+            if stats is not None:
+                self._queued = int(stats().get("sends_to_offline", self._queued))
         return self._queued
 
     def _to_pair_peers(

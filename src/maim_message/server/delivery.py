@@ -504,7 +504,7 @@ class Delivery:
         suspect = max(written, key=lambda e: len(e.payload))
         if not self._too_big.refused(peer.pair, suspect.msg_id):
             return suspect, self._too_big.strikes_of(peer.pair), False
-        if outbox.ack(peer.pair, suspect.msg_id):  # (cluster: deleted from the stream too)
+        if outbox.ack(peer.pair, suspect.msg_id, acked=False):  # (cluster: from its stream)
             self.too_big_dropped += 1
             if outbox.store is not None:
                 self._touch()

@@ -68,8 +68,11 @@ class ASGIServerConnection:
 
     @property
     def closed_by_peer(self) -> bool:
-        """The client's close came first (its close code is the one reported)."""
-        return self._session.closed_by_peer
+        """The client's close came first (its close code is the one reported). Not for a
+        1009: the ASGI server reports its own size limit (uvicorn's ws_max_size, on what
+        the client sends) as a disconnect with 1009, indistinguishable from the client's."""
+        session = self._session
+        return session.closed_by_peer and session.close_code != 1009
 
     @property
     def is_writable(self) -> bool:
