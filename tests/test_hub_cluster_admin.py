@@ -12,6 +12,7 @@ from typing import Any, Dict, List
 
 import websockets
 
+from .helpers_api import recv_until
 from .test_cluster import redis_url  # noqa: F401  (the fixture)
 from .test_hub_cluster import ADAPTER_KEY, CORE_KEY, cluster_config
 from .test_hub_process import (
@@ -19,6 +20,7 @@ from .test_hub_process import (
     HubProcess,
     close_code,
     expect_refusal,
+    std,
     until,
 )
 
@@ -126,3 +128,33 @@ async def test_a_single_hub_keeps_revocations_in_its_revoked_file(tmp_path: Path
             pass
     finally:
         assert await hub.terminate() == 0
+
+
+async def test_a_queue_in_a_cluster_stream_is_shown_and_drained_from_any_node(
+        tmp_path: Path, redis_url: str) -> None:  # noqa: F811
+    """Messages for a receiver connected on no node live in its pair's Redis stream, on no
+    node: `outbox` and `drain` for that pair read and empty the stream (before, they
+    showed nothing and dropped 0 while the messages stayed queued)."""
+    config = cluster_config(redis_url)
+    hubs: List[HubProcess] = []
+    try:
+        a, b = await start(tmp_path, "a", config), await start(tmp_path, "b", config)
+        hubs += [a, b]
+        async with connect(a, ADAPTER) as adapter:
+            for n in range(3):  # to maibot, connected nowhere: they wait in its stream
+                await adapter.send(std(f"q{n}", f"queued {n}", ADAPTER_KEY, "qq"))
+                await recv_until(adapter, "sys_ack")
+        shown = await b.admin("/api/admin/outbox?user=maibot&platform=qq")
+        assert shown["depth"] == 3 and shown["source"] == "cluster stream"
+        assert "queued 0" in shown["messages"][0]["preview"]
+        answer = await b.admin("/api/admin/outbox/drain", {"user": "maibot", "platform": "qq"})
+        assert answer["dropped"] == 3
+        assert (await a.admin("/api/admin/outbox?user=maibot&platform=qq"))["depth"] == 0
+        async with connect(a, ADAPTER) as adapter, connect(b, CORE) as core:
+            await until(lambda: connected(b, "maibot"), what="the core on node b")
+            await adapter.send(std("after", "fresh", ADAPTER_KEY, "qq"))
+            frame = await recv_until(core, "sys_std")  # the drained ones never come
+            assert frame["payload"]["message_segment"]["data"] == "fresh"
+    finally:
+        for hub in hubs:
+            assert await hub.terminate() == 0

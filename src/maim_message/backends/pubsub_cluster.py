@@ -584,6 +584,22 @@ class PubSubCluster(PairSending, AckBatching, FrameGuard):
             out[uuid] = info
         return out
 
+    async def stored(self, pair: Pair) -> List[StoredMessage]:
+        """What the pair's stream holds, oldest first: the admin plane's view of a pair
+        that may be connected on no node (its queue lives in Redis, not on a node)."""
+        self._running()
+        return await self._read_pair(pair)
+
+    async def drop_stored(self, pair: Pair) -> int:
+        """Delete everything the pair's stream holds (the admin's drain of a pair that is
+        not connected here); nobody waiting for their acks is told "acked". Returns how
+        many messages went."""
+        entries = await self.stored(pair)
+        if entries:
+            self._store_delete(pair, sorted({sid for sid, _m, _p in entries}), True)
+            await self._written()
+        return len(entries)
+
     def stats(self) -> Dict[str, Any]:
         alive = self._alive
         return {"node_id": self.node_id, "pairs": len(self._pairs),

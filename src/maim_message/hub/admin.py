@@ -221,10 +221,27 @@ class AdminPlane:
                          "oldest_age": round(now - oldest.created, 3) if oldest else 0.0})
         return rows
 
-    def outbox(self, user: str, platform: str) -> Dict[str, Any]:
-        """The pair's queued messages, oldest first (id, age, size, a short preview)."""
+    def _streams(self) -> Any:
+        """The cluster backend when it keeps queues in streams (None: not in cluster mode)."""
+        cluster = self.hub.server.cluster
+        return cluster if hasattr(cluster, "stored") else None
+
+    async def outbox(self, user: str, platform: str) -> Dict[str, Any]:
+        """The pair's queued messages, oldest first (id, age, size, a short preview). In
+        cluster mode a pair not connected here is read from its stream in Redis."""
         outbox = self._outbox()
         pair: Pair = (user, platform)
+        streams = self._streams()
+        if (outbox is None or pair not in outbox.pairs) and streams is not None and user \
+                and platform:
+            now_ms = time.time() * 1000
+            messages = [
+                {"msg_id": msg_id, "stream_id": sid,
+                 "age": round(max(0.0, now_ms - int(sid.split("-")[0])) / 1000, 3),
+                 "bytes": len(payload), "preview": preview(payload)}
+                for sid, msg_id, payload in await streams.stored(pair)]
+            return {"user": user, "platform": platform, "depth": len(messages),
+                    "messages": messages, "source": "cluster stream"}
         if outbox is None or pair not in outbox.pairs:
             return {"user": user, "platform": platform, "depth": 0, "messages": []}
         now = time.time()
@@ -237,15 +254,19 @@ class AdminPlane:
         return {"user": user, "platform": platform, "depth": len(messages),
                 "messages": messages}
 
-    def drain(self, user: str, platform: str) -> int:
-        """Drop every queued message of the pair (they will not be delivered)."""
+    async def drain(self, user: str, platform: str) -> int:
+        """Drop every queued message of the pair (they will not be delivered). In cluster
+        mode a pair not connected here is drained in its stream in Redis."""
         if not user or not platform:
             raise AdminError(400, "give 'user' and 'platform'")
         outbox = self._outbox()
         pair: Pair = (user, platform)
-        if outbox is None or pair not in outbox.pairs:
+        if outbox is not None and pair in outbox.pairs:
+            dropped = outbox.drop_through(pair, outbox.last_seq(pair))
+        elif self._streams() is not None:
+            dropped = await self._streams().drop_stored(pair)
+        else:
             return 0
-        dropped = outbox.drop_through(pair, outbox.last_seq(pair))
         safe_user, safe_platform = log_safe(user), log_safe(platform)
         logger.warning("admin: drained %d message(s) of user=%s platform=%s", dropped,
                        safe_user, safe_platform,

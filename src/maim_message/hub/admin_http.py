@@ -101,10 +101,11 @@ def admin_routes(hub: Hub) -> Dict[str, Route]:
     async def revoke(info: HandshakeInfo) -> Any:
         return await admin.revoke(_text(json_body(info), "key"))
 
-    def drain(info: HandshakeInfo) -> Any:
+    async def drain(info: HandshakeInfo) -> Any:
         body = json_body(info)
         user, platform = _text(body, "user"), _text(body, "platform")
-        return {"user": user, "platform": platform, "dropped": admin.drain(user, platform)}
+        return {"user": user, "platform": platform,
+                "dropped": await admin.drain(user, platform)}
 
     async def reload(info: HandshakeInfo) -> Any:
         result = hub.reload()
