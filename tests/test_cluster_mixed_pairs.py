@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from maim_message.backends.memory_bus import MemoryBus, MemoryCluster
 
 from .fakes import FakeHost, make_peer
@@ -56,9 +58,12 @@ async def test_a_close_is_not_reported_to_a_waiting_sender_as_an_ack() -> None:
         await stop(n1, n2)
 
 
-async def test_a_message_given_up_is_deleted_but_not_reported_as_acked() -> None:
+@pytest.mark.parametrize("entry_known", [True, False])
+async def test_a_message_given_up_is_deleted_but_not_reported_as_acked(
+        entry_known: bool) -> None:
     """A message its receiver kept refusing as too big (or drained) leaves the stream, and a
-    sender on another node waiting for its ack is not told it arrived."""
+    sender on another node waiting for its ack is not told it arrived (whether the node
+    knows the message's stream entry, or deletes it by msg_id)."""
     bus = MemoryBus()
     n1, n2 = await started(bus, "n1"), await started(bus, "n2")
     try:
@@ -68,6 +73,8 @@ async def test_a_message_given_up_is_deleted_but_not_reported_as_acked() -> None
             PAIR, "m1", b'{"payload":"x"}', ack_timeout=0.5))
         await settle(lambda: texts(r1) == ["x"])
         outbox = n2.delivery.outbox
+        if not entry_known:
+            n2.cluster._sids.forget(PAIR)
         assert outbox is not None and outbox.ack(PAIR, "m1", acked=False)
         assert not any((await asyncio.wait_for(waiting, 3)).values())
         await settle(lambda: PAIR not in bus.streams)  # deleted from the stream all the same

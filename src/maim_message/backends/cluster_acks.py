@@ -78,10 +78,15 @@ class AckBatching(PubSubIO):
             acked = self._sids.acked(pair, msg_ids)
             if acked.sids:
                 self._store_delete(pair, acked.sids, self._sids.idle(pair))
-            if acked.by_msg_id:
-                self._store_ack(pair, acked.by_msg_id, acker)
-            anyone: List[str] = []
             silent = unacked.get(pair, ())
+            if acked.by_msg_id:
+                told = [m for m in acked.by_msg_id if m not in silent]
+                if told:
+                    self._store_ack(pair, told, acker)
+                if len(told) < len(acked.by_msg_id):
+                    self._store_ack(pair, [m for m in acked.by_msg_id if m in silent], acker,
+                                    notify=False)
+            anyone: List[str] = []
             for origin, msg_id in acked.notify:
                 if msg_id in silent:
                     continue

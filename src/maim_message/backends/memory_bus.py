@@ -135,6 +135,8 @@ class MemoryCluster(PubSubCluster):
         if mark is not None:
             bus.frames.add(mark)
         sid = bus.append(pair, message.msg_id, message.payload) if persist else ""
+        if sid and message.notify:  # as the Redis index records "id|origin"
+            bus.streams[pair].waiting[message.msg_id] = message.origin
         if sid:
             asyncio.get_running_loop().call_soon(self._stored, pair, [message.msg_id], sid)
         remote: List[Tuple[str, str]] = []
@@ -181,7 +183,8 @@ class MemoryCluster(PubSubCluster):
         if stream is None or msg_id not in stream.entries:
             self.bus.append(pair, msg_id, payload)
 
-    def _store_ack(self, pair: Pair, msg_ids: List[str], acker: str) -> None:
+    def _store_ack(self, pair: Pair, msg_ids: List[str], acker: str,
+                   notify: bool = True) -> None:
         stream = self.bus.streams.get(pair)
         if stream is None:
             return
@@ -189,7 +192,7 @@ class MemoryCluster(PubSubCluster):
             if stream.entries.pop(msg_id, None) is None:
                 continue
             origin = stream.waiting.pop(msg_id, None)
-            if origin is not None:
+            if origin is not None and notify:
                 self.bus.publish(origin, AckMessage(self.node_id, pair[0], pair[1], msg_id,
                                                     acker))
         if not stream.entries:

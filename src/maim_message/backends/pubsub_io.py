@@ -121,9 +121,10 @@ class PubSubIO:
         """Append to the pair's stream unless it is there already."""
         raise NotImplementedError
 
-    def _store_ack(self, pair: Pair, msg_ids: List[str], acker: str) -> None:
+    def _store_ack(self, pair: Pair, msg_ids: List[str], acker: str,
+                   notify: bool = True) -> None:
         """Delete acked messages by msg_id (their stream id is not known here); tell an
-        origin that waits on one (AckMessage)."""
+        origin that waits on one (AckMessage), unless ``notify`` is False (given up)."""
         raise NotImplementedError
 
     def _read_pair(self, pair: Pair) -> Awaitable[List[StoredMessage]]:

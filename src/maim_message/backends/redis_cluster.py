@@ -586,12 +586,14 @@ class RedisCluster(PubSubCluster, RedisPresence, RedisFanoutLog):
         stream, index, _ = self.keys.pair_keys(pair)
         self._turn(shard).delete(stream, index, idle, stream_ids)  # rides in the send call
 
-    def _store_ack(self, pair: Pair, msg_ids: List[str], acker: str) -> None:
+    def _store_ack(self, pair: Pair, msg_ids: List[str], acker: str,
+                   notify: bool = True) -> None:
         shard = self._shard(pair)
         if shard.queue is None:
             return
         stream, index, _ = self.keys.pair_keys(pair)
-        shard.queue.push(("EVALSHA", "ack", 2, stream, index, self.keys.chan_prefix,
+        shard.queue.push(("EVALSHA", "ack", 2, stream, index,
+                          self.keys.chan_prefix if notify else "",
                           self.node_id, pair[0], pair[1], acker, *msg_ids))
 
     def _read_pair(self, pair: Pair) -> Awaitable[List[StoredMessage]]:

@@ -107,9 +107,10 @@ redis.call('PEXPIRE', KEYS[2], ARGV[4])
 return id
 """
 
-# KEYS: stream, index. ARGV: 1 channel prefix, 2 acking node, 3 user, 4 platform, 5 uuid,
-# 6.. msg_ids. Deletes acked entries; tells an origin that waits for the ack; deletes the
-# keys once the stream is empty. Returns how many entries were deleted.
+# KEYS: stream, index. ARGV: 1 channel prefix ("": removed, not acked: nobody is told),
+# 2 acking node, 3 user, 4 platform, 5 uuid, 6.. msg_ids. Deletes acked entries; tells an
+# origin that waits for the ack; deletes the keys once the stream is empty. Returns how
+# many entries were deleted.
 ACK = """
 local n = 0
 for i = 6, #ARGV do
@@ -120,9 +121,11 @@ for i = 6, #ARGV do
     local id = v
     if bar then
       id = string.sub(v, 1, bar - 1)
-      redis.call('PUBLISH', ARGV[1] .. string.sub(v, bar + 1),
-        cjson.encode({type = 'ack', node = ARGV[2], user = ARGV[3], platform = ARGV[4],
-          msg_id = ARGV[i], uuid = ARGV[5]}))
+      if ARGV[1] ~= '' then
+        redis.call('PUBLISH', ARGV[1] .. string.sub(v, bar + 1),
+          cjson.encode({type = 'ack', node = ARGV[2], user = ARGV[3], platform = ARGV[4],
+            msg_id = ARGV[i], uuid = ARGV[5]}))
+      end
     end
     n = n + redis.call('XDEL', KEYS[1], id)
   end
