@@ -7,8 +7,9 @@ another node stayed connected and could reconnect there) and was forgotten on re
 
 from __future__ import annotations
 
+from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, AsyncIterator, Dict, List, Tuple
 
 import websockets
 
@@ -46,6 +47,20 @@ async def start(tmp_path: Path, name: str, config: str) -> HubProcess:
     workdir = tmp_path / name
     workdir.mkdir(exist_ok=True)
     return await HubProcess(workdir).start(config)
+
+
+@asynccontextmanager
+async def two_nodes(tmp_path: Path, url: str) -> AsyncIterator[Tuple[HubProcess, HubProcess]]:
+    """Hub processes a and b on one Redis; both end with exit code 0."""
+    config = cluster_config(url)
+    hubs: List[HubProcess] = []
+    try:
+        hubs.append(await start(tmp_path, "a", config))
+        hubs.append(await start(tmp_path, "b", config))
+        yield hubs[0], hubs[1]
+    finally:
+        for hub in hubs:
+            assert await hub.terminate() == 0
 
 
 async def test_a_revoke_on_one_node_closes_and_refuses_the_key_on_every_node(
@@ -87,11 +102,7 @@ async def test_a_revoke_on_one_node_closes_and_refuses_the_key_on_every_node(
 
 async def test_a_disconnect_on_one_node_closes_the_connection_on_another(
         tmp_path: Path, redis_url: str) -> None:  # noqa: F811
-    config = cluster_config(redis_url)
-    hubs: List[HubProcess] = []
-    try:
-        a, b = await start(tmp_path, "a", config), await start(tmp_path, "b", config)
-        hubs += [a, b]
+    async with two_nodes(tmp_path, redis_url) as (a, b):
         async with connect(b, CORE) as core:
             await until(lambda: connected(b, "maibot"), what="the core on node b")
             uuid = next(r["uuid"] for r in await b.admin("/api/admin/connections"))
@@ -102,9 +113,6 @@ async def test_a_disconnect_on_one_node_closes_the_connection_on_another(
             pass
         status, _, _ = await a.request("POST", "/api/admin/disconnect", {"uuid": "nope"})
         assert status == 404
-    finally:
-        for hub in hubs:
-            assert await hub.terminate() == 0
 
 
 async def test_a_single_hub_keeps_revocations_in_its_revoked_file(tmp_path: Path) -> None:
@@ -135,11 +143,7 @@ async def test_a_queue_in_a_cluster_stream_is_shown_and_drained_from_any_node(
     """Messages for a receiver connected on no node live in its pair's Redis stream, on no
     node: `outbox` and `drain` for that pair read and empty the stream (before, they
     showed nothing and dropped 0 while the messages stayed queued)."""
-    config = cluster_config(redis_url)
-    hubs: List[HubProcess] = []
-    try:
-        a, b = await start(tmp_path, "a", config), await start(tmp_path, "b", config)
-        hubs += [a, b]
+    async with two_nodes(tmp_path, redis_url) as (a, b):
         async with connect(a, ADAPTER) as adapter:
             for n in range(3):  # to maibot, connected nowhere: they wait in its stream
                 await adapter.send(std(f"q{n}", f"queued {n}", ADAPTER_KEY, "qq"))
@@ -155,6 +159,3 @@ async def test_a_queue_in_a_cluster_stream_is_shown_and_drained_from_any_node(
             await adapter.send(std("after", "fresh", ADAPTER_KEY, "qq"))
             frame = await recv_until(core, "sys_std")  # the drained ones never come
             assert frame["payload"]["message_segment"]["data"] == "fresh"
-    finally:
-        for hub in hubs:
-            assert await hub.terminate() == 0
