@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import sys
 import textwrap
@@ -25,6 +26,13 @@ def server_config(port: int, inbox: Inbox, **kw: Any) -> Any:
         on_message=inbox, **kw,
     )
 
+
+
+def sys_ack(msg_id: str) -> str:
+    """The server's ack of ``msg_id`` as a raw test server writes it."""
+    return json.dumps({"ver": 1, "msg_id": "ack-" + msg_id, "type": "sys_ack",
+                       "meta": {"uuid": "u", "acked_msg_id": msg_id, "timestamp": 0},
+                       "payload": {"status": "received"}})
 
 async def test_messages_and_custom_messages_both_ways() -> None:
     inbox, client_inbox = Inbox(), Inbox()
@@ -273,10 +281,7 @@ async def test_a_frame_the_server_did_not_ack_is_sent_again_on_the_same_connecti
             arrivals.append(env["msg_id"])
             if arrivals.count(env["msg_id"]) < 2:
                 continue  # the first arrival is not acked
-            await ws.send(json.dumps({
-                "ver": 1, "msg_id": "ack-" + env["msg_id"], "type": "sys_ack",
-                "meta": {"uuid": "u", "acked_msg_id": env["msg_id"], "timestamp": 0},
-                "payload": {"status": "received"}}))
+            await ws.send(sys_ack(env["msg_id"]))
 
     async with serve(handler, "127.0.0.1", 0) as srv:
         port = srv.sockets[0].getsockname()[1]
@@ -431,10 +436,7 @@ async def test_a_burst_over_the_queue_bound_waits_for_acks_and_loses_nothing() -
             await acking.wait()  # (no ack at all until then)
             await asyncio.sleep(0.001)  # a server slower than the sender
             with contextlib.suppress(ConnectionClosed):
-                await ws.send(json.dumps({
-                    "ver": 1, "msg_id": "a-" + env["msg_id"], "type": "sys_ack",
-                    "meta": {"uuid": "u", "acked_msg_id": env["msg_id"], "timestamp": 0},
-                    "payload": {"status": "received"}}))
+                await ws.send(sys_ack(env["msg_id"]))
 
     async with serve(handler, "127.0.0.1", 0) as srv:
         port = srv.sockets[0].getsockname()[1]

@@ -374,7 +374,7 @@ class PubSubCluster(PairSending, AckBatching, FrameGuard):
         """Act on one channel message's pair groups: each pair held here gets its
         messages that are newer than its last stream read (one entry's messages share
         the check), or buffers them while a read of its stream is pending."""
-        pairs, sids, node_id, deliver = self._pairs, self._sids, self.node_id, self._deliver
+        pairs, node_id = self._pairs, self.node_id
         delivered = 0
         for origin, user, platform, stream_ids, items in groups:
             self.received += len(items)
@@ -387,39 +387,33 @@ class PubSubCluster(PairSending, AckBatching, FrameGuard):
             if state is None:
                 continue  # not here any more; the stream keeps it for the next node
             delivered += len(items)
-            try:
-                if len(stream_ids) != 1:  # one id per message (not a send batch's form)
-                    self._handle_singly(pair, state, origin, stream_ids, items)
-                    continue
-                sid = stream_ids[0]
-                if state.reading:  # a read of its stream is pending: after the read
-                    self._hold(pair, state, origin, sid, items)
-                    continue
-                sids.known_entry(pair, items, sid, origin)
-                if sid and stream_id_key(sid) <= state.loaded_upto:
-                    continue  # the stream read covered this entry
-            except Exception:  # a bad group must not stop the node's routing
-                logger.exception("cluster: failed to handle a channel message")
-                continue
-            for msg_id, payload, _notify in items:
-                try:
-                    deliver(pair, msg_id, payload)
-                except Exception:  # nor a bad message the rest
-                    logger.exception("cluster: failed to handle a channel message")
+            if len(stream_ids) == 1:  # a send batch's form: one entry holds them all
+                self._take_entry(pair, state, origin, stream_ids[0], items)
+            else:  # one id per message
+                for sid, item in zip(stream_ids, items):
+                    self._take_entry(pair, state, origin, sid, [item])
         self.remote_deliveries += delivered
 
-    def _handle_singly(self, pair: Pair, state: PairState, origin: str,
-                       stream_ids: List[str], items: List[Tuple[str, bytes, bool]]) -> None:
-        """A group whose messages carry one stream id each."""
-        for sid, item in zip(stream_ids, items):
+    def _take_entry(self, pair: Pair, state: PairState, origin: str, sid: str,
+                    items: List[Tuple[str, bytes, bool]]) -> None:
+        """Messages of one stream entry for a pair held here: delivered unless the pair's
+        last stream read covered the entry, or held while a read is pending. A bad entry
+        or message is logged; the others go on."""
+        try:
+            if state.reading:  # a read of its stream is pending: after the read
+                self._hold(pair, state, origin, sid, items)
+                return
+            self._sids.known_entry(pair, items, sid, origin)
+            if sid and stream_id_key(sid) <= state.loaded_upto:
+                return  # the stream read covered this entry
+        except Exception:
+            logger.exception("cluster: failed to handle a channel message")
+            return
+        deliver = self._deliver
+        for msg_id, payload, _notify in items:
             try:
-                if state.reading:
-                    self._hold(pair, state, origin, sid, [item])
-                    continue
-                self._sids.known_entry(pair, [item], sid, origin)
-                if not sid or stream_id_key(sid) > state.loaded_upto:
-                    self._deliver(pair, item[0], item[1])
-            except Exception:  # nor a bad message the rest
+                deliver(pair, msg_id, payload)
+            except Exception:
                 logger.exception("cluster: failed to handle a channel message")
 
     def _hold(self, pair: Pair, state: PairState, origin: str, sid: str,

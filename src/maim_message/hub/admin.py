@@ -259,12 +259,12 @@ class AdminPlane:
         mode a pair not connected here is drained in its stream in Redis."""
         if not user or not platform:
             raise AdminError(400, "give 'user' and 'platform'")
-        outbox = self._outbox()
+        outbox, streams = self._outbox(), self._streams()
         pair: Pair = (user, platform)
         if outbox is not None and pair in outbox.pairs:
             dropped = outbox.drop_through(pair, outbox.last_seq(pair))
-        elif self._streams() is not None:
-            dropped = await self._streams().drop_stored(pair)
+        elif streams is not None:
+            dropped = await streams.drop_stored(pair)
         else:
             return 0
         safe_user, safe_platform = log_safe(user), log_safe(platform)
